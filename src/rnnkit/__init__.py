@@ -1,0 +1,14 @@
+"""rnnkit: recurrent neural networks for PyTorch — cells, drop-in layers, fast backends, training."""
+
+from .cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
+                    PeepholeLSTMCell, RecurrentCell, SRUCell)
+from .layers import GRU, LSTM, RNN, SRU, LayerNormGRU, LayerNormLSTM, MinGRU, PeepholeLSTM
+from .recurrent import Recurrent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RecurrentCell", "ElmanCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "SRUCell", "LayerNormLSTMCell",
+    "LayerNormGRUCell", "MinGRUCell", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM", "SRU",
+    "LayerNormLSTM", "LayerNormGRU", "MinGRU",
+]

@@ -1,0 +1,56 @@
+"""What a backend receives and must return: one layer, one direction, a whole sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Protocol, Tuple, Union
+
+from torch import Tensor
+
+from ..cells.base import RecurrentCell
+
+#: Per state tensor: None (no zoneout), a float p (eval: the expectation
+#: s_t = p·s_{t-1} + (1−p)·s̃_t) or a 0/1 tensor (T, B, S) (training: 1 keeps s_{t-1}).
+Zoneout = Union[None, float, Tensor]
+
+
+@dataclass
+class RunSpec:
+    """One layer and direction of a recurrent network over a whole sequence.
+
+    inputs:          (T, B, I) time-major. With `lengths`, row b is valid for
+                     t < lengths[b] (right-padded); the layer already reversed
+                     each valid prefix for a reverse direction.
+    state:           initial state, one (B, S_k) tensor per entry of cell.state_sizes.
+    lengths:         (B,) int64 on inputs.device, or None when every row has T steps.
+    weights:         parameters that replace the cell's own for this run (DropConnect),
+                     by the cell's parameter name; empty when none.
+    recurrent_mask:  (B, cell.recurrent_input_size) multiplies h_{t-1} inside the
+                     recurrent product, or None.
+    zoneout:         one `Zoneout` entry per state tensor.
+
+    A backend returns (outputs (T, B, O), final state tuple). Outputs at padded
+    positions are zero; the final state of row b is its state after step lengths[b].
+    """
+
+    cell: RecurrentCell
+    inputs: Tensor
+    state: Tuple[Tensor, ...]
+    lengths: Optional[Tensor] = None
+    weights: Dict[str, Tensor] = field(default_factory=dict)
+    recurrent_mask: Optional[Tensor] = None
+    zoneout: Tuple[Zoneout, ...] = ()
+
+    @property
+    def has_zoneout(self) -> bool:
+        return any(z is not None for z in self.zoneout)
+
+
+class Backend(Protocol):
+    name: str
+
+    def accepts(self, spec: RunSpec) -> Optional[str]:
+        """None if this backend can run `spec`, else the reason it cannot (one line)."""
+
+    def run(self, spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """Run the sequence; see RunSpec for shapes."""

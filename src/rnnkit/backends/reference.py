@@ -1,0 +1,70 @@
+"""The reference backend: the cell's step in a Python loop under autograd.
+
+Readable and general (any cell that follows the protocol, any device), and the
+source of truth every fast backend is tested against. The input term of every
+step is one GEMM over the whole sequence (`cell.project`), and the steps read it
+through `unbind` — indexing `u[t]` under autograd would make backward O(T²).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import RunSpec
+
+
+class _Loop(nn.Module):
+    """Wraps the cell so that `torch.func.functional_call` can swap its weights."""
+
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        cell = self.cell
+        inputs, state = spec.inputs, tuple(spec.state)
+        T = inputs.shape[0]
+        valid = None
+        if spec.lengths is not None:
+            steps = torch.arange(T, device=inputs.device)
+            valid = (steps[:, None] < spec.lengths[None, :]).unsqueeze(-1).unbind(0)  # T × (B, 1)
+        zoneout = [z.unbind(0) if isinstance(z, Tensor) else z for z in spec.zoneout] or [None] * len(state)
+        outputs = []
+        for t, u_t in enumerate(cell.project(inputs).unbind(0)):
+            y, new = cell.step(u_t, cell.pack_state(state), spec.recurrent_mask)
+            new = cell.unpack_state(new)
+            if spec.has_zoneout:
+                new = tuple(_zoneout(n, s, z if z is None or isinstance(z, float) else z[t])
+                            for n, s, z in zip(new, state, zoneout))
+                if cell.outputs_state:
+                    y = new[0]
+            if valid is not None:
+                new = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state))
+                y = torch.where(valid[t], y, torch.zeros((), dtype=y.dtype, device=y.device))
+            state = new
+            outputs.append(y)
+        return torch.stack(outputs), state
+
+
+def _zoneout(new: Tensor, old: Tensor, keep: Optional[object]) -> Tensor:
+    """s_t = keep·s_{t-1} + (1 − keep)·s̃_t: keep is a 0/1 mask (training) or p (eval)."""
+    if keep is None:
+        return new
+    return new + keep * (old - new)
+
+
+class ReferenceBackend:
+    name = "reference"
+
+    def accepts(self, spec: RunSpec) -> Optional[str]:
+        return None
+
+    def run(self, spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        loop = _Loop(spec.cell)
+        if spec.weights:
+            overrides = {f"cell.{k}": v for k, v in spec.weights.items()}
+            return torch.func.functional_call(loop, overrides, (spec,), strict=False)
+        return loop(spec)

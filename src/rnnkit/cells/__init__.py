@@ -1,0 +1,16 @@
+"""Recurrent cells: one file each, one time step each."""
+
+from .base import RecurrentCell, State
+from .elman import ElmanCell
+from .gru import GRUCell
+from .layernorm_gru import LayerNormGRUCell
+from .layernorm_lstm import LayerNormLSTMCell
+from .lstm import LSTMCell
+from .mingru import MinGRUCell
+from .peephole_lstm import PeepholeLSTMCell
+from .sru import SRUCell
+
+__all__ = [
+    "RecurrentCell", "State", "ElmanCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "SRUCell",
+    "LayerNormLSTMCell", "LayerNormGRUCell", "MinGRUCell",
+]

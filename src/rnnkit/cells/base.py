@@ -1,0 +1,127 @@
+"""The cell protocol: one time step of a recurrent network.
+
+A cell owns its parameters and the math of one step. It never loops over time,
+inspects devices or calls kernels; `rnnkit.Recurrent` and the backends do that.
+
+Every built-in cell splits its step in two, so that the sequence layer can hoist
+the input term out of the time loop (one GEMM over all steps):
+
+    u_t           = cell.project(x_t)           (B, K)   input term, no recurrence
+    y_t, state_t  = cell.step(u_t, state_{t-1}) (B, O)   the recurrence
+
+`cell(x_t, state)` is `cell.step(cell.project(x_t), state)`. `project` also
+accepts a whole sequence (T, B, I) and then returns (T, B, K).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+State = Union[Tensor, Tuple[Tensor, ...]]
+
+
+class RecurrentCell(nn.Module):
+    """Base class of rnnkit's cells.
+
+    Subclasses set `input_size`, `hidden_size`, `output_size` (the size of y_t),
+    `state_names` and `state_sizes` (one entry per state tensor, e.g. LSTM:
+    ("h", "c") and (H, H)), and implement `project` and `step`.
+
+    `outputs_state` is True when y_t is the first state tensor (Elman, LSTM,
+    GRU, minGRU); zoneout then changes the output too. SRU's y_t is not part of
+    its state, so it is False there.
+
+    `recurrent_input_size` is the width of the vector that multiplies W_hh (the
+    size of a recurrent-dropout mask), or 0 for cells without a recurrent matrix.
+    """
+
+    input_size: int
+    hidden_size: int
+    output_size: int
+    state_names: Tuple[str, ...] = ("h",)
+    state_sizes: Tuple[int, ...]
+    outputs_state: bool = True
+    recurrent_input_size: int = 0
+    #: number of feature axes of x_t after the batch axis (1 for vectors; a
+    #: convolutional cell would have 3: channels, height, width).
+    feature_dims: int = 1
+
+    # ------------------------------------------------------------------ state
+    def initial_state(
+        self,
+        batch_size: int,
+        *,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> State:
+        """Zeros: one (B, S) tensor per entry of `state_sizes` (a tuple if several)."""
+        ref = next(self.parameters(), None)
+        device = device if device is not None else (ref.device if ref is not None else None)
+        dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)
+        zeros = tuple(torch.zeros(batch_size, s, device=device, dtype=dtype) for s in self.state_sizes)
+        return zeros if len(zeros) > 1 else zeros[0]
+
+    def pack_state(self, parts: Sequence[Tensor]) -> State:
+        """A tuple of state tensors in this cell's public form (bare tensor if one)."""
+        return tuple(parts) if len(self.state_sizes) > 1 else parts[0]
+
+    @staticmethod
+    def unpack_state(state: State) -> Tuple[Tensor, ...]:
+        return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+    # ------------------------------------------------------------------- math
+    def project(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Input term of every step: (..., I) -> (..., K)."""
+        raise NotImplementedError
+
+    def step(self, u: Tensor, state: State, recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        """One recurrence step from the projected input u (B, K).
+
+        `recurrent_mask` (B, recurrent_input_size), when given, multiplies the
+        vector that enters the recurrent matrix product (recurrent dropout); the
+        state itself is carried undropped.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def forward(self, x: Tensor, state: Optional[State] = None) -> Tuple[Tensor, State]:
+        """One time step: x (B, I) -> (y (B, O), new state)."""
+        if x.dim() != 2 or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__} expects x of shape (batch, {self.input_size}); "
+                f"got {tuple(x.shape)}. For a whole sequence use rnnkit.Recurrent."
+            )
+        if state is None:
+            state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
+        return self.step(self.project(x), state)
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H))."""
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+def check_sizes(owner: str, **sizes: int) -> None:
+    """Raise a ValueError naming the argument when a size is not a positive int."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{owner}: {name} must be an int; got {type(value).__name__} {value!r}")
+        if value <= 0:
+            raise ValueError(f"{owner}: {name} must be positive; got {value}")
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """x @ weight.T + bias for any leading shape (one GEMM)."""
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def masked(h: Tensor, mask: Optional[Tensor]) -> Tensor:
+    return h if mask is None else h * mask

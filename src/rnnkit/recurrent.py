@@ -1,0 +1,556 @@
+"""The sequence layer: any cell over time, stacked, bidirectional, variable lengths.
+
+`Recurrent(cell)` maps a sequence (T, B, I) — (B, T, I) with batch_first — to
+(outputs, final_state) exactly as torch.nn.RNN/LSTM/GRU do: outputs are the last
+layer's y_t for every step, (T, B, D·O); the final state is one (L·D, B, S_k)
+tensor per state tensor of the cell (a tuple if the cell has several, as LSTM's
+(h_n, c_n)). L = num_layers, D = 2 if bidirectional else 1.
+
+Parameters live in the cells (`self.cells[layer * D + direction]`); the layer's
+state_dict uses torch.nn's flat names (`weight_ih_l0`, `bias_hh_l1_reverse`), so
+a torch.nn.LSTM state_dict loads unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .backends import registry
+from .backends.base import RunSpec, Zoneout
+from .cells.base import RecurrentCell, State
+
+CellFactory = Callable[[int], RecurrentCell]
+_FLAT_NAME = re.compile(r"^(?P<param>[A-Za-z0-9_]+?)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
+_CELL_KEY = re.compile(r"(?P<head>^|\.)cells\.(?P<index>\d+)\.(?P<param>[A-Za-z0-9_]+)$")
+
+
+def _check_probability(owner: str, name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}: {name} must be a probability in [0, 1); got {value!r}")
+    return float(value)
+
+
+class Recurrent(nn.Module):
+    """Run any cell over a sequence.
+
+    Args:
+        cell: a cell (used for layer 0; further layers and the reverse direction
+            get deep copies with fresh parameters, which needs their input size
+            to equal the cell's) or a factory `input_size -> cell`.
+        num_layers: stacked layers L; layer l > 0 reads the D·O outputs of layer l−1.
+        bidirectional: add a reverse direction per layer (D = 2). With lengths,
+            the reverse direction starts at each sequence's own last valid step.
+        batch_first: input and output are (B, T, ·) instead of (T, B, ·); states
+            stay (L·D, B, S) as in torch.
+        dropout: torch's inter-layer dropout on every layer's outputs but the last.
+        input_dropout, output_dropout: variational dropout on the layer's input
+            and output sequence, one mask per sequence shared over time.
+        recurrent_dropout: variational dropout on h_{t-1} where it enters W_hh
+            (one mask per sequence; the carried state is not dropped).
+        zoneout_hidden, zoneout_cell: zoneout (Krueger et al. 2016) on the state
+            tensors named "h" and "c": each unit keeps its previous value with
+            this probability. In eval() the expectation p·s_{t-1} + (1−p)·s̃_t is
+            used, as in the paper.
+        weight_dropout: DropConnect on weight_hh (Wan et al. 2013; AWD-LSTM),
+            one mask per forward call.
+        backend: "auto" (fastest correct backend) or a registered name, e.g. "reference".
+        input_size: the features of x_t; required with a factory, checked with a cell.
+
+    Every dropout is active only in train(); zoneout is deterministic in eval().
+    """
+
+    def __init__(
+        self,
+        cell: Union[RecurrentCell, CellFactory],
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout_hidden: float = 0.0,
+        zoneout_cell: float = 0.0,
+        weight_dropout: float = 0.0,
+        backend: str = "auto",
+        input_size: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"{owner}: num_layers must be an int >= 1; got {num_layers!r}")
+        for name, flag in (("bidirectional", bidirectional), ("batch_first", batch_first)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{owner}: {name} must be a bool; got {flag!r}")
+        registry.check_name(backend)
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.batch_first = batch_first
+        self.dropout = _check_probability(owner, "dropout", dropout)
+        self.input_dropout = _check_probability(owner, "input_dropout", input_dropout)
+        self.output_dropout = _check_probability(owner, "output_dropout", output_dropout)
+        self.recurrent_dropout = _check_probability(owner, "recurrent_dropout", recurrent_dropout)
+        self.zoneout_hidden = _check_probability(owner, "zoneout_hidden", zoneout_hidden)
+        self.zoneout_cell = _check_probability(owner, "zoneout_cell", zoneout_cell)
+        self.weight_dropout = _check_probability(owner, "weight_dropout", weight_dropout)
+        self.backend = backend
+        self.cells = nn.ModuleList(self._build_cells(cell, input_size))
+        first = self.cells[0]
+        self.input_size = first.input_size
+        self.hidden_size = first.hidden_size
+        self.output_size = first.output_size
+        self._check_regularisation(first)
+        #: name of the backend that ran the last forward (e.g. "reference").
+        self.last_backend: Optional[str] = None
+        #: why `auto` passed over faster backends in the last forward, by backend.
+        self.last_skipped: Dict[str, str] = {}
+        self.register_state_dict_post_hook(_state_dict_to_flat_names)
+        self.register_load_state_dict_pre_hook(_state_dict_from_flat_names)
+        self.register_load_state_dict_post_hook(_report_flat_names)
+
+    # ----------------------------------------------------------- construction
+    def _build_cells(self, cell: Union[RecurrentCell, CellFactory], input_size: Optional[int]) -> List[RecurrentCell]:
+        """One cell per layer and direction; layer l > 0 reads D·O features."""
+        owner = type(self).__name__
+        if isinstance(cell, RecurrentCell):
+            if input_size is not None and input_size != cell.input_size:
+                raise ValueError(f"{owner}: input_size={input_size} disagrees with the cell's {cell.input_size}")
+            template = cell
+
+            def make(size: int, first: bool) -> RecurrentCell:
+                if first:
+                    return template
+                if size != template.input_size:
+                    raise ValueError(
+                        f"{owner}: layer 1 and above read {size} features but the cell takes {template.input_size}; "
+                        f"pass a factory `lambda input_size: Cell(input_size, ...)` with input_size=... instead")
+                fresh = copy.deepcopy(template)
+                fresh.reset_parameters()
+                return fresh
+
+            input_size = template.input_size
+        elif callable(cell):
+            if input_size is None:
+                raise TypeError(f"{owner}: a cell factory needs input_size=")
+
+            def make(size: int, first: bool) -> RecurrentCell:
+                made = cell(size)
+                if not isinstance(made, RecurrentCell):
+                    raise TypeError(f"{owner}: the cell factory must return a RecurrentCell; "
+                                    f"got {type(made).__name__}")
+                return made
+        else:
+            raise TypeError(f"{owner}: cell must be a RecurrentCell or a factory input_size -> cell; "
+                            f"got {type(cell).__name__}")
+        cells: List[RecurrentCell] = []
+        size = input_size
+        for layer in range(self.num_layers):
+            for direction in range(self.num_directions):
+                cells.append(make(size, layer == 0 and direction == 0))
+            size = self.num_directions * cells[-1].output_size
+        return cells
+
+    def _check_regularisation(self, cell: RecurrentCell) -> None:
+        owner = type(self).__name__
+        if self.recurrent_dropout and not cell.recurrent_input_size:
+            raise ValueError(f"{owner}: recurrent_dropout needs a cell with a recurrent matrix; "
+                             f"{type(cell).__name__} has none")
+        if self.weight_dropout and not isinstance(getattr(cell, "weight_hh", None), Tensor):
+            raise ValueError(f"{owner}: weight_dropout (DropConnect on weight_hh) needs a cell with weight_hh; "
+                             f"{type(cell).__name__} has none")
+        if self.zoneout_hidden and "h" not in cell.state_names:
+            raise ValueError(f"{owner}: zoneout_hidden needs a state named 'h'; "
+                             f"{type(cell).__name__} has {cell.state_names}")
+        if self.zoneout_cell and "c" not in cell.state_names:
+            raise ValueError(f"{owner}: zoneout_cell needs a state named 'c'; "
+                             f"{type(cell).__name__} has {cell.state_names}")
+
+    # --------------------------------------------------------------- helpers
+    @property
+    def state_sizes(self) -> Tuple[int, ...]:
+        return self.cells[0].state_sizes
+
+    def cell_at(self, layer: int, direction: int = 0) -> RecurrentCell:
+        return self.cells[layer * self.num_directions + direction]
+
+    def _flat_key(self, index: int, param: str) -> str:
+        layer, direction = divmod(index, self.num_directions)
+        return f"{param}_l{layer}" + ("_reverse" if direction else "")
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            match = _FLAT_NAME.match(name)
+            if match and "cells" in self._modules:
+                layer, direction = int(match["layer"]), 1 if match["reverse"] else 0
+                if layer < self.num_layers and direction < self.num_directions:
+                    cell = self.cells[layer * self.num_directions + direction]
+                    if hasattr(cell, match["param"]):
+                        return getattr(cell, match["param"])
+            raise
+
+    @property
+    def all_weights(self) -> List[List[Tensor]]:
+        """Parameters per layer and direction, as torch.nn.RNNBase.all_weights."""
+        return [[p for p in cell.parameters()] for cell in self.cells]
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against torch.nn (rnnkit keeps no flat copy)."""
+
+    def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
+        """Zero state in the layer's layout: (L·D, B, S_k) per state tensor."""
+        parts = tuple(torch.zeros(self.num_layers * self.num_directions, batch_size, s,
+                                  device=device if device is not None else self._param_device(),
+                                  dtype=dtype if dtype is not None else self._param_dtype())
+                      for s in self.state_sizes)
+        return parts if len(parts) > 1 else parts[0]
+
+    def _param_device(self) -> Optional[torch.device]:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else None
+
+    def _param_dtype(self) -> Optional[torch.dtype]:
+        p = next(self.parameters(), None)
+        return p.dtype if p is not None else None
+
+    # --------------------------------------------------------------- forward
+    def forward(
+        self,
+        input: Union[Tensor, PackedSequence],
+        state: Optional[State] = None,
+        *,
+        lengths: Optional[Union[Tensor, Sequence[int]]] = None,
+        mask: Optional[Tensor] = None,
+        padding_side: str = "right",
+    ) -> Tuple[Union[Tensor, PackedSequence], State]:
+        """Run the stack over a sequence.
+
+        Args:
+            input: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched,
+                or a PackedSequence (then the output is one too).
+            state: initial state, (L·D, B, S_k) per state tensor ((L·D, S_k)
+                unbatched); zeros when None.
+            lengths: (B,) valid steps per sequence, 1 ≤ lengths[b] ≤ T, on any device.
+            mask: (B, T) bool, True on valid steps (a contiguous run at the
+                `padding_side` end); turned into `lengths`.
+            padding_side: "right" (valid steps first) or "left" (valid steps last).
+
+        Returns:
+            outputs (T, B, D·O) (batch_first: (B, T, D·O)), zero at padded
+            positions; final state (L·D, B, S_k) per state tensor, each row's
+            state after its last valid step.
+        """
+        owner = type(self).__name__
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None or mask is not None:
+                raise ValueError(f"{owner}: a PackedSequence carries its own lengths; do not pass lengths= or mask=")
+            sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
+            x, lengths_t = pad_packed_sequence(input, batch_first=False)
+            lengths_t = lengths_t.to(x.device)
+            unbatched = False
+            padding_side = "right"
+        else:
+            x, unbatched = self._check_input(input)
+            if self.batch_first and not unbatched:
+                x = x.transpose(0, 1)
+            if unbatched:
+                x = x.unsqueeze(1)
+            if padding_side not in ("right", "left"):
+                raise ValueError(f"{owner}: padding_side must be 'right' or 'left'; got {padding_side!r}")
+            if unbatched and (lengths is not None or mask is not None):
+                raise ValueError(f"{owner}: lengths= and mask= need batched input (T, B, I); got unbatched "
+                                 f"input of shape {tuple(input.shape)}")
+            lengths_t = self._check_lengths(x, lengths, mask, padding_side)
+        T, B = x.shape[0], x.shape[1]
+        states = self._check_state(state, B, x, unbatched)
+
+        if lengths_t is not None and padding_side == "left":
+            x = _shift_left_padding(x, lengths_t, to_right=True)
+        if lengths_t is not None and bool((lengths_t == T).all()):
+            lengths_t = None  # every row is full: the masked loop is not needed
+        T_run = T if lengths_t is None else int(lengths_t.max())
+        out, final = self._run_stack(x[:T_run], states, lengths_t)
+        if T_run < T:
+            out = torch.cat([out, out.new_zeros(T - T_run, *out.shape[1:])])
+
+        if lengths_t is not None and padding_side == "left":
+            out = _shift_left_padding(out, lengths_t, to_right=False)
+        if packed:
+            data_out = pack_padded_sequence(out.index_select(1, sorted_indices) if sorted_indices is not None else out,
+                                            input.batch_sizes.new_tensor(
+                                                _sorted_lengths(input.batch_sizes)), enforce_sorted=True)
+            output: Union[Tensor, PackedSequence] = PackedSequence(data_out.data, input.batch_sizes,
+                                                                   sorted_indices, unsorted_indices)
+        else:
+            if unbatched:
+                out = out.squeeze(1)
+            elif self.batch_first:
+                out = out.transpose(0, 1)
+            output = out
+        final = tuple(s.squeeze(1) for s in final) if unbatched else final
+        return output, self.cells[0].pack_state(final)
+
+    def _run_stack(self, x: Tensor, states: Tuple[Tuple[Tensor, ...], ...],
+                   lengths: Optional[Tensor]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """x (T, B, I) right-padded -> (outputs (T, B, D·O), final (L·D, B, S_k) per state tensor)."""
+        D = self.num_directions
+        if self.training and self.input_dropout:
+            x = x * _variational_mask(x, self.input_dropout)
+        finals: List[Tuple[Tensor, ...]] = []
+        names: List[str] = []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                index = layer * D + direction
+                cell = self.cells[index]
+                inputs = x if direction == 0 else _reverse_padded(x, lengths)
+                spec = RunSpec(cell=cell, inputs=inputs, state=states[index], lengths=lengths,
+                               weights=self._dropped_weights(cell),
+                               recurrent_mask=self._recurrent_mask(cell, x),
+                               zoneout=self._zoneout(cell, x))
+                backend, self.last_skipped = registry.select(self.backend, spec)
+                names.append(backend.name)
+                y, final = backend.run(spec)
+                outs.append(y if direction == 0 else _reverse_padded(y, lengths))
+                finals.append(final)
+            x = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+            if self.training and self.dropout and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        if self.training and self.output_dropout:
+            x = x * _variational_mask(x, self.output_dropout)
+        self.last_backend = names[0] if len(set(names)) == 1 else ",".join(names)
+        stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
+        return x, stacked
+
+    # ------------------------------------------------------- regularisation
+    def _dropped_weights(self, cell: RecurrentCell) -> Dict[str, Tensor]:
+        if not (self.training and self.weight_dropout):
+            return {}
+        w = cell.weight_hh
+        return {"weight_hh": F.dropout(w, self.weight_dropout, training=True)}
+
+    def _recurrent_mask(self, cell: RecurrentCell, x: Tensor) -> Optional[Tensor]:
+        if not (self.training and self.recurrent_dropout):
+            return None
+        keep = 1.0 - self.recurrent_dropout
+        shape = (x.shape[1], cell.recurrent_input_size)
+        return torch.bernoulli(torch.full(shape, keep, device=x.device, dtype=x.dtype)) / keep
+
+    def _zoneout(self, cell: RecurrentCell, x: Tensor) -> Tuple[Zoneout, ...]:
+        probs = {"h": self.zoneout_hidden, "c": self.zoneout_cell}
+        result: List[Zoneout] = []
+        for name, size in zip(cell.state_names, cell.state_sizes):
+            p = probs.get(name, 0.0)
+            if not p:
+                result.append(None)
+            elif self.training:
+                shape = (x.shape[0], x.shape[1], size)
+                result.append(torch.bernoulli(torch.full(shape, p, device=x.device, dtype=x.dtype)))
+            else:
+                result.append(p)
+        return tuple(result)
+
+    # ------------------------------------------------------------ validation
+    def _check_input(self, input: Tensor) -> Tuple[Tensor, bool]:
+        owner = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{owner} expects input to be a Tensor or PackedSequence; got {type(input).__name__}")
+        fd = self.cells[0].feature_dims
+        layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
+        if input.dim() not in (1 + fd, 2 + fd):
+            raise ValueError(f"{owner} expects input of rank {2 + fd} {layout} or {1 + fd} (time, features) "
+                             f"unbatched; got shape {tuple(input.shape)}. For a single step, call the cell: "
+                             f"cell(x, state).")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"{owner} expects input with {self.input_size} features in the last dimension; "
+                             f"got shape {tuple(input.shape)}")
+        p_dtype, p_device = self._param_dtype(), self._param_device()
+        if not input.is_floating_point():
+            raise TypeError(f"{owner} expects floating-point input ({p_dtype}); got {input.dtype}")
+        if p_dtype is not None and input.dtype != p_dtype:
+            raise TypeError(f"{owner} expects input of dtype {p_dtype} (the parameters' dtype); got {input.dtype}. "
+                            f"Convert one of them with .to(dtype).")
+        if p_device is not None and input.device != p_device:
+            raise ValueError(f"{owner} expects input on {p_device} (where the parameters are); got {input.device}")
+        unbatched = input.dim() == 1 + fd
+        T = input.shape[0] if (unbatched or not self.batch_first) else input.shape[1]
+        B = 1 if unbatched else (input.shape[0] if self.batch_first else input.shape[1])
+        if T == 0:
+            raise ValueError(f"{owner} expects at least one time step; got input of shape {tuple(input.shape)}")
+        if B == 0:
+            raise ValueError(f"{owner} got an empty batch (batch size 0), input of shape {tuple(input.shape)}")
+        return input, unbatched
+
+    def _check_lengths(self, x: Tensor, lengths, mask: Optional[Tensor], padding_side: str) -> Optional[Tensor]:
+        owner = type(self).__name__
+        T, B = x.shape[0], x.shape[1]
+        if mask is not None:
+            if lengths is not None:
+                raise ValueError(f"{owner}: pass lengths= or mask=, not both")
+            lengths = _mask_to_lengths(owner, mask, T, B, padding_side)
+        if lengths is None:
+            return None
+        if not isinstance(lengths, Tensor):
+            try:
+                lengths = torch.as_tensor(lengths)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"{owner}: lengths must be a 1-D integer tensor or sequence; got {lengths!r}") from err
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"{owner}: lengths must hold integers; got dtype {lengths.dtype}")
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"{owner}: lengths must have shape ({B},), one length per sequence in the batch; "
+                             f"got shape {tuple(lengths.shape)}")
+        lengths = lengths.to(device=x.device, dtype=torch.int64)
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > T:
+            raise ValueError(f"{owner}: every length must be in [1, {T}] (the input has {T} time steps); "
+                             f"got min {low}, max {high}")
+        return lengths
+
+    def _check_state(self, state: Optional[State], B: int, x: Tensor,
+                     unbatched: bool) -> Tuple[Tuple[Tensor, ...], ...]:
+        """Split the user's state into one tuple of (B, S_k) tensors per layer and direction."""
+        owner = type(self).__name__
+        LD = self.num_layers * self.num_directions
+        n = len(self.state_sizes)
+        names = self.cells[0].state_names
+        if state is None:
+            zeros = tuple(x.new_zeros(LD, B, s) for s in self.state_sizes)
+            return tuple(tuple(z[k] for z in zeros) for k in range(LD))
+        parts = state if isinstance(state, (tuple, list)) else (state,)
+        if n == 1 and isinstance(state, (tuple, list)):
+            raise TypeError(f"{owner} expects the initial state as one tensor ({names[0]}); got a "
+                            f"{type(state).__name__} of {len(state)}")
+        if len(parts) != n:
+            raise TypeError(f"{owner} expects the initial state as a tuple of {n} tensors {names}; got "
+                            f"{'a single tensor' if isinstance(state, Tensor) else f'{len(parts)} items'}")
+        checked = []
+        for name, part, size in zip(names, parts, self.state_sizes):
+            if not isinstance(part, Tensor):
+                raise TypeError(f"{owner}: initial state {name} must be a Tensor; got {type(part).__name__}")
+            expected = (LD, size) if unbatched else (LD, B, size)
+            if tuple(part.shape) != expected:
+                hint = ("(num_layers * num_directions, batch, size) — states are never batch-first, "
+                        "as in torch.nn" if not unbatched else "(num_layers * num_directions, size) for unbatched input")
+                raise ValueError(f"{owner}: initial state {name} must have shape {expected} {hint}; "
+                                 f"got {tuple(part.shape)}")
+            if part.dtype != x.dtype:
+                raise TypeError(f"{owner}: initial state {name} must have dtype {x.dtype} like the input; "
+                                f"got {part.dtype}")
+            if part.device != x.device:
+                raise ValueError(f"{owner}: initial state {name} must be on {x.device} like the input; "
+                                 f"got {part.device}")
+            checked.append(part.unsqueeze(1) if unbatched else part)
+        return tuple(tuple(c[k] for c in checked) for k in range(LD))
+
+    def extra_repr(self) -> str:
+        parts = [f"num_layers={self.num_layers}"]
+        for name in ("bidirectional", "batch_first"):
+            if getattr(self, name):
+                parts.append(f"{name}=True")
+        for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout", "zoneout_hidden",
+                     "zoneout_cell", "weight_dropout"):
+            if getattr(self, name):
+                parts.append(f"{name}={getattr(self, name)}")
+        parts.append(f"backend={self.backend!r}")
+        return ", ".join(parts)
+
+
+# ------------------------------------------------------------------ helpers
+def _variational_mask(x: Tensor, p: float) -> Tensor:
+    """One dropout mask per sequence, shared over time: (1, B, F) for x (T, B, F)."""
+    keep = 1.0 - p
+    return torch.bernoulli(torch.full((1,) + tuple(x.shape[1:]), keep, device=x.device, dtype=x.dtype)) / keep
+
+
+def _reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    """Reverse each row's valid prefix in time; padded steps stay where they are."""
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
+    index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
+    return x.gather(0, index.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def _shift_left_padding(x: Tensor, lengths: Tensor, to_right: bool) -> Tensor:
+    """Move each row's valid steps from the end to the start (to_right) or back."""
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device)[:, None]
+    shift = (T - lengths)[None, :]  # (1, B)
+    index = (t + shift) % T if to_right else (t - shift) % T
+    return x.gather(0, index.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def _mask_to_lengths(owner: str, mask: Tensor, T: int, B: int, padding_side: str) -> Tensor:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"{owner}: mask must be a bool tensor of shape ({B}, {T}); got {got}")
+    if tuple(mask.shape) != (B, T):
+        raise ValueError(f"{owner}: mask must have shape (batch, time) = ({B}, {T}); got {tuple(mask.shape)}")
+    lengths = mask.sum(dim=1)
+    t = torch.arange(T, device=mask.device)[None, :]
+    expected = t < lengths[:, None] if padding_side == "right" else t >= (T - lengths)[:, None]
+    if not bool((expected == mask).all()):
+        raise ValueError(f"{owner}: mask must mark one contiguous run of valid steps at the {padding_side} "
+                         f"side of each row (padding_side={padding_side!r})")
+    return lengths
+
+
+def _sorted_lengths(batch_sizes: Tensor) -> List[int]:
+    """Lengths of the sequences of a PackedSequence, in its sorted order."""
+    sizes = batch_sizes.tolist()
+    return [sum(1 for s in sizes if s > b) for b in range(sizes[0])]
+
+
+# ------------------------------------------------ torch-style state_dict keys
+def _state_dict_to_flat_names(module: Recurrent, state_dict, prefix: str, local_metadata) -> None:
+    items = list(state_dict.items())
+    for key, _ in items:
+        if key.startswith(prefix + "cells."):
+            del state_dict[key]
+    for key, value in items:
+        if key.startswith(prefix + "cells."):
+            index, param = key[len(prefix) + len("cells."):].split(".", 1)
+            name = module._flat_key(int(index), param) if "." not in param else key
+            state_dict[prefix + name] = value
+        elif key in state_dict:  # keep order for keys that are not ours
+            state_dict[key] = state_dict.pop(key)
+
+
+def _state_dict_from_flat_names(module: Recurrent, state_dict, prefix: str, local_metadata, strict,
+                                missing_keys, unexpected_keys, error_msgs) -> None:
+    for key in list(state_dict.keys()):
+        if not key.startswith(prefix):
+            continue
+        match = _FLAT_NAME.match(key[len(prefix):])
+        if not match:
+            continue
+        layer, direction = int(match["layer"]), 1 if match["reverse"] else 0
+        if layer < module.num_layers and direction < module.num_directions:
+            index = layer * module.num_directions + direction
+            state_dict[f"{prefix}cells.{index}.{match['param']}"] = state_dict.pop(key)
+
+
+def _report_flat_names(module: Recurrent, incompatible_keys) -> None:
+    """Name missing parameters as the caller knows them (weight_hh_l1, not cells.1.weight_hh)."""
+
+    def rename(key: str) -> str:
+        match = _CELL_KEY.search(key)
+        if not match or "." in match["param"]:
+            return key
+        flat = module._flat_key(int(match["index"]), match["param"])
+        return key[: match.start()] + match["head"] + flat
+
+    incompatible_keys.missing_keys[:] = [rename(k) for k in incompatible_keys.missing_keys]
