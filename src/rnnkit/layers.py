@@ -41,9 +41,9 @@ class RNN(_TorchStyle):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, **options: Any) -> None:
-        self.nonlinearity = nonlinearity
         self._setup(lambda size: ElmanCell(size, hidden_size, bias, nonlinearity, device=device, dtype=dtype),
                     input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **options)
+        self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
 
 
