@@ -1,0 +1,16 @@
+"""Shared fixtures for the core tests; comparison helpers live in tests/helpers.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same global RNG state, so failures reproduce."""
+    torch.manual_seed(0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped when there is none")

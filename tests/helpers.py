@@ -1,0 +1,355 @@
+"""Comparison helpers shared by the core tests and the backend tests.
+
+The central pieces:
+
+    LayerConfig           one layer configuration (mode, sizes, features, dtype, options)
+    make_batch            seeded input and initial state for a configuration
+    forward_and_grads     run a layer, back-propagate a fixed random loss, collect
+                          outputs, final states and every gradient by torch's flat names
+    assert_results_close  compare two such results with the dtype's tolerance
+    compare_backends      config + two backend names -> assert they agree
+    compare_with_torch    config -> assert rnnkit (any backend) agrees with torch.nn
+
+Tolerances follow the project's rule: float64 1e-10, float32 1e-5 (absolute,
+scaled by the magnitude of the reference value where it exceeds 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+import rnnkit
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+#: modes LayerConfig knows; the torch.nn class for those torch has.
+TORCH_MODES = {"RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
+ALL_MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_BEFORE", "PeepholeLSTM", "SRU", "LayerNormLSTM",
+             "LayerNormGRU", "MinGRU")
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """A layer configuration that can be built as an rnnkit layer and, where torch has it, a torch.nn one.
+
+    options: rnnkit-only keywords, e.g. (("zoneout_hidden", 0.3), ("recurrent_dropout", 0.2)).
+    """
+
+    mode: str = "LSTM"
+    input_size: int = 3
+    hidden_size: int = 4
+    num_layers: int = 1
+    bidirectional: bool = False
+    batch_first: bool = False
+    bias: bool = True
+    proj_size: int = 0
+    dropout: float = 0.0
+    dtype: torch.dtype = torch.float64
+    options: Tuple[Tuple[str, float], ...] = ()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def state_sizes(self) -> Tuple[int, ...]:
+        if self.mode in ("LSTM", "PeepholeLSTM"):
+            return (self.proj_size or self.hidden_size, self.hidden_size)
+        if self.mode == "LayerNormLSTM":
+            return (self.hidden_size, self.hidden_size)
+        return (self.hidden_size,)
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    @property
+    def has_torch(self) -> bool:
+        """torch.nn has this configuration (rnnkit-only options excluded)."""
+        return self.mode in TORCH_MODES and not self.options
+
+    def _common(self) -> dict:
+        return dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                    dropout=self.dropout, bidirectional=self.bidirectional, dtype=self.dtype)
+
+    def build(self, backend: str = "reference", seed: int = 0) -> rnnkit.Recurrent:
+        """The rnnkit layer, parameters from `seed`."""
+        torch.manual_seed(seed)
+        kw = dict(self._common(), backend=backend, **dict(self.options))
+        I, H = self.input_size, self.hidden_size
+        if self.mode in ("RNN_TANH", "RNN_RELU"):
+            return rnnkit.RNN(I, H, nonlinearity="tanh" if self.mode == "RNN_TANH" else "relu", **kw)
+        if self.mode == "LSTM":
+            return rnnkit.LSTM(I, H, proj_size=self.proj_size, **kw)
+        if self.mode == "PeepholeLSTM":
+            return rnnkit.PeepholeLSTM(I, H, proj_size=self.proj_size, **kw)
+        if self.mode in ("GRU", "GRU_BEFORE"):
+            return rnnkit.GRU(I, H, reset="after" if self.mode == "GRU" else "before", **kw)
+        layer = getattr(rnnkit, self.mode)
+        return layer(I, H, **kw)
+
+    def build_torch(self, seed: int = 0) -> nn.Module:
+        """The torch.nn layer with parameters from `seed` (torch's own initialisation)."""
+        if self.mode not in TORCH_MODES:
+            raise ValueError(f"torch.nn has no {self.mode}")
+        torch.manual_seed(seed)
+        kw = self._common()
+        if self.mode == "LSTM":
+            kw["proj_size"] = self.proj_size
+        if self.mode.startswith("RNN"):
+            kw["nonlinearity"] = "tanh" if self.mode == "RNN_TANH" else "relu"
+        return TORCH_MODES[self.mode](self.input_size, self.hidden_size, **kw)
+
+    def build_pair(self, backend: str = "reference", seed: int = 0) -> Tuple[nn.Module, rnnkit.Recurrent]:
+        """(torch layer, rnnkit layer) holding the same parameters (torch's state_dict loaded into rnnkit)."""
+        reference = self.build_torch(seed)
+        ours = self.build(backend, seed + 1)
+        ours.load_state_dict(reference.state_dict())
+        return reference, ours
+
+
+@dataclass
+class Batch:
+    """Inputs for one forward call (a fresh leaf copy is made per run)."""
+
+    x: Tensor                                  # (T, B, I), (B, T, I) batch_first, or (T, I) unbatched
+    state: Optional[Tuple[Tensor, ...]] = None  # (L·D, B, S_k) per state tensor, or None
+    lengths: Optional[Tensor] = None           # (B,) int64
+    packed: bool = False                       # feed a PackedSequence built from x and lengths
+    enforce_sorted: bool = False
+    padding_side: str = "right"               # where padding sits in x when lengths are given (not packed)
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+def make_batch(cfg: LayerConfig, seq_len: int = 5, batch: Optional[int] = 3, *,
+               lengths: Optional[Sequence[int]] = None, with_state: bool = False, packed: bool = False,
+               enforce_sorted: bool = False, padding_side: str = "right", seed: int = 0) -> Batch:
+    """Seeded random input (and initial state) for `cfg`; `batch=None` gives unbatched input.
+
+    With lengths (not packed), positions beyond each row's length hold garbage
+    (large random values), so a test fails if padding leaks into the result.
+    """
+    g = torch.Generator().manual_seed(seed)
+    dt = cfg.dtype
+    LD = cfg.num_layers * cfg.num_directions
+    if batch is None:
+        x = torch.randn(seq_len, cfg.input_size, generator=g, dtype=dt)
+        state = tuple(torch.randn(LD, s, generator=g, dtype=dt) * 0.5 for s in cfg.state_sizes)
+    else:
+        x = torch.randn(seq_len, batch, cfg.input_size, generator=g, dtype=dt)
+        state = tuple(torch.randn(LD, batch, s, generator=g, dtype=dt) * 0.5 for s in cfg.state_sizes)
+    lengths_t = None
+    if lengths is not None:
+        assert batch is not None
+        lengths_t = torch.as_tensor(list(lengths), dtype=torch.int64)
+        t = torch.arange(seq_len)[:, None]
+        valid = t < lengths_t[None, :] if padding_side == "right" else t >= (seq_len - lengths_t)[None, :]
+        garbage = 100.0 * torch.randn(x.shape, generator=g, dtype=dt)
+        x = torch.where(valid[..., None], x, garbage) if not packed else x
+    if cfg.batch_first and batch is not None:
+        x = x.transpose(0, 1).contiguous()
+    return Batch(x=x, state=state if with_state else None, lengths=lengths_t, packed=packed,
+                 enforce_sorted=enforce_sorted, padding_side=padding_side)
+
+
+def _loss_weights(t: Tensor, salt: int) -> Tensor:
+    """A fixed random tensor shaped like t, so the loss weighs every element differently."""
+    g = torch.Generator().manual_seed(1000 + salt + 7 * t.numel())
+    return torch.randn(t.shape, generator=g, dtype=t.dtype)
+
+
+def forward_and_grads(layer: nn.Module, batch: Batch, *, train: bool = False, seed: Optional[int] = None,
+                      use_lengths: bool = True) -> Dict[str, Tensor]:
+    """Run `layer` on `batch`, back-propagate a fixed weighted sum of outputs and final states.
+
+    Returns a dict: "output" (padded output, or the packed data), "state.k" for
+    each final state tensor, "grad.input", "grad.state.k" when a state was given,
+    and "grad.<name>" for every parameter under torch's flat name (weight_ih_l0, ...).
+    With lengths and not packed, `layer` must be an rnnkit layer (torch has no lengths=).
+    """
+    layer.train(train)
+    layer.zero_grad(set_to_none=True)
+    x = batch.x.detach().clone().requires_grad_(True)
+    state = None
+    if batch.state is not None:
+        state = tuple(s.detach().clone().requires_grad_(True) for s in batch.state)
+    call_state = None if state is None else (state if len(state) > 1 else state[0])
+    if seed is not None:
+        torch.manual_seed(seed)
+    if batch.packed:
+        packed = pack_padded_sequence(x, batch.lengths, batch_first=_batch_first(layer),
+                                      enforce_sorted=batch.enforce_sorted)
+        out, final = layer(packed, call_state)
+        assert isinstance(out, PackedSequence)
+        output = out.data
+    elif batch.lengths is not None and use_lengths:
+        output, final = layer(x, call_state, lengths=batch.lengths, padding_side=batch.padding_side)
+    else:
+        output, final = layer(x, call_state)
+    finals = final if isinstance(final, tuple) else (final,)
+    loss = (output * _loss_weights(output, 0)).sum()
+    for k, f in enumerate(finals):
+        loss = loss + (f * _loss_weights(f, k + 1)).sum()
+    loss.backward()
+    result: Dict[str, Tensor] = {"output": output.detach()}
+    for k, f in enumerate(finals):
+        result[f"state.{k}"] = f.detach()
+    result["grad.input"] = _grad(x)
+    if state is not None:
+        for k, s in enumerate(state):
+            result[f"grad.state.{k}"] = _grad(s)
+    for name, p in layer.state_dict(keep_vars=True).items():
+        if isinstance(p, nn.Parameter):
+            result[f"grad.{name}"] = _grad(p)
+    return result
+
+
+def _batch_first(layer: nn.Module) -> bool:
+    return bool(getattr(layer, "batch_first", False))
+
+
+def _grad(t: Tensor) -> Tensor:
+    return t.grad.detach().clone() if t.grad is not None else torch.zeros_like(t)
+
+
+def max_error(actual: Tensor, expected: Tensor) -> float:
+    """Largest |actual − expected|, scaled down where |expected| exceeds 1."""
+    if actual.numel() == 0:
+        return 0.0
+    actual, expected = actual.detach(), expected.detach()
+    scale = expected.abs().clamp(min=1.0)
+    return float(((actual - expected).abs() / scale).max())
+
+
+def assert_close(actual: Tensor, expected: Tensor, what: str = "value", tol: Optional[float] = None) -> None:
+    """Shapes and dtypes equal, values within the dtype's tolerance (or `tol`)."""
+    assert tuple(actual.shape) == tuple(expected.shape), f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    tol = TOLERANCE[expected.dtype] if tol is None else tol
+    err = max_error(actual, expected)
+    assert err <= tol, f"{what}: max error {err:.3g} > {tol:.1g}"
+
+
+def assert_results_close(actual: Dict[str, Tensor], expected: Dict[str, Tensor], context: str = "",
+                         tol: Optional[float] = None) -> None:
+    """Every entry of two forward_and_grads results agrees (same keys, same shapes, within tolerance)."""
+    assert set(actual) == set(expected), (f"{context}: different entries: only in actual "
+                                          f"{sorted(set(actual) - set(expected))}, only in expected "
+                                          f"{sorted(set(expected) - set(actual))}")
+    for key in expected:
+        assert_close(actual[key], expected[key], f"{context} {key}", tol)
+    # a comparison over all-zero gradients proves nothing: the loss must reach the parameters
+    grads = [v for k, v in expected.items() if k.startswith("grad.weight_ih")]
+    assert grads and all(bool(g.abs().sum() > 0) for g in grads), f"{context}: weight_ih gradients are zero"
+
+
+def compare_backends(cfg: LayerConfig, backend: str, reference: str = "reference", *, seq_len: int = 5,
+                     batch: Optional[int] = 3, lengths: Optional[Sequence[int]] = None, with_state: bool = False,
+                     packed: bool = False, enforce_sorted: bool = False, padding_side: str = "right",
+                     train: bool = False, seed: int = 0, tol: Optional[float] = None) -> Dict[str, Tensor]:
+    """Build `cfg` on two backends with the same parameters and assert outputs, states and gradients agree.
+
+    With train=True the dropout masks come from the same seed in both runs.
+    Returns the result of `backend` (for further checks, e.g. `last_backend`).
+    """
+    data = make_batch(cfg, seq_len, batch, lengths=lengths, with_state=with_state, packed=packed,
+                      enforce_sorted=enforce_sorted, padding_side=padding_side, seed=seed)
+    ours = cfg.build(backend, seed)
+    ref = cfg.build(reference, seed + 1)
+    ref.load_state_dict(ours.state_dict())
+    expected = forward_and_grads(ref, data, train=train, seed=seed + 2)
+    actual = forward_and_grads(ours, data, train=train, seed=seed + 2)
+    assert_results_close(actual, expected, f"{cfg} {backend} vs {reference}", tol)
+    return actual
+
+
+def compare_with_torch(cfg: LayerConfig, backend: str = "reference", *, seq_len: int = 5,
+                       batch: Optional[int] = 3, lengths: Optional[Sequence[int]] = None,
+                       with_state: bool = False, packed: bool = False, enforce_sorted: bool = False,
+                       seed: int = 0, tol: Optional[float] = None) -> Tuple[nn.Module, rnnkit.Recurrent]:
+    """Assert that the rnnkit layer (on `backend`) matches torch.nn on the same data and weights.
+
+    With lengths and packed=False, rnnkit gets `lengths=` on padded input and
+    torch gets a PackedSequence of the same data; their padded outputs are compared.
+    """
+    assert cfg.has_torch, f"torch.nn has no {cfg}"
+    reference, ours = cfg.build_pair(backend, seed)
+    data = make_batch(cfg, seq_len, batch, lengths=lengths, with_state=with_state, packed=packed,
+                      enforce_sorted=enforce_sorted, seed=seed)
+    actual = forward_and_grads(ours, data)
+    if lengths is not None and not packed:
+        expected = _torch_on_packed_padded(reference, data)
+    else:
+        expected = forward_and_grads(reference, data)
+    assert_results_close(actual, expected, f"{cfg} [{backend}] vs torch.nn", tol)
+    return reference, ours
+
+
+def _torch_on_packed_padded(reference: nn.Module, data: Batch) -> Dict[str, Tensor]:
+    """torch.nn on a PackedSequence of `data`, output padded back to data.x's layout (zeros past lengths)."""
+    time_axis = 1 if reference.batch_first else 0
+    result = forward_and_grads(_PackUnpack(reference, data.x.shape[time_axis]), data)
+    # the wrapper's parameter names carry an "inner." prefix; strip it to torch's flat names
+    return {k.replace("grad.inner.", "grad."): v for k, v in result.items()}
+
+
+class _PackUnpack(nn.Module):
+    """torch layer seen through pack -> run -> pad, so it takes (x, state, lengths=) like rnnkit."""
+
+    def __init__(self, inner: nn.Module, total_length: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.total_length = total_length
+        self.batch_first = inner.batch_first
+
+    def forward(self, x, state=None, *, lengths=None, padding_side="right"):
+        assert padding_side == "right"
+        packed = pack_padded_sequence(x, lengths, batch_first=self.batch_first, enforce_sorted=False)
+        out, final = self.inner(packed, state)
+        padded, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=self.total_length)
+        return padded, final
+
+
+def run_by_hand(layer: rnnkit.Recurrent, x: Tensor, state: Optional[Tuple[Tensor, ...]] = None,
+                lengths: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    """What Recurrent should compute, by stepping its cells one row and one step at a time.
+
+    x: (T, B, I) time-major; state: (L·D, B, S_k) per state tensor, or None for zeros;
+    lengths: valid steps per row (right padding). The reverse direction of each
+    layer runs over the row's valid prefix flipped in time. Returns (outputs
+    (T, B, D·O), zero past each row's length; final state tuple (L·D, B, S_k)).
+    """
+    T, B = x.shape[:2]
+    L, D = layer.num_layers, layer.num_directions
+    lens = [T] * B if lengths is None else [int(n) for n in lengths]
+    rows = [x[: lens[b], b] for b in range(B)]  # each (L_b, I)
+    finals = [[None] * B for _ in range(L * D)]
+    for li in range(L):
+        next_rows = []
+        for b in range(B):
+            outs = []
+            for d in range(D):
+                k = li * D + d
+                cell = layer.cell_at(li, d)
+                s = None if state is None else cell.pack_state([part[k, b: b + 1] for part in state])
+                seq = rows[b] if d == 0 else rows[b].flip(0)
+                ys = []
+                for t in range(seq.shape[0]):
+                    y, s = cell(seq[t: t + 1], s)
+                    ys.append(y)
+                ys = torch.cat(ys)  # (L_b, O)
+                outs.append(ys if d == 0 else ys.flip(0))
+                finals[k][b] = cell.unpack_state(s)
+            next_rows.append(torch.cat(outs, dim=-1))
+        rows = next_rows
+    width = rows[0].shape[-1]
+    out = torch.stack([torch.cat([r, r.new_zeros(T - r.shape[0], width)]) for r in rows], dim=1)
+    n = len(finals[0][0])
+    final = tuple(torch.stack([torch.cat([finals[k][b][j] for b in range(B)]) for k in range(L * D)])
+                  for j in range(n))
+    return out, final
