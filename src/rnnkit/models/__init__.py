@@ -1,0 +1,6 @@
+"""Models built on rnnkit.Recurrent, each with the small task the trainer needs."""
+
+from .char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM, make_cell, sample
+from .word_lm import word_lm, word_task
+
+__all__ = ["CELLS", "LMConfig", "RecurrentLM", "LanguageModelTask", "make_cell", "sample", "word_lm", "word_task"]

@@ -1,0 +1,193 @@
+"""Recurrent language model (Karpathy's char-rnn; Zaremba et al.'s word LM) and its training task.
+
+    e_t = Embed(x_t)  or one-hot(x_t)              (T, B, E)
+    y_t, state = Recurrent(cell)(e_t, state)       (T, B, H)
+    logits_t = W_o dropout(y_t) + b_o              (T, B, V)
+
+The model knows nothing of training; `LanguageModelTask` turns a `StreamBatch`
+into a summed cross-entropy for the trainer and zeroes the state of streams that
+start a new document.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Iterator, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
+                     PeepholeLSTMCell, RecurrentCell, SRUCell)
+from ..data.streams import IGNORE_INDEX, StreamBatch
+from ..recurrent import Recurrent
+
+#: cell names accepted by the models and the CLI.
+CELLS: Dict[str, Callable[[int, int], RecurrentCell]] = {
+    "rnn": ElmanCell,
+    "lstm": LSTMCell,
+    "peephole": PeepholeLSTMCell,
+    "gru": GRUCell,
+    "sru": SRUCell,
+    "lnlstm": LayerNormLSTMCell,
+    "lngru": LayerNormGRUCell,
+    "mingru": MinGRUCell,
+}
+
+
+def make_cell(name: str, input_size: int, hidden_size: int) -> RecurrentCell:
+    """A cell by name (see CELLS)."""
+    if name not in CELLS:
+        raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(CELLS)}")
+    return CELLS[name](input_size, hidden_size)
+
+
+@dataclass
+class LMConfig:
+    """Shape of a RecurrentLM. embedding_size 0 means one-hot input (char-rnn's original)."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 1
+    embedding_size: int = 64
+    dropout: float = 0.0
+    tie_weights: bool = False
+    init_range: Optional[float] = None  # U(-r, r) for every parameter (Zaremba); None: the cells' own init
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        if isinstance(self.embedding_size, bool) or not isinstance(self.embedding_size, int) or self.embedding_size < 0:
+            raise ValueError(f"embedding_size must be an int >= 0 (0 = one-hot input); got {self.embedding_size!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ValueError(f"tie_weights needs embedding_size == hidden_size; got {self.embedding_size} "
+                             f"and {self.hidden_size}")
+        if self.init_range is not None and not self.init_range > 0:
+            raise ValueError(f"init_range must be positive; got {self.init_range}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RecurrentLM(nn.Module):
+    """Embedding (or one-hot) → stacked recurrent layers → linear head over the vocabulary.
+
+    forward(tokens (T, B) int64, state) -> (logits (T, B, V) or None, state); with
+    `logits=False` only the state is advanced (truncated-BPTT context).
+    Dropout (Zaremba's non-recurrent dropout) acts on the embedding, between layers
+    and before the head.
+    """
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        width = c.embedding_size or c.vocab_size
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size) if c.embedding_size else None
+        self.rnn = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
+                             dropout=c.dropout, input_size=width)
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(self.rnn.output_size, c.vocab_size)
+        if c.init_range is not None:
+            for p in self.parameters():
+                nn.init.uniform_(p, -c.init_range, c.init_range)
+        if c.tie_weights:
+            self.head.weight = self.embedding.weight  # type: ignore[union-attr]
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        if self.embedding is not None:
+            return self.drop(self.embedding(tokens))
+        return F.one_hot(tokens, self.config.vocab_size).to(self.head.weight.dtype)
+
+    def forward(self, tokens: Tensor, state=None, *, logits: bool = True):
+        y, state = self.rnn(self.embed(tokens), state)  # (T, B, H)
+        return (self.head(self.drop(y)) if logits else None), state
+
+
+def reset_rows(state, reset: Optional[Tensor]):
+    """Zero the state rows of streams that start a new document; state is (L, B, S) per tensor."""
+    if state is None or reset is None:
+        return state
+    keep = (~reset).to(dtype=torch.float32).view(1, -1, 1)
+    if isinstance(state, tuple):
+        return tuple(s * keep.to(s.dtype) for s in state)
+    return state * keep.to(state.dtype)
+
+
+class LanguageModelTask:
+    """Next-token cross-entropy on StreamBatch chunks, summed over tokens (IGNORE_INDEX skipped).
+
+    `unit` names the token for the derived metrics: "char" gives bits per
+    character (loss / ln 2), "word" gives perplexity (exp(loss)).
+    """
+
+    def __init__(self, unit: str = "char") -> None:
+        if unit not in ("char", "word"):
+            raise ValueError(f"unit must be 'char' or 'word'; got {unit!r}")
+        self.unit = unit
+
+    def loss(self, model: nn.Module, batch: StreamBatch, state):
+        from ..training.trainer import LossResult  # the task speaks the trainer's protocol
+        state = reset_rows(state, batch.reset)
+        logits, state = model(batch.inputs, state, logits=batch.targets is not None)
+        B = batch.batch_size
+        if batch.targets is None:
+            return LossResult(torch.zeros((), device=batch.inputs.device), 0, B, state)
+        loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+        return LossResult(loss_sum, (batch.targets != IGNORE_INDEX).sum(), B, state)
+
+    def eval_metrics(self, loss: float) -> Dict[str, float]:
+        if self.unit == "char":
+            return {"bpc": loss / math.log(2)}
+        return {"ppl": math.exp(min(loss, 700.0))}
+
+
+# ----------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample(model: RecurrentLM, prime: Sequence[int], length: int, *, temperature: float = 1.0,
+           top_k: Optional[int] = None, top_p: Optional[float] = None,
+           generator: Optional[torch.Generator] = None) -> Iterator[int]:
+    """Yield `length` token ids sampled after the `prime` ids (one stream, state carried).
+
+    temperature > 0 scales the logits; top_k keeps the k most likely tokens;
+    top_p keeps the smallest set whose probability reaches p (nucleus sampling).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1; got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
+    if len(prime) == 0:
+        raise ValueError("prime must hold at least one token")
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    try:
+        tokens = torch.tensor(list(prime), dtype=torch.int64, device=device).view(-1, 1)  # (T, 1)
+        logits, state = model(tokens)
+        last = logits[-1, 0]
+        for _ in range(length):
+            z = last.float() / temperature
+            if top_k is not None and top_k < z.numel():
+                kth = torch.topk(z, top_k).values[-1]
+                z = z.masked_fill(z < kth, -math.inf)
+            if top_p is not None and top_p < 1.0:
+                probs_sorted, order = torch.softmax(z, -1).sort(descending=True)
+                cut = probs_sorted.cumsum(-1) - probs_sorted >= top_p  # tokens after the nucleus is full
+                z = z.masked_fill(torch.zeros_like(cut).scatter(0, order, cut), -math.inf)
+            token = int(torch.multinomial(torch.softmax(z, -1), 1, generator=generator))
+            yield token
+            logits, state = model(torch.tensor([[token]], device=device), state)
+            last = logits[-1, 0]
+    finally:
+        model.train(was_training)

@@ -1,0 +1,8 @@
+"""Training: the one loop (Trainer), its config, checkpoints."""
+
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .trainer import LossResult, Task, Trainer, TrainingError, detach_state
+
+__all__ = ["Trainer", "TrainConfig", "LossResult", "Task", "TrainingError", "CheckpointError", "detach_state",
+           "save_checkpoint", "load_checkpoint", "latest_checkpoint"]

@@ -1,0 +1,114 @@
+"""TrainConfig: what the trainer needs to know, checked once at construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional, Tuple
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step", "plateau", "epoch_decay")
+NORMALIZATIONS = ("token", "sequence")
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (one run).
+
+    Stopping: the first of `max_steps` optimizer steps, `max_epochs` epochs,
+    `max_minutes` of wall time (a resumed run counts the time already spent) or
+    early stopping (`early_stop_patience` evaluations without improvement of
+    `early_stop_metric`, lower is better). At least one limit must be set.
+
+    Truncated BPTT: the data's chunk length is k1 (steps between updates);
+    `bptt_k2` (>= k1, default k1) is how far back each update backpropagates.
+
+    Loss normalization: "token" divides the summed loss by the number of
+    predicted elements; "sequence" divides by the number of sequences (streams)
+    only, i.e. sums over time (Zaremba et al. 2014).
+    """
+
+    max_steps: Optional[int] = None
+    max_epochs: Optional[int] = None
+    max_minutes: Optional[float] = None
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    betas: Tuple[float, float] = (0.9, 0.999)
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    lr_step_size: int = 1000  # "step": multiply by lr_gamma every lr_step_size steps
+    lr_gamma: float = 0.5  # "step", "plateau", "epoch_decay" factor
+    lr_min: float = 0.0  # "cosine" floor
+    lr_decay_after_epochs: int = 0  # "epoch_decay": epochs at the full rate before decaying each epoch
+    plateau_patience: int = 1
+    clip_norm: Optional[float] = None
+    clip_value: Optional[float] = None
+    grad_accum: int = 1
+    bptt_k2: Optional[int] = None
+    loss_normalization: str = "token"
+    eval_every: Optional[int] = None  # steps; evaluation also runs at every epoch end and at the end
+    checkpoint_every: Optional[int] = None  # steps; a checkpoint is also written at the end
+    keep_checkpoints: int = 3
+    early_stop_patience: Optional[int] = None
+    early_stop_metric: str = "val_loss"
+    seed: int = 0
+    log_every: int = 1
+    quiet: bool = False
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        def positive(name: str, value: Any, allow_none: bool = True, integer: bool = True) -> None:
+            if value is None and allow_none:
+                return
+            ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            if not ok or value <= 0:
+                kind = "a positive int" if integer else "a positive number"
+                raise ValueError(f"{name} must be {kind}; got {value!r}")
+
+        for name in ("max_steps", "max_epochs", "eval_every", "checkpoint_every", "early_stop_patience",
+                     "bptt_k2"):
+            positive(name, getattr(self, name))
+        for name in ("grad_accum", "log_every", "lr_step_size", "keep_checkpoints", "plateau_patience"):
+            positive(name, getattr(self, name), allow_none=False)
+        positive("max_minutes", self.max_minutes, integer=False)
+        positive("lr", self.lr, allow_none=False, integer=False)
+        for name in ("clip_norm", "clip_value"):
+            positive(name, getattr(self, name), integer=False)
+        if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
+            raise ValueError("set at least one of max_steps, max_epochs, max_minutes")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        if self.schedule == "cosine" and self.max_steps is None:
+            raise ValueError("schedule 'cosine' needs max_steps (the length of the cosine)")
+        if self.warmup_steps < 0 or (self.warmup_steps and self.schedule in ("plateau", "epoch_decay")):
+            raise ValueError(f"warmup_steps must be >= 0 and works with the constant, cosine and step schedules; "
+                             f"got {self.warmup_steps} with {self.schedule!r}")
+        if self.loss_normalization not in NORMALIZATIONS:
+            raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}; got {self.loss_normalization!r}")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"lr_gamma must be in (0, 1]; got {self.lr_gamma}")
+        for name in ("weight_decay", "momentum", "lr_min", "lr_decay_after_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(**d)
