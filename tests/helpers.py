@@ -157,6 +157,14 @@ def make_batch(cfg: LayerConfig, seq_len: int = 5, batch: Optional[int] = 3, *,
                  enforce_sorted=enforce_sorted, padding_side=padding_side)
 
 
+def as_state(parts):
+    """A tuple of state tensors in torch's public form: the bare tensor when there is one."""
+    if parts is None:
+        return None
+    parts = tuple(parts)
+    return parts if len(parts) > 1 else parts[0]
+
+
 def _loss_weights(t: Tensor, salt: int) -> Tensor:
     """A fixed random tensor shaped like t, so the loss weighs every element differently."""
     g = torch.Generator().manual_seed(1000 + salt + 7 * t.numel())
@@ -178,7 +186,7 @@ def forward_and_grads(layer: nn.Module, batch: Batch, *, train: bool = False, se
     state = None
     if batch.state is not None:
         state = tuple(s.detach().clone().requires_grad_(True) for s in batch.state)
-    call_state = None if state is None else (state if len(state) > 1 else state[0])
+    call_state = as_state(state)
     if seed is not None:
         torch.manual_seed(seed)
     if batch.packed:
