@@ -2,5 +2,6 @@
 
 from .base import Backend, RunSpec
 from .registry import available, register, select
+from . import fused  # noqa: F401  (registers the backend; compiles nothing until first use)
 
 __all__ = ["Backend", "RunSpec", "available", "register", "select"]

@@ -1,0 +1,163 @@
+"""Builds and loads rnnkit's C++ kernels (src/rnnkit/csrc) on first use.
+
+The kernels are compiled with `torch.utils.cpp_extension.load` the first time
+a fused backend needs them, into a cache directory keyed by a hash of the
+sources, the torch version, the compiler flags and the CPU (the code is built
+with -march=native, so a cache shared between different machines must not mix
+binaries). Later processes load the cached library in well under a second.
+
+If the build cannot run (no C++ compiler, no ninja) or fails, `load()` returns
+the reason instead of raising; the first failure is reported with one
+`warnings.warn` per process and never retried in that process, so `auto` can
+fall back to the reference backend at the cost of one line.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+log = logging.getLogger("rnnkit")
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+#: translation units, one per cell family; common.h is shared.
+SOURCES = ("lstm.cpp", "gru.cpp", "elman.cpp")
+
+_state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None}
+
+
+def cache_root() -> Path:
+    """Where compiled kernels live: $XDG_CACHE_HOME/rnnkit (default ~/.cache/rnnkit)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rnnkit"
+
+
+def _cpu_fingerprint() -> str:
+    """The CPU's model name and feature flags (what -march=native compiles for)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _has_fortran_blas() -> bool:
+    """True if libtorch_cpu exports sgemm_/dgemm_ (MKL on x86-64 wheels)."""
+    lib = Path(torch.__file__).parent / "lib" / ("libtorch_cpu" + (".dylib" if platform.system() == "Darwin"
+                                                                       else ".so"))
+    try:
+        handle = ctypes.CDLL(str(lib))
+        return hasattr(handle, "sgemm_") and hasattr(handle, "dgemm_")
+    except OSError:
+        return False
+
+
+def _flags() -> tuple[List[str], List[str]]:
+    cflags = ["-O3", "-std=c++17", "-fopenmp-simd", "-DTORCH_ASSERT_ONLY_METHOD_OPERATORS"]
+    ldflags: List[str] = []
+    if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
+        cflags.append("-march=native" if platform.machine() in ("x86_64", "AMD64") else "-mcpu=native")
+    # -ffast-math lets GCC call glibc's vectorised expf/tanhf (libmvec) from the
+    # `omp simd` gate loops; it is a compile flag only (never passed to the link
+    # step, so crtfastmath's flush-to-zero does not leak into the process).
+    cflags.append("-ffast-math")
+    if ctypes.util.find_library("mvec"):
+        ldflags.append("-lmvec")
+    if _has_fortran_blas():
+        cflags.append("-DRNNKIT_HAVE_FORTRAN_BLAS")
+    return cflags, ldflags
+
+
+def _missing_tool() -> Optional[str]:
+    """Name the missing build tool, or None when a compiler and ninja are found."""
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        return f"no C++ compiler: {cxx!r} not found on PATH (install g++ or clang, or set CXX)"
+    if shutil.which("ninja") is None:
+        try:  # the `ninja` pip package puts its binary next to the interpreter
+            import ninja  # type: ignore
+
+            if Path(ninja.BIN_DIR, "ninja").exists():
+                os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+                return None
+        except ImportError:
+            pass
+        return "ninja not found (pip install ninja)"
+    return None
+
+
+def build_key() -> str:
+    cflags, ldflags = _flags()
+    h = hashlib.sha256()
+    for name in ("common.h",) + SOURCES:
+        h.update(name.encode())
+        h.update((CSRC / name).read_bytes())
+    h.update(torch.__version__.encode())
+    h.update(" ".join(cflags + ldflags).encode())
+    h.update(_cpu_fingerprint().encode())
+    return h.hexdigest()[:16]
+
+
+def load() -> Optional[str]:
+    """Load the kernels (building them if needed). None on success, else why not."""
+    if _state["loaded"]:
+        return None
+    if _state["error"] is not None:
+        return _state["error"]
+    # the operator schemas must exist before the kernels register against them
+    from . import fused_ops  # noqa: F401
+
+    reason = _missing_tool()
+    if reason is None:
+        try:
+            _build()
+            _state["loaded"] = True
+            return None
+        except Exception as err:  # any build or load failure: report it, do not retry
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            first_error = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+            reason = (f"building the C++ kernels failed ({type(err).__name__}: {first_error}); "
+                      f"build directory: {cache_root()}")
+    _state["error"] = reason
+    if not _state["warned"]:
+        _state["warned"] = True
+        warnings.warn(f"rnnkit: fast CPU kernels unavailable, falling back to the reference backend — {reason}",
+                      RuntimeWarning, stacklevel=3)
+    return reason
+
+
+def _build() -> None:
+    from torch.utils.cpp_extension import load as cpp_load
+
+    key = build_key()
+    directory = cache_root() / f"ext-{key}"
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"rnnkit_cpu_{key}"
+    fresh = not any(directory.glob(f"{name}*.so"))
+    if fresh:
+        log.warning("rnnkit: compiling the fused CPU kernels once into %s (about a minute)", directory)
+    cflags, ldflags = _flags()
+    start = time.perf_counter()
+    cpp_load(name=name, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=cflags, extra_ldflags=ldflags,
+             extra_include_paths=[str(CSRC)], build_directory=str(directory), is_python_module=False,
+             verbose=False)
+    _state["build_seconds"] = time.perf_counter() - start
+    if fresh:
+        log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
+
+
+def status() -> dict:
+    """What happened so far: loaded, error (reason or None), build_seconds."""
+    return {k: _state[k] for k in ("loaded", "error", "build_seconds")}

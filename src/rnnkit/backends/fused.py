@@ -1,0 +1,139 @@
+"""The fused CPU backend: one compiled forward and one hand-derived BPTT per cell family.
+
+For every built-in cell the sequence runs as
+
+    u = cell's input term for all steps          one GEMM (autograd handles its backward)
+    y, state, saved = rnnkit::<family>_forward   the time loop in C++: per step one
+                                                 recurrent GEMM + one fused pointwise pass
+    backward: rnnkit::<family>_backward          the BPTT loop in C++, then the weight
+                                                 gradients as one GEMM over all steps
+
+Lengths, initial state, recurrent dropout masks, zoneout (train masks and
+eval expectation) and DropConnect on weight_hh run on this path. The kernels
+are compiled on first use (see `extension`); without a compiler `accepts`
+names the missing piece and `auto` falls back.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple, Type
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ..cells import ElmanCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
+from . import extension
+from .base import RunSpec
+from .registry import register
+
+Result = Tuple[Tensor, Tuple[Tensor, ...]]
+
+
+def _weight(spec: RunSpec, name: str) -> Optional[Tensor]:
+    return spec.weights.get(name, getattr(spec.cell, name))
+
+
+def _bias_sum(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _common(spec: RunSpec):
+    T, B = spec.inputs.shape[:2]
+    lengths = spec.lengths.contiguous() if spec.lengths is not None else None
+    rmask = spec.recurrent_mask.contiguous() if spec.recurrent_mask is not None else None
+    return T, B, lengths, rmask
+
+
+def _keeps(spec: RunSpec, T: int, B: int) -> Tuple[Optional[Tensor], ...]:
+    from .fused_ops import zoneout_keep
+
+    zs = spec.zoneout or (None,) * len(spec.cell.state_sizes)
+    return tuple(zoneout_keep(z, T, B, S, spec.inputs) for z, S in zip(zs, spec.cell.state_sizes))
+
+
+def _run_lstm(spec: RunSpec) -> Result:
+    from .fused_ops import ops
+
+    cell = spec.cell
+    T, B, lengths, rmask = _common(spec)
+    u = F.linear(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, 4H)
+    zh, zc = _keeps(spec, T, B)
+    h0, c0 = spec.state
+    peep = cell.weight_peephole if isinstance(cell, PeepholeLSTMCell) else None
+    y, h_n, c_n, *_ = ops.lstm_forward(u, _weight(spec, "weight_hh"), cell.weight_hr, peep, h0, c0, lengths, rmask,
+                                       zh, zc)
+    return y, (h_n, c_n)
+
+
+def _run_gru(spec: RunSpec) -> Result:
+    from .fused_ops import ops
+
+    cell = spec.cell
+    T, B, lengths, rmask = _common(spec)
+    u = F.linear(spec.inputs, cell.weight_ih, cell.bias_ih)  # (T, B, 3H)
+    (zh,) = _keeps(spec, T, B)
+    y, h_n, _ = ops.gru_forward(u, _weight(spec, "weight_hh"), cell.bias_hh, spec.state[0], lengths, rmask, zh,
+                                cell.reset == "after")
+    return y, (h_n,)
+
+
+def _run_elman(spec: RunSpec) -> Result:
+    from .fused_ops import ops
+
+    cell = spec.cell
+    T, B, lengths, rmask = _common(spec)
+    u = F.linear(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, H)
+    (zh,) = _keeps(spec, T, B)
+    y, h_n, _ = ops.elman_forward(u, _weight(spec, "weight_hh"), spec.state[0], lengths, rmask, zh,
+                                  cell.nonlinearity == "relu")
+    return y, (h_n,)
+
+
+#: exact cell class -> runner. Subclasses are not matched: they may change the math.
+_FAMILIES: Dict[Type[RecurrentCell], Callable[[RunSpec], Result]] = {
+    LSTMCell: _run_lstm,
+    PeepholeLSTMCell: _run_lstm,
+    GRUCell: _run_gru,
+    ElmanCell: _run_elman,
+}
+#: parameters a RunSpec may override (DropConnect) per family runner
+_OVERRIDABLE = {"weight_hh"}
+
+
+def check_common(spec: RunSpec, name: str) -> Optional[str]:
+    """Reasons shared by the CPU kernel backends (device, dtype, layout)."""
+    x = spec.inputs
+    if x.device.type != "cpu":
+        return f"the {name} backend runs on CPU only; got input on {x.device}"
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"the {name} backend supports float32 and float64; got {x.dtype}"
+    if spec.cell.feature_dims != 1:
+        return f"the {name} backend handles vector inputs only (feature_dims=1)"
+    return None
+
+
+class FusedBackend:
+    """Compiled time loops with hand-derived BPTT for every built-in cell (CPU)."""
+
+    name = "fused"
+
+    def accepts(self, spec: RunSpec) -> Optional[str]:
+        cell = spec.cell
+        if type(cell) not in _FAMILIES:
+            return f"no fused kernel for {type(cell).__name__} (only rnnkit's built-in cells, not subclasses)"
+        reason = check_common(spec, self.name)
+        if reason is not None:
+            return reason
+        extra = set(spec.weights) - _OVERRIDABLE
+        if extra:
+            return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"
+        return extension.load()
+
+    def run(self, spec: RunSpec) -> Result:
+        return _FAMILIES[type(spec.cell)](spec)
+
+
+register(FusedBackend(), priority=10)

@@ -1,0 +1,219 @@
+"""The fused time loops as `torch.library` operators (namespace `rnnkit`).
+
+Each cell family has a forward operator (the whole time loop) and a backward
+operator (the whole BPTT loop). Schemas, fake (meta) implementations and the
+autograd formulas are defined here, in Python, at import; the CPU kernels come
+from the C++ library (src/rnnkit/csrc) once `extension.load()` has run. So
+torch.compile / torch.export can trace these operators without the compiled
+library, and autograd sees one node per layer and direction.
+
+What the operators take and return is documented in the header comment of each
+C++ kernel file (buffer shapes per kernel). In short, for T steps, B rows:
+
+    <family>_forward(u (T,B,K), recurrent weights, initial state, lengths?, rmask?, zoneout?)
+        -> (y (T,B,O), final state..., saved buffers...)
+    <family>_backward(output grads, saved buffers, weights, lengths?, rmask?, zoneout?)
+        -> (∂L/∂u (T,B,K), ∂L/∂initial state, per-step buffers for the weight gradients)
+
+The autograd formulas turn the per-step gradients into weight gradients with
+one GEMM (or one reduction) over all steps.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+#: the operators' home; it must live as long as the process (deleting it would drop them)
+_LIB = torch.library.Library("rnnkit", "DEF")
+
+_SCHEMAS = {
+    "lstm_forward": "(Tensor u, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, Tensor h0, Tensor c0, Tensor? lengths, "
+                    "Tensor? rmask, Tensor? zh, Tensor? zc) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "lstm_backward": "(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor gates, Tensor cs, Tensor ct, Tensor w_hh, "
+                     "Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor? rmask, Tensor? zh, Tensor? zc) "
+                     "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "gru_forward": "(Tensor u, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor? lengths, Tensor? rmask, Tensor? zh, "
+                   "bool reset_after) -> (Tensor, Tensor, Tensor)",
+    "gru_backward": "(Tensor dy, Tensor dh_n, Tensor gates, Tensor y, Tensor h0, Tensor w_hh, Tensor? lengths, "
+                    "Tensor? rmask, Tensor? zh, bool reset_after) -> (Tensor, Tensor, Tensor)",
+    "elman_forward": "(Tensor u, Tensor w_hh, Tensor h0, Tensor? lengths, Tensor? rmask, Tensor? zh, bool relu) "
+                     "-> (Tensor, Tensor, Tensor)",
+    "elman_backward": "(Tensor dy, Tensor dh_n, Tensor ht, Tensor w_hh, Tensor? lengths, Tensor? rmask, Tensor? zh, "
+                      "bool relu) -> (Tensor, Tensor)",
+}
+for _name, _schema in _SCHEMAS.items():
+    _LIB.define(_name + _schema)
+
+ops = torch.ops.rnnkit
+
+
+def _zeros_if_none(g: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g.contiguous()
+
+
+def _grad_w_hh(dg: Tensor, h0: Tensor, y: Tensor, rmask: Optional[Tensor]) -> Tensor:
+    """Σ_t dg_t^T (h_{t-1} ⊙ rmask) as one GEMM: dg (T,B,G), h0 (B,P), y (T,B,P) -> (G,P).
+
+    h_{t-1} is y_{t-1} (or h0) at every valid step; padded steps have dg = 0.
+    """
+    T, B, G = dg.shape
+    P = h0.shape[-1]
+    if rmask is None:
+        dw = dg[0].t().mm(h0)
+        if T > 1:
+            dw.addmm_(dg[1:].reshape((T - 1) * B, G).t(), y[:-1].reshape((T - 1) * B, P))
+        return dw
+    hprev = torch.cat([h0[None], y[:-1]]) * rmask
+    return dg.reshape(T * B, G).t().mm(hprev.reshape(T * B, P))
+
+
+# ---------------------------------------------------------------------- LSTM
+@torch.library.register_fake("rnnkit::lstm_forward")
+def _lstm_forward_fake(u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc):
+    T, B, G = u.shape
+    H, P = G // 4, h0.shape[-1]
+    return (u.new_empty(T, B, P), u.new_empty(B, P), u.new_empty(B, H), u.new_empty(T, B, G),
+            u.new_empty(T + 1, B, H), u.new_empty(T if zc is not None else 0, B, H))
+
+
+@torch.library.register_fake("rnnkit::lstm_backward")
+def _lstm_backward_fake(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengths, rmask, zh, zc):
+    T, B, G = gates.shape
+    H, P = G // 4, dh_n.shape[-1]
+    proj = w_hr is not None
+    return (gates.new_empty(T, B, G), dh_n.new_empty(B, P), dc_n.new_empty(B, H),
+            gates.new_empty(T if proj else 0, B, P), gates.new_empty(T if proj else 0, B, H))
+
+
+def _lstm_setup(ctx, inputs, output):
+    u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc = inputs
+    y, _, _, gates, cs, ct = output
+    ctx.save_for_backward(w_hh, w_hr, w_peep, h0, lengths, rmask, zh, zc, y, gates, cs, ct)
+    ctx.mark_non_differentiable(gates, cs, ct)
+
+
+def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
+    w_hh, w_hr, w_peep, h0, lengths, rmask, zh, zc, y, gates, cs, ct = ctx.saved_tensors
+    T, B, G = gates.shape
+    H = G // 4
+    dy = _zeros_if_none(dy, y)
+    dh_n = _zeros_if_none(dh_n, h0)
+    dc_n = _zeros_if_none(dc_n, cs[0])
+    dg, dh0, dc0, dhp, ms = ops.lstm_backward(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengths, rmask,
+                                              zh, zc)
+    need = ctx.needs_input_grad
+    d_w_hh = _grad_w_hh(dg, h0, y, rmask) if need[1] else None
+    d_w_hr = None
+    if w_hr is not None and need[2]:
+        d_w_hr = dhp.reshape(T * B, -1).t().mm(ms.reshape(T * B, H))
+    d_peep = None
+    if w_peep is not None and need[3]:
+        c_prev, c_new = cs[:-1], (ct if ct.numel() else cs[1:])
+        d_peep = torch.cat([(dg[..., :H] * c_prev).sum((0, 1)), (dg[..., H:2 * H] * c_prev).sum((0, 1)),
+                            (dg[..., 3 * H:] * c_new).sum((0, 1))])
+    return dg, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None
+
+
+torch.library.register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
+
+
+# ----------------------------------------------------------------------- GRU
+@torch.library.register_fake("rnnkit::gru_forward")
+def _gru_forward_fake(u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after):
+    T, B, G = u.shape
+    H = G // 3
+    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T, B, (4 if reset_after else 3) * H)
+
+
+@torch.library.register_fake("rnnkit::gru_backward")
+def _gru_backward_fake(dy, dh_n, gates, y, h0, w_hh, lengths, rmask, zh, reset_after):
+    T, B, _ = gates.shape
+    H = h0.shape[-1]
+    return (gates.new_empty(T, B, 3 * H), gates.new_empty(T if reset_after else 0, B, 3 * H),
+            h0.new_empty(B, H))
+
+
+def _gru_setup(ctx, inputs, output):
+    u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after = inputs
+    y, _, gates = output
+    ctx.reset_after = reset_after
+    ctx.has_bias = b_hh is not None
+    ctx.save_for_backward(w_hh, h0, lengths, rmask, zh, y, gates)
+    ctx.mark_non_differentiable(gates)
+
+
+def _gru_backward(ctx, dy, dh_n, _unused):
+    w_hh, h0, lengths, rmask, zh, y, gates = ctx.saved_tensors
+    T, B, _ = gates.shape
+    H = h0.shape[-1]
+    dy = _zeros_if_none(dy, y)
+    dh_n = _zeros_if_none(dh_n, h0)
+    du, dw, dh0 = ops.gru_backward(dy, dh_n, gates, y, h0, w_hh, lengths, rmask, zh, ctx.reset_after)
+    need = ctx.needs_input_grad
+    d_w_hh = d_b_hh = None
+    if ctx.reset_after:
+        if need[1]:
+            d_w_hh = _grad_w_hh(dw, h0, y, rmask)
+        if ctx.has_bias and need[2]:
+            d_b_hh = dw.sum((0, 1))
+    else:
+        if need[1]:
+            hprev = torch.cat([h0[None], y[:-1]])
+            if rmask is not None:
+                hprev = hprev * rmask
+            hprev = hprev.reshape(T * B, H)
+            du2 = du.reshape(T * B, 3 * H)
+            q = gates[..., :H].reshape(T * B, H) * hprev  # r ⊙ hm
+            d_w_hh = torch.cat([du2[:, :2 * H].t().mm(hprev), du2[:, 2 * H:].t().mm(q)])
+        if ctx.has_bias and need[2]:
+            d_b_hh = du.sum((0, 1))
+    return du, d_w_hh, d_b_hh, dh0, None, None, None, None
+
+
+torch.library.register_autograd("rnnkit::gru_forward", _gru_backward, setup_context=_gru_setup)
+
+
+# --------------------------------------------------------------------- Elman
+@torch.library.register_fake("rnnkit::elman_forward")
+def _elman_forward_fake(u, w_hh, h0, lengths, rmask, zh, relu):
+    T, B, H = u.shape
+    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T, B, H)
+
+
+@torch.library.register_fake("rnnkit::elman_backward")
+def _elman_backward_fake(dy, dh_n, ht, w_hh, lengths, rmask, zh, relu):
+    return torch.empty_like(ht), torch.empty_like(dh_n)
+
+
+def _elman_setup(ctx, inputs, output):
+    u, w_hh, h0, lengths, rmask, zh, relu = inputs
+    y, _, ht = output
+    ctx.relu = relu
+    ctx.save_for_backward(w_hh, h0, lengths, rmask, zh, y, ht)
+    ctx.mark_non_differentiable(ht)
+
+
+def _elman_backward(ctx, dy, dh_n, _unused):
+    w_hh, h0, lengths, rmask, zh, y, ht = ctx.saved_tensors
+    dy = _zeros_if_none(dy, y)
+    dh_n = _zeros_if_none(dh_n, h0)
+    du, dh0 = ops.elman_backward(dy, dh_n, ht, w_hh, lengths, rmask, zh, ctx.relu)
+    d_w_hh = _grad_w_hh(du, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    return du, d_w_hh, dh0, None, None, None, None
+
+
+torch.library.register_autograd("rnnkit::elman_forward", _elman_backward, setup_context=_elman_setup)
+
+
+def zoneout_keep(z, T: int, B: int, S: int, like: Tensor) -> Optional[Tensor]:
+    """A RunSpec zoneout entry as the kernels read it: None, or a (T, B, S) keep tensor
+    (a float p from eval mode becomes a broadcast view with zero strides)."""
+    if z is None:
+        return None
+    if isinstance(z, Tensor):
+        return z.to(like.dtype).contiguous()
+    return torch.full((1, 1, 1), float(z), dtype=like.dtype, device=like.device).expand(T, B, S)
+

@@ -1,0 +1,141 @@
+// Elman RNN time loops (tanh or relu).
+//
+//   h~_t = act(u_t + (h_{t-1} ⊙ rmask) W_hh^T)    u_t = W_ih x_t + b_ih + b_hh
+//   zoneout h_t = h~_t + kh (h_{t-1} − h~_t);  y_t = h_t
+//
+// Buffers:
+//   forward  in : u (T,B,H), w_hh (H,H), h0 (B,H), lengths?, rmask (B,H)?, zh (T,B,H)?
+//            out: y (T,B,H), h_n (B,H), ht (T,B,H) = h~_t (saved; act' is read from it)
+//   backward in : dy (T,B,H), dh_n (B,H), ht, w_hh, lengths?, rmask?, zh?
+//            out: du (T,B,H) = ∂L/∂(pre-activation), dh0 (B,H)
+#include "common.h"
+
+namespace rnnkit {
+namespace {
+
+template <typename R>
+void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Tensor& h0, const OptTensor& lengths,
+                        const Tensor& rmask, const OptTensor& zh_, Tensor& y, Tensor& h_n, Tensor& ht) {
+  const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
+  const R* up = u.data_ptr<R>();
+  const R* W = w_hh.data_ptr<R>();
+  const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
+  Keep<R> zh(zh_);
+  Steps steps(lengths, B);
+  R* yp = y.data_ptr<R>();
+  R* htp = ht.data_ptr<R>();
+  h_n.copy_(h0);
+  R* h = h_n.data_ptr<R>();
+  Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
+  R* hm = rm ? hm_buf.data_ptr<R>() : h;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t nb = steps.active(t);
+    R* a = htp + t * B * H;
+    if (rm)
+      for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
+    gemm_nt<R>(nb, H, H, hm, H, W, H, R(0), a, H);
+    for_rows(B, H, [&](int64_t b) {
+      R* ar = a + b * H;
+      R* yr = yp + (t * B + b) * H;
+      if (!steps.valid(t, b)) {
+        std::fill(ar, ar + H, R(0));
+        std::fill(yr, yr + H, R(0));
+        return;
+      }
+      const R* ur = up + (t * B + b) * H;
+      R* hr = h + b * H;
+      const R* kh = zh ? zh.row(t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        R pre = ar[j] + ur[j];
+        R v = relu ? (pre > R(0) ? pre : R(0)) : std::tanh(pre);
+        ar[j] = v;
+        R hv = kh ? v + kh[j * zh.sj] * (hr[j] - v) : v;
+        hr[j] = hv;
+        yr[j] = hv;
+      }
+    });
+  }
+}
+
+template <typename R>
+void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Tensor& w_hh, const OptTensor& lengths,
+                         const Tensor& rmask, const OptTensor& zh_, Tensor& du, Tensor& dh) {
+  const int64_t T = ht.size(0), B = ht.size(1), H = ht.size(2);
+  const R* W = w_hh.data_ptr<R>();
+  const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
+  Keep<R> zh(zh_);
+  Steps steps(lengths, B);
+  const R* dyp = dy.data_ptr<R>();
+  const R* htp = ht.data_ptr<R>();
+  R* dup = du.data_ptr<R>();
+  R* dhv = dh.data_ptr<R>();
+  Tensor rec_buf = rm ? at::empty({B, H}, dh.options()) : Tensor();
+  R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t nb = steps.active(t);
+    R* dut = dup + t * B * H;
+    for_rows(B, H, [&](int64_t b) {
+      R* d = dut + b * H;
+      if (!steps.valid(t, b)) {
+        std::fill(d, d + H, R(0));
+        return;
+      }
+      const R* v = htp + (t * B + b) * H;
+      const R* dyr = dyp + (t * B + b) * H;
+      R* dhr = dhv + b * H;
+      const R* kh = zh ? zh.row(t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        R gh = dhr[j] + dyr[j];
+        R k = kh ? kh[j * zh.sj] : R(0);
+        R dv = (R(1) - k) * gh;
+        d[j] = relu ? (v[j] > R(0) ? dv : R(0)) : dv * (R(1) - v[j] * v[j]);
+        dhr[j] = k * gh;
+      }
+    });
+    if (rm) {
+      gemm_nn<R>(nb, H, H, dut, H, W, H, R(0), rec, H);
+      for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rec[k] * rm[k];
+    } else {
+      gemm_nn<R>(nb, H, H, dut, H, W, H, R(1), dhv, H);
+    }
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor> elman_forward(const Tensor& u, const Tensor& w_hh, const Tensor& h0,
+                                                 const OptTensor& lengths, const OptTensor& rmask,
+                                                 const OptTensor& zh, bool relu) {
+  const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
+  auto y = at::empty({T, B, H}, u.options());
+  auto h_n = at::empty({B, H}, u.options());
+  auto ht = at::empty({T, B, H}, u.options());
+  auto rm = contiguous_or_undefined(rmask);
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_elman_forward", [&] {
+    elman_forward_impl<scalar_t>(relu, u.contiguous(), w_hh.contiguous(), h0.contiguous(), lengths, rm, zh, y, h_n,
+                                 ht);
+  });
+  return {y, h_n, ht};
+}
+
+std::tuple<Tensor, Tensor> elman_backward(const Tensor& dy, const Tensor& dh_n, const Tensor& ht, const Tensor& w_hh,
+                                          const OptTensor& lengths, const OptTensor& rmask, const OptTensor& zh,
+                                          bool relu) {
+  auto du = at::empty_like(ht);
+  auto dh = dh_n.contiguous().clone();
+  auto rm = contiguous_or_undefined(rmask);
+  AT_DISPATCH_FLOATING_TYPES(ht.scalar_type(), "rnnkit_elman_backward", [&] {
+    elman_backward_impl<scalar_t>(relu, dy.contiguous(), ht.contiguous(), w_hh.contiguous(), lengths, rm, zh, du,
+                                  dh);
+  });
+  return {du, dh};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("elman_forward", &elman_forward);
+  m.impl("elman_backward", &elman_backward);
+}
+
+}  // namespace rnnkit
