@@ -138,7 +138,7 @@ class Recurrent(nn.Module):
                 return fresh
 
             input_size = template.input_size
-        elif callable(cell):
+        elif callable(cell) and not isinstance(cell, nn.Module):
             if input_size is None:
                 raise TypeError(f"{owner}: a cell factory needs input_size=")
 
@@ -149,8 +149,8 @@ class Recurrent(nn.Module):
                                     f"got {type(made).__name__}")
                 return made
         else:
-            raise TypeError(f"{owner}: cell must be a RecurrentCell or a factory input_size -> cell; "
-                            f"got {type(cell).__name__}")
+            raise TypeError(f"{owner}: cell must be a RecurrentCell (subclass rnnkit.RecurrentCell) or a factory "
+                            f"input_size -> cell; got {type(cell).__name__}")
         cells: List[RecurrentCell] = []
         size = input_size
         for layer in range(self.num_layers):

@@ -84,14 +84,18 @@ def mm(x: Tensor, w: Tensor) -> Tensor:
     return x @ w.t()
 
 
-def equations(cell, x: Tensor, state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-    """One step of `cell` from its docstring, with plain tensor ops. Returns (y, state tuple)."""
+def equations(cell, x: Tensor, state: Tuple[Tensor, ...], mask=None) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    """One step of `cell` from its docstring, with plain tensor ops. Returns (y, state tuple).
+
+    mask (recurrent dropout) multiplies h_{t-1} only where it enters W_hh; the carried state is not dropped.
+    """
     Hs = cell.hidden_size
+    hm = state[0] if mask is None else state[0] * mask
     if isinstance(cell, ElmanCell):
         (h,) = state
         act = torch.tanh if cell.nonlinearity == "tanh" else (lambda v: torch.clamp(v, min=0))
         b_ih, b_hh = (cell.bias_ih, cell.bias_hh) if cell.bias_ih is not None else (0.0, 0.0)
-        h = act(mm(x, cell.weight_ih) + b_ih + mm(h, cell.weight_hh) + b_hh)
+        h = act(mm(x, cell.weight_ih) + b_ih + mm(hm, cell.weight_hh) + b_hh)
         return h, (h,)
     if isinstance(cell, LSTMCell):  # PeepholeLSTMCell included
         h, c = state
@@ -101,11 +105,11 @@ def equations(cell, x: Tensor, state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple
         b_hi, b_hf, b_hg, b_ho = bias_blocks(cell.bias_hh, 4, Hs, x)
         peep = isinstance(cell, PeepholeLSTMCell)
         p_i, p_f, p_o = blocks(cell.weight_peephole, 3) if peep else (0.0, 0.0, 0.0)
-        i = sig(mm(x, W_ii) + b_ii + mm(h, W_hi) + b_hi + p_i * c)
-        f = sig(mm(x, W_if) + b_if + mm(h, W_hf) + b_hf + p_f * c)
-        g = torch.tanh(mm(x, W_ig) + b_ig + mm(h, W_hg) + b_hg)
+        i = sig(mm(x, W_ii) + b_ii + mm(hm, W_hi) + b_hi + p_i * c)
+        f = sig(mm(x, W_if) + b_if + mm(hm, W_hf) + b_hf + p_f * c)
+        g = torch.tanh(mm(x, W_ig) + b_ig + mm(hm, W_hg) + b_hg)
         c_new = f * c + i * g
-        o = sig(mm(x, W_io) + b_io + mm(h, W_ho) + b_ho + p_o * c_new)  # the peephole reads c_t
+        o = sig(mm(x, W_io) + b_io + mm(hm, W_ho) + b_ho + p_o * c_new)  # the peephole reads c_t
         h_new = o * torch.tanh(c_new)
         if cell.proj_size:
             h_new = mm(h_new, cell.weight_hr)
@@ -116,13 +120,13 @@ def equations(cell, x: Tensor, state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple
         W_hr, W_hz, W_hn = blocks(cell.weight_hh, 3)
         b_ir, b_iz, b_in = bias_blocks(cell.bias_ih, 3, Hs, x)
         b_hr, b_hz, b_hn = bias_blocks(cell.bias_hh, 3, Hs, x)
-        r = sig(mm(x, W_ir) + b_ir + mm(h, W_hr) + b_hr)
-        z = sig(mm(x, W_iz) + b_iz + mm(h, W_hz) + b_hz)
+        r = sig(mm(x, W_ir) + b_ir + mm(hm, W_hr) + b_hr)
+        z = sig(mm(x, W_iz) + b_iz + mm(hm, W_hz) + b_hz)
         if cell.reset == "after":
-            n = torch.tanh(mm(x, W_in) + b_in + r * (mm(h, W_hn) + b_hn))
+            n = torch.tanh(mm(x, W_in) + b_in + r * (mm(hm, W_hn) + b_hn))
         else:  # textbook: h̃ = tanh(W·[r ⊙ h, x] + b), W = [W_hn | W_in]
             W = torch.cat([W_hn, W_in], dim=1)
-            n = torch.tanh(mm(torch.cat([r * h, x], dim=1), W) + b_in + b_hn)
+            n = torch.tanh(mm(torch.cat([r * hm, x], dim=1), W) + b_in + b_hn)
         h = (1 - z) * n + z * h
         return h, (h,)
     if isinstance(cell, SRUCell):
@@ -141,7 +145,7 @@ def equations(cell, x: Tensor, state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple
     if isinstance(cell, LayerNormLSTMCell):
         h, c = state
         b = cell.bias if cell.bias is not None else 0.0
-        a = layer_norm(mm(x, cell.weight_ih), cell.ln_ih_weight) + layer_norm(mm(h, cell.weight_hh),
+        a = layer_norm(mm(x, cell.weight_ih), cell.ln_ih_weight) + layer_norm(mm(hm, cell.weight_hh),
                                                                              cell.ln_hh_weight) + b
         a_i, a_f, a_g, a_o = blocks(a.t(), 4)
         i, f, g, o = sig(a_i.t()), sig(a_f.t()), torch.tanh(a_g.t()), sig(a_o.t())
@@ -151,7 +155,7 @@ def equations(cell, x: Tensor, state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple
     if isinstance(cell, LayerNormGRUCell):
         (h,) = state
         a = layer_norm(mm(x, cell.weight_ih), cell.ln_ih_weight) + (cell.bias_ih if cell.bias_ih is not None else 0)
-        e = layer_norm(mm(h, cell.weight_hh), cell.ln_hh_weight) + (cell.bias_hh if cell.bias_hh is not None else 0)
+        e = layer_norm(mm(hm, cell.weight_hh), cell.ln_hh_weight) + (cell.bias_hh if cell.bias_hh is not None else 0)
         a_r, a_z, a_n = (blk.t() for blk in blocks(a.t(), 3))
         e_r, e_z, e_n = (blk.t() for blk in blocks(e.t(), 3))
         r, z = sig(a_r + e_r), sig(a_z + e_z)
@@ -211,6 +215,34 @@ def test_step_matches_equations(name: str) -> None:
     for k, (a, b) in enumerate(zip(cell.unpack_state(new), new_ref)):
         assert_close(a, b, f"{name} state {cell.state_names[k]}")
     assert len(cell.unpack_state(new)) == len(new_ref)
+
+
+@pytest.mark.parametrize("name", [n for n in CELL_IDS if not n.startswith(("sru", "mingru"))])
+def test_recurrent_mask_drops_only_the_recurrent_input(name: str) -> None:
+    """Recurrent dropout: the mask multiplies h_{t-1} inside W_hh·h; the carried state stays whole."""
+    cell = make_cell(name)
+    assert cell.recurrent_input_size == cell.state_sizes[0]
+    x = torch.randn(4, cell.input_size, dtype=F64)
+    state = random_state(cell, 4)
+    mask = torch.bernoulli(torch.full((4, cell.recurrent_input_size), 0.5, dtype=F64)) * 2.0
+    assert (mask == 0).any() and (mask != 0).any()
+    y, new = cell.step(cell.project(x), cell.pack_state(state), mask)
+    y_ref, new_ref = equations(cell, x, state, mask)
+    assert_close(y, y_ref, f"{name} y with mask")
+    for a, b in zip(cell.unpack_state(new), new_ref):
+        assert_close(a, b, f"{name} state with mask")
+    # a mask of ones is no mask
+    y1, _ = cell.step(cell.project(x), cell.pack_state(state), torch.ones_like(mask))
+    assert torch.equal(y1, cell(x, cell.pack_state(state))[0])
+
+
+@pytest.mark.parametrize("name", ["sru_same", "mingru"])
+def test_cells_without_recurrent_matrix_refuse_a_mask(name: str) -> None:
+    cell = make_cell(name)
+    assert cell.recurrent_input_size == 0
+    with pytest.raises(ValueError, match="recurrent dropout"):
+        cell.step(cell.project(torch.randn(2, cell.input_size, dtype=F64)), cell.initial_state(2),
+                  torch.ones(2, cell.hidden_size, dtype=F64))
 
 
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
@@ -429,7 +461,7 @@ def test_golden_values_constant_weights(name: str) -> None:
         fill_blocks(getattr(cell, pname), values)
     T, B = 4, 2
     x = arange_input(T, B, cell.input_size)
-    out, _ = rnnkit.Recurrent(cell)(x)
+    out, _ = rnnkit.Recurrent(cell, backend="reference")(x)
     for b in range(B):
         st = state0
         for t in range(T):
@@ -447,6 +479,6 @@ def test_golden_sru_same_size_highway_is_the_input() -> None:
     fill_blocks(cell.weight_c, [0.0, 0.0])
     fill_blocks(cell.bias, [0.0, 0.0])
     x = arange_input(3, 1, 4) + 1.0
-    out, c = rnnkit.Recurrent(cell)(x)
+    out, c = rnnkit.Recurrent(cell, backend="reference")(x)
     assert_close(out, x, "highway output", tol=1e-12)
     assert not c.any()

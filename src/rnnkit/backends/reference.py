@@ -34,7 +34,9 @@ class _Loop(nn.Module):
         zoneout = [z.unbind(0) if isinstance(z, Tensor) else z for z in spec.zoneout] or [None] * len(state)
         outputs = []
         for t, u_t in enumerate(cell.project(inputs).unbind(0)):
-            y, new = cell.step(u_t, cell.pack_state(state), spec.recurrent_mask)
+            # user cells may define step(u, state) without the mask argument (the documented protocol)
+            y, new = (cell.step(u_t, cell.pack_state(state)) if spec.recurrent_mask is None
+                      else cell.step(u_t, cell.pack_state(state), spec.recurrent_mask))
             new = cell.unpack_state(new)
             if spec.has_zoneout:
                 new = tuple(_zoneout(n, s, z if z is None or isinstance(z, float) else z[t])

@@ -74,9 +74,15 @@ class RecurrentCell(nn.Module):
         return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
     # ------------------------------------------------------------------- math
-    def project(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Input term of every step: (..., I) -> (..., K)."""
-        raise NotImplementedError
+    def project(self, x: Tensor) -> Tensor:
+        """Input term of every step: (..., I) -> (..., K).
+
+        A cell that defines only `forward(x, state)` gets u = x here and its
+        `forward` as `step`, so `Recurrent` runs it too (without hoisting).
+        """
+        if type(self).forward is not RecurrentCell.forward:
+            return x
+        raise NotImplementedError(f"{type(self).__name__} must define project and step, or forward")
 
     def step(self, u: Tensor, state: State, recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         """One recurrence step from the projected input u (B, K).
@@ -85,7 +91,12 @@ class RecurrentCell(nn.Module):
         vector that enters the recurrent matrix product (recurrent dropout); the
         state itself is carried undropped.
         """
-        raise NotImplementedError  # pragma: no cover - abstract
+        if type(self).forward is not RecurrentCell.forward:  # forward-only cell: u is x_t (see project)
+            if recurrent_mask is not None:
+                raise ValueError(f"{type(self).__name__} defines only forward, so recurrent dropout cannot reach "
+                                 f"its recurrent product")
+            return self.forward(u, state)
+        raise NotImplementedError(f"{type(self).__name__} must define project and step, or forward")
 
     def forward(self, x: Tensor, state: Optional[State] = None) -> Tuple[Tensor, State]:
         """One time step: x (B, I) -> (y (B, O), new state)."""
