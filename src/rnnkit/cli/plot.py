@@ -1,0 +1,20 @@
+"""`rnnkit plot RUN`: the validation curve as text and the loss curves as a PNG."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from ..analysis.curves import eval_table, plot_run, read_metrics
+
+
+@click.command()
+@click.argument("run_dir")
+@click.option("--out", default=None, help="PNG path (default: RUN_DIR/loss_curve.png).")
+def plot(run_dir: str, out: Optional[str]) -> None:
+    """Print a run's validation curve and write its loss-curve PNG."""
+    _, evals = read_metrics(run_dir)
+    click.echo(eval_table(evals))
+    path = plot_run(run_dir, out)
+    click.echo(f"loss curve: {path}")

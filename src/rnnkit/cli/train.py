@@ -1,0 +1,231 @@
+"""`rnnkit train <recipe>`: char-level and word-level language models.
+
+Every recipe takes --data, --out, --seed, --cell, --hidden-size, --num-layers,
+--max-steps, --max-minutes, --checkpoint-every, --resume, --quiet and a --config
+TOML file (command-line values win). The run directory gets config.json (the
+resolved settings), metrics.jsonl, tensorboard/ and checkpoints/.
+
+Under torchrun (WORLD_SIZE > 1) each process trains on its block of streams with
+DistributedDataParallel (gloo on CPU, NCCL on CUDA); --batch-size is per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import click
+import torch
+
+from ..data.streams import StreamLoader
+from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
+from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
+from ..training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, write_json_atomic
+from ..training.config import TrainConfig
+from ..training.trainer import Trainer
+from .options import NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, load_toml, recipe_options, resolve, training_specs
+
+DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
+
+CHARLM_DEFAULTS: Dict[str, Any] = dict(
+    batch_size=32, bptt=128, optimizer="adam", lr=2e-3, clip_norm=5.0, eval_every=200, checkpoint_every=500,
+)
+WORDLM_DEFAULTS: Dict[str, Any] = dict(
+    batch_size=20, bptt=20, optimizer="sgd", lr=1.0, clip_norm=5.0, schedule="epoch_decay", lr_gamma=0.5,
+    lr_decay_after_epochs=4, max_epochs=13, checkpoint_every=1000,
+)
+
+
+def common_specs(data_default: Optional[str], out_default: str, model: Dict[str, Any]) -> list:
+    return [
+        ("data", str, data_default, "Training data."),
+        ("out", str, out_default, "Run directory (config.json, metrics.jsonl, checkpoints/)."),
+        ("config", str, None, "TOML file with settings (command-line options win)."),
+        ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
+        ("quiet", bool, False, "No progress bar or summaries."),
+        ("cell", click.Choice(list(CELLS)), model["cell"], "Recurrent cell."),
+        ("hidden_size", POS_INT, model["hidden_size"], "Hidden units per layer."),
+        ("num_layers", POS_INT, model["num_layers"], "Stacked layers."),
+        ("dropout", PROB, model["dropout"], "Dropout on non-recurrent connections."),
+    ]
+
+
+FLAG_ONLY = ("resume", "quiet", "config", "out")  # never taken from a resumed run's config.json
+
+
+@click.group()
+def train() -> None:
+    """Train a model (recipes: charlm, wordlm)."""
+
+
+def default_corpus() -> str:
+    """The embedded corpus: relative to the working directory, else to the source checkout."""
+    if Path(DEFAULT_CORPUS).exists():
+        return DEFAULT_CORPUS
+    checkout = Path(__file__).resolve().parents[3] / DEFAULT_CORPUS
+    return str(checkout) if checkout.exists() else DEFAULT_CORPUS
+
+
+# ---------------------------------------------------------------- charlm
+CHARLM_SPECS = common_specs(default_corpus(), "runs/charlm", dict(cell="lstm", hidden_size=256, num_layers=1,
+                                                                dropout=0.0)) + [
+    ("embedding_size", NONNEG_INT, 64, "Character embedding size (0 = one-hot input)."),
+    ("val_fraction", click.FloatRange(min=0.0, max=0.5, min_open=True), 0.1,
+     "Last fraction of each file held out for validation."),
+    ("val_batch_size", POS_INT, 32, "Streams used for validation."),
+] + training_specs(CHARLM_DEFAULTS)
+
+
+@train.command("charlm")
+@recipe_options(CHARLM_SPECS)
+@click.pass_context
+def charlm(ctx: click.Context, **values: Any) -> None:
+    """Character-level language model (Karpathy's char-rnn) on a text file or a directory of them.
+
+    Validation: bits per character (val_bpc) on the last --val-fraction of each file.
+    """
+    run_recipe(ctx, "charlm", values, _build_charlm)
+
+
+def _build_charlm(s: Dict[str, Any], vocab_json: Optional[dict], rank: int, world: int):
+    vocab = vocab_from_json(vocab_json) if vocab_json else None
+    corpus = load_char_corpus(s["data"], s["val_fraction"], vocab)
+    model_cfg = LMConfig(vocab_size=len(corpus.vocab), cell=s["cell"], hidden_size=s["hidden_size"],
+                         num_layers=s["num_layers"], embedding_size=s["embedding_size"], dropout=s["dropout"])
+    train_data = StreamLoader(corpus.train, s["batch_size"], s["bptt"], rank=rank, world_size=world)
+    val_data = (StreamLoader(corpus.valid, s["val_batch_size"], 512, rank=rank, world_size=world)
+                if corpus.valid else None)
+    return model_cfg, corpus.vocab, LanguageModelTask("char"), train_data, val_data, None
+
+
+# ---------------------------------------------------------------- wordlm
+WORDLM_SPECS = common_specs(None, "runs/wordlm", dict(cell="lstm", hidden_size=200, num_layers=2,
+                                                      dropout=0.0)) + [
+    ("init_range", POS_FLOAT, 0.1,
+     "Initialise every parameter U(-r, r)."),
+    ("tie_weights", bool, False, "Share the embedding and output matrices."),
+    ("loss_normalization", click.Choice(["token", "sequence"]), "sequence",
+     "token: mean per word; sequence: summed over steps, averaged over the batch (Zaremba)."),
+    ("val_batch_size", POS_INT, 10, "Streams used for validation and test."),
+] + training_specs(WORDLM_DEFAULTS)
+
+
+@train.command("wordlm")
+@recipe_options(WORDLM_SPECS)
+@click.pass_context
+def wordlm(ctx: click.Context, **values: Any) -> None:
+    """Word-level language model (Zaremba et al. 2014) on DIR/{train,valid,test}.txt (PTB layout).
+
+    <eos> ends every line; the vocabulary comes from train.txt; validation and
+    test report perplexity (val_ppl, test_ppl).
+    """
+    run_recipe(ctx, "wordlm", values, _build_wordlm)
+
+
+def _build_wordlm(s: Dict[str, Any], vocab_json: Optional[dict], rank: int, world: int):
+    if not s.get("data"):
+        raise DataError("wordlm needs --data DIR holding train.txt, valid.txt and test.txt")
+    vocab = vocab_from_json(vocab_json) if vocab_json else None
+    corpus = load_word_corpus(s["data"], vocab)
+    model_cfg = LMConfig(vocab_size=len(corpus.vocab), cell=s["cell"], hidden_size=s["hidden_size"],
+                         num_layers=s["num_layers"], embedding_size=s["hidden_size"], dropout=s["dropout"],
+                         tie_weights=s["tie_weights"], init_range=s["init_range"])
+    train_data = StreamLoader([corpus.train], s["batch_size"], s["bptt"], rank=rank, world_size=world)
+    val_data = StreamLoader([corpus.valid], s["val_batch_size"], 512, rank=rank, world_size=world)
+    test_data = StreamLoader([corpus.test], s["val_batch_size"], 512, rank=rank, world_size=world)
+    return model_cfg, corpus.vocab, LanguageModelTask("word"), train_data, val_data, test_data
+
+
+# ---------------------------------------------------------------- shared
+TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weight_decay", "momentum", "schedule",
+              "warmup_steps", "lr_step_size", "lr_gamma", "lr_min", "lr_decay_after_epochs", "clip_norm",
+              "clip_value", "grad_accum", "bptt_k2", "eval_every", "checkpoint_every", "keep_checkpoints",
+              "early_stop_patience", "seed", "quiet", "tensorboard", "loss_normalization")
+
+
+def _distributed(device: str) -> tuple:
+    """(rank, world_size, torch.device); initialises torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available")
+    if world > 1:
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank = dist.get_rank()
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(dev)
+        return rank, world, dev
+    return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+
+
+def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: Callable) -> None:
+    toml = load_toml(values.get("config"))
+    out = Path(values["out"] if ctx.get_parameter_source("out") == click.core.ParameterSource.COMMANDLINE
+               else toml.get("out", values["out"]))
+    base = None
+    record = None
+    if values["resume"]:
+        record = latest_checkpoint(out)
+        if record is not None and (out / "config.json").is_file():
+            saved = json.loads((out / "config.json").read_text()).get("settings") or {}
+            base = {k: v for k, v in saved.items() if k not in FLAG_ONLY}
+        elif record is None and list_checkpoints(out / "checkpoints"):
+            raise CheckpointError(f"--resume: no complete checkpoint in {str(out)!r} (every checkpoint there is "
+                                  f"incomplete or corrupt)")
+    s = resolve(ctx, values, toml, base, ignore=("config",))
+    s["out"] = str(out)
+    if s.get("bptt_k2") is not None and s["bptt_k2"] < s["bptt"]:
+        raise click.BadParameter(f"k2 must be >= k1 (--bptt {s['bptt']}); got {s['bptt_k2']}",
+                                 param_hint="'--bptt-k2'")
+    train_cfg = TrainConfig(**{k: s[k] for k in TRAIN_KEYS if k in s})
+    if not values["resume"] and list_checkpoints(out / "checkpoints"):
+        raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "
+                                 f"continue it or choose another --out", param_hint="'--out'")
+    if values["resume"] and record is None and not s["quiet"]:
+        click.echo(f"rnnkit: nothing to resume in {str(out)!r}; starting a new run", err=True)
+    if s.get("threads"):
+        torch.set_num_threads(s["threads"])
+    rank, world, device = _distributed(s["device"])
+    vocab_json = None
+    if record is not None:
+        from ..training.checkpoint import read_checkpoint
+        meta, _ = read_checkpoint(record)
+        vocab_json = meta.get("run", {}).get("vocab")
+    torch.manual_seed(s["seed"])  # the same initial weights on every rank
+    model_cfg, vocab, task, train_data, val_data, test_data = build(s, vocab_json, rank, world)
+    model = RecurrentLM(model_cfg)
+    run_info = {"recipe": recipe, "model": model_cfg.to_dict(), "vocab": vocab.to_json()}
+    if rank == 0:  # everything was checked: only now does the run directory appear
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", {"recipe": recipe, "settings": s, "model": model_cfg.to_dict(),
+                                                "world_size": world, "vocab_size": len(vocab)})
+    trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out, run_info=run_info,
+                      device=device)
+    if rank == 0 and not s["quiet"]:
+        n_params = sum(p.numel() for p in model.parameters())
+        click.echo(f"rnnkit: {recipe} {s['cell']} {s['num_layers']}x{s['hidden_size']} ({n_params:,} parameters), "
+                   f"vocab {len(vocab)}, {train_data.tokens_per_epoch:,} train tokens/epoch on this process, "
+                   f"world size {world}, device {device} -> {out}")
+    summary = trainer.fit(resume=record)
+    if test_data is not None:
+        test = trainer.evaluate(test_data, prefix="test")
+        if rank == 0:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"kind": "test", "step": trainer.step, "loss": test["test_loss"], **test}) + "\n")
+            summary["test"] = test
+    if rank == 0 and not s["quiet"]:
+        last = summary.get("last_eval") or {}
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("val_"))
+        click.echo(f"rnnkit: stopped ({summary['stop']}) at step {summary['step']}, epoch {summary['epoch']}, "
+                   f"{summary['elapsed_s']:.0f} s; {shown}"
+                   + ("; " + ", ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()) if "test" in summary
+                      else ""))
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
