@@ -141,8 +141,10 @@ class LanguageModelTask:
         B = batch.batch_size
         if batch.targets is None:
             return LossResult(torch.zeros((), device=batch.inputs.device), 0, B, state)
-        loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
-                                   reduction="sum")
+        flat = logits.flatten(0, 1)
+        if flat.dtype in (torch.float16, torch.bfloat16):
+            flat = flat.float()  # a sum over thousands of tokens needs more than 8-bit mantissas
+        loss_sum = F.cross_entropy(flat, batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
         return LossResult(loss_sum, (batch.targets != IGNORE_INDEX).sum(), B, state)
 
     def eval_metrics(self, loss: float) -> Dict[str, float]:

@@ -75,7 +75,7 @@ class TrainConfig:
         for name in ("max_steps", "max_epochs", "eval_every", "checkpoint_every", "early_stop_patience",
                      "bptt_k2"):
             positive(name, getattr(self, name))
-        for name in ("grad_accum", "log_every", "lr_step_size", "keep_checkpoints", "plateau_patience"):
+        for name in ("grad_accum", "log_every", "lr_step_size", "keep_checkpoints"):
             positive(name, getattr(self, name), allow_none=False)
         positive("max_minutes", self.max_minutes, integer=False)
         positive("lr", self.lr, allow_none=False, integer=False)
@@ -96,7 +96,7 @@ class TrainConfig:
             raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}; got {self.loss_normalization!r}")
         if not 0.0 < self.lr_gamma <= 1.0:
             raise ValueError(f"lr_gamma must be in (0, 1]; got {self.lr_gamma}")
-        for name in ("weight_decay", "momentum", "lr_min", "lr_decay_after_epochs"):
+        for name in ("weight_decay", "momentum", "lr_min", "lr_decay_after_epochs", "plateau_patience", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
 
