@@ -13,4 +13,7 @@ def _seeded() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Tiny tensors gain nothing from intra-op threads, and with pytest-xdist's workers on a 2-core machine
+    # OpenMP threads oversubscribe the cores: layer_norm alone got ~15x slower. One thread per process.
+    torch.set_num_threads(1)
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped when there is none")
