@@ -257,6 +257,7 @@ class Recurrent(nn.Module):
                 raise ValueError(f"{owner}: a PackedSequence carries its own lengths; do not pass lengths= or mask=")
             sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
             x, lengths_t = pad_packed_sequence(input, batch_first=False)
+            self._check_input(input.data)  # features, dtype, device: (N, I) reads as unbatched
             lengths_t = lengths_t.to(x.device)
             unbatched = False
             padding_side = "right"
@@ -300,6 +301,65 @@ class Recurrent(nn.Module):
             output = out
         final = tuple(s.squeeze(1) for s in final) if unbatched else final
         return output, self.cells[0].pack_state(final)
+
+    def step(self, x_t: Tensor, state: Optional[State] = None) -> Tuple[Tensor, State]:
+        """One time step of the whole stack, for streaming inference.
+
+            state = layer.initial_state(batch)
+            y_t, state = layer.step(x_t, state)      # once per arriving x_t
+
+        Args:
+            x_t: (B, I), one time step of every sequence in the batch.
+            state: (L, B, S_k) per state tensor, as forward() takes and returns it
+                (a tuple for cells with several, e.g. LSTM's (h, c)); zeros when None.
+
+        Returns:
+            y_t (B, O), the last layer's output, and the new state (L, B, S_k).
+
+        Stepping a sequence through `step` gives forward()'s outputs and final
+        state step for step. Unidirectional layers only (a reverse direction needs
+        the end of the sequence first). Stochastic regularisation cannot be
+        stepped (its masks are drawn per sequence), so in train() a layer with any
+        dropout or zoneout raises; in eval() zoneout uses its expectation, as in
+        forward(). Runs the cells' own step (no fused backend): at one step the
+        per-call overhead, not the loop, is the cost.
+        """
+        owner = type(self).__name__
+        if self.bidirectional:
+            raise ValueError(f"{owner}.step needs a unidirectional layer: the reverse direction of a bidirectional "
+                             f"layer starts at the end of the sequence, which a stream has not seen yet. Run "
+                             f"forward() over the whole sequence instead.")
+        active = [name for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout",
+                                    "zoneout_hidden", "zoneout_cell", "weight_dropout") if getattr(self, name)]
+        if self.training and active:
+            raise ValueError(f"{owner}.step cannot draw per-sequence masks for {', '.join(active)} one step at a "
+                             f"time; call .eval() for inference (or train with forward())")
+        if not isinstance(x_t, Tensor):
+            raise TypeError(f"{owner}.step expects x_t to be a Tensor; got {type(x_t).__name__}")
+        fd = self.cells[0].feature_dims
+        if x_t.dim() != 1 + fd or x_t.shape[-1] != self.input_size:
+            raise ValueError(f"{owner}.step expects x_t of shape (batch, {self.input_size}), one time step; "
+                             f"got {tuple(x_t.shape)}. For a whole sequence call the layer: layer(x, state).")
+        p_dtype, p_device = self._param_dtype(), self._param_device()
+        if p_dtype is not None and x_t.dtype != p_dtype:
+            raise TypeError(f"{owner}.step expects x_t of dtype {p_dtype} (the parameters' dtype); got {x_t.dtype}")
+        if p_device is not None and x_t.device != p_device:
+            raise ValueError(f"{owner}.step expects x_t on {p_device} (where the parameters are); got {x_t.device}")
+        states = self._check_state(state, x_t.shape[0], x_t.unsqueeze(0), unbatched=False)
+        keep = {"h": self.zoneout_hidden, "c": self.zoneout_cell}  # eval: s = p·s_{t-1} + (1−p)·s̃_t
+        x = x_t
+        finals: List[Tuple[Tensor, ...]] = []
+        for cell, old in zip(self.cells, states):
+            y, new = cell.step(cell.project(x), cell.pack_state(old))
+            new = cell.unpack_state(new)
+            if any(keep.get(name, 0.0) for name in cell.state_names):
+                new = tuple(n + keep.get(name, 0.0) * (o - n) for name, n, o in zip(cell.state_names, new, old))
+                if cell.outputs_state:
+                    y = new[0]
+            finals.append(new)
+            x = y
+        stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
+        return x, self.cells[0].pack_state(stacked)
 
     def _run_stack(self, x: Tensor, states: Tuple[Tuple[Tensor, ...], ...],
                    lengths: Optional[Tensor]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
@@ -531,6 +591,8 @@ def _state_dict_to_flat_names(module: Recurrent, state_dict, prefix: str, local_
 
 def _state_dict_from_flat_names(module: Recurrent, state_dict, prefix: str, local_metadata, strict,
                                 missing_keys, unexpected_keys, error_msgs) -> None:
+    # the cells report size mismatches under their own keys (cells.2.weight_hh); _report_flat_names renames them
+    module.__dict__["_load_messages"] = (prefix, error_msgs)
     for key in list(state_dict.keys()):
         if not key.startswith(prefix):
             continue
@@ -554,3 +616,6 @@ def _report_flat_names(module: Recurrent, incompatible_keys) -> None:
         return key[: match.start()] + match["head"] + flat
 
     incompatible_keys.missing_keys[:] = [rename(k) for k in incompatible_keys.missing_keys]
+    prefix, error_msgs = module.__dict__.pop("_load_messages", ("", []))
+    cell_key = re.compile(re.escape(prefix) + r"cells\.(\d+)\.([A-Za-z0-9_]+)\b")
+    error_msgs[:] = [cell_key.sub(lambda m: prefix + module._flat_key(int(m[1]), m[2]), msg) for msg in error_msgs]
