@@ -236,7 +236,8 @@ def max_error(actual: Tensor, expected: Tensor) -> float:
 
 def assert_close(actual: Tensor, expected: Tensor, what: str = "value", tol: Optional[float] = None) -> None:
     """Shapes and dtypes equal, values within the dtype's tolerance (or `tol`)."""
-    assert tuple(actual.shape) == tuple(expected.shape), f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert tuple(actual.shape) == tuple(expected.shape), \
+        f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
     tol = TOLERANCE[expected.dtype] if tol is None else tol
     err = max_error(actual, expected)

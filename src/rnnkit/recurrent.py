@@ -474,7 +474,7 @@ class Recurrent(nn.Module):
         lengths = lengths.to(device=x.device, dtype=torch.int64)
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > T:
-            raise ValueError(f"{owner}: every length must be in [1, {T}] (the input has {T} time steps); "
+            raise ValueError(f"{owner}: every entry of lengths must be in [1, {T}] (the input has {T} time steps); "
                              f"got min {low}, max {high}")
         return lengths
 
