@@ -215,5 +215,5 @@ def zoneout_keep(z, T: int, B: int, S: int, like: Tensor) -> Optional[Tensor]:
         return None
     if isinstance(z, Tensor):
         return z.to(like.dtype).contiguous()
-    return torch.full((1, 1, 1), float(z), dtype=like.dtype, device=like.device).expand(T, B, S)
+    return torch.full((1, 1, S), float(z), dtype=like.dtype, device=like.device).expand(T, B, S)
 

@@ -118,23 +118,48 @@ inline const R* ptr_or_null(const OptTensor& t) {
   return (t.has_value() && t->defined()) ? t->data_ptr<R>() : nullptr;
 }
 
-// A zoneout keep tensor viewed as (T, B, S) with arbitrary strides (a broadcast
-// scalar p from eval mode has all strides 0).
+// A zoneout keep tensor viewed as (T, B, S) rows with a contiguous last axis
+// (a broadcast scalar p from eval mode has strides (0, 0, 1)). Without
+// zoneout it reads a row of zeros, so the gate loops stay branch-free (and
+// vectorise) whatever the configuration: k = 0 leaves the state untouched.
 template <typename R>
 struct Keep {
+  Tensor zeros_;
   const R* p = nullptr;
-  int64_t st = 0, sb = 0, sj = 0;
-  Keep(const OptTensor& z) {
+  int64_t st = 0, sb = 0;
+  bool on = false;
+  Keep(const OptTensor& z, int64_t S, const at::TensorOptions& opts) {
     if (z.has_value() && z->defined()) {
+      TORCH_CHECK(z->dim() == 3 && z->stride(2) == 1, "rnnkit: zoneout keep tensor must be (T, B, S) with a "
+                  "contiguous last axis");
       p = z->data_ptr<R>();
       st = z->stride(0);
       sb = z->stride(1);
-      sj = z->stride(2);
+      on = true;
+    } else {
+      zeros_ = at::zeros({S}, opts);
+      p = zeros_.data_ptr<R>();
     }
   }
-  explicit operator bool() const { return p != nullptr; }
-  // pointer to row (t, b); element j is row[j * sj]
   const R* row(int64_t t, int64_t b) const { return p + t * st + b * sb; }
+};
+
+// A parameter vector that may be absent (bias, peepholes): zeros then, for the
+// same reason as above.
+template <typename R>
+struct MaybeVec {
+  Tensor owned_;
+  const R* p = nullptr;
+  bool on = false;
+  MaybeVec(const Tensor& v, int64_t n, const at::TensorOptions& opts) {
+    if (v.defined()) {
+      owned_ = v.contiguous();
+      on = true;
+    } else {
+      owned_ = at::zeros({n}, opts);
+    }
+    p = owned_.data_ptr<R>();
+  }
 };
 
 // Valid-step bookkeeping. When the lengths are sorted in non-increasing order

@@ -20,7 +20,7 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   const R* up = u.data_ptr<R>();
   const R* W = w_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
-  Keep<R> zh(zh_);
+  Keep<R> zh(zh_, H, u.options());
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
   R* htp = ht.data_ptr<R>();
@@ -44,13 +44,17 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
       }
       const R* ur = up + (t * B + b) * H;
       R* hr = h + b * H;
-      const R* kh = zh ? zh.row(t, b) : nullptr;
+      const R* kh = zh.row(t, b);
+      if (relu) {
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) ar[j] = std::max(ar[j] + ur[j], R(0));
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) ar[j] = std::tanh(ar[j] + ur[j]);
+      }
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        R pre = ar[j] + ur[j];
-        R v = relu ? (pre > R(0) ? pre : R(0)) : std::tanh(pre);
-        ar[j] = v;
-        R hv = kh ? v + kh[j * zh.sj] * (hr[j] - v) : v;
+        R hv = ar[j] + kh[j] * (hr[j] - ar[j]);
         hr[j] = hv;
         yr[j] = hv;
       }
@@ -64,7 +68,7 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
   const int64_t T = ht.size(0), B = ht.size(1), H = ht.size(2);
   const R* W = w_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
-  Keep<R> zh(zh_);
+  Keep<R> zh(zh_, H, ht.options());
   Steps steps(lengths, B);
   const R* dyp = dy.data_ptr<R>();
   const R* htp = ht.data_ptr<R>();
@@ -84,13 +88,13 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
       const R* v = htp + (t * B + b) * H;
       const R* dyr = dyp + (t * B + b) * H;
       R* dhr = dhv + b * H;
-      const R* kh = zh ? zh.row(t, b) : nullptr;
+      const R* kh = zh.row(t, b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         R gh = dhr[j] + dyr[j];
-        R k = kh ? kh[j * zh.sj] : R(0);
+        R k = kh[j];
         R dv = (R(1) - k) * gh;
-        d[j] = relu ? (v[j] > R(0) ? dv : R(0)) : dv * (R(1) - v[j] * v[j]);
+        d[j] = dv * (relu ? R(v[j] > R(0)) : R(1) - v[j] * v[j]);
         dhr[j] = k * gh;
       }
     });

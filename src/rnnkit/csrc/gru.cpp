@@ -31,9 +31,10 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3, G = 3 * H, S = gates.size(2);
   const R* up = u.data_ptr<R>();
   const R* W = w_hh.data_ptr<R>();
-  const R* bh = b_hh.defined() ? b_hh.data_ptr<R>() : nullptr;
+  MaybeVec<R> bias(b_hh, G, u.options());
+  const R* bh = bias.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
-  Keep<R> zh(zh_);
+  Keep<R> zh(zh_, H, u.options());
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
   R* gp = gates.data_ptr<R>();
@@ -65,19 +66,14 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
         const R* ur = up + (t * B + b) * G;
         const R* wr = w + b * G;
         R* hr = h + b * H;
-        const R* kh = zh ? zh.row(t, b) : nullptr;
+        const R* kh = zh.row(t, b);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
-          R wr_ = wr[j], wz = wr[H + j], wn = wr[2 * H + j];
-          if (bh) {
-            wr_ += bh[j];
-            wz += bh[H + j];
-            wn += bh[2 * H + j];
-          }
+          R wr_ = wr[j] + bh[j], wz = wr[H + j] + bh[H + j], wn = wr[2 * H + j] + bh[2 * H + j];
           R r = sigmoid(ur[j] + wr_), z = sigmoid(ur[H + j] + wz);
           R n = std::tanh(ur[2 * H + j] + r * wn);
           R hv = (R(1) - z) * n + z * hr[j];
-          if (kh) hv += kh[j * zh.sj] * (hr[j] - hv);
+          hv += kh[j] * (hr[j] - hv);
           g[j] = r; g[H + j] = z; g[2 * H + j] = n; g[3 * H + j] = wn;
           hr[j] = hv;
           yr[j] = hv;
@@ -97,11 +93,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
         const R* hmr = hm + b * H;
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
-          R ar = ur[j] + wr[j], az = ur[H + j] + wr[H + j];
-          if (bh) {
-            ar += bh[j];
-            az += bh[H + j];
-          }
+          R ar = ur[j] + wr[j] + bh[j], az = ur[H + j] + wr[H + j] + bh[H + j];
           R r = sigmoid(ar);
           g[j] = r;
           g[H + j] = sigmoid(az);
@@ -119,14 +111,12 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
         const R* ur = up + (t * B + b) * G;
         const R* wn = w + b * G + 2 * H;
         R* hr = h + b * H;
-        const R* kh = zh ? zh.row(t, b) : nullptr;
+        const R* kh = zh.row(t, b);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
-          R an = ur[2 * H + j] + wn[j];
-          if (bh) an += bh[2 * H + j];
-          R n = std::tanh(an), z = g[H + j];
+          R n = std::tanh(ur[2 * H + j] + wn[j] + bh[2 * H + j]), z = g[H + j];
           R hv = (R(1) - z) * n + z * hr[j];
-          if (kh) hv += kh[j * zh.sj] * (hr[j] - hv);
+          hv += kh[j] * (hr[j] - hv);
           g[2 * H + j] = n;
           hr[j] = hv;
           yr[j] = hv;
@@ -143,7 +133,7 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
   const int64_t T = gates.size(0), B = gates.size(1), H = h0.size(1), G = 3 * H, S = gates.size(2);
   const R* W = w_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
-  Keep<R> zh(zh_);
+  Keep<R> zh(zh_, H, gates.options());
   Steps steps(lengths, B);
   const R* dyp = dy.data_ptr<R>();
   const R* gp = gates.data_ptr<R>();
@@ -173,13 +163,13 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
       const R* hp = hprev_all + b * H;
       const R* dyr = dyp + (t * B + b) * H;
       R* dhr = dhv + b * H;
-      const R* kh = zh ? zh.row(t, b) : nullptr;
+      const R* kh = zh.row(t, b);
       R* dwr = after ? dwt + b * G : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         R r = g[j], z = g[H + j], n = g[2 * H + j];
         R gh = dhr[j] + dyr[j];
-        R k = kh ? kh[j * zh.sj] : R(0);
+        R k = kh[j];
         R dht = (R(1) - k) * gh;
         R dn = dht * (R(1) - z);
         R dz = dht * (hp[j] - n);
@@ -188,12 +178,15 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
         dhr[j] = k * gh + dht * z;  // direct paths: zoneout and the z ⊙ h_{t-1} term
         d[H + j] = daz;
         d[2 * H + j] = dan;
-        if (after) {
-          R wn = g[3 * H + j];
-          R dar = dan * wn * r * (R(1) - r);
+      }
+      if (after) {
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          R r = g[j], dan = d[2 * H + j];
+          R dar = dan * g[3 * H + j] * r * (R(1) - r);
           d[j] = dar;
           dwr[j] = dar;
-          dwr[H + j] = daz;
+          dwr[H + j] = d[H + j];
           dwr[2 * H + j] = dan * r;
         }
       }

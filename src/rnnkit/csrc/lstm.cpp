@@ -32,24 +32,29 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
                        Tensor& gates, Tensor& cs, Tensor& ct) {
   const int64_t T = u.size(0), B = u.size(1), G = u.size(2), H = G / 4, P = h0.size(1);
   const bool proj = w_hr.defined();
+  const auto opts = u.options();
   const R* up = u.data_ptr<R>();
   const R* W = w_hh.data_ptr<R>();
   const R* Wr = proj ? w_hr.data_ptr<R>() : nullptr;
-  const R* pe = w_peep.defined() ? w_peep.data_ptr<R>() : nullptr;
+  MaybeVec<R> peep(w_peep, 3 * H, opts);
+  const R* pe = peep.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
-  Keep<R> zh(zh_), zc(zc_);
+  Keep<R> zh(zh_, P, opts), zc(zc_, H, opts);
   Steps steps(lengths, B);
 
   R* yp = y.data_ptr<R>();
   R* gp = gates.data_ptr<R>();
   R* csp = cs.data_ptr<R>();
-  R* ctp = ct.numel() ? ct.data_ptr<R>() : nullptr;
+  // c~_t goes to `ct` when zoneout needs it saved, else to a scratch row
+  Tensor ct_scratch = ct.numel() ? Tensor() : at::empty({B, H}, opts);
+  R* ctp = ct.numel() ? ct.data_ptr<R>() : ct_scratch.data_ptr<R>();
+  const int64_t ct_step = ct.numel() ? B * H : 0;
   h_n.copy_(h0);
-  R* h = h_n.data_ptr<R>();                      // running h_{t-1} (B,P)
+  R* h = h_n.data_ptr<R>();  // running h_{t-1} (B,P)
   std::memcpy(csp, c0.data_ptr<R>(), sizeof(R) * B * H);
-  Tensor hm_buf = rm ? at::empty({B, P}, u.options()) : Tensor();
-  Tensor m_buf = proj ? at::empty({B, H}, u.options()) : Tensor();
-  Tensor hp_buf = proj ? at::empty({B, P}, u.options()) : Tensor();
+  Tensor hm_buf = rm ? at::empty({B, P}, opts) : Tensor();
+  Tensor m_buf = proj ? at::empty({B, H}, opts) : Tensor();
+  Tensor hp_buf = proj ? at::empty({B, P}, opts) : Tensor();
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
   R* mb = proj ? m_buf.data_ptr<R>() : nullptr;
   R* hpb = proj ? hp_buf.data_ptr<R>() : nullptr;
@@ -63,59 +68,59 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
     const R* cprev_all = csp + t * B * H;
     R* cnew_all = csp + (t + 1) * B * H;
     for_rows(B, G, [&](int64_t b) {
-      R* g = gt + b * G;
-      const R* cp = cprev_all + b * H;
-      R* cn = cnew_all + b * H;
-      R* yr = yp + (t * B + b) * P;
+      R* __restrict__ g = gt + b * G;
+      const R* __restrict__ cp = cprev_all + b * H;
+      R* __restrict__ cn = cnew_all + b * H;
+      R* __restrict__ yr = yp + (t * B + b) * P;
+      R* __restrict__ ctr = ctp + t * ct_step + b * H;
       if (!steps.valid(t, b)) {  // padded step: carry the state, output zero
         std::memcpy(cn, cp, sizeof(R) * H);
+        std::memcpy(ctr, cp, sizeof(R) * H);
         std::fill(g, g + G, R(0));
         std::fill(yr, yr + P, R(0));
-        if (ctp) std::memcpy(ctp + (t * B + b) * H, cp, sizeof(R) * H);
         if (proj) std::fill(mb + b * H, mb + (b + 1) * H, R(0));
         return;
       }
-      const R* ur = up + (t * B + b) * G;
-      const R* kc = zc ? zc.row(t, b) : nullptr;
-      R* ctr = ctp ? ctp + (t * B + b) * H : nullptr;
-      R* hr = h + b * P;
-      const R* kh = zh ? zh.row(t, b) : nullptr;
-      R* mr = proj ? mb + b * H : nullptr;
+      const R* __restrict__ ur = up + (t * B + b) * G;
+      const R* __restrict__ kc = zc.row(t, b);
+      const R* __restrict__ kh = zh.row(t, b);
+      // one branch-free, vectorised pass over the gates; m_t lands in yr (no
+      // proj: zoneout on h is applied right after) or in the proj buffer
+      R* __restrict__ mr = proj ? mb + b * H : yr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        R ai = g[j] + ur[j], af = g[H + j] + ur[H + j];
-        R ag = g[2 * H + j] + ur[2 * H + j], ao = g[3 * H + j] + ur[3 * H + j];
-        if (pe) {
-          ai += pe[j] * cp[j];
-          af += pe[H + j] * cp[j];
-        }
-        R i = sigmoid(ai), f = sigmoid(af), gg = std::tanh(ag);
-        R c = f * cp[j] + i * gg;
-        if (pe) ao += pe[2 * H + j] * c;
-        R o = sigmoid(ao);
-        R m = o * std::tanh(c);
+        R c_prev = cp[j];
+        R i = sigmoid(g[j] + ur[j] + pe[j] * c_prev);
+        R f = sigmoid(g[H + j] + ur[H + j] + pe[H + j] * c_prev);
+        R gg = std::tanh(g[2 * H + j] + ur[2 * H + j]);
+        R c = f * c_prev + i * gg;
+        R o = sigmoid(g[3 * H + j] + ur[3 * H + j] + pe[2 * H + j] * c);
         g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = o;
-        if (ctr) ctr[j] = c;
-        cn[j] = kc ? c + kc[j * zc.sj] * (cp[j] - c) : c;
-        if (proj) {
-          mr[j] = m;
-        } else {
-          R hv = kh ? m + kh[j * zh.sj] * (hr[j] - m) : m;
-          hr[j] = hv;
-          yr[j] = hv;
+        ctr[j] = c;
+        cn[j] = c + kc[j] * (c_prev - c);
+        mr[j] = o * std::tanh(c);
+      }
+      if (!proj) {
+        R* __restrict__ hr = h + b * P;
+#pragma omp simd
+        for (int64_t j = 0; j < P; ++j) {
+          R v = yr[j] + kh[j] * (hr[j] - yr[j]);
+          hr[j] = v;
+          yr[j] = v;
         }
       }
     });
     if (proj) {
       gemm_nt<R>(nb, P, H, mb, H, Wr, H, R(0), hpb, P);  // h~_t = m_t W_hr^T
       for (int64_t b = 0; b < B; ++b) {
-        R* yr = yp + (t * B + b) * P;
         if (!steps.valid(t, b)) continue;  // y already zero, h carried
-        R* hr = h + b * P;
-        const R* hv = hpb + b * P;
-        const R* kh = zh ? zh.row(t, b) : nullptr;
+        R* __restrict__ yr = yp + (t * B + b) * P;
+        R* __restrict__ hr = h + b * P;
+        const R* __restrict__ hv = hpb + b * P;
+        const R* __restrict__ kh = zh.row(t, b);
+#pragma omp simd
         for (int64_t j = 0; j < P; ++j) {
-          R v = kh ? hv[j] + kh[j * zh.sj] * (hr[j] - hv[j]) : hv[j];
+          R v = hv[j] + kh[j] * (hr[j] - hv[j]);
           hr[j] = v;
           yr[j] = v;
         }
@@ -133,94 +138,85 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
                         Tensor& dc, Tensor& dhp, Tensor& ms) {
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = dh.size(1);
   const bool proj = w_hr.defined();
+  const auto opts = gates.options();
   const R* W = w_hh.data_ptr<R>();
   const R* Wr = proj ? w_hr.data_ptr<R>() : nullptr;
-  const R* pe = w_peep.defined() ? w_peep.data_ptr<R>() : nullptr;
+  MaybeVec<R> peep(w_peep, 3 * H, opts);
+  const R* pe = peep.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
-  Keep<R> zh(zh_), zc(zc_);
+  Keep<R> zh(zh_, P, opts), zc(zc_, H, opts);
   Steps steps(lengths, B);
   const R* dyp = dy.data_ptr<R>();
   const R* gp = gates.data_ptr<R>();
   const R* csp = cs.data_ptr<R>();
   const R* ctp = ct.numel() ? ct.data_ptr<R>() : nullptr;
   R* dgp = dgates.data_ptr<R>();
-  R* dhv = dh.data_ptr<R>();   // running ∂L/∂h_t (B,P)
-  R* dcv = dc.data_ptr<R>();   // running ∂L/∂c_t (B,H)
-  R* dhpp = proj ? dhp.data_ptr<R>() : nullptr;
+  R* dhv = dh.data_ptr<R>();  // running ∂L/∂h_t (B,P)
+  R* dcv = dc.data_ptr<R>();  // running ∂L/∂c_t (B,H)
+  // ∂L/∂h~_t (B,P) per step: saved for dW_hr with proj, a scratch row otherwise
+  Tensor dht_scratch = proj ? Tensor() : at::empty({B, P}, opts);
+  R* dhpp = proj ? dhp.data_ptr<R>() : dht_scratch.data_ptr<R>();
+  const int64_t dhp_step = proj ? B * P : 0;
   R* msp = proj ? ms.data_ptr<R>() : nullptr;
-  Tensor dm_buf = proj ? at::empty({B, H}, dh.options()) : Tensor();
-  Tensor rec_buf = rm ? at::empty({B, P}, dh.options()) : Tensor();
-  R* dmb = proj ? dm_buf.data_ptr<R>() : nullptr;
+  Tensor dm_buf = proj ? at::empty({B, H}, opts) : Tensor();
+  Tensor rec_buf = rm ? at::empty({B, P}, opts) : Tensor();
+  R* dmb = proj ? dm_buf.data_ptr<R>() : dhpp;  // without proj, ∂L/∂m_t = ∂L/∂h~_t
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
 
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dgt = dgp + t * B * G;
-    if (proj) {
-      // ∂L/∂h~_t, then ∂L/∂m_t = (∂L/∂h~_t) W_hr
-      R* dht = dhpp + t * B * P;
-      for (int64_t b = 0; b < B; ++b) {
-        R* d = dht + b * P;
-        if (!steps.valid(t, b)) {
-          std::fill(d, d + P, R(0));
-          continue;
-        }
-        const R* kh = zh ? zh.row(t, b) : nullptr;
-        const R* dyr = dyp + (t * B + b) * P;
-        R* dhr = dhv + b * P;
-        for (int64_t j = 0; j < P; ++j) {
-          R g = dhr[j] + dyr[j];
-          R k = kh ? kh[j * zh.sj] : R(0);
-          d[j] = (R(1) - k) * g;
-          dhr[j] = k * g;  // the part that skips the cell through zoneout
-        }
+    R* dht = dhpp + t * dhp_step;
+    // ∂L/∂h~_t = (1 − kh)(∂L/∂h_t + dy_t); the kh part skips the cell (zoneout)
+    for (int64_t b = 0; b < B; ++b) {
+      R* __restrict__ d = dht + b * P;
+      if (!steps.valid(t, b)) {
+        std::fill(d, d + P, R(0));
+        continue;
       }
-      gemm_nn<R>(nb, H, P, dht, P, Wr, H, R(0), dmb, H);
+      const R* __restrict__ kh = zh.row(t, b);
+      const R* __restrict__ dyr = dyp + (t * B + b) * P;
+      R* __restrict__ dhr = dhv + b * P;
+#pragma omp simd
+      for (int64_t j = 0; j < P; ++j) {
+        R g = dhr[j] + dyr[j];
+        d[j] = (R(1) - kh[j]) * g;
+        dhr[j] = kh[j] * g;
+      }
     }
+    if (proj) gemm_nn<R>(nb, H, P, dht, P, Wr, H, R(0), dmb, H);  // ∂L/∂m_t = ∂L/∂h~_t W_hr
     const R* cprev_all = csp + t * B * H;
     const R* ctil_all = ctp ? ctp + t * B * H : csp + (t + 1) * B * H;
     for_rows(B, G, [&](int64_t b) {
-      R* dg = dgt + b * G;
+      R* __restrict__ dg = dgt + b * G;
       if (!steps.valid(t, b)) {  // state was carried: gradients pass through untouched
         std::fill(dg, dg + G, R(0));
         if (proj) std::fill(msp + (t * B + b) * H, msp + (t * B + b + 1) * H, R(0));
         return;
       }
-      const R* g = gp + (t * B + b) * G;
-      const R* cp = cprev_all + b * H;
-      const R* ctl = ctil_all + b * H;
-      R* dcr = dcv + b * H;
-      const R* kc = zc ? zc.row(t, b) : nullptr;
-      const R* kh = zh ? zh.row(t, b) : nullptr;
-      R* dhr = dhv + b * P;
-      const R* dyr = dyp + (t * B + b) * P;
-      const R* dmr = proj ? dmb + b * H : nullptr;
-      R* mr = proj ? msp + (t * B + b) * H : nullptr;
+      const R* __restrict__ g = gp + (t * B + b) * G;
+      const R* __restrict__ cp = cprev_all + b * H;
+      const R* __restrict__ ctl = ctil_all + b * H;
+      R* __restrict__ dcr = dcv + b * H;
+      const R* __restrict__ kc = zc.row(t, b);
+      const R* __restrict__ dmr = dmb + b * H;
+      if (proj) {
+        R* __restrict__ mr = msp + (t * B + b) * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) mr[j] = g[3 * H + j] * std::tanh(ctl[j]);
+      }
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         R i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
         R tc = std::tanh(ctl[j]);
-        R dm;
-        if (proj) {
-          dm = dmr[j];
-          mr[j] = o * tc;
-        } else {
-          R gh = dhr[j] + dyr[j];
-          R k = kh ? kh[j * zh.sj] : R(0);
-          dm = (R(1) - k) * gh;
-          dhr[j] = k * gh;
-        }
-        R kcv = kc ? kc[j * zc.sj] : R(0);
-        R dct = (R(1) - kcv) * dcr[j];
+        R dm = dmr[j];
+        R dct = (R(1) - kc[j]) * dcr[j];
         R dao = dm * tc * o * (R(1) - o);
-        dct += dm * o * (R(1) - tc * tc);
-        if (pe) dct += dao * pe[2 * H + j];
+        dct += dm * o * (R(1) - tc * tc) + dao * pe[2 * H + j];
         R dai = dct * gg * i * (R(1) - i);
         R daf = dct * cp[j] * f * (R(1) - f);
         R dag = dct * i * (R(1) - gg * gg);
-        R dcp = kcv * dcr[j] + dct * f;
-        if (pe) dcp += dai * pe[j] + daf * pe[H + j];
-        dcr[j] = dcp;
+        dcr[j] = kc[j] * dcr[j] + dct * f + dai * pe[j] + daf * pe[H + j];
         dg[j] = dai; dg[H + j] = daf; dg[2 * H + j] = dag; dg[3 * H + j] = dao;
       }
     });
