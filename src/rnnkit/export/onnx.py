@@ -1,0 +1,583 @@
+"""ONNX export of rnnkit layers and language models, built from the module's weights.
+
+The graph is written with `onnx.helper`, not traced, so every configuration has
+dynamic batch and time axes and an optional lengths input:
+
+    inputs:  input (T, B, I) — (B, T, I) with batch_first; for a RecurrentLM,
+             tokens (T, B) int64 —, then lengths (B,) int64 (optional), then the
+             initial state h0[, c0] (L·D, B, S_k) (optional)
+    outputs: output (T, B, D·O) — logits (T, B, V) for a RecurrentLM —, then the
+             final state h_n[, c_n] (L·D, B, S_k)
+
+Each layer is one ONNX operator where the configuration is exactly the
+operator's (same equations, nothing added):
+
+    LSTMCell (no proj_size)      ONNX LSTM, gate order i, o, f, c (torch: i, f, g, o)
+    PeepholeLSTMCell (no proj)   ONNX LSTM with P = [p_i, p_o, p_f]
+    GRUCell reset="after"        ONNX GRU linear_before_reset=1, gates z, r, h (torch: r, z, n)
+    GRUCell reset="before"       ONNX GRU linear_before_reset=0
+    ElmanCell                    ONNX RNN (Tanh or Relu)
+
+Everything else — proj_size, SRU, the layer-norm cells, minGRU, zoneout (its
+eval-mode expectation) — runs as an ONNX `Scan` whose body is the cell's step
+written in ONNX operators, after the input projection for all steps (one MatMul,
+hoisted out of the loop as in the fused backend). With lengths, the Scan body
+holds each row's state after its last valid step and zeroes its padded outputs,
+and the reverse direction reverses each row's valid prefix (`ReverseSequence`),
+exactly as `Recurrent` does. The graph computes in float32; inference only
+(dropout off, zoneout as its expectation).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
+                     PeepholeLSTMCell, RecurrentCell, SRUCell)
+from ..cells.layernorm_lstm import EPS as LN_EPS
+from ..recurrent import Recurrent
+
+OPSET = 17  # LayerNormalization needs 17
+FLOAT = 1   # onnx.TensorProto.FLOAT
+INT64 = 7   # onnx.TensorProto.INT64
+BOOL = 9    # onnx.TensorProto.BOOL
+
+
+class ExportError(ValueError):
+    """A model or configuration the exporter cannot represent; the message names the feature and the way out."""
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("ONNX export needs the `onnx` package: pip install 'rnnkit[deploy]'") from err
+    return onnx, helper
+
+
+# --------------------------------------------------------------- graph builder
+class _Graph:
+    """Nodes and initializers of one ONNX graph; a Scan body shares its parent's names and constants."""
+
+    def __init__(self, parent: Optional["_Graph"] = None) -> None:
+        self.parent = parent
+        self.nodes: list = []
+        self.initializers: list = []
+        self._counter = parent._counter if parent is not None else itertools.count()
+
+    def fresh(self, hint: str) -> str:
+        return f"{hint}_{next(self._counter)}"
+
+    def const(self, value, hint: str = "c") -> str:
+        """An initializer (float32 unless integer) in the outermost graph; subgraphs read it by name."""
+        if self.parent is not None:
+            return self.parent.const(value, hint)
+        _, helper = _onnx()
+        from onnx import numpy_helper
+
+        if isinstance(value, Tensor):
+            value = value.detach().cpu().numpy()
+        array = np.asarray(value)
+        array = array.astype(np.int64 if array.dtype.kind in "iu" else np.float32)
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str], outputs: int = 1, hint: Optional[str] = None,
+           **attrs) -> Union[str, List[str]]:
+        _, helper = _onnx()
+        names = [self.fresh(hint or op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
+        return names[0] if outputs == 1 else names
+
+    # small helpers, named after what they compute
+    def matmul_t(self, x: str, weight: Tensor, bias: Optional[Tensor] = None, hint: str = "w") -> str:
+        """x @ weight.T (+ bias): weight (G, K) as torch stores it."""
+        y = self.op("MatMul", [x, self.const(weight.t(), hint)])
+        return self.op("Add", [y, self.const(bias, hint + "_b")]) if bias is not None else y
+
+    def split(self, x: str, sizes: Sequence[int]) -> List[str]:
+        return self.op("Split", [x, self.const(np.array(sizes, dtype=np.int64), "split")], outputs=len(sizes),
+                       axis=-1)
+
+    def sigmoid(self, x: str) -> str:
+        return self.op("Sigmoid", [x])
+
+    def tanh(self, x: str) -> str:
+        return self.op("Tanh", [x])
+
+    def add(self, a: str, b: str) -> str:
+        return self.op("Add", [a, b])
+
+    def mul(self, a: str, b: str) -> str:
+        return self.op("Mul", [a, b])
+
+    def sub(self, a: str, b: str) -> str:
+        return self.op("Sub", [a, b])
+
+    def one_minus(self, x: str) -> str:
+        return self.sub(self.const(np.float32(1.0), "one"), x)
+
+    def layer_norm(self, x: str, scale: Tensor, bias: Optional[Tensor], size: int) -> str:
+        b = bias if bias is not None else torch.zeros(size)
+        return self.op("LayerNormalization", [x, self.const(scale, "ln_g"), self.const(b, "ln_b")], axis=-1,
+                       epsilon=LN_EPS)
+
+
+def _f32(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.detach().to(torch.float32).cpu()
+
+
+# ------------------------------------------------------------- native operators
+def _lstm_reorder(w: Tensor) -> Tensor:
+    """torch gate blocks i, f, g, o -> ONNX i, o, f, c (first axis)."""
+    i, f, g, o = w.chunk(4, dim=0)
+    return torch.cat([i, o, f, g])
+
+
+def _gru_reorder(w: Tensor) -> Tensor:
+    """torch gate blocks r, z, n -> ONNX z, r, h (first axis)."""
+    r, z, n = w.chunk(3, dim=0)
+    return torch.cat([z, r, n])
+
+
+def _native_reason(cell: RecurrentCell, zoneout: bool) -> Optional[str]:
+    """None if one ONNX LSTM/GRU/RNN operator computes this cell exactly, else why not."""
+    if zoneout:
+        return "zoneout (its eval-mode expectation is not part of the ONNX RNN operators)"
+    if type(cell) in (LSTMCell, PeepholeLSTMCell):
+        return "proj_size (ONNX LSTM has no output projection)" if cell.proj_size else None
+    if type(cell) in (GRUCell, ElmanCell):
+        return None
+    return f"{type(cell).__name__} has no ONNX operator"
+
+
+def _native_layer(g: _Graph, cells: Sequence[RecurrentCell], x: str, init: Sequence[Optional[str]],
+                  seq_lens: Optional[str]) -> Tuple[str, List[str]]:
+    """One ONNX LSTM/GRU/RNN node for a layer (both directions). -> (y (T, B, D·H), finals (D, B, S_k))."""
+    cell = cells[0]
+    D, H = len(cells), cell.hidden_size
+    direction = "bidirectional" if D == 2 else "forward"
+    attrs: Dict[str, object] = {"hidden_size": H, "direction": direction}
+    if type(cell) in (LSTMCell, PeepholeLSTMCell):
+        op, reorder, n_states = "LSTM", _lstm_reorder, 2
+    elif type(cell) is GRUCell:
+        op, reorder, n_states = "GRU", _gru_reorder, 1
+        attrs["linear_before_reset"] = 1 if cell.reset == "after" else 0
+    else:
+        op, reorder, n_states = "RNN", (lambda w: w), 1
+        attrs["activations"] = ["Relu" if cell.nonlinearity == "relu" else "Tanh"] * D
+    W = torch.stack([reorder(_f32(c.weight_ih)) for c in cells])  # (D, G·H, I)
+    R = torch.stack([reorder(_f32(c.weight_hh)) for c in cells])  # (D, G·H, H)
+    inputs = [x, g.const(W, "W"), g.const(R, "R")]
+    if cell.bias_ih is not None:
+        B = torch.stack([torch.cat([reorder(_f32(c.bias_ih)), reorder(_f32(c.bias_hh))]) for c in cells])
+        inputs.append(g.const(B, "B"))
+    else:
+        inputs.append("")
+    inputs.append(seq_lens or "")
+    inputs += [s or "" for s in init]
+    if type(cell) is PeepholeLSTMCell:
+        P = torch.stack([torch.cat([p[0], p[2], p[1]]) for p in (_f32(c.weight_peephole).chunk(3) for c in cells)])
+        inputs.append(g.const(P, "P"))  # ONNX P = [p_i, p_o, p_f]
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    outs = g.op(op, inputs, outputs=1 + n_states, hint=op.lower(), **attrs)
+    y = g.op("Transpose", [outs[0]], perm=[0, 2, 1, 3])  # (T, D, B, H) -> (T, B, D, H)
+    y = g.op("Reshape", [y, g.const(np.array([0, 0, -1], dtype=np.int64), "shape")])
+    return y, list(outs[1:])
+
+
+# ------------------------------------------------------------------ Scan bodies
+#: per family: (projection in the outer graph, step in the body). The step gets the body graph,
+#: the cell, u_t (B, K) and the state names, and returns (y_t, new state names).
+Project = Callable[[_Graph, RecurrentCell, str], str]
+Step = Callable[[_Graph, RecurrentCell, str, List[str]], Tuple[str, List[str]]]
+
+
+def _bias_sum(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _lstm_project(g: _Graph, cell: LSTMCell, x: str) -> str:
+    return g.matmul_t(x, _f32(cell.weight_ih), _bias_sum(_f32(cell.bias_ih), _f32(cell.bias_hh)), "w_ih")
+
+
+def _lstm_step(g: _Graph, cell: LSTMCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    h, c = state
+    H = cell.hidden_size
+    i, f, gg, o = g.split(g.add(u, g.matmul_t(h, _f32(cell.weight_hh), None, "w_hh")), [H] * 4)
+    peep = _f32(cell.weight_peephole).chunk(3) if isinstance(cell, PeepholeLSTMCell) else None
+    if peep is not None:
+        i = g.add(i, g.mul(g.const(peep[0], "p_i"), c))
+        f = g.add(f, g.mul(g.const(peep[1], "p_f"), c))
+    c_new = g.add(g.mul(g.sigmoid(f), c), g.mul(g.sigmoid(i), g.tanh(gg)))
+    if peep is not None:
+        o = g.add(o, g.mul(g.const(peep[2], "p_o"), c_new))
+    h_new = g.mul(g.sigmoid(o), g.tanh(c_new))
+    if cell.weight_hr is not None:
+        h_new = g.matmul_t(h_new, _f32(cell.weight_hr), None, "w_hr")
+    return h_new, [h_new, c_new]
+
+
+def _gru_project(g: _Graph, cell: GRUCell, x: str) -> str:
+    return g.matmul_t(x, _f32(cell.weight_ih), _f32(cell.bias_ih), "w_ih")
+
+
+def _gru_step(g: _Graph, cell: GRUCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    (h,) = state
+    H = cell.hidden_size
+    u_r, u_z, u_n = g.split(u, [H] * 3)
+    w_hh, b_hh = _f32(cell.weight_hh), _f32(cell.bias_hh)
+    if cell.reset == "after":
+        w_r, w_z, w_n = g.split(g.matmul_t(h, w_hh, b_hh, "w_hh"), [H] * 3)
+        r, z = g.sigmoid(g.add(u_r, w_r)), g.sigmoid(g.add(u_z, w_z))
+        n = g.tanh(g.add(u_n, g.mul(r, w_n)))
+    else:
+        w_r, w_z = g.split(g.matmul_t(h, w_hh[:2 * H], None if b_hh is None else b_hh[:2 * H], "w_hrz"), [H] * 2)
+        r, z = g.sigmoid(g.add(u_r, w_r)), g.sigmoid(g.add(u_z, w_z))
+        n = g.tanh(g.add(u_n, g.matmul_t(g.mul(r, h), w_hh[2 * H:], None if b_hh is None else b_hh[2 * H:],
+                                         "w_hn")))
+    h_new = g.add(g.mul(g.one_minus(z), n), g.mul(z, h))
+    return h_new, [h_new]
+
+
+def _elman_project(g: _Graph, cell: ElmanCell, x: str) -> str:
+    return g.matmul_t(x, _f32(cell.weight_ih), _f32(cell.bias_ih), "w_ih")
+
+
+def _elman_step(g: _Graph, cell: ElmanCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    pre = g.add(u, g.matmul_t(state[0], _f32(cell.weight_hh), _f32(cell.bias_hh), "w_hh"))
+    h = g.op("Relu" if cell.nonlinearity == "relu" else "Tanh", [pre])
+    return h, [h]
+
+
+def _sru_project(g: _Graph, cell: SRUCell, x: str) -> str:
+    H = cell.hidden_size
+    wx = g.op("MatMul", [x, g.const(_f32(cell.weight_ih).t(), "w_ih")])
+    if cell.bias is not None:
+        zeros = torch.zeros(H)
+        bias = torch.cat([zeros, _f32(cell.bias)] + ([zeros] if cell.highway_projection else []))
+        wx = g.add(wx, g.const(bias, "b"))
+    return wx if cell.highway_projection else g.op("Concat", [wx, x], axis=-1)
+
+
+def _sru_step(g: _Graph, cell: SRUCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    (c,) = state
+    H = cell.hidden_size
+    x_tilde, u_f, u_r, highway = g.split(u, [H] * 4)
+    v_f, v_r = _f32(cell.weight_c).chunk(2)
+    f = g.sigmoid(g.add(u_f, g.mul(g.const(v_f, "v_f"), c)))
+    r = g.sigmoid(g.add(u_r, g.mul(g.const(v_r, "v_r"), c)))
+    c_new = g.add(g.mul(f, c), g.mul(g.one_minus(f), x_tilde))
+    h = g.add(g.mul(r, c_new), g.mul(g.one_minus(r), highway))
+    return h, [c_new]
+
+
+def _lnlstm_project(g: _Graph, cell: LayerNormLSTMCell, x: str) -> str:
+    wx = g.op("MatMul", [x, g.const(_f32(cell.weight_ih).t(), "w_ih")])
+    return g.layer_norm(wx, _f32(cell.ln_ih_weight), _f32(cell.bias), 4 * cell.hidden_size)
+
+
+def _lnlstm_step(g: _Graph, cell: LayerNormLSTMCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    h, c = state
+    H = cell.hidden_size
+    rec = g.layer_norm(g.op("MatMul", [h, g.const(_f32(cell.weight_hh).t(), "w_hh")]), _f32(cell.ln_hh_weight),
+                       None, 4 * H)
+    i, f, gg, o = g.split(g.add(u, rec), [H] * 4)
+    c_new = g.add(g.mul(g.sigmoid(f), c), g.mul(g.sigmoid(i), g.tanh(gg)))
+    c_norm = g.layer_norm(c_new, _f32(cell.ln_cell_weight), _f32(cell.ln_cell_bias), H)
+    h_new = g.mul(g.sigmoid(o), g.tanh(c_norm))
+    return h_new, [h_new, c_new]
+
+
+def _lngru_project(g: _Graph, cell: LayerNormGRUCell, x: str) -> str:
+    wx = g.op("MatMul", [x, g.const(_f32(cell.weight_ih).t(), "w_ih")])
+    return g.layer_norm(wx, _f32(cell.ln_ih_weight), _f32(cell.bias_ih), 3 * cell.hidden_size)
+
+
+def _lngru_step(g: _Graph, cell: LayerNormGRUCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    (h,) = state
+    H = cell.hidden_size
+    e = g.layer_norm(g.op("MatMul", [h, g.const(_f32(cell.weight_hh).t(), "w_hh")]), _f32(cell.ln_hh_weight),
+                     _f32(cell.bias_hh), 3 * H)
+    a_r, a_z, a_n = g.split(u, [H] * 3)
+    e_r, e_z, e_n = g.split(e, [H] * 3)
+    r, z = g.sigmoid(g.add(a_r, e_r)), g.sigmoid(g.add(a_z, e_z))
+    n = g.tanh(g.add(a_n, g.mul(r, e_n)))
+    h_new = g.add(g.mul(g.one_minus(z), n), g.mul(z, h))
+    return h_new, [h_new]
+
+
+def _mingru_project(g: _Graph, cell: MinGRUCell, x: str) -> str:
+    return g.matmul_t(x, _f32(cell.weight_ih), _f32(cell.bias_ih), "w_ih")
+
+
+def _mingru_step(g: _Graph, cell: MinGRUCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    (h,) = state
+    u_z, h_tilde = g.split(u, [cell.hidden_size] * 2)
+    z = g.sigmoid(u_z)
+    h_new = g.add(g.mul(g.one_minus(z), h), g.mul(z, h_tilde))
+    return h_new, [h_new]
+
+
+#: exact cell class -> (project, step). Subclasses are refused: they may change the math.
+FAMILIES: Dict[type, Tuple[Project, Step]] = {
+    LSTMCell: (_lstm_project, _lstm_step),
+    PeepholeLSTMCell: (_lstm_project, _lstm_step),
+    GRUCell: (_gru_project, _gru_step),
+    ElmanCell: (_elman_project, _elman_step),
+    SRUCell: (_sru_project, _sru_step),
+    LayerNormLSTMCell: (_lnlstm_project, _lnlstm_step),
+    LayerNormGRUCell: (_lngru_project, _lngru_step),
+    MinGRUCell: (_mingru_project, _mingru_step),
+}
+
+
+def _scan_direction(g: _Graph, cell: RecurrentCell, x: str, init: List[str], mask: Optional[str],
+                    zoneout: Dict[str, float]) -> Tuple[str, List[str]]:
+    """One layer direction as a Scan over time. x (T, B, I) -> (y (T, B, O), finals (B, S_k))."""
+    _, helper = _onnx()
+    project, step = FAMILIES[type(cell)]
+    u = project(g, cell, x)  # (T, B, K): the input term of every step, one MatMul
+    body = _Graph(parent=g)
+    state_in = [body.fresh(f"{n}_prev") for n in cell.state_names]
+    u_t = body.fresh("u_t")
+    m_t = body.fresh("m_t") if mask is not None else None
+    y, new = step(body, cell, u_t, list(state_in))
+    if any(zoneout.get(n, 0.0) for n in cell.state_names):  # eval zoneout: s = p·s_{t-1} + (1−p)·s̃_t
+        new = [body.add(n, body.mul(body.const(np.float32(zoneout[name]), "zoneout"), body.sub(o, n)))
+               if zoneout.get(name, 0.0) else n for name, n, o in zip(cell.state_names, new, state_in)]
+        if cell.outputs_state:
+            y = new[0]
+    if m_t is not None:  # padded steps keep the state and output zeros
+        new = [body.op("Where", [m_t, n, o]) for n, o in zip(new, state_in)]
+        y = body.op("Where", [m_t, y, body.const(np.float32(0.0), "zero")])
+    # Identity nodes give the body outputs their own names (an output may not also be an input)
+    outs = [body.op("Identity", [n], hint=f"{name}_next") for name, n in zip(cell.state_names, new)]
+    y_out = body.op("Identity", [y], hint="y_t")
+    inputs = [helper.make_tensor_value_info(n, FLOAT, None) for n in state_in]
+    inputs.append(helper.make_tensor_value_info(u_t, FLOAT, None))
+    if m_t is not None:
+        inputs.append(helper.make_tensor_value_info(m_t, BOOL, None))
+    outputs = [helper.make_tensor_value_info(n, FLOAT, None) for n in outs + [y_out]]
+    graph = helper.make_graph(body.nodes, g.fresh("step"), inputs, outputs)
+    scan_inputs = [u] + ([mask] if mask is not None else [])
+    results = g.op("Scan", list(init) + scan_inputs, outputs=len(outs) + 1, hint="scan", body=graph,
+                   num_scan_inputs=len(scan_inputs))
+    return results[-1], results[:-1]
+
+
+# --------------------------------------------------------------------- the layer
+def _check_layer(layer: Recurrent) -> None:
+    owner = type(layer).__name__
+    for index, cell in enumerate(layer.cells):
+        if type(cell) not in FAMILIES:
+            raise ExportError(
+                f"cannot export {owner}: cell {index} is a {type(cell).__name__}, and the ONNX exporter knows "
+                f"only rnnkit's built-in cells ({', '.join(c.__name__ for c in FAMILIES)}), not subclasses or "
+                f"user cells. Alternative: torch.onnx.export(model, ..., dynamo=True) traces a Python step loop "
+                f"for a fixed sequence length.")
+        if cell.feature_dims != 1:
+            raise ExportError(f"cannot export {owner}: {type(cell).__name__} takes {cell.feature_dims}-axis inputs; "
+                              f"the ONNX exporter handles vector inputs only")
+    dtypes = {p.dtype for p in layer.parameters()}
+    if dtypes - {torch.float32}:
+        raise ExportError(f"cannot export {owner}: the ONNX graph computes in float32 but the parameters are "
+                          f"{sorted(str(d) for d in dtypes)}; call model.float() first")
+
+
+def _recurrent_graph(g: _Graph, layer: Recurrent, x: str, lengths: Optional[str],
+                     init: Optional[List[str]], native_ops: bool) -> Tuple[str, List[str]]:
+    """x (T, B, I) time-major -> (y (T, B, D·O), finals (L·D, B, S_k) per state tensor)."""
+    D, L = layer.num_directions, layer.num_layers
+    n_states = len(layer.state_sizes)
+    zoneout = {"h": layer.zoneout_hidden, "c": layer.zoneout_cell}
+    has_zoneout = any(zoneout.values())
+    shape = g.op("Shape", [x])
+    T = g.op("Slice", [shape, g.const(np.array([0], dtype=np.int64), "i0"), g.const(np.array([1], dtype=np.int64),
+                                                                                   "i1")])
+    batch = g.op("Slice", [shape, g.const(np.array([1], dtype=np.int64), "i1"),
+                           g.const(np.array([2], dtype=np.int64), "i2")])
+    # every row's length (T when no lengths are given), for ReverseSequence and the Scan mask
+    full = lengths if lengths is not None else g.op("Expand", [T, batch])
+    mask = None
+    if lengths is not None:
+        steps = g.op("Range", [g.const(np.int64(0), "zero_i"), g.op("Squeeze", [T, g.const(np.array([0]), "ax0")]),
+                               g.const(np.int64(1), "one_i")])
+        valid = g.op("Less", [g.op("Unsqueeze", [steps, g.const(np.array([1]), "ax1")]),
+                              g.op("Unsqueeze", [lengths, g.const(np.array([0]), "ax0")])])  # (T, B)
+        mask = g.op("Unsqueeze", [valid, g.const(np.array([2]), "ax2")])  # (T, B, 1)
+    seq_lens = g.op("Cast", [lengths], to=6) if lengths is not None else None  # int32 for the RNN operators
+
+    finals: List[List[str]] = [[] for _ in range(n_states)]  # per state tensor: (D, B, S) or (1, B, S) pieces
+    for l in range(L):
+        cells = [layer.cells[l * D + d] for d in range(D)]
+        reason = _native_reason(cells[0], has_zoneout)
+        if native_ops and reason is None:
+            init_l = [g.op("Slice", [s, g.const(np.array([l * D]), "st"), g.const(np.array([(l + 1) * D]), "en"),
+                                     g.const(np.array([0]), "ax0")]) if s else None
+                      for s in (init or [None] * n_states)]
+            x, fin = _native_layer(g, cells, x, init_l, seq_lens)
+            for k in range(n_states):
+                finals[k].append(fin[k])
+            continue
+        ys = []
+        for d, cell in enumerate(cells):
+            index = l * D + d
+            if init:
+                start = [g.op("Gather", [s, g.const(np.int64(index), "idx")], axis=0) for s in init]
+            else:
+                start = [g.op("ConstantOfShape", [g.op("Concat", [batch, g.const(np.array([size]), "size")], axis=0)])
+                         for size in cell.state_sizes]
+            inp = x if d == 0 else g.op("ReverseSequence", [x, full], batch_axis=1, time_axis=0)
+            y, fin = _scan_direction(g, cell, inp, start, mask, zoneout)
+            ys.append(y if d == 0 else g.op("ReverseSequence", [y, full], batch_axis=1, time_axis=0))
+            for k in range(n_states):
+                finals[k].append(g.op("Unsqueeze", [fin[k], g.const(np.array([0]), "ax0")]))
+        x = ys[0] if D == 1 else g.op("Concat", ys, axis=-1)
+    return x, [p[0] if len(p) == 1 else g.op("Concat", p, axis=0) for p in finals]
+
+
+# ------------------------------------------------------------------- public API
+def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
+               opset: int = OPSET):
+    """The ONNX ModelProto of a `Recurrent` layer or a `RecurrentLM` (see the module docstring for its I/O).
+
+    lengths, initial_state: add the optional `lengths` / `h0[, c0]` graph inputs.
+    native_ops: use ONNX LSTM/GRU/RNN where the configuration is exactly theirs
+        (False: every layer as a Scan, e.g. to compare the two).
+    """
+    onnx, helper = _onnx()
+    from ..models.char_lm import RecurrentLM
+
+    lm = isinstance(model, RecurrentLM)
+    layer = model.rnn if lm else model
+    if not isinstance(layer, Recurrent):
+        raise ExportError(f"export_onnx exports rnnkit.Recurrent layers (RNN, LSTM, GRU, SRU, ...) and "
+                          f"RecurrentLM; got {type(model).__name__}. Alternative: torch.onnx.export(..., dynamo=True)")
+    _check_layer(layer)
+    if lm and any(p.dtype != torch.float32 for p in model.parameters()):
+        raise ExportError("cannot export RecurrentLM: the ONNX graph computes in float32; call model.float() first")
+    g = _Graph()
+    graph_inputs, graph_outputs = [], []
+    LD = layer.num_layers * layer.num_directions
+    if lm:
+        graph_inputs.append(helper.make_tensor_value_info("tokens", INT64, ["time", "batch"]))
+        if model.embedding is not None:
+            x = g.op("Gather", [g.const(_f32(model.embedding.weight), "embedding"), "tokens"], axis=0)
+        else:
+            x = g.op("OneHot", ["tokens", g.const(np.int64(model.config.vocab_size), "depth"),
+                                g.const(np.array([0.0, 1.0]), "onehot")], axis=-1)
+    else:
+        I = layer.input_size
+        dims = ["batch", "time", I] if layer.batch_first else ["time", "batch", I]
+        graph_inputs.append(helper.make_tensor_value_info("input", FLOAT, dims))
+        x = g.op("Transpose", ["input"], perm=[1, 0, 2]) if layer.batch_first else "input"
+    if lengths:
+        graph_inputs.append(helper.make_tensor_value_info("lengths", INT64, ["batch"]))
+    init = None
+    if initial_state:
+        init = [f"{n}0" for n in layer.cells[0].state_names]
+        graph_inputs += [helper.make_tensor_value_info(n, FLOAT, [LD, "batch", s])
+                         for n, s in zip(init, layer.state_sizes)]
+    y, finals = _recurrent_graph(g, layer, x, "lengths" if lengths else None, init, native_ops)
+    if lm:
+        y = g.op("Add", [g.op("MatMul", [y, g.const(_f32(model.head.weight).t(), "head")]),
+                         g.const(_f32(model.head.bias), "head_b")])
+        out_name, out_dims = "logits", ["time", "batch", model.config.vocab_size]
+    else:
+        if layer.batch_first:
+            y = g.op("Transpose", [y], perm=[1, 0, 2])
+        out_name = "output"
+        D_O = layer.num_directions * layer.output_size
+        out_dims = ["batch", "time", D_O] if layer.batch_first else ["time", "batch", D_O]
+    g.nodes.append(helper.make_node("Identity", [y], [out_name]))
+    graph_outputs.append(helper.make_tensor_value_info(out_name, FLOAT, out_dims))
+    for name, size, fin in zip(layer.cells[0].state_names, layer.state_sizes, finals):
+        g.nodes.append(helper.make_node("Identity", [fin], [f"{name}_n"]))
+        graph_outputs.append(helper.make_tensor_value_info(f"{name}_n", FLOAT, [LD, "batch", size]))
+    graph = helper.make_graph(g.nodes, type(model).__name__, graph_inputs, graph_outputs, g.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rnnkit")
+    proto.ir_version = min(proto.ir_version, 9)  # readable by older runtimes too
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_onnx(model: nn.Module, path: Union[str, Path], sample_input: Optional[Tensor] = None, *,
+                lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
+                atol: float = 1e-4) -> Path:
+    """Write `model` (a Recurrent layer or RecurrentLM) as an ONNX file with dynamic batch and time axes.
+
+    Graph inputs: input (T, B, I) (tokens (T, B) for a RecurrentLM), then lengths (B,) int64 and h0[, c0]
+    (L·D, B, S) when `lengths` / `initial_state`; outputs: output (logits), then h_n[, c_n].
+    If `sample_input` is given, the file is run in onnxruntime on it and compared with the model
+    (eval mode); a difference above `atol` raises. Returns the path.
+    """
+    path = Path(path)
+    proto = build_onnx(model, lengths=lengths, initial_state=initial_state, native_ops=native_ops)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(proto.SerializeToString())
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    if sample_input is not None:
+        diff = check_onnx(model, path, sample_input)
+        if diff > atol:
+            raise RuntimeError(f"the exported graph differs from the model by {diff:.3g} (> atol {atol}) on the "
+                               f"sample input; please report this configuration")
+    return path
+
+
+def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = None,
+             state=None) -> List[np.ndarray]:
+    """Run an exported file in onnxruntime (CPU). -> [output, final state tensors...] as numpy arrays.
+
+    Optional inputs the file has but the call omits are filled like the model does: lengths = T for
+    every row, zero initial state.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    feeds: Dict[str, np.ndarray] = {names[0]: input.detach().cpu().numpy()}
+    batch_axis = 0 if (names[0] == "input" and session.get_inputs()[0].shape[0] == "batch") else 1
+    B, T = input.shape[batch_axis], input.shape[1 - batch_axis]
+    states = [] if state is None else list(state if isinstance(state, (tuple, list)) else (state,))
+    for meta in session.get_inputs()[1:]:
+        if meta.name == "lengths":
+            feeds["lengths"] = (lengths if lengths is not None else torch.full((B,), T)).to(torch.int64).numpy()
+        elif states:
+            feeds[meta.name] = states.pop(0).detach().cpu().to(torch.float32).numpy()
+        else:
+            feeds[meta.name] = np.zeros((meta.shape[0], B, meta.shape[2]), dtype=np.float32)
+    return session.run(None, feeds)
+
+
+@torch.no_grad()
+def check_onnx(model: nn.Module, path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = None,
+               state=None) -> float:
+    """Largest absolute difference between the model (eval) and the exported file on these inputs."""
+    from ..models.char_lm import RecurrentLM
+
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(model, RecurrentLM):  # its forward takes no lengths: run its parts
+            y, final = model.rnn(model.embed(input), state, lengths=lengths)
+            outputs = model.head(y)
+        else:
+            outputs, final = model(input, state, lengths=lengths)
+    finally:
+        model.train(was_training)
+    expected_list = [outputs] + list(final if isinstance(final, tuple) else (final,))
+    got = run_onnx(path, input, lengths, state)
+    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected_list))

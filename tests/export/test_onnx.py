@@ -1,0 +1,123 @@
+"""ONNX export checked in onnxruntime against PyTorch: every cell family, stacked and bidirectional,
+dynamic batch and time axes, lengths, initial states, float32 within 1e-5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
+
+import rnnkit  # noqa: E402
+from helpers import ALL_MODES, LayerConfig  # noqa: E402
+from rnnkit.export import ExportError, build_onnx, check_onnx, export_onnx  # noqa: E402
+from rnnkit.models.char_lm import LMConfig, RecurrentLM  # noqa: E402
+
+TOL = 1e-5
+#: modes whose layers become one ONNX operator; the rest run as Scan
+NATIVE_OP = {"RNN_TANH": "RNN", "RNN_RELU": "RNN", "LSTM": "LSTM", "PeepholeLSTM": "LSTM", "GRU": "GRU",
+             "GRU_BEFORE": "GRU"}
+
+
+def _op_types(path: Path) -> set:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def _states(cfg: LayerConfig, B: int):
+    LD = cfg.num_layers * cfg.num_directions
+    parts = tuple(0.5 * torch.randn(LD, B, s) for s in cfg.state_sizes)
+    return parts if len(parts) > 1 else parts[0]
+
+
+def _check_many(layer, path: Path, cfg: LayerConfig) -> None:
+    """Several batch sizes and lengths on one exported file: dynamic axes, lengths, initial states."""
+    I = cfg.input_size
+    for T, B, lengths in ((5, 3, [5, 2, 4]), (2, 1, None), (9, 4, [1, 9, 3, 7])):
+        shape = (B, T, I) if cfg.batch_first else (T, B, I)
+        x = torch.randn(*shape)
+        lens = torch.tensor(lengths) if lengths is not None else None
+        assert check_onnx(layer, path, x, lens) <= TOL
+        assert check_onnx(layer, path, x, lens, _states(cfg, B)) <= TOL
+
+
+@pytest.mark.parametrize("mode,native_ops", [(m, True) for m in ALL_MODES] + [(m, False) for m in NATIVE_OP],
+                         ids=[m for m in ALL_MODES] + [f"{m}-as-scan" for m in NATIVE_OP])
+def test_every_family_stacked_bidirectional(mode: str, native_ops: bool, tmp_path: Path) -> None:
+    cfg = LayerConfig(mode=mode, input_size=3, hidden_size=4, num_layers=2, bidirectional=True, dtype=torch.float32)
+    layer = cfg.build("auto").eval()
+    path = export_onnx(layer, tmp_path / f"{mode}.onnx", native_ops=native_ops)
+    ops = _op_types(path)
+    if native_ops and mode in NATIVE_OP:
+        assert NATIVE_OP[mode] in ops and "Scan" not in ops
+    else:
+        assert "Scan" in ops and not ops & {"LSTM", "GRU", "RNN"}
+    _check_many(layer, path, cfg)
+
+
+@pytest.mark.parametrize("cfg", [
+    LayerConfig(mode="LSTM", proj_size=2, hidden_size=5, num_layers=2, bidirectional=True, dtype=torch.float32),
+    LayerConfig(mode="PeepholeLSTM", proj_size=3, hidden_size=5, dtype=torch.float32),
+    LayerConfig(mode="LSTM", bias=False, batch_first=True, dtype=torch.float32),
+    LayerConfig(mode="GRU_BEFORE", bias=False, num_layers=3, dtype=torch.float32),
+    LayerConfig(mode="SRU", input_size=4, hidden_size=4, bidirectional=True, dtype=torch.float32),
+    LayerConfig(mode="LSTM", num_layers=2, dtype=torch.float32,
+                options=(("zoneout_hidden", 0.3), ("zoneout_cell", 0.1), ("dropout", 0.4))),
+], ids=["proj", "peephole_proj", "nobias_batch_first", "gru_before_nobias", "sru_highway_identity", "zoneout"])
+def test_special_configurations(cfg: LayerConfig, tmp_path: Path) -> None:
+    layer = cfg.build("auto").eval()
+    path = export_onnx(layer, tmp_path / "m.onnx")
+    _check_many(layer, path, cfg)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "sru"])
+@pytest.mark.parametrize("embedding_size", [0, 6])
+def test_language_model(cell: str, embedding_size: int, tmp_path: Path) -> None:
+    model = RecurrentLM(LMConfig(vocab_size=9, cell=cell, hidden_size=6, num_layers=2,
+                                 embedding_size=embedding_size)).eval()
+    path = export_onnx(model, tmp_path / "lm.onnx", torch.randint(0, 9, (4, 2)))  # sample input: checked on export
+    tokens = torch.randint(0, 9, (7, 3))
+    assert check_onnx(model, path, tokens) <= TOL
+    assert check_onnx(model, path, tokens, torch.tensor([7, 1, 4])) <= TOL
+    graph = onnx.load(str(path)).graph
+    states = ["h0", "c0"] if cell == "lstm" else ["c0"]  # SRU's state is c
+    assert [i.name for i in graph.input] == ["tokens", "lengths"] + states
+    assert graph.output[0].name == "logits"
+
+
+def test_optional_inputs_can_be_left_out(tmp_path: Path) -> None:
+    layer = rnnkit.GRU(3, 4, num_layers=2).eval()
+    path = export_onnx(layer, tmp_path / "g.onnx", lengths=False, initial_state=False)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input"]
+    assert [o.name for o in graph.output] == ["output", "h_n"]
+    assert check_onnx(layer, path, torch.randn(6, 2, 3)) <= TOL
+
+
+def test_dynamic_axes_are_named(tmp_path: Path) -> None:
+    path = export_onnx(rnnkit.LSTM(3, 4).eval(), tmp_path / "l.onnx")
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["time", "batch", 3]
+
+
+class _MyCell(rnnkit.LSTMCell):
+    pass
+
+
+def test_unknown_cell_names_the_cell_and_the_alternative(tmp_path: Path) -> None:
+    layer = rnnkit.Recurrent(_MyCell(3, 4))
+    with pytest.raises(ExportError, match=r"_MyCell.*built-in cells.*torch.onnx.export"):
+        build_onnx(layer)
+
+
+def test_float64_model_is_refused_with_the_fix() -> None:
+    with pytest.raises(ExportError, match=r"float32.*model.float\(\)"):
+        build_onnx(rnnkit.LSTM(3, 4, dtype=torch.float64))
+
+
+def test_non_recurrent_model_is_refused() -> None:
+    with pytest.raises(ExportError, match="Linear"):
+        build_onnx(torch.nn.Linear(3, 4))
