@@ -28,11 +28,12 @@ def cli(debug: bool) -> None:
 
 def _register() -> None:
     from .bench import bench
+    from .export import export
     from .generate import generate
     from .gradflow import gradflow
     from .plot import plot
     from .train import train
-    for command in (train, generate, gradflow, plot, bench):
+    for command in (train, generate, gradflow, plot, bench, export):
         cli.add_command(command)
 
 

@@ -31,6 +31,7 @@ DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 
 CHARLM_DEFAULTS: Dict[str, Any] = dict(
     batch_size=32, bptt=128, optimizer="adam", lr=2e-3, clip_norm=5.0, eval_every=200, checkpoint_every=500,
+    max_epochs=10,
 )
 WORDLM_DEFAULTS: Dict[str, Any] = dict(
     batch_size=20, bptt=20, optimizer="sgd", lr=1.0, clip_norm=5.0, schedule="epoch_decay", lr_gamma=0.5,
