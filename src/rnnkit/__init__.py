@@ -4,11 +4,12 @@ from .cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LST
                     PeepholeLSTMCell, RecurrentCell, SRUCell)
 from .layers import GRU, LSTM, RNN, SRU, LayerNormGRU, LayerNormLSTM, MinGRU, PeepholeLSTM
 from .recurrent import Recurrent
+from .export import export_onnx  # imports onnx only when called
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RecurrentCell", "ElmanCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "SRUCell", "LayerNormLSTMCell",
     "LayerNormGRUCell", "MinGRUCell", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM", "SRU",
-    "LayerNormLSTM", "LayerNormGRU", "MinGRU",
+    "LayerNormLSTM", "LayerNormGRU", "MinGRU", "export_onnx",
 ]

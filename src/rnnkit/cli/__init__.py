@@ -35,6 +35,8 @@ def _register() -> None:
     from .train import train
     for command in (train, generate, gradflow, plot, bench, export):
         cli.add_command(command)
+    from .seq2seq import register as register_seq2seq
+    register_seq2seq(cli, train)
 
 
 _register()

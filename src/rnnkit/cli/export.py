@@ -1,0 +1,55 @@
+"""`rnnkit export`: write a trained language model for serving (ONNX, optionally int8-quantised)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import click
+import torch
+
+from .loading import load_language_model
+
+
+@click.command()
+@click.option("--checkpoint", required=True, help="Checkpoint file (.json or .safetensors) or run directory "
+                                                 "(its latest complete checkpoint).")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="Output format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default: model.onnx next to the checkpoint).")
+@click.option("--lengths/--no-lengths", default=True, show_default=True,
+              help="Give the graph a `lengths` (batch,) int64 input for padded batches.")
+@click.option("--initial-state/--no-initial-state", default=True, show_default=True,
+              help="Give the graph initial-state inputs (h0[, c0]) for streaming.")
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="int8: dynamic int8 quantisation of the weights (onnxruntime.quantization), written as a "
+                   "second file *.int8.onnx.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Run the exported file in onnxruntime on a random batch and compare with PyTorch.")
+def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, initial_state: bool, quantize: str,
+           check: bool) -> None:
+    """Export a trained char-LM or word-LM: tokens (time, batch) -> logits, with dynamic batch and time axes."""
+    from ..export.onnx import check_onnx, export_onnx
+
+    model, vocab, _ = load_language_model(checkpoint, torch.device("cpu"))
+    model = model.float()
+    source = Path(checkpoint)
+    path = Path(output) if output else (source if source.is_dir() else source.parent) / "model.onnx"
+    export_onnx(model, path, lengths=lengths, initial_state=initial_state)
+    sidecar = path.with_suffix(".vocab.json")
+    sidecar.write_text(json.dumps(vocab.to_json(), ensure_ascii=False) + "\n", encoding="utf-8")
+    click.echo(f"wrote {path} (+ {sidecar.name})")
+    if check:
+        gen = torch.Generator().manual_seed(0)
+        tokens = torch.randint(0, model.config.vocab_size, (16, 3), generator=gen)
+        diff = check_onnx(model, path, tokens)
+        click.echo(f"onnxruntime vs PyTorch on a random batch: max |diff| = {diff:.2e}")
+        if diff > 1e-4:
+            raise click.ClickException(f"the exported graph differs from the model by {diff:.3g}")
+    if quantize == "int8":
+        from ..export.quantize import quantize_onnx
+
+        q_path = quantize_onnx(path, path.with_suffix(".int8.onnx"))
+        click.echo(f"wrote {q_path} (int8 weights)")
