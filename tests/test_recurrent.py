@@ -130,6 +130,45 @@ def test_deepcopy_to_double_and_back(mode: str) -> None:
     assert back(x32)[0].dtype == torch.float32
 
 
+def test_pickle_round_trip() -> None:
+    """torch.save of a whole module (not rnnkit's checkpoint format, but users do it)."""
+    import io
+
+    layer = LayerConfig("LSTM", num_layers=2, bidirectional=True).build()
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    assert torch.equal(loaded(x)[0], layer(x)[0])
+    assert list(loaded.state_dict()) == list(layer.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "SRU", "LayerNormLSTM"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_every_row_shorter_than_the_input(mode: str, padding_side: str) -> None:
+    """max(lengths) < T: the trailing all-padding steps are zero and change nothing."""
+    cfg = LayerConfig(mode, num_layers=2, bidirectional=True, batch_first=True)
+    layer = cfg.build()
+    T, lengths = 6, [3, 1, 2]
+    short = torch.randn(3, 3, 3, dtype=F64)
+    x = torch.randn(3, T, 3, dtype=F64) * 100  # garbage everywhere but the valid steps
+    for b, n in enumerate(lengths):
+        if padding_side == "right":
+            x[b, :n] = short[b, :n]
+        else:
+            x[b, T - n:] = short[b, :n]
+    out, final = layer(x, lengths=lengths, padding_side=padding_side)
+    ref, ref_final = layer(short, lengths=lengths)
+    for b, n in enumerate(lengths):
+        valid = out[b, :n] if padding_side == "right" else out[b, T - n:]
+        assert_close(valid, ref[b, :n], f"row {b}")
+        assert int((out[b] != 0).any(-1).sum()) == n
+    for a, e in zip(final if isinstance(final, tuple) else (final,), ref_final if isinstance(ref_final, tuple)
+                    else (ref_final,)):
+        assert_close(a, e, "final state")
+
+
 def test_nested_module_state_dict_and_recurrent_api() -> None:
     """A model holding layers: prefixed torch names, round trip, load into a torch.nn twin."""
 

@@ -288,9 +288,11 @@ def test_zoneout_eval_uses_the_expectation() -> None:
     assert torch.equal(layer(x)[0], out)  # deterministic
 
 
-def test_dropconnect_drops_weight_hh_once_per_forward() -> None:
+@pytest.mark.parametrize("mode", ["RNN_TANH", "LSTM", "GRU", "GRU_BEFORE", "PeepholeLSTM", "LayerNormLSTM",
+                                  "LayerNormGRU"])
+def test_dropconnect_drops_weight_hh_once_per_forward(mode: str) -> None:
     p = 0.5
-    cfg = LayerConfig("GRU", hidden_size=5, options=(("weight_dropout", p),))
+    cfg = LayerConfig(mode, hidden_size=5, options=(("weight_dropout", p),))
     layer = cfg.build().train()
     cell = layer.cells[0]
     drawn = []
@@ -304,7 +306,7 @@ def test_dropconnect_drops_weight_hh_once_per_forward() -> None:
     layer._dropped_weights = spy
     x = torch.randn(4, 2, 3, dtype=F64)
     torch.manual_seed(8)
-    out, h = layer(x)
+    out, _ = layer(x)
     ((name, w),) = drawn[0].items()
     assert name == "weight_hh"
     kept = w != 0
