@@ -32,7 +32,7 @@ log = logging.getLogger("rnnkit")
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 #: translation units, one per cell family; common.h is shared.
-SOURCES = ("lstm.cpp", "gru.cpp", "elman.cpp")
+SOURCES = ("lstm.cpp", "gru.cpp", "elman.cpp", "layernorm.cpp", "elementwise.cpp")
 
 _state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None}
 

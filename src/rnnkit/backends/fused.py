@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..cells import ElmanCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
+from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
+                     PeepholeLSTMCell, RecurrentCell, SRUCell)
 from . import extension
 from .base import RunSpec
 from .registry import register
@@ -92,12 +93,63 @@ def _run_elman(spec: RunSpec) -> Result:
     return y, (h_n,)
 
 
+def _run_ln_lstm(spec: RunSpec) -> Result:
+    from .fused_ops import ops
+
+    cell = spec.cell
+    T, B, lengths, rmask = _common(spec)
+    u = cell.project(spec.inputs)  # LN(W_ih x; γ_ih) + b, (T, B, 4H)
+    zh, zc = _keeps(spec, T, B)
+    h0, c0 = spec.state
+    y, h_n, c_n, *_ = ops.ln_lstm_forward(u, _weight(spec, "weight_hh"), cell.ln_hh_weight, cell.ln_cell_weight,
+                                          cell.ln_cell_bias, h0, c0, lengths, rmask, zh, zc)
+    return y, (h_n, c_n)
+
+
+def _run_ln_gru(spec: RunSpec) -> Result:
+    from .fused_ops import ops
+
+    cell = spec.cell
+    T, B, lengths, rmask = _common(spec)
+    u = cell.project(spec.inputs)  # LN(W_ih x; γ_ih) + b_ih, (T, B, 3H)
+    (zh,) = _keeps(spec, T, B)
+    y, h_n, *_ = ops.ln_gru_forward(u, _weight(spec, "weight_hh"), cell.ln_hh_weight, cell.bias_hh, spec.state[0],
+                                    lengths, rmask, zh)
+    return y, (h_n,)
+
+
+def _run_sru(spec: RunSpec) -> Result:
+    from .fused_ops import ops
+
+    cell = spec.cell
+    T, B, lengths, _ = _common(spec)
+    u = cell.project(spec.inputs)  # x~, W_f x + b_f, W_r x + b_r, highway: (T, B, 4H)
+    (zc,) = _keeps(spec, T, B)
+    y, c_n, _ = ops.sru_forward(u, cell.weight_c, spec.state[0], lengths, zc)
+    return y, (c_n,)
+
+
+def _run_mingru(spec: RunSpec) -> Result:
+    from .fused_ops import ops
+
+    cell = spec.cell
+    T, B, lengths, _ = _common(spec)
+    u = cell.project(spec.inputs)  # W_z x + b_z, W_h x + b_h: (T, B, 2H)
+    (zh,) = _keeps(spec, T, B)
+    y, h_n = ops.mingru_forward(u, spec.state[0], lengths, zh)
+    return y, (h_n,)
+
+
 #: exact cell class -> runner. Subclasses are not matched: they may change the math.
 _FAMILIES: Dict[Type[RecurrentCell], Callable[[RunSpec], Result]] = {
     LSTMCell: _run_lstm,
     PeepholeLSTMCell: _run_lstm,
     GRUCell: _run_gru,
     ElmanCell: _run_elman,
+    LayerNormLSTMCell: _run_ln_lstm,
+    LayerNormGRUCell: _run_ln_gru,
+    SRUCell: _run_sru,
+    MinGRUCell: _run_mingru,
 }
 #: parameters a RunSpec may override (DropConnect) per family runner
 _OVERRIDABLE = {"weight_hh"}
@@ -127,6 +179,8 @@ class FusedBackend:
         reason = check_common(spec, self.name)
         if reason is not None:
             return reason
+        if spec.recurrent_mask is not None and not cell.recurrent_input_size:
+            return f"{type(cell).__name__} has no recurrent matrix, so a recurrent mask is not defined for it"
         extra = set(spec.weights) - _OVERRIDABLE
         if extra:
             return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"

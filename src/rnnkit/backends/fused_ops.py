@@ -43,6 +43,24 @@ _SCHEMAS = {
                      "-> (Tensor, Tensor, Tensor)",
     "elman_backward": "(Tensor dy, Tensor dh_n, Tensor ht, Tensor w_hh, Tensor? lengths, Tensor? rmask, Tensor? zh, "
                       "bool relu) -> (Tensor, Tensor)",
+    "ln_lstm_forward": "(Tensor u, Tensor w_hh, Tensor g_hh, Tensor g_c, Tensor b_c, Tensor h0, Tensor c0, "
+                       "Tensor? lengths, Tensor? rmask, Tensor? zh, Tensor? zc) "
+                       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "ln_lstm_backward": "(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor gates, Tensor rn, Tensor cs, Tensor chat, "
+                        "Tensor rstd, Tensor w_hh, Tensor g_hh, Tensor g_c, Tensor b_c, Tensor? lengths, "
+                        "Tensor? rmask, Tensor? zh, Tensor? zc) "
+                        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "ln_gru_forward": "(Tensor u, Tensor w_hh, Tensor g_hh, Tensor? b_hh, Tensor h0, Tensor? lengths, Tensor? rmask, "
+                      "Tensor? zh) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "ln_gru_backward": "(Tensor dy, Tensor dh_n, Tensor gates, Tensor en, Tensor rstd, Tensor y, Tensor h0, "
+                       "Tensor w_hh, Tensor g_hh, Tensor? lengths, Tensor? rmask, Tensor? zh) "
+                       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "sru_forward": "(Tensor u, Tensor v, Tensor c0, Tensor? lengths, Tensor? zc) -> (Tensor, Tensor, Tensor)",
+    "sru_backward": "(Tensor dy, Tensor dc_n, Tensor u, Tensor cs, Tensor v, Tensor? lengths, Tensor? zc) "
+                    "-> (Tensor, Tensor, Tensor)",
+    "mingru_forward": "(Tensor u, Tensor h0, Tensor? lengths, Tensor? zh) -> (Tensor, Tensor)",
+    "mingru_backward": "(Tensor dy, Tensor dh_n, Tensor u, Tensor y, Tensor h0, Tensor? lengths, Tensor? zh) "
+                       "-> (Tensor, Tensor)",
 }
 for _name, _schema in _SCHEMAS.items():
     _LIB.define(_name + _schema)
@@ -206,6 +224,134 @@ def _elman_backward(ctx, dy, dh_n, _unused):
 
 
 torch.library.register_autograd("rnnkit::elman_forward", _elman_backward, setup_context=_elman_setup)
+
+
+# ------------------------------------------------------------ layer-norm LSTM
+@torch.library.register_fake("rnnkit::ln_lstm_forward")
+def _ln_lstm_forward_fake(u, w_hh, g_hh, g_c, b_c, h0, c0, lengths, rmask, zh, zc):
+    T, B, G = u.shape
+    H = G // 4
+    e = u.new_empty
+    return (e(T, B, H), e(B, H), e(B, H), e(T, B, G), e(T, B, G), e(T + 1, B, H), e(T, B, H), e(T, B, 2))
+
+
+@torch.library.register_fake("rnnkit::ln_lstm_backward")
+def _ln_lstm_backward_fake(dy, dh_n, dc_n, gates, rn, cs, chat, rstd, w_hh, g_hh, g_c, b_c, lengths, rmask, zh, zc):
+    T, B, G = gates.shape
+    H = G // 4
+    e = gates.new_empty
+    return e(T, B, G), e(T, B, G), e(B, H), e(B, H), e(G), e(H), e(H)
+
+
+def _ln_lstm_setup(ctx, inputs, output):
+    u, w_hh, g_hh, g_c, b_c, h0, c0, lengths, rmask, zh, zc = inputs
+    y, _, _, gates, rn, cs, chat, rstd = output
+    ctx.save_for_backward(w_hh, g_hh, g_c, b_c, h0, lengths, rmask, zh, zc, y, gates, rn, cs, chat, rstd)
+    ctx.mark_non_differentiable(gates, rn, cs, chat, rstd)
+
+
+def _ln_lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
+    w_hh, g_hh, g_c, b_c, h0, lengths, rmask, zh, zc, y, gates, rn, cs, chat, rstd = ctx.saved_tensors
+    dy, dh_n, dc_n = _zeros_if_none(dy, y), _zeros_if_none(dh_n, h0), _zeros_if_none(dc_n, cs[0])
+    du, dr, dh0, dc0, dg_hh, dg_c, db_c = ops.ln_lstm_backward(dy, dh_n, dc_n, gates, rn, cs, chat, rstd, w_hh, g_hh,
+                                                               g_c, b_c, lengths, rmask, zh, zc)
+    d_w_hh = _grad_w_hh(dr, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    return du, d_w_hh, dg_hh, dg_c, db_c, dh0, dc0, None, None, None, None
+
+
+torch.library.register_autograd("rnnkit::ln_lstm_forward", _ln_lstm_backward, setup_context=_ln_lstm_setup)
+
+
+# ------------------------------------------------------------- layer-norm GRU
+@torch.library.register_fake("rnnkit::ln_gru_forward")
+def _ln_gru_forward_fake(u, w_hh, g_hh, b_hh, h0, lengths, rmask, zh):
+    T, B, G = u.shape
+    H = G // 3
+    e = u.new_empty
+    return e(T, B, H), e(B, H), e(T, B, 4 * H), e(T, B, G), e(T, B)
+
+
+@torch.library.register_fake("rnnkit::ln_gru_backward")
+def _ln_gru_backward_fake(dy, dh_n, gates, en, rstd, y, h0, w_hh, g_hh, lengths, rmask, zh):
+    T, B, _ = gates.shape
+    H = h0.shape[-1]
+    e = gates.new_empty
+    return e(T, B, 3 * H), e(T, B, 3 * H), e(B, H), e(3 * H), e(3 * H)
+
+
+def _ln_gru_setup(ctx, inputs, output):
+    u, w_hh, g_hh, b_hh, h0, lengths, rmask, zh = inputs
+    y, _, gates, en, rstd = output
+    ctx.has_bias = b_hh is not None
+    ctx.save_for_backward(w_hh, g_hh, h0, lengths, rmask, zh, y, gates, en, rstd)
+    ctx.mark_non_differentiable(gates, en, rstd)
+
+
+def _ln_gru_backward(ctx, dy, dh_n, *_unused):
+    w_hh, g_hh, h0, lengths, rmask, zh, y, gates, en, rstd = ctx.saved_tensors
+    dy, dh_n = _zeros_if_none(dy, y), _zeros_if_none(dh_n, h0)
+    du, dq, dh0, dg_hh, db_hh = ops.ln_gru_backward(dy, dh_n, gates, en, rstd, y, h0, w_hh, g_hh, lengths, rmask, zh)
+    d_w_hh = _grad_w_hh(dq, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    return du, d_w_hh, dg_hh, (db_hh if ctx.has_bias else None), dh0, None, None, None
+
+
+torch.library.register_autograd("rnnkit::ln_gru_forward", _ln_gru_backward, setup_context=_ln_gru_setup)
+
+
+# ----------------------------------------------------------------------- SRU
+@torch.library.register_fake("rnnkit::sru_forward")
+def _sru_forward_fake(u, v, c0, lengths, zc):
+    T, B, K = u.shape
+    H = K // 4
+    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T + 1, B, H)
+
+
+@torch.library.register_fake("rnnkit::sru_backward")
+def _sru_backward_fake(dy, dc_n, u, cs, v, lengths, zc):
+    return torch.empty_like(u), torch.empty_like(dc_n), torch.empty_like(v)
+
+
+def _sru_setup(ctx, inputs, output):
+    u, v, c0, lengths, zc = inputs
+    ctx.save_for_backward(u, v, lengths, zc, output[2])
+    ctx.mark_non_differentiable(output[2])
+
+
+def _sru_backward(ctx, dy, dc_n, _unused):
+    u, v, lengths, zc, cs = ctx.saved_tensors
+    dy, dc_n = _zeros_if_none(dy, cs[1:]), _zeros_if_none(dc_n, cs[0])
+    du, dc0, dv = ops.sru_backward(dy, dc_n, u, cs, v, lengths, zc)
+    return du, dv, dc0, None, None
+
+
+torch.library.register_autograd("rnnkit::sru_forward", _sru_backward, setup_context=_sru_setup)
+
+
+# -------------------------------------------------------------------- minGRU
+@torch.library.register_fake("rnnkit::mingru_forward")
+def _mingru_forward_fake(u, h0, lengths, zh):
+    T, B, K = u.shape
+    return u.new_empty(T, B, K // 2), u.new_empty(B, K // 2)
+
+
+@torch.library.register_fake("rnnkit::mingru_backward")
+def _mingru_backward_fake(dy, dh_n, u, y, h0, lengths, zh):
+    return torch.empty_like(u), torch.empty_like(dh_n)
+
+
+def _mingru_setup(ctx, inputs, output):
+    u, h0, lengths, zh = inputs
+    ctx.save_for_backward(u, h0, lengths, zh, output[0])
+
+
+def _mingru_backward(ctx, dy, dh_n):
+    u, h0, lengths, zh, y = ctx.saved_tensors
+    dy, dh_n = _zeros_if_none(dy, y), _zeros_if_none(dh_n, h0)
+    du, dh0 = ops.mingru_backward(dy, dh_n, u, y, h0, lengths, zh)
+    return du, dh0, None, None
+
+
+torch.library.register_autograd("rnnkit::mingru_forward", _mingru_backward, setup_context=_mingru_setup)
 
 
 def zoneout_keep(z, T: int, B: int, S: int, like: Tensor) -> Optional[Tensor]:
