@@ -37,6 +37,8 @@ def _register() -> None:
         cli.add_command(command)
     from .seq2seq import register as register_seq2seq
     register_seq2seq(cli, train)
+    from .forecast import register as register_forecast
+    register_forecast(cli, train)
 
 
 _register()

@@ -1,0 +1,126 @@
+"""Shared plumbing of the application recipes (forecast, classify, tag): settings, run directory, training.
+
+Like `run_recipe` for the language models, but the recipe builds its own model
+and task. The weights with the best validation loss are kept beside the
+checkpoints (OUT/best.safetensors) and restored before the final evaluation, so
+a run that overfits late still reports (and ships) its best model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import click
+import torch
+from torch import nn
+
+from ..training.checkpoint import (CheckpointError, _write_atomic, latest_checkpoint, list_checkpoints,
+                                   read_checkpoint, write_json_atomic)
+from ..training.config import TrainConfig
+from ..training.trainer import Trainer
+from .options import load_toml, resolve, training_specs
+
+#: TrainConfig fields a recipe may set (the LM recipes' list, without truncated BPTT).
+TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weight_decay", "momentum", "schedule",
+              "warmup_steps", "lr_step_size", "lr_gamma", "lr_min", "lr_decay_after_epochs", "clip_norm",
+              "clip_value", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints",
+              "early_stop_patience", "seed", "quiet", "tensorboard")
+FLAG_ONLY = ("resume", "quiet", "config", "out")
+
+
+def app_training_specs(defaults: Dict[str, Any]) -> list:
+    """The shared training options without the truncated-BPTT ones (whole windows/sentences here)."""
+    d = dict(defaults)
+    d.setdefault("bptt", 1)
+    specs = [s for s in training_specs(d) if s[0] not in ("bptt", "bptt_k2")]
+    return [(n, t, dv, h.replace("Streams per batch", "Examples per batch")) for n, t, dv, h in specs]
+
+
+def repo_path(relative: str) -> str:
+    """An embedded data path: relative to the working directory, else to the source checkout."""
+    if Path(relative).exists():
+        return relative
+    checkout = Path(__file__).resolve().parents[3] / relative
+    return str(checkout) if checkout.exists() else relative
+
+
+def save_weights(path: Path, model: nn.Module) -> None:
+    from safetensors.torch import save as st_save
+    _write_atomic(path, st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+
+
+def load_weights(path: Path) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load as st_load
+    return st_load(Path(path).read_bytes())
+
+
+def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
+            build: Callable[[Dict[str, Any]], Tuple[nn.Module, Any, Any, Any, Dict[str, Any], List[str]]],
+            finish: Callable[[nn.Module, Dict[str, Any], Path, Trainer], None]) -> None:
+    """Resolve settings, build (model, task, train_data, val_data, run_info, report lines), train, then `finish`.
+
+    run_info is stored in every checkpoint (and must match on --resume).
+    """
+    toml = load_toml(values.get("config"))
+    out = Path(values["out"] if ctx.get_parameter_source("out") == click.core.ParameterSource.COMMANDLINE
+               else toml.get("out", values["out"]))
+    base = None
+    record = None
+    if values["resume"]:
+        record = latest_checkpoint(out)
+        if record is not None and (out / "config.json").is_file():
+            saved = json.loads((out / "config.json").read_text()).get("settings") or {}
+            base = {k: v for k, v in saved.items() if k not in FLAG_ONLY}
+        elif record is None and list_checkpoints(out / "checkpoints"):
+            raise CheckpointError(f"--resume: no complete checkpoint in {str(out)!r}")
+    s = resolve(ctx, values, toml, base, ignore=("config",))
+    s["out"] = str(out)
+    train_cfg = TrainConfig(**{k: s[k] for k in TRAIN_KEYS if k in s})
+    if not values["resume"] and list_checkpoints(out / "checkpoints"):
+        raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "
+                                 f"continue it or choose another --out", param_hint="'--out'")
+    if s.get("threads"):
+        torch.set_num_threads(s["threads"])
+    if s.get("device") == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available")
+    device = torch.device("cuda" if s.get("device") in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+    torch.manual_seed(s["seed"])
+    model, task, train_data, val_data, run_info, report = build(s)
+    run_info = {"recipe": recipe, **run_info}
+    if record is not None:
+        meta, _ = read_checkpoint(record)
+        from ..training.trainer import check_run_info
+        check_run_info(meta.get("run", {}), json.loads(json.dumps(run_info)), record)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", {"recipe": recipe, "settings": s, **run_info})
+    quiet = s["quiet"]
+    if not quiet:
+        for line in report:
+            click.echo(f"rnnkit: {line}")
+        n_params = sum(p.numel() for p in model.parameters())
+        click.echo(f"rnnkit: {recipe}: {n_params:,} parameters, {len(train_data)} batches/epoch, device {device} "
+                   f"-> {out}")
+    trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out,
+                      run_info=json.loads(json.dumps(run_info)), device=device)
+    best_path = out / "best.safetensors"
+    best = {"loss": None}
+    if record is not None and best_path.exists():  # a resumed run keeps its best weights unless beaten
+        best["loss"] = read_checkpoint(record)[0].get("counters", {}).get("best")
+
+    def keep_best(tr: Trainer, rec: Dict[str, Any]) -> None:
+        v = rec.get("val_loss")
+        if v is not None and (best["loss"] is None or v < best["loss"]):
+            best["loss"] = v
+            save_weights(best_path, tr.model)
+
+    trainer.add_hook("eval_end", keep_best)
+    summary = trainer.fit(resume=record)
+    if best_path.exists():
+        model.load_state_dict(load_weights(best_path))
+    if not quiet:
+        click.echo(f"rnnkit: stopped ({summary['stop']}) at step {summary['step']}, epoch {summary['epoch']}, "
+                   f"{summary['elapsed_s']:.0f} s; best val_loss {best['loss']}"
+                   + (" (weights restored from best.safetensors)" if best_path.exists() else ""))
+    finish(model, s, out, trainer)

@@ -1,0 +1,492 @@
+"""Time series for forecasting: loading, a fixed frequency, explicit missing values, windows, splits, scaling.
+
+    series   values (N, C) on a regular time grid (C series/value columns), NaN where missing,
+             `observed` (N, C) bool, optional timestamps (N,)
+    split    by time: train = [0, n_train), validation = [n_train, n_val), test = [n_val, N)
+    window   origin t: history [t − L, t) (lookback L), targets [t, t + H) (horizon H)
+    scaler   per-column mean/std fitted on the training part only (never on validation or test)
+
+Missing values are never dropped silently: `load_series` reports how many steps
+are missing per column, then either interpolates them (`missing="interpolate"`),
+keeps them as NaN with an `observed` mask the model and the metrics respect
+(`missing="mask"`), or refuses (`missing="error"`).
+
+Formats: CSV or Parquet with a time column and value columns (pandas); a plain
+text file with one number a line and no timestamps (the Cortez ISP series);
+and the Kaggle "Computer Network Traffic" file `cs448b_ipasn.csv`
+(`date,l_ipn,r_asn,f`), read by `load_kaggle_ipasn` as one daily series per
+local machine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .text import DataError
+
+PathLike = Union[str, Path]
+MISSING_POLICIES = ("interpolate", "mask", "error")
+
+
+@dataclass
+class Series:
+    """C aligned series on a regular grid.
+
+    values:   (N, C) float64, NaN where a value is missing (after interpolation none are).
+    observed: (N, C) bool, False where the value was missing in the file (also after interpolation).
+    times:    (N,) numpy datetime64 timestamps, or None when the file has none (evenly spaced steps).
+    freq:     pandas frequency string ("h", "5min", "D") or None without timestamps.
+    columns:  the C column names.
+    missing:  {column: count of missing steps}; report: human-readable lines about what was done.
+    """
+
+    values: np.ndarray
+    observed: np.ndarray
+    times: Optional[np.ndarray]
+    freq: Optional[str]
+    columns: List[str]
+    missing: Dict[str, int] = field(default_factory=dict)
+    report: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def num_series(self) -> int:
+        return self.values.shape[1]
+
+    def future_times(self, start: int, count: int) -> Optional[np.ndarray]:
+        """Timestamps of steps start .. start+count-1 (may run past the end of the data)."""
+        if self.times is None or self.freq is None:
+            return None
+        import pandas as pd
+        return pd.date_range(pd.Timestamp(self.times[0]), periods=start + count, freq=self.freq)[start:].values
+
+
+# ------------------------------------------------------------------ loading
+def load_series(path: PathLike, *, time_column: Optional[str] = None, value_columns: Optional[Sequence[str]] = None,
+                freq: Optional[str] = None, aggregate: str = "mean", missing: str = "interpolate",
+                start: Optional[str] = None) -> Series:
+    """Read a series file and put it on a regular grid.
+
+    path: .csv / .parquet (needs `time_column`, default the first column, and value
+        columns, default every other column) or .txt (one number a line, no timestamps;
+        `start` and `freq` attach nominal timestamps, needed for calendar features).
+    freq: target frequency (pandas alias, e.g. "h", "5min", "D"). With it the data are
+        resampled (`aggregate`: "mean" or "sum" per bucket); without it the step is
+        inferred, and an index that is not on a regular grid is an error.
+    missing: "interpolate" (linear in time; reported), "mask" (kept as NaN and masked
+        downstream; reported) or "error".
+    """
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}; got {missing!r}")
+    if aggregate not in ("mean", "sum"):
+        raise ValueError(f"aggregate must be 'mean' or 'sum'; got {aggregate!r}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"series file {str(p)!r} does not exist")
+    if p.suffix == ".txt":
+        return _load_txt(p, freq=freq, start=start, missing=missing)
+    import pandas as pd
+    if p.suffix == ".parquet":
+        try:
+            frame = pd.read_parquet(p)
+        except ImportError as err:
+            raise DataError(f"reading {str(p)!r} needs pyarrow or fastparquet ({err}); pip install pyarrow") from None
+    elif p.suffix in (".csv", ".tsv"):
+        try:
+            frame = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise DataError(f"{str(p)!r} is not a readable CSV file: {' '.join(str(err).split())}") from None
+    else:
+        raise DataError(f"{str(p)!r}: expected a .csv, .tsv, .parquet or .txt file; got suffix {p.suffix!r}")
+    if frame.shape[0] == 0:
+        raise DataError(f"{str(p)!r} holds no rows")
+    return series_from_frame(frame, time_column=time_column, value_columns=value_columns, freq=freq,
+                             aggregate=aggregate, missing=missing, source=str(p))
+
+
+def _load_txt(p: Path, *, freq: Optional[str], start: Optional[str], missing: str) -> Series:
+    values = []
+    for i, line in enumerate(p.read_text().splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            values.append(float(s))
+        except ValueError:
+            raise DataError(f"{str(p)!r} line {i}: expected one number, got {s[:40]!r}") from None
+    if not values:
+        raise DataError(f"{str(p)!r} holds no numbers")
+    v = np.asarray(values, dtype=np.float64)[:, None]
+    times = None
+    if start is not None or freq is not None:
+        if start is None or freq is None:
+            raise ValueError("a .txt series gets timestamps only from both start and freq; got "
+                             f"start={start!r}, freq={freq!r}")
+        import pandas as pd
+        times = pd.date_range(pd.Timestamp(start), periods=len(v), freq=freq).values
+    name = p.stem
+    return _finish(v, times, freq, [name], missing, [f"{str(p)}: {len(v)} evenly spaced values"
+                                                      + (f" from {start} every {freq} (nominal)" if times is not None
+                                                         else " (no timestamps)")])
+
+
+def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_columns: Optional[Sequence[str]] = None,
+                      freq: Optional[str] = None, aggregate: str = "mean", missing: str = "interpolate",
+                      source: str = "data") -> Series:
+    """A pandas DataFrame with a time column and numeric value columns → Series (see load_series)."""
+    import pandas as pd
+    cols = [str(c) for c in frame.columns]
+    frame = frame.copy()
+    frame.columns = cols
+    time_column = time_column or cols[0]
+    if time_column not in cols:
+        raise DataError(f"{source}: no time column {time_column!r}; the columns are {cols}")
+    if value_columns is None:
+        value_columns = [c for c in cols if c != time_column]
+        if not value_columns:
+            raise DataError(f"{source}: only the time column {time_column!r}; no value columns")
+    for c in value_columns:
+        if c not in cols:
+            raise DataError(f"{source}: no value column {c!r}; the columns are {cols}")
+    times = pd.to_datetime(frame[time_column], errors="coerce")
+    bad = times.isna() & frame[time_column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.values)[0])
+        raise DataError(f"{source}: column {time_column!r} row {row + 1}: cannot read "
+                        f"{frame[time_column].iloc[row]!r} as a time")
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna().values)[0])
+        raise DataError(f"{source}: column {time_column!r} row {row + 1} is empty")
+    data = {}
+    for c in value_columns:
+        col = frame[c]
+        num = pd.to_numeric(col, errors="coerce")
+        bad = num.isna() & col.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.values)[0])
+            raise DataError(f"{source}: column {c!r} row {row + 1}: value {col.iloc[row]!r} is not numeric")
+        data[c] = num.astype("float64").values
+    df = pd.DataFrame(data, index=pd.DatetimeIndex(times.values))
+    if not df.index.is_monotonic_increasing:
+        row = int(np.flatnonzero(np.diff(df.index.values.astype("int64")) < 0)[0]) + 1
+        raise DataError(f"{source}: column {time_column!r} is not sorted: row {row + 1} "
+                        f"({df.index[row]}) comes after {df.index[row - 1]}")
+    report = [f"{source}: {len(df)} rows, columns {list(value_columns)}"]
+    if freq is not None:
+        try:
+            offset = pd.tseries.frequencies.to_offset(freq)
+        except ValueError:
+            raise ValueError(f"freq {freq!r} is not a pandas frequency (e.g. 'h', '5min', 'D')") from None
+        rs = df.resample(offset)
+        # an empty bucket is a missing step (sum would make it 0, which is a value, not a gap)
+        counts = rs.count()
+        df = (rs.sum(min_count=1) if aggregate == "sum" else rs.mean()).where(counts > 0)
+        report.append(f"resampled to {freq} ({aggregate} per bucket): {len(df)} steps")
+    else:
+        if df.index.has_duplicates:
+            dup = df.index[df.index.duplicated()][0]
+            raise DataError(f"{source}: column {time_column!r} repeats the time {dup}; pass a frequency "
+                            f"(--freq) to aggregate duplicates")
+        if len(df) < 3:
+            raise DataError(f"{source}: {len(df)} rows are too few to infer a frequency; pass --freq")
+        freq = pd.infer_freq(df.index)
+        if freq is None:
+            # a regular grid with gaps: every step a multiple of the smallest one
+            d = np.diff(df.index.values.astype("int64"))
+            step = int(d.min())
+            if step <= 0 or np.any(d % step):
+                row = int(np.flatnonzero(d % step)[0]) + 1 if step > 0 else 0
+                raise DataError(f"{source}: the time index in {time_column!r} is irregular (e.g. row {row + 1}: "
+                                f"{df.index[row]} after {df.index[row - 1]}, not a multiple of the smallest step "
+                                f"{pd.Timedelta(step)}); pass a frequency (--freq) to resample")
+            freq = pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+        offset = pd.tseries.frequencies.to_offset(freq)
+        df = df.reindex(pd.date_range(df.index[0], df.index[-1], freq=offset))
+    return _finish(df.values.astype(np.float64), df.index.values, pd.tseries.frequencies.to_offset(freq).freqstr,
+                   [str(c) for c in value_columns], missing, report)
+
+
+def _finish(values: np.ndarray, times: Optional[np.ndarray], freq: Optional[str], columns: List[str], missing: str,
+            report: List[str]) -> Series:
+    observed = ~np.isnan(values)
+    counts = {c: int((~observed[:, j]).sum()) for j, c in enumerate(columns)}
+    if not observed.any(axis=0).all():
+        empty = [c for j, c in enumerate(columns) if not observed[:, j].any()]
+        raise DataError(f"column {empty[0]!r} has no values")
+    total = sum(counts.values())
+    if total:
+        longest = max(_longest_run(~observed[:, j]) for j in range(values.shape[1]))
+        where = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
+        if missing == "error":
+            raise DataError(f"{total} missing steps ({where}; longest gap {longest} steps); choose "
+                            f"missing='interpolate' or 'mask'")
+        if missing == "interpolate":
+            import pandas as pd
+            values = pd.DataFrame(values).interpolate(method="linear", limit_direction="both").values
+            report.append(f"missing steps: {where} (longest gap {longest}); filled by linear interpolation")
+        else:
+            report.append(f"missing steps: {where} (longest gap {longest}); kept as missing and masked")
+    else:
+        report.append("no missing steps")
+    return Series(values, observed, times, freq, columns, counts, report)
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    best = run = 0
+    for f in flags:
+        run = run + 1 if f else 0
+        best = max(best, run)
+    return best
+
+
+def load_kaggle_ipasn(path: PathLike, *, machines: Optional[Sequence[int]] = None, absent: str = "zero",
+                      missing: str = "interpolate") -> Series:
+    """The Kaggle "Computer Network Traffic" file (cs448b_ipasn.csv: `date,l_ipn,r_asn,f`).
+
+    Each row counts the flows `f` between local machine `l_ipn` and remote ASN
+    `r_asn` on `date`. Returned: one daily series per local machine (columns
+    "l_ipn=<id>"), flows summed over r_asn, on the full calendar from the first to
+    the last date. A machine-day with no row is made explicit: `absent="zero"`
+    reads it as 0 flows (the file lists only days with traffic) and reports how
+    many there were; `absent="missing"` treats it as unknown and hands it to the
+    `missing` policy.
+    """
+    import pandas as pd
+    if absent not in ("zero", "missing"):
+        raise ValueError(f"absent must be 'zero' or 'missing'; got {absent!r}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"series file {str(p)!r} does not exist")
+    frame = pd.read_csv(p)
+    need = ["date", "l_ipn", "r_asn", "f"]
+    for c in need:
+        if c not in frame.columns:
+            raise DataError(f"{str(p)!r}: no column {c!r}; the Kaggle ipasn format has columns {need}, "
+                            f"got {list(frame.columns)}")
+    for c in ("l_ipn", "r_asn", "f"):
+        num = pd.to_numeric(frame[c], errors="coerce")
+        if num.isna().any():
+            row = int(np.flatnonzero(num.isna().values)[0])
+            raise DataError(f"{str(p)!r}: column {c!r} row {row + 1}: value {frame[c].iloc[row]!r} is not numeric")
+        frame[c] = num
+    dates = pd.to_datetime(frame["date"], errors="coerce")
+    if dates.isna().any():
+        row = int(np.flatnonzero(dates.isna().values)[0])
+        raise DataError(f"{str(p)!r}: column 'date' row {row + 1}: cannot read {frame['date'].iloc[row]!r} as a date")
+    frame["date"] = dates.dt.normalize()
+    if machines is not None:
+        frame = frame[frame["l_ipn"].isin(list(machines))]
+        if frame.empty:
+            raise DataError(f"{str(p)!r}: none of the machines {list(machines)} occur in column 'l_ipn'")
+    daily = frame.groupby(["date", "l_ipn"])["f"].sum().unstack("l_ipn")
+    days = pd.date_range(daily.index.min(), daily.index.max(), freq="D")
+    daily = daily.reindex(days)
+    absent_count = int(daily.isna().values.sum())
+    report = [f"{str(p)}: {len(frame)} rows, {daily.shape[1]} machines, {len(days)} days; "
+              f"{absent_count} machine-days without any row"]
+    if absent == "zero":
+        daily = daily.fillna(0.0)
+        report.append(f"{absent_count} absent machine-days read as 0 flows (absent='zero')")
+    columns = [f"l_ipn={int(c)}" for c in daily.columns]
+    series = _finish(daily.values.astype(np.float64), daily.index.values, "D", columns,
+                     missing if absent == "missing" else "error", report)
+    if absent == "zero":
+        series.observed[:] = True
+    return series
+
+
+# ------------------------------------------------------------------ calendar
+CALENDAR_FEATURES = ("hour", "dow")
+
+
+def calendar_features(times: Optional[np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """(N, 2·len(names)) sin/cos encodings of hour-of-day and day-of-week at `times`."""
+    if not names:
+        return np.zeros((0 if times is None else len(times), 0))
+    if times is None:
+        raise ValueError(f"calendar features {list(names)} need timestamps; this series has none "
+                         f"(for a .txt file give start and freq)")
+    import pandas as pd
+    idx = pd.DatetimeIndex(times)
+    out = []
+    for name in names:
+        if name == "hour":
+            phase = (idx.hour.values + idx.minute.values / 60.0) / 24.0
+        elif name == "dow":
+            phase = (idx.dayofweek.values + idx.hour.values / 24.0) / 7.0
+        else:
+            raise ValueError(f"unknown calendar feature {name!r}; expected {CALENDAR_FEATURES}")
+        out += [np.sin(2 * math.pi * phase), np.cos(2 * math.pi * phase)]
+    return np.stack(out, axis=1)
+
+
+# ------------------------------------------------------------------ split, scale, windows
+@dataclass(frozen=True)
+class Split:
+    """Boundaries by time: train [0, n_train), validation [n_train, n_val), test [n_val, n)."""
+
+    n_train: int
+    n_val: int
+    n: int
+
+
+def split_by_time(n: int, lookback: int, horizon: int, val_fraction: float, test_fraction: float) -> Split:
+    """Cut N steps into train / validation / test blocks (in that order; never shuffled across).
+
+    Each block after the first must hold at least one horizon; the training block
+    must hold at least one whole window (lookback + horizon).
+    """
+    check_window(n, lookback, horizon)
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"{name} must be in [0, 1); got {f}")
+    n_test = int(round(n * test_fraction))
+    n_valid = int(round(n * val_fraction))
+    for name, k in (("validation", n_valid), ("test", n_test)):
+        if 0 < k < horizon:
+            raise ValueError(f"the {name} part ({k} steps) is shorter than the horizon ({horizon}); use a larger "
+                             f"fraction or a shorter horizon")
+    n_val = n - n_test
+    n_train = n_val - n_valid
+    if n_train < lookback + horizon:
+        raise ValueError(f"the training part ({n_train} of {n} steps) is shorter than lookback + horizon "
+                         f"({lookback} + {horizon}); use a shorter lookback or smaller validation/test fractions")
+    return Split(n_train, n_val, n)
+
+
+def check_window(n: int, lookback: int, horizon: int) -> None:
+    for name, v in (("lookback", lookback), ("horizon", horizon)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive int; got {v!r}")
+    if lookback + horizon > n:
+        raise ValueError(f"lookback {lookback} + horizon {horizon} is longer than the series ({n} steps)")
+
+
+@dataclass
+class Scaler:
+    """Per-column standardisation z = (x − mean) / std, fitted on the training part only."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Scaler":
+        """values: (N_train, C); NaN (masked) entries are ignored."""
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+        std = np.where(std > 0, std, 1.0)  # a constant column stays constant (z = 0)
+        return cls(mean, std)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.mean) / self.std
+
+    def inverse(self, z: np.ndarray, column_axis: int = -1) -> np.ndarray:
+        shape = [1] * z.ndim
+        shape[column_axis] = -1
+        return z * self.std.reshape(shape) + self.mean.reshape(shape)
+
+    def inverse_scale(self, s: np.ndarray, column_axis: int = -1) -> np.ndarray:
+        """A spread (standard deviation) back in data units."""
+        shape = [1] * s.ndim
+        shape[column_axis] = -1
+        return s * self.std.reshape(shape)
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Scaler":
+        return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
+
+
+def window_origins(first: int, last: int, lookback: int, horizon: int, stride: int = 1) -> np.ndarray:
+    """Origins t with history [t − L, t) and targets [t, t + H) inside [0, last): t ∈ [max(first, L), last − H]."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0:
+        raise ValueError(f"stride must be a positive int; got {stride!r}")
+    lo = max(first, lookback)
+    hi = last - horizon
+    if hi < lo:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(lo, hi + 1, stride, dtype=np.int64)
+
+
+class ForecastFrame:
+    """A scaled series with covariates, cut into windows; the model's view of the data.
+
+    features (N, F) float32: scaled values with missing → 0 (C), observed flags when
+    masking (C), calendar sin/cos (K). targets (N, C) scaled, target_mask (N, C).
+    """
+
+    def __init__(self, series: Series, scaler: Scaler, calendar: Sequence[str] = (), mask_missing: bool = False):
+        self.series, self.scaler = series, scaler
+        self.calendar = list(calendar)
+        self.mask_missing = mask_missing
+        z = scaler.transform(series.values)
+        observed = series.observed & ~np.isnan(series.values)
+        if not mask_missing:
+            # interpolated values are real inputs and targets; only NaN would remain unobserved
+            observed = ~np.isnan(series.values)
+        self.targets = np.nan_to_num(z, nan=0.0).astype(np.float32)
+        self.target_mask = observed
+        parts = [self.targets]
+        if mask_missing:
+            parts.append(observed.astype(np.float32))
+        self.calendar_values = calendar_features(series.times, self.calendar).astype(np.float32)
+        parts.append(self.calendar_values)
+        self.features = np.concatenate(parts, axis=1).astype(np.float32)
+
+    @property
+    def num_series(self) -> int:
+        return self.targets.shape[1]
+
+    @property
+    def num_features(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def num_calendar(self) -> int:
+        return self.calendar_values.shape[1]
+
+    def batch(self, origins: np.ndarray, lookback: int, horizon: int) -> Dict[str, Any]:
+        """Windows at `origins` as tensors: x (B, L, F), y (B, H, C), y_mask (B, H, C),
+        future (B, H, K) calendar of the target steps, origin (B,)."""
+        import torch
+        o = np.asarray(origins, dtype=np.int64)
+        hist = o[:, None] + np.arange(-lookback, 0)[None, :]
+        fut = o[:, None] + np.arange(horizon)[None, :]
+        return {
+            "x": torch.from_numpy(self.features[hist]),
+            "y": torch.from_numpy(self.targets[fut]),
+            "y_mask": torch.from_numpy(self.target_mask[fut]),
+            "future": torch.from_numpy(self.calendar_values[fut]),
+            "origin": torch.from_numpy(o),
+        }
+
+
+class WindowLoader:
+    """Trainer data source: batches of windows at fixed origins (shuffled per epoch when `shuffle`)."""
+
+    def __init__(self, frame: ForecastFrame, origins: np.ndarray, lookback: int, horizon: int, batch_size: int,
+                 *, shuffle: bool = False, seed: int = 0) -> None:
+        if len(origins) == 0:
+            raise ValueError("no windows: the part is shorter than lookback + horizon")
+        self.frame, self.origins = frame, np.asarray(origins, dtype=np.int64)
+        self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
+        self.shuffle, self.seed = shuffle, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.origins) // self.batch_size)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Dict[str, Any]]:
+        order = self.origins
+        if self.shuffle:
+            order = order[np.random.default_rng(self.seed + epoch).permutation(len(order))]
+        for i in range(start, len(self)):
+            yield self.frame.batch(order[i * self.batch_size:(i + 1) * self.batch_size], self.lookback, self.horizon)
