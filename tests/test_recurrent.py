@@ -63,6 +63,54 @@ def test_shapes_like_torch(mode: str) -> None:
     assert layer.last_backend == "reference"
 
 
+def expected_parameter_count(mode: str, I: int, H: int, bias: bool = True) -> int:
+    """Parameters of one cell, from the shapes its docstring lists."""
+    b = 1 if bias else 0
+    if mode in ("RNN_TANH", "RNN_RELU"):
+        return H * I + H * H + b * 2 * H
+    if mode in ("LSTM", "PeepholeLSTM"):
+        return 4 * H * I + 4 * H * H + b * 8 * H + (3 * H if mode == "PeepholeLSTM" else 0)
+    if mode in ("GRU", "GRU_BEFORE"):
+        return 3 * H * I + 3 * H * H + b * 6 * H
+    if mode == "SRU":
+        return (3 if I == H else 4) * H * I + 2 * H + b * 2 * H
+    if mode == "LayerNormLSTM":
+        return 4 * H * I + 4 * H * H + b * 4 * H + 4 * H + 4 * H + H + H
+    if mode == "LayerNormGRU":
+        return 3 * H * I + 3 * H * H + b * 6 * H + 3 * H + 3 * H
+    if mode == "MinGRU":
+        return 2 * H * I + b * 2 * H
+    raise KeyError(mode)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_parameter_count(mode: str, bias: bool) -> None:
+    """Layer 0 reads I features, layer 1 reads D·H; each direction has its own cell."""
+    layer = LayerConfig(mode, input_size=3, hidden_size=4, num_layers=2, bidirectional=True, bias=bias).build()
+    expected = 2 * expected_parameter_count(mode, 3, 4, bias) + 2 * expected_parameter_count(mode, 8, 4, bias)
+    assert sum(p.numel() for p in layer.parameters()) == expected
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_a_few_training_steps_reduce_the_loss(mode: str) -> None:
+    """Every layer learns: Adam on a tiny regression (predict the running mean of the input) lowers the loss."""
+    cfg = LayerConfig(mode, input_size=2, hidden_size=8, num_layers=2, batch_first=True)
+    layer = cfg.build()
+    head = torch.nn.Linear(8, 2, dtype=F64)
+    x = torch.randn(16, 6, 2, dtype=F64)
+    target = x.cumsum(1) / torch.arange(1, 7, dtype=F64)[None, :, None]
+    opt = torch.optim.Adam(list(layer.parameters()) + list(head.parameters()), lr=0.03)
+    losses = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(head(layer(x)[0]), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
 @pytest.mark.parametrize("mode", ALL_MODES)
 def test_unbatched_equals_batch_of_one(mode: str) -> None:
     cfg = LayerConfig(mode, num_layers=2, bidirectional=True)

@@ -60,6 +60,9 @@ GRADCHECK_CASES: Dict[str, Tuple[LayerConfig, dict]] = {
     "gru_bidirectional_stacked": (small("GRU", num_layers=2, bidirectional=True), dict(with_state=True)),
     "rnn_stacked_lengths": (small("RNN_TANH", num_layers=2, bidirectional=True), dict(lengths=[2, 3])),
     "lstm_proj": (small("LSTM", proj_size=2, bidirectional=True), dict(lengths=[3, 2], with_state=True)),
+    "lstm_proj_zoneout_recurrent_dropout": (small("LSTM", proj_size=1, options=(("zoneout_hidden", 0.4),
+                                                                                ("recurrent_dropout", 0.4))),
+                                            dict(train=True, lengths=[3, 2], with_state=True)),
     "lstm_packed": (small("LSTM", num_layers=2, bidirectional=True), dict(lengths=[2, 3], packed=True)),
     "gru_packed_batch_first": (small("GRU", batch_first=True), dict(lengths=[1, 3], packed=True,
                                                                     with_state=True)),
@@ -96,6 +99,14 @@ def test_gradcheck_layer_features(case: str) -> None:
     layer = cfg.build()
     layer_gradcheck(layer, data.x, data.state, lengths=opts.get("lengths"), packed=opts.get("packed", False),
                     train=opts.get("train", False), seed=3)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU_BEFORE", "LayerNormGRU", "SRU"])
+def test_gradgradcheck(mode: str) -> None:
+    """Second derivatives through the loop (gradient penalties, Hessian-vector products)."""
+    layer = LayerConfig(mode, input_size=2, hidden_size=2, bidirectional=True).build()
+    x = torch.randn(3, 2, 2, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: layer(x, lengths=[3, 2])[0], (x,))
 
 
 # ------------------------------------------------------------------ semantics
