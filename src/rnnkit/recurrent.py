@@ -337,7 +337,7 @@ class Recurrent(nn.Module):
         if not isinstance(x_t, Tensor):
             raise TypeError(f"{owner}.step expects x_t to be a Tensor; got {type(x_t).__name__}")
         fd = self.cells[0].feature_dims
-        if x_t.dim() != 1 + fd or x_t.shape[-1] != self.input_size:
+        if x_t.dim() != 1 + fd or x_t.shape[-fd] != self.input_size:
             raise ValueError(f"{owner}.step expects x_t of shape (batch, {self.input_size}), one time step; "
                              f"got {tuple(x_t.shape)}. For a whole sequence call the layer: layer(x, state).")
         p_dtype, p_device = self._param_dtype(), self._param_device()
@@ -384,7 +384,7 @@ class Recurrent(nn.Module):
                 y, final = backend.run(spec)
                 outs.append(y if direction == 0 else _reverse_padded(y, lengths))
                 finals.append(final)
-            x = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+            x = outs[0] if D == 1 else torch.cat(outs, dim=2)  # (T, B, D·O, *spatial)
             if self.training and self.dropout and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         if self.training and self.output_dropout:
@@ -404,7 +404,7 @@ class Recurrent(nn.Module):
         if not (self.training and self.recurrent_dropout):
             return None
         keep = 1.0 - self.recurrent_dropout
-        shape = (x.shape[1], cell.recurrent_input_size)
+        shape = (x.shape[1], cell.recurrent_input_size, *x.shape[3:])
         return torch.bernoulli(torch.full(shape, keep, device=x.device, dtype=x.dtype)) / keep
 
     def _zoneout(self, cell: RecurrentCell, x: Tensor) -> Tuple[Zoneout, ...]:
@@ -415,7 +415,7 @@ class Recurrent(nn.Module):
             if not p:
                 result.append(None)
             elif self.training:
-                shape = (x.shape[0], x.shape[1], size)
+                shape = (x.shape[0], x.shape[1], size, *x.shape[3:])
                 result.append(torch.bernoulli(torch.full(shape, p, device=x.device, dtype=x.dtype)))
             else:
                 result.append(p)
@@ -432,9 +432,12 @@ class Recurrent(nn.Module):
             raise ValueError(f"{owner} expects input of rank {2 + fd} {layout} or {1 + fd} (time, features) "
                              f"unbatched; got shape {tuple(input.shape)}. For a single step, call the cell: "
                              f"cell(x, state).")
-        if input.shape[-1] != self.input_size:
+        if fd == 1 and input.shape[-1] != self.input_size:
             raise ValueError(f"{owner} expects input with {self.input_size} features in the last dimension; "
                              f"got shape {tuple(input.shape)}")
+        if fd > 1 and input.shape[-fd] != self.input_size:  # (…, C, *spatial): channels lead the feature axes
+            raise ValueError(f"{owner} expects input with {self.input_size} channels in dimension "
+                             f"{input.dim() - fd} (the first of {fd} feature axes); got shape {tuple(input.shape)}")
         p_dtype, p_device = self._param_dtype(), self._param_device()
         if not input.is_floating_point():
             raise TypeError(f"{owner} expects floating-point input ({p_dtype}); got {input.dtype}")
@@ -485,8 +488,9 @@ class Recurrent(nn.Module):
         LD = self.num_layers * self.num_directions
         n = len(self.state_sizes)
         names = self.cells[0].state_names
+        spatial = tuple(x.shape[3:])  # cells with feature_dims > 1 keep the input's trailing axes in their state
         if state is None:
-            zeros = tuple(x.new_zeros(LD, B, s) for s in self.state_sizes)
+            zeros = tuple(x.new_zeros(LD, B, s, *spatial) for s in self.state_sizes)
             return tuple(tuple(z[k] for z in zeros) for k in range(LD))
         parts = state if isinstance(state, (tuple, list)) else (state,)
         if n == 1 and isinstance(state, (tuple, list)):
@@ -499,7 +503,7 @@ class Recurrent(nn.Module):
         for name, part, size in zip(names, parts, self.state_sizes):
             if not isinstance(part, Tensor):
                 raise TypeError(f"{owner}: initial state {name} must be a Tensor; got {type(part).__name__}")
-            expected = (LD, size) if unbatched else (LD, B, size)
+            expected = ((LD, size) if unbatched else (LD, B, size)) + spatial
             if tuple(part.shape) != expected:
                 hint = ("(num_layers * num_directions, batch, size) — states are never batch-first, "
                         "as in torch.nn" if not unbatched else "(num_layers * num_directions, size) for unbatched input")

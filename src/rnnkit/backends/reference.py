@@ -30,7 +30,8 @@ class _Loop(nn.Module):
         valid = None
         if spec.lengths is not None:
             steps = torch.arange(T, device=inputs.device)
-            valid = (steps[:, None] < spec.lengths[None, :]).unsqueeze(-1).unbind(0)  # T × (B, 1)
+            valid = (steps[:, None] < spec.lengths[None, :])  # (T, B)
+            valid = valid.view(T, -1, *([1] * (inputs.dim() - 2))).unbind(0)  # T × (B, 1, ...) as one step's x
         zoneout = [z.unbind(0) if isinstance(z, Tensor) else z for z in spec.zoneout] or [None] * len(state)
         outputs = []
         for t, u_t in enumerate(cell.project(inputs).unbind(0)):

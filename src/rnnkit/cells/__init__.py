@@ -1,6 +1,8 @@
 """Recurrent cells: one file each, one time step each."""
 
 from .base import RecurrentCell, State
+from .conv_gru import ConvGRUCell
+from .conv_lstm import ConvLSTMCell
 from .elman import ElmanCell
 from .gru import GRUCell
 from .layernorm_gru import LayerNormGRUCell
@@ -12,5 +14,5 @@ from .sru import SRUCell
 
 __all__ = [
     "RecurrentCell", "State", "ElmanCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "SRUCell",
-    "LayerNormLSTMCell", "LayerNormGRUCell", "MinGRUCell",
+    "LayerNormLSTMCell", "LayerNormGRUCell", "MinGRUCell", "ConvLSTMCell", "ConvGRUCell",
 ]

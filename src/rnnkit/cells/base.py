@@ -47,7 +47,9 @@ class RecurrentCell(nn.Module):
     outputs_state: bool = True
     recurrent_input_size: int = 0
     #: number of feature axes of x_t after the batch axis (1 for vectors; a
-    #: convolutional cell would have 3: channels, height, width).
+    #: convolutional cell would have 3: channels, height, width). With more than
+    #: one, the first feature axis holds `input_size` channels and the state
+    #: tensors keep the input's trailing (spatial) axes: (B, S_k, *spatial).
     feature_dims: int = 1
 
     # ------------------------------------------------------------------ state

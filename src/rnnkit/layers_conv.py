@@ -1,0 +1,62 @@
+"""Convolutional sequence layers: `ConvLSTM` and `ConvGRU` over (T, B, C, *S) sequences.
+
+Thin constructors around `rnnkit.Recurrent` with a `ConvLSTMCell` /
+`ConvGRUCell` factory, so stacking, bidirectionality, lengths, initial states,
+dropout and backend selection ("auto" picks the fused conv backend) are the
+ones every other layer has.
+
+    x          (T, B, C, *S)    (B, T, C, *S) with batch_first; S = (L,), (H, W), (D, H, W)
+    outputs    (T, B, D·Hc, *S) the last layer's h_t at every step (D = 2 if bidirectional)
+    states     ConvLSTM: (h_n, c_n), ConvGRU: h_n, each (num_layers·D, B, Hc, *S)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from .cells.conv_base import IntOrTuple
+from .cells.conv_gru import ConvGRUCell
+from .cells.conv_lstm import ConvLSTMCell
+from .recurrent import Recurrent
+
+
+class ConvLSTM(Recurrent):
+    """Stacked convolutional LSTM (see ConvLSTMCell for the equations).
+
+    Args:
+        input_channels, hidden_channels: C and Hc; layer l > 0 reads D·Hc channels.
+        kernel_size: odd int or tuple (every layer).
+        num_layers, batch_first, bidirectional: as torch.nn.LSTM.
+        peephole: Hadamard peepholes W_c· ⊙ C; peephole_size makes them full spatial maps.
+        dims: spatial axes (1, 2 or 3).
+        bias, dilation, groups: of both convolutions of every cell.
+        **options: rnnkit.Recurrent's keywords (dropout, recurrent_dropout, zoneout_*, backend, ...).
+    """
+
+    def __init__(self, input_channels: int, hidden_channels: int, kernel_size: IntOrTuple = 3, num_layers: int = 1,
+                 batch_first: bool = False, bidirectional: bool = False, peephole: bool = False, dims: int = 2, *,
+                 bias: bool = True, dilation: IntOrTuple = 1, groups: int = 1,
+                 peephole_size: Optional[Sequence[int]] = None, device=None, dtype=None, **options: Any) -> None:
+        def make(size: int) -> ConvLSTMCell:
+            return ConvLSTMCell(size, hidden_channels, kernel_size, dims=dims, bias=bias, dilation=dilation,
+                                groups=groups, peephole=peephole, peephole_size=peephole_size, device=device,
+                                dtype=dtype)
+
+        super().__init__(make, num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                         input_size=input_channels, **options)
+        self.dims, self.peephole = dims, peephole
+
+
+class ConvGRU(Recurrent):
+    """Stacked convolutional GRU (see ConvGRUCell for the equations); arguments as ConvLSTM, no peepholes."""
+
+    def __init__(self, input_channels: int, hidden_channels: int, kernel_size: IntOrTuple = 3, num_layers: int = 1,
+                 batch_first: bool = False, bidirectional: bool = False, dims: int = 2, *, bias: bool = True,
+                 dilation: IntOrTuple = 1, groups: int = 1, device=None, dtype=None, **options: Any) -> None:
+        def make(size: int) -> ConvGRUCell:
+            return ConvGRUCell(size, hidden_channels, kernel_size, dims=dims, bias=bias, dilation=dilation,
+                               groups=groups, device=device, dtype=dtype)
+
+        super().__init__(make, num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                         input_size=input_channels, **options)
+        self.dims = dims
