@@ -103,9 +103,14 @@ def train_sentencepiece(sentences: Iterable[str], vocab_size: int, model_type: s
     if not texts:
         raise DataError("cannot train SentencePiece on an empty corpus")
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
-        character_coverage=character_coverage, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-        hard_vocab_limit=False, num_threads=num_threads, minloglevel=2, input_sentence_size=0,
-        shuffle_input_sentence=False)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=character_coverage, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            hard_vocab_limit=False, num_threads=num_threads, minloglevel=2, input_sentence_size=0,
+            shuffle_input_sentence=False)
+    except RuntimeError as err:  # e.g. a vocabulary smaller than the corpus's alphabet
+        reason = str(err).split("] ", 1)[-1].strip()
+        raise DataError(f"SentencePiece ({model_type}, vocab_size {vocab_size}) cannot be trained on this data: "
+                        f"{reason}") from None
     return SentencePieceTokenizer(buf.getvalue())
