@@ -278,9 +278,12 @@ class Recurrent(nn.Module):
 
         if lengths_t is not None and padding_side == "left":
             x = _shift_left_padding(x, lengths_t, to_right=True)
-        if lengths_t is not None and bool((lengths_t == T).all()):
+        # Under torch.compile / torch.export these two shortcuts would read tensor values on the host
+        # (a graph break); the masked loop over all T steps gives the same numbers.
+        compiling = torch.compiler.is_compiling()
+        if lengths_t is not None and not compiling and bool((lengths_t == T).all()):
             lengths_t = None  # every row is full: the masked loop is not needed
-        T_run = T if lengths_t is None else int(lengths_t.max())
+        T_run = T if lengths_t is None or compiling else int(lengths_t.max())
         out, final = self._run_stack(x[:T_run], states, lengths_t)
         if T_run < T:
             out = torch.cat([out, out.new_zeros(T - T_run, *out.shape[1:])])
@@ -475,6 +478,10 @@ class Recurrent(nn.Module):
             raise ValueError(f"{owner}: lengths must have shape ({B},), one length per sequence in the batch; "
                              f"got shape {tuple(lengths.shape)}")
         lengths = lengths.to(device=x.device, dtype=torch.int64)
+        if torch.compiler.is_compiling():  # same check without reading values on the host (no graph break)
+            torch._assert_async(((lengths >= 1) & (lengths <= T)).all(),
+                                f"{owner}: every length must be in [1, {T}] (the input has {T} time steps)")
+            return lengths
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > T:
             raise ValueError(f"{owner}: every entry of lengths must be in [1, {T}] (the input has {T} time steps); "

@@ -110,6 +110,9 @@ def build_key() -> str:
     return h.hexdigest()[:16]
 
 
+# torch.compile runs this once while tracing and keeps its result as a constant: building or loading
+# the library (file system calls) would otherwise be a graph break in the first compiled forward.
+@torch.compiler.assume_constant_result
 def load() -> Optional[str]:
     """Load the kernels (building them if needed). None on success, else why not."""
     if _state["loaded"]:

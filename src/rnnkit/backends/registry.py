@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Optional, Tuple
 
+import torch
+
 from .base import Backend, RunSpec
 from .reference import ReferenceBackend
 
@@ -32,6 +34,13 @@ def available() -> List[str]:
     return sorted(_BACKENDS, key=lambda n: -_PRIORITY[n])
 
 
+def _auto_priority(name: str, spec: RunSpec) -> int:
+    """The registered priority, unless the backend ranks itself per configuration
+    (`auto_priority(spec, registered)`, e.g. native wins only some configurations)."""
+    rank = getattr(_BACKENDS[name], "auto_priority", None)
+    return _PRIORITY[name] if rank is None else rank(spec, _PRIORITY[name])
+
+
 def check_name(name: str) -> None:
     if name != "auto" and name not in _BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {available()}; got {name!r}")
@@ -47,13 +56,14 @@ def select(name: str, spec: RunSpec) -> Tuple[Backend, Dict[str, str]]:
             raise ValueError(f"backend {name!r} cannot run this configuration: {reason}")
         return backend, {}
     skipped: Dict[str, str] = {}
-    for candidate in available():
+    for candidate in sorted(_BACKENDS, key=lambda n: -_auto_priority(n, spec)):
         backend = _BACKENDS[candidate]
         reason = backend.accepts(spec)
         if reason is None:
             return backend, skipped
         skipped[candidate] = reason
-        if (candidate, reason) not in _logged_reasons:
+        # (not while torch.compile traces: a logging call there is a graph break)
+        if (candidate, reason) not in _logged_reasons and not torch.compiler.is_compiling():
             _logged_reasons.add((candidate, reason))
             log.info("rnnkit: backend %r skipped: %s", candidate, reason)
     raise RuntimeError("no backend accepted the configuration")  # unreachable: reference accepts all

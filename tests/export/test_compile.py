@@ -1,0 +1,101 @@
+"""torch.compile without graph breaks and torch.export with dynamic batch and time, every family.
+
+The fused backend's time loops are torch.library custom ops with fake implementations,
+so Dynamo sees one opaque node per layer and direction; these tests fail on any graph
+break (fullgraph=True / torch._dynamo.explain) or any difference from eager.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch.export import Dim
+
+import rnnkit
+from helpers import ALL_MODES, LayerConfig, assert_close
+
+F32 = torch.float32
+
+
+class _WithLengths(torch.nn.Module):
+    """forward(x, lengths) for torch.export (keyword arguments become positional inputs)."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, lengths):
+        return self.layer(x, lengths=lengths)
+
+
+def _flat(result):
+    y, state = result
+    return [y] + list(state if isinstance(state, tuple) else (state,))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_compile_fullgraph_every_family(mode: str) -> None:
+    """Forward with lengths and backward through the compiled graph (aot_eager: no C++ codegen) equal eager."""
+    cfg = LayerConfig(mode=mode, num_layers=2, bidirectional=True, dtype=F32)
+    layer = cfg.build("auto")
+    x = torch.randn(6, 3, 3)
+    lengths = torch.tensor([6, 2, 4])
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    got = _flat(compiled(x.requires_grad_(), lengths=lengths))
+    assert layer.last_backend == "fused"  # the custom ops, not an unrolled Python loop
+    grads = torch.autograd.grad(sum(t.square().sum() for t in got), [x] + list(layer.parameters()))
+    want = _flat(layer(x, lengths=lengths))
+    want_grads = torch.autograd.grad(sum(t.square().sum() for t in want), [x] + list(layer.parameters()))
+    for a, b in zip(got + list(grads), want + list(want_grads)):
+        assert_close(a, b, F32)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "SRU"])
+def test_explain_reports_zero_graph_breaks(mode: str) -> None:
+    layer = LayerConfig(mode=mode, num_layers=2, dtype=F32).build("auto").eval()
+    for kwargs in ({}, {"lengths": torch.tensor([5, 3])}):
+        report = torch._dynamo.explain(layer)(torch.randn(5, 2, 3), **kwargs)
+        assert report.graph_break_count == 0, report.break_reasons
+        assert report.graph_count == 1
+
+
+@pytest.mark.slow
+def test_inductor_compile_lstm_dynamic_shapes() -> None:
+    """The real compiler (inductor), dynamic batch and time: no recompilation across shapes."""
+    layer = rnnkit.LSTM(3, 8, num_layers=2).eval()
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for T, B in ((5, 2), (9, 3), (4, 5)):
+            x = torch.randn(T, B, 3)
+            lengths = torch.randint(1, T + 1, (B,))
+            for a, b in zip(_flat(compiled(x, lengths=lengths)), _flat(layer(x, lengths=lengths))):
+                assert_close(a, b, F32)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_torch_export_round_trip_dynamic_batch_and_time(mode: str) -> None:
+    cfg = LayerConfig(mode=mode, num_layers=2, bidirectional=mode in ("LSTM", "GRU_BEFORE", "SRU"), dtype=F32)
+    layer = cfg.build("auto").eval()
+    T, B = Dim("time", min=2, max=4096), Dim("batch", min=2, max=4096)
+    program = torch.export.export(_WithLengths(layer), (torch.randn(5, 2, 3), torch.tensor([5, 3])),
+                                  dynamic_shapes={"x": {0: T, 1: B}, "lengths": {0: B}})
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert any(op.startswith("rnnkit.") for op in ops), ops  # the loop is one custom op, not unrolled
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    loaded = torch.export.load(buffer).module()
+    for T_, B_ in ((9, 4), (3, 2)):
+        x = torch.randn(T_, B_, 3)
+        lengths = torch.randint(1, T_ + 1, (B_,))
+        for a, b in zip(_flat(loaded(x, lengths)), _flat(layer(x, lengths=lengths))):
+            assert_close(a, b, F32)
