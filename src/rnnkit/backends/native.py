@@ -1,0 +1,110 @@
+"""The native backend: torch's own fused RNN kernels (oneDNN on CPU, cuDNN on GPU).
+
+It takes a configuration only where it is exactly torch's: a plain LSTMCell
+(proj_size included), a reset-after GRUCell or an ElmanCell, without
+recurrent dropout or zoneout (DropConnect is fine: the dropped weight_hh is
+simply passed in). Each call runs one layer and direction through
+`torch._VF.lstm/gru/rnn_tanh/rnn_relu` with num_layers=1; variable lengths go
+through torch's packed-sequence kernels.
+
+`auto` prefers this backend only where it was measured to win (see
+`auto_priority` and benchmarks/RESULTS.md): on GPU always, on CPU for the plain
+fixed-length float32 LSTM, where oneDNN's LSTM beats rnnkit's fused loop.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..cells import ElmanCell, GRUCell, LSTMCell
+from .base import RunSpec
+from .registry import register
+
+Result = Tuple[Tensor, Tuple[Tensor, ...]]
+
+#: priority `auto` gives this backend where it wins; fused is registered at 10
+PREFERRED, NOT_PREFERRED = 20, 5
+
+
+def _params(spec: RunSpec) -> Tuple[List[Tensor], bool]:
+    """Weights in torch's flat order: w_ih, w_hh[, b_ih, b_hh][, w_hr]."""
+    cell = spec.cell
+    w_hh = spec.weights.get("weight_hh", cell.weight_hh)
+    params = [cell.weight_ih, w_hh]
+    has_bias = cell.bias_ih is not None
+    if has_bias:
+        params += [cell.bias_ih, cell.bias_hh]
+    if isinstance(cell, LSTMCell) and cell.weight_hr is not None:
+        params.append(cell.weight_hr)
+    return params, has_bias
+
+
+def _function(cell):
+    if type(cell) is LSTMCell:
+        return torch._VF.lstm
+    if type(cell) is GRUCell:
+        return torch._VF.gru
+    return torch._VF.rnn_tanh if cell.nonlinearity == "tanh" else torch._VF.rnn_relu
+
+
+class NativeBackend:
+    """torch's own kernels for the configurations torch.nn itself has."""
+
+    name = "native"
+
+    def accepts(self, spec: RunSpec) -> Optional[str]:
+        cell = spec.cell
+        kind = type(cell)
+        if kind not in (LSTMCell, GRUCell, ElmanCell):
+            return f"torch has no kernel for {kind.__name__} (only LSTMCell, GRUCell, ElmanCell)"
+        if kind is GRUCell and cell.reset != "after":
+            return "torch's GRU is the reset-after form; reset='before' is rnnkit's own"
+        if spec.recurrent_mask is not None:
+            return "recurrent dropout is not part of torch's kernels"
+        if spec.has_zoneout:
+            return "zoneout is not part of torch's kernels"
+        extra = set(spec.weights) - {"weight_hh"}
+        if extra:
+            return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"
+        if not spec.inputs.is_floating_point():
+            return f"floating-point input needed; got {spec.inputs.dtype}"
+        return None
+
+    def auto_priority(self, spec: RunSpec, registered: int) -> int:
+        """Where `auto` ranks this backend for `spec` (measured in benchmarks/RESULTS.md)."""
+        if spec.inputs.device.type != "cpu":
+            return PREFERRED  # cuDNN; the fused kernels are CPU-only
+        cell = spec.cell
+        plain_lstm = (type(cell) is LSTMCell and cell.weight_hr is None and spec.lengths is None
+                      and spec.inputs.dtype == torch.float32)
+        return PREFERRED if plain_lstm else NOT_PREFERRED
+
+    def run(self, spec: RunSpec) -> Result:
+        cell = spec.cell
+        fn = _function(cell)
+        params, has_bias = _params(spec)
+        is_lstm = type(cell) is LSTMCell
+        hx = tuple(s.unsqueeze(0) for s in spec.state)  # (1, B, S) per state tensor
+        hx_arg = hx if is_lstm else hx[0]
+        train = torch.is_grad_enabled()
+        if spec.lengths is None:
+            result = fn(spec.inputs, hx_arg, params, has_bias, 1, 0.0, train, False, False)
+            out, finals = result[0], result[1:]
+        else:
+            T = spec.inputs.shape[0]
+            packed = pack_padded_sequence(spec.inputs, spec.lengths.cpu(), enforce_sorted=False)
+            order, unorder = packed.sorted_indices, packed.unsorted_indices
+            hx_sorted = tuple(h.index_select(1, order) for h in hx)
+            result = fn(packed.data, packed.batch_sizes, hx_sorted if is_lstm else hx_sorted[0], params, has_bias, 1,
+                        0.0, train, False)
+            out_packed = type(packed)(result[0], packed.batch_sizes, order, unorder)
+            out, _ = pad_packed_sequence(out_packed, total_length=T)
+            finals = tuple(f.index_select(1, unorder) for f in result[1:])
+        return out, tuple(f.squeeze(0) for f in finals)
+
+
+register(NativeBackend(), priority=NOT_PREFERRED)
