@@ -157,6 +157,11 @@ def make_batch(cfg: LayerConfig, seq_len: int = 5, batch: Optional[int] = 3, *,
                  enforce_sorted=enforce_sorted, padding_side=padding_side)
 
 
+def state_parts(state) -> Tuple[Tensor, ...]:
+    """A state in torch's public form (tensor or tuple) as a tuple of tensors."""
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
 def as_state(parts):
     """A tuple of state tensors in torch's public form: the bare tensor when there is one."""
     if parts is None:
@@ -199,7 +204,7 @@ def forward_and_grads(layer: nn.Module, batch: Batch, *, train: bool = False, se
         output, final = layer(x, call_state, lengths=batch.lengths, padding_side=batch.padding_side)
     else:
         output, final = layer(x, call_state)
-    finals = final if isinstance(final, tuple) else (final,)
+    finals = state_parts(final)
     loss = (output * _loss_weights(output, 0)).sum()
     for k, f in enumerate(finals):
         loss = loss + (f * _loss_weights(f, k + 1)).sum()

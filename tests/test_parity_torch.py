@@ -10,12 +10,10 @@ import itertools
 
 import pytest
 import torch
-from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import rnnkit
 from helpers import (LayerConfig, as_state, assert_close, assert_results_close, compare_with_torch, forward_and_grads,
-                     make_batch, run_by_hand)
+                     make_batch, run_by_hand, state_parts)
 
 MODES = ["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
 F64, F32 = torch.float64, torch.float32
@@ -121,9 +119,7 @@ def test_left_padding_and_mask_against_torch(mode: str) -> None:
         assert_close(out[b, T - n:], ref_out[b, :n], f"row {b} valid outputs")
         assert not out[b, : T - n].any(), "left padding outputs must be zero"
     assert torch.equal(out, out_m)
-    for a, e, m in zip(state if isinstance(state, tuple) else (state,),
-                       ref_state if isinstance(ref_state, tuple) else (ref_state,),
-                       state_m if isinstance(state_m, tuple) else (state_m,)):
+    for a, e, m in zip(state_parts(state), state_parts(ref_state), state_parts(state_m)):
         assert_close(a, e, "final state")
         assert torch.equal(a, m)
     # right-padding mask == lengths
@@ -150,7 +146,7 @@ def test_left_padding_gradients(mode: str) -> None:
         out, final = layer(x, as_state(state), lengths=torch.tensor(lengths), padding_side=side)
         if side == "left":  # the valid outputs are the last n of each row: move them to the front
             out = torch.stack([torch.cat([out[T - n:, b], out[: T - n, b]]) for b, n in enumerate(lengths)], 1)
-        loss = (out * w_out).sum() + sum((f * f).sum() for f in (final if isinstance(final, tuple) else (final,)))
+        loss = (out * w_out).sum() + sum((f * f).sum() for f in state_parts(final))
         loss.backward()
         grad_x = torch.stack([torch.cat([x.grad[T - n:, b], x.grad[: T - n, b]]) if side == "left"
                               else x.grad[:, b] for b, n in enumerate(lengths)], 1)

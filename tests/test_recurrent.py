@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 import rnnkit
 from helpers import (ALL_MODES, LayerConfig, as_state, assert_close, assert_results_close, forward_and_grads,
-                     make_batch, run_by_hand)
+                     make_batch, run_by_hand, state_parts)
 
 F64 = torch.float64
 
@@ -31,7 +31,7 @@ def test_every_layer_equals_its_cells_stepped_by_hand(mode: str, with_state: boo
     out, final = layer(data.x, as_state(data.state), lengths=data.lengths)
     out_ref, final_ref = run_by_hand(layer, data.x, data.state, [5, 2, 4])
     assert_close(out, out_ref, f"{mode} outputs")
-    for k, (a, b) in enumerate(zip(final if isinstance(final, tuple) else (final,), final_ref)):
+    for k, (a, b) in enumerate(zip(state_parts(final), final_ref)):
         assert_close(a, b, f"{mode} final state {k}")
     # and without lengths (every row full)
     data = make_batch(cfg, 4, 2, with_state=with_state, seed=2)
@@ -46,20 +46,19 @@ def test_shapes_like_torch(mode: str) -> None:
     layer = cfg.build()
     LD = 6
     out, final = layer(torch.randn(7, 2, 3, dtype=F64))
-    parts = final if isinstance(final, tuple) else (final,)
+    parts = state_parts(final)
     assert out.shape == (7, 2, 2 * cfg.output_size)
     assert [tuple(p.shape) for p in parts] == [(LD, 2, s) for s in cfg.state_sizes]
     out_u, final_u = layer(torch.randn(7, 3, dtype=F64))
     assert out_u.shape == (7, 2 * cfg.output_size)
-    assert [tuple(p.shape) for p in (final_u if isinstance(final_u, tuple) else (final_u,))] == \
+    assert [tuple(p.shape) for p in state_parts(final_u)] == \
         [(LD, s) for s in cfg.state_sizes]
     bf = LayerConfig(mode, num_layers=3, bidirectional=True, batch_first=True).build()
     bf.load_state_dict(layer.state_dict())
     x = torch.randn(7, 2, 3, dtype=F64)
     out_bf, final_bf = bf(x.transpose(0, 1))
     assert torch.equal(out_bf.transpose(0, 1), layer(x)[0])
-    assert all(torch.equal(a, b) for a, b in zip(final_bf if isinstance(final_bf, tuple) else (final_bf,),
-                                                  layer(x)[1] if isinstance(final, tuple) else (layer(x)[1],)))
+    assert all(torch.equal(a, b) for a, b in zip(state_parts(final_bf), state_parts(layer(x)[1])))
     assert layer.last_backend == "reference"
 
 
@@ -119,8 +118,7 @@ def test_unbatched_equals_batch_of_one(mode: str) -> None:
     out, final = layer(data.x, as_state(data.state))
     out_u, final_u = layer(data.x[:, 0], as_state(tuple(s[:, 0] for s in data.state)))
     assert torch.equal(out_u, out[:, 0])
-    for a, b in zip(final_u if isinstance(final_u, tuple) else (final_u,), final if isinstance(final, tuple)
-                    else (final,)):
+    for a, b in zip(state_parts(final_u), state_parts(final)):
         assert torch.equal(a, b[:, 0])
 
 
@@ -173,7 +171,7 @@ def test_deepcopy_to_double_and_back(mode: str) -> None:
     dbl = copy.deepcopy(layer).double()
     assert torch.equal(dbl(x32.double())[0], out64)
     init = dbl.initial_state(2)
-    assert all(p.dtype == F64 for p in (init if isinstance(init, tuple) else (init,)))
+    assert all(p.dtype == F64 for p in state_parts(init))
     back = dbl.float()
     assert back(x32)[0].dtype == torch.float32
 
@@ -212,8 +210,7 @@ def test_every_row_shorter_than_the_input(mode: str, padding_side: str) -> None:
         valid = out[b, :n] if padding_side == "right" else out[b, T - n:]
         assert_close(valid, ref[b, :n], f"row {b}")
         assert int((out[b] != 0).any(-1).sum()) == n
-    for a, e in zip(final if isinstance(final, tuple) else (final,), ref_final if isinstance(ref_final, tuple)
-                    else (ref_final,)):
+    for a, e in zip(state_parts(final), state_parts(ref_final)):
         assert_close(a, e, "final state")
 
 

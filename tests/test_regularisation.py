@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
-from helpers import ALL_MODES, LayerConfig, as_state, assert_close, make_batch
+from helpers import ALL_MODES, LayerConfig, as_state, assert_close, make_batch, state_parts
 
 F64 = torch.float64
 DROPOUTS = ("dropout", "input_dropout", "output_dropout", "recurrent_dropout", "weight_dropout")
@@ -44,7 +44,7 @@ def layer_gradcheck(layer: rnnkit.Recurrent, x: Tensor, state: Optional[Tuple[Te
         out, final = torch.func.functional_call(layer, dict(zip(names, ps)), (inp, as_state(st) if st else None),
                                                 kwargs)
         out = out.data if packed else out
-        return (out,) + (final if isinstance(final, tuple) else (final,))
+        return (out,) + state_parts(final)
 
     inputs = (x.detach().clone().requires_grad_(True),
               *[s.detach().clone().requires_grad_(True) for s in (state or ())], *params)
@@ -279,7 +279,7 @@ def test_zoneout_training_keeps_previous_values_where_the_mask_says(mode: str, n
         valid = (t < torch.tensor(lengths))[:, None]
         state = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
         assert_close(out[t], torch.where(valid, y, torch.zeros_like(y)), f"output step {t}")
-    for a, b in zip(final if isinstance(final, tuple) else (final,), state):
+    for a, b in zip(state_parts(final), state):
         assert_close(a[0], b, "final state")
 
 

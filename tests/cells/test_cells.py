@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import rnnkit
 from rnnkit import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell, PeepholeLSTMCell,
