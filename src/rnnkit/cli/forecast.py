@@ -68,6 +68,9 @@ FORECAST_SPECS = [
                               "(0: from the frequency: 5min 288, h 24, D 7)."),
     ("mode", click.Choice(MODES), "direct", "direct (many-to-one, H outputs at once), autoregressive (teacher "
                                             "forcing, rolled out) or seq2seq (encoder-decoder)."),
+    ("teacher_forcing", click.FloatRange(0.0, 1.0), 1.0,
+     "autoregressive/seq2seq training: probability of feeding the true previous value (1: teacher forcing; "
+     "lower: its own forecast otherwise, against exposure bias)."),
     ("head", click.Choice(HEADS), "gaussian", "point (MSE), gaussian (likelihood) or quantile (pinball)."),
     ("quantiles", str, "0.05,0.5,0.95", "Quantiles of the quantile head (must include 0.5)."),
     ("level", click.FloatRange(0.0, 1.0, min_open=True, max_open=True), 0.9,
@@ -160,7 +163,7 @@ def _build(s: Dict[str, Any]):
     cfg = ForecastConfig(frame.num_series, frame.num_features, frame.num_calendar, L, H, mode=s["mode"],
                          head=s["head"], quantiles=_quantiles(s["quantiles"]), cell=s["cell"],
                          hidden_size=s["hidden_size"], num_layers=s["num_layers"], dropout=s["dropout"],
-                         masked=frame.mask_missing)
+                         masked=frame.mask_missing, teacher_forcing=s["teacher_forcing"])
     model = Forecaster(cfg)
     train = WindowLoader(frame, train_origins, L, H, s["batch_size"], shuffle=True, seed=s["seed"])
     val = WindowLoader(frame, val_origins, L, H, 256) if len(val_origins) else None

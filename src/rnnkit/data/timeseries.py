@@ -21,6 +21,7 @@ local machine.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -196,17 +197,24 @@ def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_co
                             f"(--freq) to aggregate duplicates")
         if len(df) < 3:
             raise DataError(f"{source}: {len(df)} rows are too few to infer a frequency; pass --freq")
-        freq = pd.infer_freq(df.index)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas 3 announces that infer_freq will return an offset
+            inferred = pd.infer_freq(df.index)
+        freq = None if inferred is None else pd.tseries.frequencies.to_offset(inferred).freqstr
         if freq is None:
-            # a regular grid with gaps: every step a multiple of the smallest one
-            d = np.diff(df.index.values.astype("int64"))
-            step = int(d.min())
-            if step <= 0 or np.any(d % step):
-                row = int(np.flatnonzero(d % step)[0]) + 1 if step > 0 else 0
+            # a regular grid with gaps: most steps equal one step, and every step is a multiple of it
+            d = np.diff(df.index.values).astype("timedelta64[ns]").astype(np.int64)
+            steps, counts = np.unique(d, return_counts=True)
+            step = int(steps[np.argmax(counts)])
+            if step <= 0 or counts.max() * 2 <= len(d) or np.any(d % step):
+                odd = np.flatnonzero(d % step) if step > 0 else np.array([0])
+                row = int(odd[0]) + 1 if len(odd) else 1
                 raise DataError(f"{source}: the time index in {time_column!r} is irregular (e.g. row {row + 1}: "
-                                f"{df.index[row]} after {df.index[row - 1]}, not a multiple of the smallest step "
-                                f"{pd.Timedelta(step)}); pass a frequency (--freq) to resample")
-            freq = pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+                                f"{df.index[row]} after {df.index[row - 1]}; no step of which every interval is a "
+                                f"multiple); pass a frequency (--freq) to resample")
+            day = 86_400_000_000_000
+            freq = f"{step // day}D".replace("1D", "D") if step % day == 0 else \
+                pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
         offset = pd.tseries.frequencies.to_offset(freq)
         df = df.reindex(pd.date_range(df.index[0], df.index[-1], freq=offset))
     return _finish(df.values.astype(np.float64), df.index.values, pd.tseries.frequencies.to_offset(freq).freqstr,
@@ -320,7 +328,7 @@ def calendar_features(times: Optional[np.ndarray], names: Sequence[str]) -> np.n
         if name == "hour":
             phase = (idx.hour.values + idx.minute.values / 60.0) / 24.0
         elif name == "dow":
-            phase = (idx.dayofweek.values + idx.hour.values / 24.0) / 7.0
+            phase = (idx.day_of_week.values + idx.hour.values / 24.0) / 7.0
         else:
             raise ValueError(f"unknown calendar feature {name!r}; expected {CALENDAR_FEATURES}")
         out += [np.sin(2 * math.pi * phase), np.cos(2 * math.pi * phase)]

@@ -59,6 +59,7 @@ class ForecastConfig:
     num_layers: int = 1
     dropout: float = 0.0
     masked: bool = False
+    teacher_forcing: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("num_series", "num_features", "lookback", "horizon", "hidden_size", "num_layers"):
@@ -79,6 +80,8 @@ class ForecastConfig:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if not 0.0 <= self.teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must be in [0, 1]; got {self.teacher_forcing}")
         self.quantiles = [float(q) for q in self.quantiles]
         if self.head == "quantile":
             qs = self.quantiles
@@ -97,8 +100,10 @@ class Forecaster(nn.Module):
     """See the module docstring. forward(x, future, y=None) -> θ (B, H, C, P).
 
     With `y` (B, H, C) given and the module training, the autoregressive and
-    seq2seq modes use teacher forcing; otherwise they roll out on their own
-    point forecasts. The direct mode ignores `y`.
+    seq2seq modes use teacher forcing (config.teacher_forcing = 1; a smaller value
+    feeds the true value with that probability per step and its own forecast
+    otherwise); evaluating, they roll out on their own point forecasts. The direct
+    mode ignores `y`.
     """
 
     def __init__(self, config: ForecastConfig) -> None:
@@ -155,33 +160,49 @@ class Forecaster(nn.Module):
         if c.mode == "direct":
             out, _ = self.encoder(x)
             return self._params(out[:, -1])
+        p = c.teacher_forcing if teacher else 0.0
+        if p < 1.0:
+            return self._rollout(x, future, y, p)
         if c.mode == "autoregressive":
-            if teacher:
-                # inputs: history, then the true y_0 .. y_{H-2}; outputs L-1 .. L+H-2 predict y_0 .. y_{H-1}
-                steps = [self._ar_input(y[:, k], future[:, k]) for k in range(c.horizon - 1)]
-                seq = torch.cat([x] + ([torch.stack(steps, 1)] if steps else []), dim=1)
-                out, _ = self.encoder(seq)
-                return self._params(out[:, c.lookback - 1:])
+            # inputs: history, then the true y_0 .. y_{H-2}; outputs L-1 .. L+H-2 predict y_0 .. y_{H-1}
+            steps = [self._ar_input(y[:, k], future[:, k]) for k in range(c.horizon - 1)]
+            seq = torch.cat([x] + ([torch.stack(steps, 1)] if steps else []), dim=1)
+            out, _ = self.encoder(seq)
+            return self._params(out[:, c.lookback - 1:])
+        # seq2seq, teacher forcing: decoder inputs are the last observed value, then the true y_0 .. y_{H-2}
+        _, state = self.encoder(x)
+        prev = torch.cat([x[:, -1:, :c.num_series], y[:, :-1]], dim=1)  # (B, H, C)
+        out, _ = self.decoder(torch.cat([prev, future], dim=-1), state)
+        return self._params(out)
+
+    def _rollout(self, x: Tensor, future: Tensor, y: Optional[Tensor], p: float) -> Tensor:
+        """Step by step: each step is fed the previous step's point forecast, or (with probability p per
+        sequence and step, training only) the true value — scheduled-sampling style mixing."""
+        c = self.config
+
+        def previous(theta: Tensor, k: int) -> Tensor:  # the value fed for target step k
+            pred = self.point(theta)
+            if p > 0.0 and y is not None:
+                use_true = torch.rand(pred.shape[0], 1, device=pred.device) < p
+                return torch.where(use_true, y[:, k], pred)
+            return pred
+
+        if c.mode == "autoregressive":
             out, state = self.encoder(x)
             theta = [self._params(out[:, -1])]
             for k in range(c.horizon - 1):
-                u = self._ar_input(self.point(theta[-1]), future[:, k]).unsqueeze(1)
+                u = self._ar_input(previous(theta[-1], k), future[:, k]).unsqueeze(1)
                 out, state = self.encoder(u, state)
                 theta.append(self._params(out[:, -1]))
             return torch.stack(theta, 1)
-        # seq2seq
         _, state = self.encoder(x)
-        last = x[:, -1, :c.num_series]
-        if teacher:
-            prev = torch.cat([last.unsqueeze(1), y[:, :-1]], dim=1)  # (B, H, C)
-            out, _ = self.decoder(torch.cat([prev, future], dim=-1), state)
-            return self._params(out)
+        prev = x[:, -1, :c.num_series]
         theta = []
-        prev = last
         for k in range(c.horizon):
             out, state = self.decoder(torch.cat([prev, future[:, k]], dim=-1).unsqueeze(1), state)
             theta.append(self._params(out[:, -1]))
-            prev = self.point(theta[-1])
+            if k + 1 < c.horizon:
+                prev = previous(theta[-1], k)
         return torch.stack(theta, 1)
 
     # -------------------------------------------------------------- outputs

@@ -242,7 +242,7 @@ def write_forecast_csv(path: Path, frame: ForecastFrame, origins: np.ndarray, fo
         times = s.future_times(int(o), H)
         for k in range(H):
             for j, col in enumerate(s.columns):
-                row = {"origin": int(o), "time": str(times[k]) if times is not None else int(o) + k, "step": k + 1,
+                row = {"origin": int(o), "time": str(pd.Timestamp(times[k])) if times is not None else int(o) + k, "step": k + 1,
                        "series": col, "actual": float(actual[i, k, j]) if actual is not None else np.nan,
                        "lower": float(lower[i, k, j]), "upper": float(upper[i, k, j])}
                 for name, f in forecasts.items():
