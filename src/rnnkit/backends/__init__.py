@@ -2,7 +2,7 @@
 
 from .base import Backend, RunSpec
 from .registry import available, register, select
-from . import fused, native  # noqa: F401  (register the backends; nothing compiles until first use)
+from . import fused, native, scan  # noqa: F401  (register the backends; nothing compiles until first use)
 from . import conv  # noqa: F401  (registers the fused ConvLSTM/ConvGRU backend)
 
 __all__ = ["Backend", "RunSpec", "available", "register", "select"]
