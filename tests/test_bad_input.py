@@ -358,15 +358,16 @@ def test_named_backend_that_cannot_run_says_why() -> None:
         def run(self, spec):  # pragma: no cover - never accepted
             raise AssertionError
 
-    registry.register(Picky(), priority=-100)
+    registry.register(Picky(), priority=1000)  # auto asks it first
     try:
         layer = rnnkit.GRU(3, 4, backend="picky-test-backend")
         with raises(ValueError, "backend 'picky-test-backend' cannot run this configuration", "only runs on Tuesdays"):
             layer(torch.randn(5, 2, 3))
-        # auto passes over it (lowest priority, and it refuses) and says so
+        # auto passes over it, records why, and says which backend ran
         auto = rnnkit.GRU(3, 4)
         auto(torch.randn(5, 2, 3))
-        assert auto.last_backend != "picky-test-backend"
+        assert auto.last_backend in registry.available() and auto.last_backend != "picky-test-backend"
+        assert auto.last_skipped["picky-test-backend"] == "only runs on Tuesdays"
     finally:
         registry._BACKENDS.pop("picky-test-backend", None)
         registry._PRIORITY.pop("picky-test-backend", None)

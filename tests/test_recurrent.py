@@ -348,3 +348,25 @@ def test_explicit_reference_backend_equals_auto() -> None:
         auto = forward_and_grads(cfg.build("auto"), data)
         ref = forward_and_grads(cfg.build("reference"), data)
         assert_results_close(auto, ref, f"{mode} auto vs reference")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "SRU", "LayerNormLSTM"])
+def test_cuda_matches_cpu(mode: str) -> None:
+    """The reference loop on a GPU: same numbers and gradients as on the CPU (float64)."""
+    cfg = LayerConfig(mode, num_layers=2, bidirectional=True)
+    cpu = cfg.build()
+    gpu = cfg.build().cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    data = make_batch(cfg, 5, 3, lengths=[5, 2, 4], with_state=True)
+    results = []
+    for layer, device in ((cpu, "cpu"), (gpu, "cuda")):
+        x = data.x.to(device).requires_grad_(True)
+        state = tuple(s.to(device).requires_grad_(True) for s in data.state)
+        out, final = layer(x, as_state(state), lengths=data.lengths)  # lengths may stay on the CPU
+        (out.square().sum() + sum(f.sum() for f in state_parts(final))).backward()
+        results.append([out, *state_parts(final), x.grad, *[s.grad for s in state],
+                        *[p.grad for p in layer.parameters()]])
+    for k, (a, b) in enumerate(zip(*results)):
+        assert_close(b.detach().cpu(), a.detach(), f"entry {k}")
