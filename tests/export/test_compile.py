@@ -37,6 +37,11 @@ def _flat(result):
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
+    from rnnkit.backends import extension
+
+    reason = extension.load()
+    if reason is not None:  # without the custom ops the time loop is Python: nothing opaque to compile
+        pytest.skip(f"fused kernels unavailable: {reason}")
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
