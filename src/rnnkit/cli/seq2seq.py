@@ -442,7 +442,8 @@ def translate(input_path: Optional[str], output: Optional[str], plot_attention: 
         if h.attention is None:
             raise ValueError("--plot-attention: this model has no attention (attention 'none')")
         plot_attention_map(h.attention, [src_tok.id_to_piece(i) for i in ids[0]] + ["</s>"],
-                           [tgt_tok.id_to_piece(i) for i in h.tokens], plot_attention)
+                           [tgt_tok.id_to_piece(i) for i in h.tokens] + (["</s>"] if h.finished else []),
+                           plot_attention)
 
 
 def plot_attention_map(weights: torch.Tensor, source: Sequence[str], target: Sequence[str], path: str) -> None:

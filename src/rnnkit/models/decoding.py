@@ -39,7 +39,7 @@ StepFn = Callable[[Tensor, Any], Tuple[Tensor, Any, Optional[Tensor]]]
 class Hypothesis:
     tokens: List[int]
     score: float
-    attention: Optional[Tensor] = None  # (len(tokens), S)
+    attention: Optional[Tensor] = None  # (len(tokens) + 1 if finished (the end token's row) else len(tokens), S)
     finished: bool = True  # False: cut at max_len without an end token
 
 
@@ -115,8 +115,9 @@ def _sequential(step: StepFn, state: Any, batch_size: int, choose: Callable[[Ten
     att = torch.stack(attn, 1) if attn else None  # (B, T, S)
     for b in range(B):
         n = int(lengths[b])
-        out.append([Hypothesis(hyps[b, :n].tolist(), float(scores[b]), att[b, :n].cpu() if att is not None else None,
-                               finished=bool(done[b]))])
+        rows = n + int(bool(done[b]))  # the end token's attention row too
+        out.append([Hypothesis(hyps[b, :n].tolist(), float(scores[b]),
+                               att[b, :rows].cpu() if att is not None else None, finished=bool(done[b]))])
     return out
 
 
@@ -211,7 +212,8 @@ def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int
         fin_ended = torch.cat([fin_ended, fin_ended.new_full((B, C), ended)], 1).gather(1, pick)
         if attn is not None:
             S = attn.shape[-1]
-            attn = torch.cat([attn[:, :, :n_tok], attn.new_zeros(B, C, max_len - n_tok, S)], 2)
+            rows = n_tok + int(ended)  # the end token's attention row too
+            attn = torch.cat([attn[:, :, :rows], attn.new_zeros(B, C, max_len - rows, S)], 2)
             if fin_attn is None:
                 fin_attn = attn.new_zeros(B, K, max_len, S)
             fin_attn = torch.cat([fin_attn, attn], 1).gather(1, pick[:, :, None, None].expand(B, K, max_len, S))
@@ -263,8 +265,9 @@ def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int
             if not math.isfinite(float(fin_scores[b, k])):
                 break
             n = int(fin_len[b, k])
+            rows = n + int(bool(fin_ended[b, k]))
             hs.append(Hypothesis(fin_tokens[b, k, :n].tolist(), float(fin_scores[b, k]),
-                                 fin_attn[b, k, :n].cpu() if fin_attn is not None else None,
+                                 fin_attn[b, k, :rows].cpu() if fin_attn is not None else None,
                                  finished=bool(fin_ended[b, k])))
         out.append(hs)
     return out

@@ -227,6 +227,11 @@ class Seq2Seq(nn.Module):
 
         This is the `step` function of `rnnkit.models.decoding`.
         """
+        out, new, weights = self._advance(tokens, state)
+        return self.head(self.drop(out)), new, weights
+
+    def _advance(self, tokens: Tensor, state: Dict[str, Any]) -> Tuple[Tensor, Dict[str, Any], Optional[Tensor]]:
+        """One decoder step up to o_t (B, H), before the output layer."""
         c = self.config
         x = self.drop(self.target_embedding(tokens))  # (B, E)
         weights = context = None
@@ -252,7 +257,7 @@ class Seq2Seq(nn.Module):
                 new["feed"] = out
         else:
             out = top
-        return self.head(self.drop(out)), new, weights
+        return out, new, weights
 
     def forward(self, source: Tensor, source_lengths: Tensor, target_in: Tensor, teacher_forcing: float = 1.0,
                 ) -> Tuple[Tensor, Optional[Tensor]]:
@@ -268,24 +273,25 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
         state = self.encode(source, source_lengths)
         B, T = target_in.shape
-        logits: List[Tensor] = []
+        outs: List[Tensor] = []
         attn: List[Tensor] = []
-        tokens = target_in[:, 0]
         for t in range(T):
-            if t > 0:
-                tokens = target_in[:, t]
-                if teacher_forcing < 1.0:
-                    with torch.no_grad():
-                        own = torch.multinomial(torch.softmax(logits[-1].detach().float(), -1), 1).squeeze(1)
-                        use_own = torch.rand(B, device=tokens.device) >= teacher_forcing
-                        # padding stays padding: a finished target must not start emitting again
-                        use_own &= tokens != self.config.pad_id
-                    tokens = torch.where(use_own, own, tokens)
-            out, state, w = self.step(tokens, state)
-            logits.append(out)
+            tokens = target_in[:, t]
+            if t > 0 and teacher_forcing < 1.0:
+                with torch.no_grad():
+                    last = self.head(outs[-1].detach()).float()  # no dropout: the model's own best guess
+                    own = torch.multinomial(torch.softmax(last, -1), 1).squeeze(1)
+                    use_own = torch.rand(B, device=tokens.device) >= teacher_forcing
+                    # padding stays padding: a finished target must not start emitting again
+                    use_own &= tokens != self.config.pad_id
+                tokens = torch.where(use_own, own, tokens)
+            out, state, w = self._advance(tokens, state)
+            outs.append(out)
             if w is not None:
                 attn.append(w)
-        return torch.stack(logits, 1), (torch.stack(attn, 1) if attn else None)
+        # the output layer once over all positions: one large GEMM instead of T small ones
+        logits = self.head(self.drop(torch.stack(outs, 1)))  # (B, T, V)
+        return logits, (torch.stack(attn, 1) if attn else None)
 
     # ------------------------------------------------------------ decoding
     @torch.no_grad()
