@@ -1,0 +1,53 @@
+# rnnkit: set-up-included commands for a fresh machine (Python 3.11 and gcc are all it needs).
+#
+#   make demo    create .venv, install rnnkit, run the demo (adding problem: which cells learn 100-step dependencies)
+#   make test    create .venv, install rnnkit with its test extra, run the test suite on 2 workers
+#   make bench   run the cell benchmarks (after make demo or make test)
+#   make clean   remove .venv, build outputs and runs/
+#
+# torch is installed first and pinned, from the local wheel that pip's config points at
+# (/opt/wheels); rnnkit is then installed without build isolation, so pip never resolves
+# torch itself (it would fetch a CUDA build). Stamp files make repeated runs skip set-up.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  ?= torch==2.13.0
+
+STAMP_BASE := $(VENV)/.stamp-base
+STAMP_TEST := $(VENV)/.stamp-test
+
+.PHONY: demo demo-adding test bench clean
+
+demo: demo-adding
+
+demo-adding: $(STAMP_BASE)
+	$(PY) -m rnnkit.experiments.adding
+
+test: $(STAMP_TEST)
+	$(PY) -m pytest -n 2 tests/
+
+bench: $(STAMP_BASE)
+	@if [ -f benchmarks/bench_cells.py ]; then \
+		$(PY) benchmarks/bench_cells.py; \
+	else \
+		echo "make bench: benchmarks/bench_cells.py does not exist yet; nothing to run." >&2; exit 1; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP_BASE): pyproject.toml | $(VENV)/bin/python
+	$(PIP) install "setuptools>=68" wheel
+	$(PIP) install "$(TORCH)"
+	$(PIP) install --no-build-isolation -e .
+	touch $@
+
+$(STAMP_TEST): $(STAMP_BASE) pyproject.toml
+	$(PIP) install --no-build-isolation -e ".[test]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info runs .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
