@@ -174,3 +174,25 @@ def test_bad_training_data(tmp_path, capsys, content, needle):
 def test_not_a_seq2seq_checkpoint(tmp_path, capsys):
     code, _, err = run_cli(["translate", "--checkpoint", tmp_path / "nowhere"], capsys)
     assert_one_line_error(code, err, "does not exist")
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    """3 steps + resume to 6 == 6 steps straight (scheduled sampling on: its coin flips are restored too)."""
+    data = tiny_corpus(tmp_path / "pairs.tsv", 160)
+    common = ["--data", data, *SMALL, "--eval-beam", "0", "--eval-max-sentences", "2", "--scheduled-sampling",
+              "linear", "--ss-c", "0.1"]
+    straight, split = tmp_path / "a", tmp_path / "b"
+    main(["train", "seq2seq", "--out", str(straight), *map(str, common), "--max-steps", "6"])
+    main(["train", "seq2seq", "--out", str(split), *map(str, common), "--max-steps", "3"])
+    main(["train", "seq2seq", "--out", str(split), *map(str, common), "--max-steps", "6", "--resume"])
+    capsys.readouterr()
+    from safetensors.torch import load_file
+    a = load_file(str(sorted((straight / "checkpoints").glob("*.safetensors"))[-1]))
+    b = load_file(str(sorted((split / "checkpoints").glob("*.safetensors"))[-1]))
+    for k in a:
+        if k.startswith("model."):
+            assert torch.equal(a[k], b[k]), k
+    la = [json.loads(l)["loss"] for l in (straight / "metrics.jsonl").read_text().splitlines()
+          if '"train"' in l]
+    lb = [json.loads(l)["loss"] for l in (split / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    assert la == lb
