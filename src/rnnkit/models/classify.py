@@ -1,0 +1,167 @@
+"""Many-to-one sequence classification: embedding → (bidirectional) recurrent encoder → pooling → head.
+
+    e = Embed(tokens)                               (B, T, E)
+    y, _ = Recurrent(cell)(e, lengths=lengths)      (B, T, D·H)   padded steps are never read
+    v = pool(y, lengths)                            (B, D·H)
+        last: forward half at step lengths−1, backward half at step 0 (each direction's final state)
+        mean: mean over valid steps;  max: max over valid steps
+    sigmoid objective: z = w·v + b (B,),  loss = BCE(σ(z), label)      (two classes)
+    softmax objective: z = W v + b (B, K), loss = CE(softmax(z), label)
+
+Variable lengths go through the core `lengths=` path: no packing in user code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..recurrent import Recurrent
+from .char_lm import CELLS, make_cell
+
+POOLINGS = ("last", "mean", "max")
+OBJECTIVES = ("sigmoid", "softmax")
+
+
+def pool(y: Tensor, lengths: Tensor, how: str, num_directions: int = 1) -> Tensor:
+    """Pool encoder outputs y (B, T, D·H) over the valid steps given by lengths (B,) → (B, D·H).
+
+    Padded positions never count, whatever values they hold.
+    """
+    B, T, W = y.shape
+    lengths = lengths.to(y.device)
+    valid = torch.arange(T, device=y.device)[None, :] < lengths[:, None]  # (B, T)
+    if how == "mean":
+        return (y * valid[..., None]).sum(1) / lengths[:, None].to(y.dtype)
+    if how == "max":
+        return y.masked_fill(~valid[..., None], float("-inf")).max(1).values
+    if how == "last":
+        H = W // num_directions
+        fwd = y[torch.arange(B, device=y.device), lengths - 1, :H]  # the forward direction ends at the last step
+        if num_directions == 1:
+            return fwd
+        return torch.cat([fwd, y[:, 0, H:]], dim=-1)  # the backward direction ends at step 0
+    raise ValueError(f"pooling must be one of {POOLINGS}; got {how!r}")
+
+
+@dataclass
+class ClassifierConfig:
+    vocab_size: int
+    num_classes: int
+    objective: str = "softmax"
+    pooling: str = "mean"
+    cell: str = "lstm"
+    embedding_size: int = 64
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2; got {self.num_classes!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
+        if self.objective == "sigmoid" and self.num_classes != 2:
+            raise ValueError(f"the sigmoid objective is for two classes; got {self.num_classes} (use softmax)")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SequenceClassifier(nn.Module):
+    """forward(tokens (B, T) int64, lengths (B,)) → logits: (B,) for sigmoid, (B, K) for softmax."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=0)
+        self.encoder = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
+                                 bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
+                                 input_size=c.embedding_size)
+        self.drop = nn.Dropout(c.dropout)
+        width = self.encoder.output_size * (2 if c.bidirectional else 1)
+        self.head = nn.Linear(width, 1 if c.objective == "sigmoid" else c.num_classes)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if tokens.dim() != 2:
+            raise ValueError(f"SequenceClassifier expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
+        y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)  # (B, T, D·H)
+        v = pool(y, lengths, self.config.pooling, 2 if self.config.bidirectional else 1)
+        z = self.head(self.drop(v))
+        return z.squeeze(-1) if self.config.objective == "sigmoid" else z
+
+    @torch.no_grad()
+    def predict(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Class ids (B,)."""
+        z = self(tokens, lengths)
+        return (z > 0).long() if self.config.objective == "sigmoid" else z.argmax(-1)
+
+
+class ClassifyTask:
+    """Summed BCE (sigmoid) or CE (softmax) over the examples of a batch."""
+
+    def loss(self, model: nn.Module, batch: Dict[str, Tensor], state=None):
+        from ..training.trainer import LossResult
+        inner = model.module if hasattr(model, "module") else model
+        z = model(batch["tokens"], batch["lengths"])
+        y = batch["labels"]
+        if inner.config.objective == "sigmoid":
+            loss = F.binary_cross_entropy_with_logits(z.float(), y.float(), reduction="sum")
+        else:
+            loss = F.cross_entropy(z.float(), y, reduction="sum")
+        return LossResult(loss, y.numel(), y.shape[0], None)
+
+
+# ------------------------------------------------------------------ metrics
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> Dict[str, float]:
+    """accuracy, macro F1 and (two classes) F1 of class 1."""
+    from sklearn.metrics import accuracy_score, f1_score
+    out = {"accuracy": float(accuracy_score(y_true, y_pred)),
+           "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(num_classes)),
+                                      zero_division=0))}
+    if num_classes == 2:
+        out["f1"] = float(f1_score(y_true, y_pred, pos_label=1, zero_division=0))
+    return out
+
+
+def plot_confusion(path, y_true: np.ndarray, y_pred: np.ndarray, labels: List[str], title: str = "") -> np.ndarray:
+    """Write a confusion-matrix PNG (rows: true, columns: predicted); returns the matrix."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * k, 2.2 + 0.45 * k))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(k), labels, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center", fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = cm.max() if cm.size else 1
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7 if k > 8 else 9,
+                    color="white" if cm[i, j] > top / 2 else "black")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return cm

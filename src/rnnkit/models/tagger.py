@@ -1,0 +1,135 @@
+"""Many-to-many aligned tagging: embedding → stacked bidirectional recurrent encoder → per-token softmax.
+
+    e = Embed(tokens)                               (B, T, E)
+    y, _ = Recurrent(cell, bidirectional)(e, lengths=lengths)   (B, T, 2H)
+    z_t = W y_t + b                                 (B, T, K)    loss: CE over valid tokens only
+
+Metrics: token accuracy; for BIO tag sets, entity-level precision / recall / F1
+(conlleval / seqeval default semantics: an entity starts at B-X, or at I-X after
+a tag that is not X; it ends before the next tag that is not I-X; it counts only
+when type and both boundaries match).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Sequence, Set, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..data.labelled import IGNORE
+from ..recurrent import Recurrent
+from .char_lm import CELLS, make_cell
+
+
+@dataclass
+class TaggerConfig:
+    vocab_size: int
+    num_tags: int
+    cell: str = "lstm"
+    embedding_size: int = 100
+    hidden_size: int = 128
+    num_layers: int = 2
+    bidirectional: bool = True
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "num_tags", "embedding_size", "hidden_size", "num_layers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SequenceTagger(nn.Module):
+    """forward(tokens (B, T), lengths (B,)) → logits (B, T, K); rows past a sequence's length are meaningless."""
+
+    def __init__(self, config: TaggerConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=0)
+        self.encoder = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
+                                 bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
+                                 input_size=c.embedding_size)
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(self.encoder.output_size * (2 if c.bidirectional else 1), c.num_tags)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if tokens.dim() != 2:
+            raise ValueError(f"SequenceTagger expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
+        y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)
+        return self.head(self.drop(y))
+
+
+class TagTask:
+    """Cross-entropy summed over valid tokens (labels IGNORE at padding)."""
+
+    def loss(self, model: nn.Module, batch: Dict[str, Tensor], state=None):
+        from ..training.trainer import LossResult
+        z = model(batch["tokens"], batch["lengths"])
+        y = batch["labels"]
+        loss = F.cross_entropy(z.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+        return LossResult(loss, (y != IGNORE).sum(), y.shape[0], None)
+
+
+# ------------------------------------------------------------------ BIO entities
+def is_bio(tags: Sequence[str]) -> bool:
+    """True when every tag is O or B-X / I-X (and at least one B- or I- occurs)."""
+    return any(t[:2] in ("B-", "I-") for t in tags) and all(t == "O" or t[:2] in ("B-", "I-") for t in tags)
+
+
+def bio_entities(tags: Sequence[str]) -> Set[Tuple[str, int, int]]:
+    """Entities (type, start, end exclusive) of one tag sequence (conlleval semantics)."""
+    out: Set[Tuple[str, int, int]] = set()
+    kind, start = None, 0
+    for i, t in enumerate(list(tags) + ["O"]):
+        prefix, typ = (t[:1], t[2:]) if t[:2] in ("B-", "I-") else ("O", None)
+        continues = prefix == "I" and typ == kind
+        if kind is not None and not continues:
+            out.add((kind, start, i))
+            kind = None
+        if prefix == "B" or (prefix == "I" and not continues):
+            kind, start = typ, i
+    return out
+
+
+def entity_scores(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Dict[str, float]:
+    """Micro precision, recall, F1 over entities of all sentences."""
+    tp = n_true = n_pred = 0
+    for k, (t, p) in enumerate(zip(true, pred)):
+        if len(t) != len(p):
+            raise ValueError(f"sentence {k}: {len(t)} true tags but {len(p)} predicted")
+        et, ep = bio_entities(t), bio_entities(p)
+        tp += len(et & ep)
+        n_true += len(et)
+        n_pred += len(ep)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"entity_precision": precision, "entity_recall": recall, "entity_f1": f1}
+
+
+@torch.no_grad()
+def predict_tags(model: SequenceTagger, loader) -> Tuple[List[List[int]], List[List[int]]]:
+    """(true, predicted) tag ids per sentence over one pass of a SequenceLoader."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    true, pred = [], []
+    try:
+        for b in loader.batches(0, 0):
+            z = model(b["tokens"].to(device), b["lengths"].to(device)).argmax(-1).cpu()
+            for r, n in enumerate(b["lengths"].tolist()):
+                true.append(b["labels"][r, :n].tolist())
+                pred.append(z[r, :n].tolist())
+    finally:
+        model.train(was)
+    return true, pred
