@@ -72,6 +72,9 @@ class NativeBackend:
             return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"
         if not spec.inputs.is_floating_point():
             return f"floating-point input needed; got {spec.inputs.dtype}"
+        if spec.lengths is not None and torch.compiler.is_compiling():
+            # torch's kernels take lengths as a PackedSequence, which torch.compile cannot trace
+            return "lengths under torch.compile (packing reads lengths on the host: a graph break)"
         return None
 
     def auto_priority(self, spec: RunSpec, registered: int) -> int:
