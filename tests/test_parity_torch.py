@@ -217,6 +217,34 @@ def test_eval_inter_layer_dropout_and_flat_attributes(mode: str) -> None:
                                                                     reference.num_layers)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_layer_attributes_and_reset_parameters(mode: str) -> None:
+    """The public attributes and methods of torch.nn.RNNBase that user code reaches for."""
+    cfg = LayerConfig(mode, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25)
+    reference, ours = cfg.build_pair()
+    for name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
+                 "proj_size", "mode"):
+        assert getattr(ours, name) == getattr(reference, name), name
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    ours.reset_parameters()
+    after = ours.state_dict()
+    bound = 1 / cfg.hidden_size ** 0.5
+    for k in before:
+        assert not torch.equal(before[k], after[k]), f"{k} was not re-drawn"
+        assert float(after[k].abs().max()) <= bound
+
+
+def test_build_on_meta_then_load_torch_weights_with_assign() -> None:
+    reference = torch.nn.LSTM(3, 4, num_layers=2, dtype=F64)
+    with torch.device("meta"):
+        ours = LayerConfig("LSTM", num_layers=2).build()
+    assert ours.weight_hh_l1.is_meta
+    result = ours.load_state_dict(reference.state_dict(), assign=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(5, 2, 3, dtype=F64)
+    assert_close(ours(x)[0], reference(x)[0], "outputs after assign")
+
+
 def test_same_init_distribution_and_shapes_as_torch() -> None:
     """Parameter shapes match torch's, and the default init is U(-1/sqrt(H), 1/sqrt(H)) like torch's."""
     for mode in MODES:

@@ -22,6 +22,7 @@ class _TorchStyle(Recurrent):
     """Shared constructor: torch.nn.RNNBase's arguments around a cell factory."""
 
     mode = ""
+    proj_size = 0  # torch.nn.RNNBase has it on every layer; LSTM overrides it
 
     def _setup(self, make_cell, input_size: int, hidden_size: int, num_layers: int, bias: bool,
                batch_first: bool, dropout: float, bidirectional: bool, **options: Any) -> None:

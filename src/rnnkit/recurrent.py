@@ -207,6 +207,11 @@ class Recurrent(nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn (rnnkit keeps no flat copy)."""
 
+    def reset_parameters(self) -> None:
+        """Draw every cell's parameters afresh (each cell's own initialisation), as torch.nn.RNNBase does."""
+        for cell in self.cells:
+            cell.reset_parameters()
+
     def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
         """Zero state in the layer's layout: (L·D, B, S_k) per state tensor."""
         parts = tuple(torch.zeros(self.num_layers * self.num_directions, batch_size, s,
