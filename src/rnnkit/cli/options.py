@@ -48,6 +48,8 @@ def training_specs(d: Dict[str, Any]) -> List[Spec]:
         ("lr_decay_after_epochs", NONNEG_INT, d.get("lr_decay_after_epochs", 0),
          "Epochs at full LR before decaying every epoch (schedule=epoch_decay)."),
         ("lr_min", click.FloatRange(min=0.0), d.get("lr_min", 0.0), "Final LR of the cosine schedule."),
+        ("plateau_patience", NONNEG_INT, d.get("plateau_patience", 1),
+         "Evaluations without improvement before the plateau schedule lowers the LR."),
         ("clip_norm", POS_FLOAT, d.get("clip_norm"), "Clip gradients to this global norm."),
         ("clip_value", POS_FLOAT, d.get("clip_value"), "Clip each gradient element to ±value."),
         ("grad_accum", POS_INT, d.get("grad_accum", 1), "Chunks per optimizer step (gradient accumulation)."),

@@ -141,8 +141,8 @@ def _build_wordlm(s: Dict[str, Any], vocab_json: Optional[dict], rank: int, worl
 
 # ---------------------------------------------------------------- shared
 TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weight_decay", "momentum", "schedule",
-              "warmup_steps", "lr_step_size", "lr_gamma", "lr_min", "lr_decay_after_epochs", "clip_norm",
-              "clip_value", "grad_accum", "bptt_k2", "eval_every", "checkpoint_every", "keep_checkpoints",
+              "warmup_steps", "lr_step_size", "lr_gamma", "lr_min", "lr_decay_after_epochs", "plateau_patience",
+              "clip_norm", "clip_value", "grad_accum", "bptt_k2", "eval_every", "checkpoint_every", "keep_checkpoints",
               "early_stop_patience", "seed", "quiet", "tensorboard", "loss_normalization")
 
 

@@ -113,7 +113,16 @@ def save_checkpoint(directory: PathLike, step: int, tensors: Dict[str, Tensor], 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"step-{step:08d}"
-    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    flat: Dict[str, Tensor] = {}
+    seen = set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
+        if ptr in seen:  # tied weights share storage; safetensors stores each tensor on its own
+            v = v.clone()
+        seen.add(ptr)
+        flat[k] = v
+    blob = st_save(flat)
     tensor_path = directory / f"{stem}.safetensors"
     _write_atomic(tensor_path, blob)
     record = dict(meta)
