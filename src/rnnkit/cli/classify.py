@@ -98,14 +98,15 @@ def _held_out(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarra
 
 def _build_classify(s: Dict[str, Any]):
     train_path, test_path = _classification_files(s)
-    labels, texts = read_classification(train_path)
+    lines: List[int] = []
+    labels, texts = read_classification(train_path, lines)
     label_vocab = LabelVocab.from_labels(labels)
     if len(label_vocab) < 2:
         raise DataError(f"{train_path!r}: only one label ({label_vocab.labels[0]!r}); a classifier needs two or more")
     tr, va = _held_out(len(texts), s["val_fraction"], s["seed"])
     train_texts = [texts[i] for i in tr]
     tok = _fit_tokenizer(s, train_texts)
-    y = label_vocab.encode(labels, source=train_path)
+    y = label_vocab.encode(labels, source=train_path, lines=lines)
     objective = s["objective"] if s["objective"] != "auto" else ("sigmoid" if len(label_vocab) == 2 else "softmax")
     cfg = ClassifierConfig(len(tok), len(label_vocab), objective=objective, pooling=s["pooling"], cell=s["cell"],
                            embedding_size=s["embedding_size"], hidden_size=s["hidden_size"],
@@ -121,8 +122,9 @@ def _build_classify(s: Dict[str, Any]):
               f"{np.mean([len(x) for x in ids]):.1f} tokens, {cut} texts cut to {s['max_length']}; "
               f"{objective} objective, {s['pooling']} pooling"]
     if test_path:
-        test_labels, _ = read_classification(test_path)
-        label_vocab.encode(test_labels, source=test_path)  # an unseen test label stops the run before training
+        test_lines: List[int] = []
+        test_labels, _ = read_classification(test_path, test_lines)
+        label_vocab.encode(test_labels, source=test_path, lines=test_lines)  # an unseen test label stops the run before training
     run_info = {"model": cfg.to_dict(), "labels": label_vocab.labels, "tokenizer": tok.to_json(),
                 "data": {"train": train_path, "test": test_path, "val_fraction": s["val_fraction"]}}
     return SequenceClassifier(cfg), ClassifyTask(), train, val, run_info, report

@@ -32,8 +32,10 @@ IGNORE = -100
 
 
 # ------------------------------------------------------------------ reading
-def read_classification(path: PathLike) -> Tuple[List[str], List[str]]:
-    """(labels, texts) of a label<TAB>text file; DataError naming the line of a malformed row."""
+def read_classification(path: PathLike, line_numbers: Optional[List[int]] = None) -> Tuple[List[str], List[str]]:
+    """(labels, texts) of a label<TAB>text file; DataError naming the line of a malformed row.
+
+    `line_numbers`, when given, receives each example's line number (for later error messages)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"data file {str(p)!r} does not exist")
@@ -50,6 +52,8 @@ def read_classification(path: PathLike) -> Tuple[List[str], List[str]]:
                 raise DataError(f"{str(p)!r} line {i}: empty {'label' if not label.strip() else 'text'}")
             labels.append(label.strip())
             texts.append(text)
+            if line_numbers is not None:
+                line_numbers.append(i)
     if not labels:
         raise DataError(f"{str(p)!r} holds no examples")
     return labels, texts

@@ -1,0 +1,79 @@
+"""Tagger: BIO entities (conlleval semantics), entity F1 on a CoNLL fixture, padding invariance, training, CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnkit.data.labelled import IGNORE, SequenceLoader
+from rnnkit.models.tagger import SequenceTagger, TaggerConfig, TagTask, bio_entities, entity_scores, is_bio
+from rnnkit.training import TrainConfig, Trainer
+
+
+def test_bio_entities():
+    assert bio_entities(["B-PER", "I-PER", "O", "B-LOC"]) == {("PER", 0, 2), ("LOC", 3, 4)}
+    assert bio_entities(["I-ORG", "I-ORG", "O"]) == {("ORG", 0, 2)}  # I- after O starts an entity
+    assert bio_entities(["B-PER", "I-LOC"]) == {("PER", 0, 1), ("LOC", 1, 2)}  # a type change starts another
+    assert bio_entities(["B-PER", "B-PER"]) == {("PER", 0, 1), ("PER", 1, 2)}
+    assert is_bio(["O", "B-X", "I-X"]) and not is_bio(["NOUN", "VERB"]) and not is_bio(["O"])
+
+
+def test_entity_scores_fixture():
+    true = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["O", "B-ORG", "O"]]
+    s = entity_scores(true, pred)
+    # true entities 3, predicted 2 (PER right; ORG with the wrong end)
+    assert s["entity_precision"] == pytest.approx(0.5) and s["entity_recall"] == pytest.approx(1 / 3)
+    assert s["entity_f1"] == pytest.approx(0.4)
+    assert entity_scores(true, true)["entity_f1"] == 1.0
+
+
+def test_tagger_padding_invariance_and_masked_loss():
+    m = SequenceTagger(TaggerConfig(20, 4, hidden_size=5, embedding_size=4, num_layers=2, dropout=0.0)).double()
+    seqs, tags = [[3, 4, 5, 6], [7, 8]], [[0, 1, 2, 3], [1, 2]]
+    b = SequenceLoader(seqs, tags, 2).collate([0, 1])
+    z = m(b["tokens"], b["lengths"])
+    alone = m(torch.tensor([[7, 8]]), torch.tensor([2]))
+    torch.testing.assert_close(z[1, :2], alone[0], rtol=1e-10, atol=1e-10)
+    r = TagTask().loss(m, b)
+    assert int(r.count) == 6 and b["labels"][1, 2] == IGNORE
+
+
+def test_tagger_learns():
+    # tag = token parity, recoverable from the token itself; loss must fall fast
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(2, 12, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(128)]
+    tags = [[t % 2 for t in s] for s in seqs]
+    m = SequenceTagger(TaggerConfig(12, 2, cell="gru", hidden_size=8, embedding_size=8, num_layers=1, dropout=0.0))
+    tr = Trainer(m, TagTask(), SequenceLoader(seqs, tags, 32, shuffle=True),
+                 TrainConfig(max_steps=60, lr=2e-2, quiet=True, tensorboard=False),
+                 val_data=SequenceLoader(seqs, tags, 256))
+    before = tr.evaluate()["val_loss"]
+    tr.fit()
+    assert tr.evaluate()["val_loss"] < 0.3 * before
+
+
+def test_cli_tag_bio_end_to_end(tmp_path):
+    from rnnkit.cli import main
+    sent = ("Peter\tB-PER\nlives\tO\nin\tO\nParis\tB-LOC\n\nMary\tB-PER\nAnn\tI-PER\nvisits\tO\nRome\tB-LOC\n\n")
+    (tmp_path / "train.txt").write_text(sent * 10)
+    (tmp_path / "dev.txt").write_text(sent)
+    (tmp_path / "test.txt").write_text(sent)
+    out = tmp_path / "run"
+    main(["train", "tag", "--data", str(tmp_path / "train.txt"), "--val-data", str(tmp_path / "dev.txt"),
+          "--test-data", str(tmp_path / "test.txt"), "--min-count", "1", "--hidden-size", "8",
+          "--embedding-size", "8", "--max-steps", "3", "--out", str(out), "--quiet", "--no-tensorboard"])
+    text = (out / "results.md").read_text()
+    assert "entity_f1" in text and "| majority tag |" in text and "| word-window logistic regression |" in text
+
+
+def test_cli_tag_unseen_test_tag(tmp_path, capsys):
+    from rnnkit.cli import main
+    (tmp_path / "train.txt").write_text("a\tX\nb\tY\n\n" * 3)
+    (tmp_path / "test.txt").write_text("a\tX\nb\tZ\n")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "tag", "--data", str(tmp_path / "train.txt"), "--test-data", str(tmp_path / "test.txt"),
+              "--max-steps", "1", "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+    assert "test.txt line 2: label 'Z' was not seen in training" in capsys.readouterr().err
