@@ -39,6 +39,8 @@ def _register() -> None:
     register_seq2seq(cli, train)
     from .forecast import register as register_forecast
     register_forecast(cli, train)
+    from .vision import register as register_vision
+    register_vision(cli, train)
     from .classify import register as register_classify
     register_classify(cli, train)
 
