@@ -273,10 +273,9 @@ def plot_forecast(path: Path, frame: ForecastFrame, origins: np.ndarray, point: 
         ax = axes[j, 0]
         hist_vals = np.where(s.observed[t0:first, j] | ~frame.mask_missing, s.values[t0:first, j], np.nan)
         ax.plot(xs(t0, first), hist_vals, color="0.3", lw=1, label="history")
-        if actual is not None:
-            for i, o in enumerate(origins):
-                ax.plot(xs(int(o), int(o) + H), actual[i, :, j], color="black", lw=1,
-                        label="actual" if i == 0 else None)
+        if actual is not None:  # one continuous line over the forecast span (origins may overlap or leave gaps)
+            act = np.where(s.observed[first:end, j] | ~frame.mask_missing, s.values[first:end, j], np.nan)
+            ax.plot(xs(first, end), act, color="black", lw=1, label="actual")
         for i, o in enumerate(origins):
             x = xs(int(o), int(o) + H)
             if not np.allclose(lower[i, :, j], upper[i, :, j]):
@@ -289,6 +288,8 @@ def plot_forecast(path: Path, frame: ForecastFrame, origins: np.ndarray, point: 
         ax.axvline(xs(first, first + 1)[0], color="0.6", lw=0.8, ls=":")
         ax.set_title(f"{title} — {s.columns[j]}" if title else s.columns[j], fontsize=10)
         ax.legend(loc="upper left", fontsize=8, ncol=5)
+    if full is not None:
+        fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
