@@ -1,6 +1,7 @@
 # rnnkit: set-up-included commands for a fresh machine (Python 3.11 and gcc are all it needs).
 #
-#   make demo    create .venv, install rnnkit, run the demo (adding problem: which cells learn 100-step dependencies)
+#   make demo    create .venv, install rnnkit, train a char-level LSTM on tinyshakespeare (~3 min), sample, plot
+#   make demo-adding  the adding problem: which cells learn 100-step dependencies
 #   make test    create .venv, install rnnkit with its test extra, run the test suite on 2 workers
 #   make bench   run the cell benchmarks (after make demo or make test)
 #   make clean   remove .venv, build outputs and runs/
@@ -20,7 +21,19 @@ STAMP_TEST := $(VENV)/.stamp-test
 
 .PHONY: demo demo-adding test bench clean
 
-demo: demo-adding
+DEMO_RUN := runs/demo-charlm
+
+# The char-LM demo: train (config in configs/charlm-demo.toml), then two samples, the validation
+# curve and the loss-curve PNG; the checkpoint stays in $(DEMO_RUN)/checkpoints.
+demo: $(STAMP_BASE)
+	rm -rf $(DEMO_RUN)
+	$(PY) -m rnnkit train charlm --config configs/charlm-demo.toml --out $(DEMO_RUN)
+	@echo; echo "=== sample, temperature 0.5 ==="
+	@$(PY) -m rnnkit generate --checkpoint $(DEMO_RUN) --prime "ROMEO:" --temperature 0.5 --length 500 --seed 1
+	@echo; echo "=== sample, temperature 1.0 ==="
+	@$(PY) -m rnnkit generate --checkpoint $(DEMO_RUN) --prime "ROMEO:" --temperature 1.0 --length 500 --seed 1
+	@echo; echo "=== validation curve (val_bpc = bits per character) ==="
+	@$(PY) -m rnnkit plot $(DEMO_RUN)
 
 demo-adding: $(STAMP_BASE)
 	$(PY) -m rnnkit.experiments.adding
