@@ -195,3 +195,12 @@ def test_kaggle_ipasn_loader(tmp_path):
     bad.write_text("date,l_ipn,f\n2006-07-01,0,1\n")
     with pytest.raises(DataError, match="no column 'r_asn'"):
         load_kaggle_ipasn(bad)
+
+
+def test_parquet(tmp_path):
+    pytest.importorskip("pyarrow")
+    t = pd.date_range("2024-01-01", periods=30, freq="D")
+    p = tmp_path / "s.parquet"
+    pd.DataFrame({"day": t, "a": np.arange(30.0), "b": np.ones(30)}).drop(index=[4]).to_parquet(p)
+    s = load_series(p, time_column="day", missing="mask")
+    assert s.columns == ["a", "b"] and s.freq == "D" and len(s) == 30 and s.missing == {"a": 1, "b": 1}
