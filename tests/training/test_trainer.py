@@ -229,3 +229,15 @@ def test_full_bptt_batches():
 
     t = Trainer(Reg(), Task(), Data(), TrainConfig(max_epochs=3, quiet=True, tensorboard=False))
     assert t.fit()["step"] == 12
+
+
+def test_metrics_jsonl_and_tensorboard(tmp_path):
+    t = make_trainer(tmp_path, steps=4, eval_every=2)
+    t.config.tensorboard = True
+    t.fit()
+    recs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("step" in r and "loss" in r for r in recs)
+    assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert all("val_loss" in r and "val_bpc" in r for r in recs if r["kind"] == "eval")
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100
