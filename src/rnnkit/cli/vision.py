@@ -30,6 +30,9 @@ from ..training.checkpoint import CheckpointError, load_checkpoint, sub_dict
 from .apps import app_training_specs, load_weights, repo_path, run_app
 from .options import NONNEG_INT, POS_INT, PROB, recipe_options
 
+from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
+from ..models.char_lm import CELLS as CAPTION_CELLS  # noqa: E402
+
 # ------------------------------------------------------------------ video
 VIDEO_DEFAULTS = dict(batch_size=8, optimizer="adam", lr=2e-3, clip_norm=1.0, max_minutes=10.0, eval_every=200,
                       checkpoint_every=200, threads=1)
@@ -210,7 +213,283 @@ def predict_video(checkpoint: str, input_: Optional[str], index: int, strip: str
     click.echo(f"rnnkit: wrote {strip} and {gif}" + (f" and {npy}" if npy else ""))
 
 
+# ------------------------------------------------------------------ caption
+CAPTION_DEFAULTS = dict(batch_size=32, optimizer="adam", lr=2e-3, clip_norm=5.0, max_minutes=10.0, eval_every=200,
+                        checkpoint_every=200, threads=1)
+
+CAPTION_SPECS = [
+    ("out", str, "runs/caption", "Run directory (checkpoints, caption_metrics.md, caption_examples.png)."),
+    ("config", str, None, "TOML file with settings (command-line options win)."),
+    ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
+    ("quiet", bool, False, "No progress bar or summaries."),
+    ("data", str, None, f"Directory with the MNIST IDX files for digit scenes (default: {MNIST_DIR})."),
+    ("images", str, None, "Image folder of a Flickr8k/COCO-style data set (with --captions) instead of digit "
+                          "scenes."),
+    ("captions", str, None, "Captions file for --images: Flickr8k token file, captions.txt CSV or COCO JSON."),
+    ("image_size", POS_INT, 60, "Images are resized (scenes drawn) to S x S."),
+    ("max_digits", click.IntRange(1, 3), 3, "Digit scenes: 1 to this many digits."),
+    ("cell", click.Choice(list(CAPTION_CELLS)), "lstm", "Decoder cell."),
+    ("hidden_size", POS_INT, 128, "Decoder hidden units."),
+    ("embedding_size", POS_INT, 64, "Word embedding size."),
+    ("attention", click.Choice(CAPTION_ATTENTIONS), "bahdanau", "Soft attention over the grid, or none (the mean "
+                                                               "feature every step)."),
+    ("attention_size", POS_INT, 64, "Width of the additive attention."),
+    ("cnn_width", POS_INT, 16, "Channels of the first CNN block (doubled per block)."),
+    ("cnn_blocks", POS_INT, 3, "CNN blocks (conv-ReLU-pool); the grid is S / 2^blocks per side."),
+    ("dropout", PROB, 0.1, "Dropout before the output layer."),
+    ("alpha_c", click.FloatRange(min=0.0), 0.02, "Weight of the doubly stochastic attention penalty."),
+    ("sampling", click.Choice(["none", "linear", "exponential", "inverse_sigmoid"]), "none",
+     "Scheduled sampling of the fed word (none = teacher forcing)."),
+    ("sampling_k", float, 1.0, "Schedule parameter k."),
+    ("sampling_c", click.FloatRange(min=0.0), 0.0, "Schedule parameter c (linear)."),
+    ("sampling_min", click.FloatRange(0.0, 1.0), 0.0, "Lowest probability of feeding the gold word."),
+    ("max_len", POS_INT, 16, "Most words generated (and kept of a training caption)."),
+    ("beam_size", POS_INT, 3, "Beam size for the test metrics (1 = greedy)."),
+    ("batches_per_epoch", POS_INT, 100, "Batches per epoch."),
+    ("val_images", POS_INT, 256, "Validation images."),
+    ("test_images", POS_INT, 500, "Test images for the final metrics."),
+    ("baseline_minutes", click.FloatRange(min=0.0), 5.0, "After training, train the no-attention baseline for this "
+                                                         "long and report it next to the model (0: skip)."),
+] + app_training_specs(CAPTION_DEFAULTS)
+
+
+def _caption_data(s: Dict[str, Any], vocab_json: Optional[List[str]] = None):
+    """(items per split {name: (items(i), count or None)}, vocab, channels, truths(i) or None)."""
+    from ..data.captions import CaptionVocab, DigitScenes, digit_vocab, load_caption_folder, load_image
+
+    if (s.get("images") is None) != (s.get("captions") is None):
+        raise ValueError("--images and --captions go together (an image folder and its captions file)")
+    if s.get("images"):
+        folder = load_caption_folder(s["images"], s["captions"])
+        n = len(folder.paths)
+        if n < 3:
+            raise ValueError(f"captions file {s['captions']!r} names {n} image(s); need at least 3 (train, valid, "
+                             f"test)")
+        order = np.random.default_rng(s["seed"]).permutation(n).tolist()
+        n_test = n_val = max(1, n // 10)
+        parts = {"test": order[:n_test], "valid": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        vocab = (CaptionVocab.from_json(vocab_json) if vocab_json is not None else
+                 CaptionVocab.build([c for k in parts["train"] for c in folder.captions[k]]))
+        size = s["image_size"]
+
+        def make(idx):
+            return lambda i: (load_image(folder.paths[idx[i]], size, 3), folder.captions[idx[i]])
+
+        return {k: (make(v), len(v)) for k, v in parts.items()}, vocab, 3, None
+    pools = digit_pools(_mnist_dir(s))
+    scenes = {k: DigitScenes(pools[k], s["image_size"], max_digits=s["max_digits"], seed=s["seed"])
+              for k in ("train", "valid", "test")}
+
+    def items(k):
+        def get(i):
+            sc = scenes[k].scene(i)
+            return sc.image, sc.captions
+        return get
+
+    truths = lambda i: (lambda sc: (sc.digits, sc.orientation))(scenes["test"].scene(i))  # noqa: E731
+    return {k: (items(k), None) for k in scenes}, digit_vocab(), 1, truths
+
+
+def _caption_config(s: Dict[str, Any], vocab_size: int, channels: int, attention: Optional[str] = None):
+    from ..models.caption import CaptionConfig
+    return CaptionConfig(vocab_size=vocab_size, channels=channels, image_size=s["image_size"],
+                         cnn_width=s["cnn_width"], cnn_blocks=s["cnn_blocks"], cell=s["cell"],
+                         embedding_size=s["embedding_size"], hidden_size=s["hidden_size"],
+                         attention=attention or s["attention"], attention_size=s["attention_size"],
+                         dropout=s["dropout"], max_len=s["max_len"])
+
+
+def _caption_task(s: Dict[str, Any]):
+    from ..models.caption import CaptionTask
+    from ..models.seq2seq import SamplingSchedule
+    return CaptionTask(alpha_c=s["alpha_c"], schedule=SamplingSchedule(s["sampling"], s["sampling_k"],
+                                                                       s["sampling_c"], s["sampling_min"]))
+
+
+def _caption_batches(s: Dict[str, Any], data, vocab):
+    from ..data.captions import CaptionBatches
+    train_items, n_train = data["train"]
+    val_items, n_val = data["valid"]
+    train = CaptionBatches(train_items, n_train, vocab, s["batch_size"], s["batches_per_epoch"], fixed=False,
+                           max_len=s["max_len"], seed=s["seed"])
+    n_val = min(s["val_images"], n_val or s["val_images"])
+    vb = min(s["batch_size"], n_val)
+    val = CaptionBatches(val_items, n_val, vocab, vb, max(1, n_val // vb), fixed=True, max_len=s["max_len"])
+    return train, val
+
+
+def _build_caption(s: Dict[str, Any]):
+    from ..models.caption import CaptionModel
+    data, vocab, channels, _ = _caption_data(s)
+    cfg = _caption_config(s, len(vocab), channels)
+    train, val = _caption_batches(s, data, vocab)
+    model = CaptionModel(cfg)
+    source = ({"images": str(s["images"]), "captions": str(s["captions"])} if s.get("images")
+              else {"digit_scenes": {"max_digits": s["max_digits"], "seed": s["seed"]}})
+    run_info = {"model": cfg.to_dict(), "vocab": vocab.to_json(), "data": source}
+    kind = "Flickr8k/COCO-style folder" if s.get("images") else "digit scenes (1-%d MNIST digits)" % s["max_digits"]
+    return model, _caption_task(s), train, val, run_info, [f"caption: {kind}, vocabulary {len(vocab)}"]
+
+
+def evaluate_captioner(model, items, count: int, vocab, *, beam_size: int, truths=None, batch_size: int = 50
+                       ) -> Dict[str, Any]:
+    """Captions of test images 0..count−1 and their metrics (see models.caption.caption_metrics)."""
+    from ..data.captions import tokenize
+    from ..models.caption import caption_metrics
+
+    model.eval()
+    hyps, refs, truth, examples = [], [], [], []
+    for start in range(0, count, batch_size):
+        ids = list(range(start, min(count, start + batch_size)))
+        pairs = [items(i) for i in ids]
+        images = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        out = model.generate(images, beam_size=beam_size, return_attention=False)
+        for i, p, h in zip(ids, pairs, out):
+            hyps.append(vocab.decode(h.tokens))
+            refs.append([" ".join(tokenize(c)) for c in p[1]])
+            if truths is not None:
+                truth.append(truths(i))
+    metrics = caption_metrics(hyps, refs, truth if truths is not None else None)
+    return {"metrics": metrics, "hypotheses": hyps[:20], "references": [r[0] for r in refs[:20]]}
+
+
+def _caption_table(rows: Dict[str, Dict[str, float]]) -> str:
+    keys = ["bleu1", "bleu2", "bleu3", "bleu4", "chrf"]
+    extra = [k for k in ("digits_exact", "layout_exact") if any(k in m for m in rows.values())]
+    head = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "chrF"] + [{"digits_exact": "digits exact %",
+                                                                "layout_exact": "digits+relation exact %"}[k]
+                                                               for k in extra]
+    lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in keys + extra) + " |")
+    return "\n".join(lines)
+
+
+def _finish_caption(model, s: Dict[str, Any], out: Path, trainer) -> None:
+    from ..models.caption import CaptionModel
+    from ..training.config import TrainConfig
+    from ..training.trainer import Trainer
+
+    data, vocab, channels, truths = _caption_data(s, trainer.run_info["vocab"])
+    test_items, n_test = data["test"]
+    count = min(s["test_images"], n_test or s["test_images"])
+    rows: Dict[str, Dict[str, float]] = {}
+    results: Dict[str, Any] = {}
+    name = f"{s['cell']} + {s['attention']} attention" if s["attention"] != "none" else f"{s['cell']}, no attention"
+    for beam in sorted({1, s["beam_size"]}):
+        r = evaluate_captioner(model, test_items, count, vocab, beam_size=beam, truths=truths)
+        rows[f"{name}, {'greedy' if beam == 1 else f'beam {beam}'}"] = r["metrics"]
+        results[f"beam{beam}"] = r
+    if s["baseline_minutes"] and s["attention"] != "none":
+        torch.manual_seed(s["seed"])
+        base = CaptionModel(_caption_config(s, len(vocab), channels, attention="none"))
+        train, val = _caption_batches(s, data, vocab)
+        cfg = TrainConfig(max_minutes=s["baseline_minutes"], optimizer=s["optimizer"], lr=s["lr"],
+                          clip_norm=s["clip_norm"], seed=s["seed"], quiet=s["quiet"], tensorboard=False)
+        if not s["quiet"]:
+            click.echo(f"rnnkit: training the no-attention baseline for {s['baseline_minutes']} min")
+        summary = Trainer(base, _caption_task(s), train, cfg, val_data=val).fit()
+        r = evaluate_captioner(base, test_items, count, vocab, beam_size=s["beam_size"], truths=truths)
+        rows[f"{s['cell']}, no attention (baseline, {summary['step']} steps), "
+             f"{'greedy' if s['beam_size'] == 1 else 'beam %d' % s['beam_size']}"] = r["metrics"]
+        results["baseline"] = r
+    table = _caption_table(rows)
+    header = (f"Test split: {count} images, after {trainer.step} training steps. BLEU and chrF from sacrebleu "
+              f"(corpus level, every phrasing of a scene as a reference, tokens as written).\n\n")
+    (out / "caption_metrics.md").write_text(header + table + "\n")
+    (out / "caption_metrics.json").write_text(json.dumps({"images": count, "step": trainer.step, "rows": rows,
+                                                          "examples": results}, indent=1))
+    write_caption_examples(model, [test_items(i) for i in range(4)], vocab, out / "caption_examples.png")
+    if not s["quiet"]:
+        click.echo(table)
+        click.echo(f"rnnkit: wrote {out / 'caption_metrics.md'} and caption_examples.png")
+
+
+def write_caption_examples(model, pairs, vocab, path: Path, beam_size: int = 1) -> List[str]:
+    """One attention figure per image, stacked into one PNG; returns the captions."""
+    from PIL import Image
+
+    from ..models.caption import plot_attention
+    images = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    hyps = model.generate(images, beam_size=beam_size)
+    parts, texts = [], []
+    for k, (h, p) in enumerate(zip(hyps, pairs)):
+        words = [vocab.itos[t] for t in h.tokens]
+        texts.append(" ".join(words))
+        tmp = path.with_name(f".{path.stem}_{k}.png")
+        plot_attention(tmp, images[k], words, h.attention if h.attention is not None else torch.zeros(0, 1),
+                       title=f"model: {' '.join(words)}   |   reference: {p[1][0]}")
+        parts.append(Image.open(tmp).convert("RGB"))
+        tmp.unlink()
+    W = max(p.width for p in parts)
+    sheet = Image.new("RGB", (W, sum(p.height for p in parts)), "white")
+    y = 0
+    for p in parts:
+        sheet.paste(p, (0, y))
+        y += p.height
+    sheet.save(path)
+    return texts
+
+
+@click.command("caption")
+@recipe_options(CAPTION_SPECS)
+@click.pass_context
+def train_caption(ctx: click.Context, **values: Any) -> None:
+    """Image captioning with soft attention (Show, Attend and Tell) on digit scenes or an image folder.
+
+    Validation: cross-entropy per word (val_loss). At the end: BLEU-1..4, chrF and (digit
+    scenes) exact digit/relation match on the test split, greedy and beam, next to a
+    no-attention baseline trained for --baseline-minutes.
+    """
+    run_app(ctx, "caption", values, _build_caption, _finish_caption)
+
+
+def load_captioner(path: str):
+    """(model in eval mode, vocab, run info) of a caption run directory or checkpoint."""
+    from ..data.captions import CaptionVocab
+    from ..models.caption import CaptionConfig, CaptionModel
+    record, meta, tensors = load_checkpoint(path)
+    run = meta.get("run") or {}
+    if run.get("recipe") != "caption":
+        raise CheckpointError(f"checkpoint {str(record)!r} is not a captioner (recipe {run.get('recipe')!r})")
+    try:
+        model = CaptionModel(CaptionConfig(**run["model"]))
+        vocab = CaptionVocab.from_json(run["vocab"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
+    best = Path(path) / "best.safetensors"
+    weights = load_weights(best) if best.is_file() else sub_dict(tensors, "model")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {str(record)!r} does not fit its own model description: "
+                              f"{' '.join(str(err).split()[:30])}") from None
+    return model.eval(), vocab, run
+
+
+@click.command("caption")
+@click.option("--checkpoint", required=True, help="Caption run directory (uses best.safetensors) or checkpoint.")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--beam-size", type=POS_INT, default=1, show_default=True, help="1 = greedy.")
+@click.option("--plot-attention", "plot", default=None, help="PNG with the attention map of every word "
+                                                             "(one row per image).")
+def caption(checkpoint: str, images: tuple, beam_size: int, plot: Optional[str]) -> None:
+    """Caption image files with a trained captioner."""
+    from ..data.captions import load_image
+    model, vocab, _ = load_captioner(checkpoint)
+    c = model.config
+    pairs = [(load_image(p, c.image_size, c.channels), [""]) for p in images]
+    batch = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    for path, h in zip(images, model.generate(batch, beam_size=beam_size)):
+        click.echo(f"{path}\t{vocab.decode(h.tokens)}")
+    if plot:
+        write_caption_examples(model, pairs, vocab, Path(plot), beam_size=beam_size)
+        click.echo(f"rnnkit: wrote {plot}")
+
+
 def register(cli: click.Group, train: click.Group) -> None:
     """Add `rnnkit train video`, `rnnkit predict-video` (and the caption commands when present)."""
     train.add_command(train_video)
     cli.add_command(predict_video)
+    train.add_command(train_caption)
+    cli.add_command(caption)
