@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 
 from helpers import ALL_MODES, TORCH_MODES, LayerConfig, compare_backends, compare_with_torch, layer_cases, make_batch
 from rnnkit.backends import extension
@@ -128,6 +128,9 @@ def test_fused_really_ran() -> None:
 @given(case=layer_cases(ALL_MODES, regularisation=True))
 def test_random_configurations_match_reference(case) -> None:
     kw = case.batch_kwargs
+    # Layer norm over 1-4 units in float32 amplifies rounding up to 1/sqrt(eps) = 316x, so two float32 runs
+    # are not comparable there; float64 runs here, float32 accuracy has its own tests against float64 below.
+    assume(not (case.cfg.mode.startswith("LayerNorm") and case.cfg.dtype == torch.float32))
     # dropout may legitimately zero every input of a tiny layer, so no signal requirement here
     tol = _layernorm_f32_tol(case.cfg)
     compare_backends(case.cfg, "fused", train=True, require_signal=False, tol=tol, **kw)

@@ -16,6 +16,7 @@ names the missing piece and `auto` falls back.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Dict, Optional, Tuple, Type
 
 import torch
@@ -140,6 +141,26 @@ def _run_mingru(spec: RunSpec) -> Result:
     return y, (h_n,)
 
 
+def _length_order(spec: RunSpec) -> Optional[Tensor]:
+    """Row order by decreasing length, or None when lengths are absent or already sorted."""
+    lengths = spec.lengths
+    if lengths is None or lengths.numel() < 2 or torch.compiler.is_compiling():
+        return None
+    if bool((lengths[:-1] >= lengths[1:]).all()):
+        return None
+    return torch.argsort(lengths, descending=True, stable=True)
+
+
+def _permute_rows(spec: RunSpec, order: Tensor) -> RunSpec:
+    """The same run with batch rows in `order` (inputs, state, lengths, masks)."""
+    zoneout = tuple(z.index_select(1, order) if isinstance(z, Tensor) else z for z in spec.zoneout)
+    return dataclasses.replace(
+        spec, inputs=spec.inputs.index_select(1, order), state=tuple(s.index_select(0, order) for s in spec.state),
+        lengths=spec.lengths.index_select(0, order),
+        recurrent_mask=None if spec.recurrent_mask is None else spec.recurrent_mask.index_select(0, order),
+        zoneout=zoneout)
+
+
 #: exact cell class -> runner. Subclasses are not matched: they may change the math.
 _FAMILIES: Dict[Type[RecurrentCell], Callable[[RunSpec], Result]] = {
     LSTMCell: _run_lstm,
@@ -187,7 +208,16 @@ class FusedBackend:
         return extension.load()
 
     def run(self, spec: RunSpec) -> Result:
-        return _FAMILIES[type(spec.cell)](spec)
+        runner = _FAMILIES[type(spec.cell)]
+        order = _length_order(spec)
+        if order is None:
+            return runner(spec)
+        # Rows sorted by length (longest first) let every step's GEMM cover only the rows
+        # still running, as a PackedSequence does; results go back to the caller's order.
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        y, final = runner(_permute_rows(spec, order))
+        return y.index_select(1, inverse), tuple(f.index_select(0, inverse) for f in final)
 
 
 register(FusedBackend(), priority=10)
