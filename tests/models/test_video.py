@@ -1,0 +1,153 @@
+"""Video prediction: the encoder-forecaster, its task and metrics, the PNG/GIF outputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.cli import main
+from rnnkit.data.moving_digits import MovingDigits, digit_pools
+from rnnkit.models.video import (EncoderForecaster, VideoConfig, VideoTask, copy_last_frame, frame_metrics,
+                                 mean_frame, save_gif, save_strip)
+
+TINY = dict(frame_size=16, patch_size=2, hidden_channels=4, num_layers=1, kernel_size=3, input_frames=3,
+            output_frames=2)
+
+
+def _batch(cfg: VideoConfig, B: int = 2, start: int = 0) -> torch.Tensor:
+    gen = MovingDigits(digit_pools()["train"], cfg.frame_size, seq_len=cfg.input_frames + cfg.output_frames)
+    return gen.batch(start, B)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(cell="convgru", num_layers=2), dict(forecaster_input="frames"),
+                                     dict(peephole=True)])
+def test_shapes_and_probabilities(options):
+    cfg = VideoConfig(**{**TINY, **options})
+    model = EncoderForecaster(cfg)
+    x = _batch(cfg)
+    logits = model(x[:3])
+    assert logits.shape == (2, 2, 1, 16, 16)
+    p = model.predict(x[:3])
+    assert float(p.min()) >= 0 and float(p.max()) <= 1
+    assert model.encoder.last_backend == "conv"
+
+
+def test_full_teacher_forcing_equals_feeding_the_truth_step_by_step():
+    torch.manual_seed(0)
+    cfg = VideoConfig(**{**TINY, "forecaster_input": "frames", "output_frames": 3})
+    model = EncoderForecaster(cfg)
+    x = _batch(cfg, start=5)
+    one_pass = model(x[:3], x[3:], teacher_forcing=1.0)
+    stepped = model(x[:3], x[3:], teacher_forcing=1.0 - 1e-12)  # the per-step loop, truth (almost surely) fed
+    torch.testing.assert_close(one_pass, stepped, atol=1e-5, rtol=1e-5)
+    free = model(x[:3])  # own predictions fed back
+    assert not torch.allclose(free[1:], one_pass[1:])
+    torch.testing.assert_close(free[0], one_pass[0])  # the first step sees the last input frame either way
+
+
+def test_a_few_steps_lower_the_loss():
+    torch.manual_seed(0)
+    cfg = VideoConfig(**TINY)
+    model, task = EncoderForecaster(cfg), VideoTask(cfg)
+    x = _batch(cfg, B=4)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    losses = []
+    for _ in range(15):
+        r = task.loss(model, x, None)
+        loss = r.loss_sum / r.count
+        losses.append(float(loss.detach()))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_metrics_and_baselines():
+    truth = torch.rand(4, 2, 1, 16, 16)
+    m = frame_metrics(truth, truth)
+    assert np.allclose(m["mse"], 0) and np.allclose(m["ssim"], 1)
+    inputs = torch.rand(3, 2, 1, 16, 16)
+    assert torch.equal(copy_last_frame(inputs, 4)[2], inputs[-1])
+    torch.testing.assert_close(mean_frame(inputs, 4)[0], inputs.mean(0))
+    worse = frame_metrics(truth.flip(-1), truth)
+    assert (worse["mse"] > 0).all() and (worse["ssim"] < 1).all() and (worse["bce"] > m["bce"]).all()
+
+
+def test_bad_frames_name_the_shape():
+    model = EncoderForecaster(VideoConfig(**TINY))
+    with pytest.raises(ValueError, match=r"frames of shape \(time, batch, 1, 16, 16\); got \(3, 2, 16, 16\)"):
+        model(torch.rand(3, 2, 16, 16))
+    with pytest.raises(ValueError, match=r"got \(3, 2, 3, 16, 16\)"):
+        model(torch.rand(3, 2, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"got \(3, 2, 1, 32, 32\)"):
+        model(torch.rand(3, 2, 1, 32, 32))
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        VideoConfig(**{**TINY, "kernel_size": 4})
+    with pytest.raises(ValueError, match="divisible by patch_size"):
+        VideoConfig(**{**TINY, "patch_size": 3})
+
+
+def test_strip_and_gif(tmp_path):
+    from PIL import Image
+    x = torch.rand(5, 1, 16, 16)
+    save_strip(tmp_path / "s.png", x[:3], x[3:], x[3:])
+    save_gif(tmp_path / "a.gif", x[:3], x[3:], x[3:])
+    assert Image.open(tmp_path / "s.png").size[0] > 100
+    gif = Image.open(tmp_path / "a.gif")
+    assert gif.n_frames == 5
+
+
+def _cli(args, capsys):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+CLI_TINY = ["--frame-size", "16", "--patch-size", "2", "--hidden-channels", "4", "--num-layers", "1",
+            "--input-frames", "3", "--output-frames", "2", "--max-steps", "2", "--batch-size", "2",
+            "--val-sequences", "2", "--test-sequences", "2", "--no-tensorboard", "--quiet"]
+
+
+def test_cli_train_and_predict(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _cli(["train", "video", "--out", out, *CLI_TINY], capsys)
+    assert code == 0, err
+    for name in ("video_metrics.md", "video_metrics.json", "video_strip.png", "video.gif", "video_per_frame.png",
+                 "best.safetensors"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "video_metrics.json").read_text())
+    assert set(results) >= {"model", "copy last frame", "mean frame"}
+    frames = (np.random.default_rng(0).random((3, 16, 16)) * 255).astype(np.uint8)
+    np.save(tmp_path / "in.npy", frames)
+    code, outp, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "in.npy", "--strip",
+                            tmp_path / "p.png", "--gif", tmp_path / "p.gif", "--npy", tmp_path / "p.npy"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "p.npy").shape == (2, 16, 16)
+    code, _, err = _cli(["predict-video", "--checkpoint", out, "--strip", tmp_path / "q.png", "--gif",
+                         tmp_path / "q.gif", "--index", "3"], capsys)
+    assert code == 0, err and (tmp_path / "q.png").is_file()
+    # bad input: frames of the wrong size, a file that is no array, a checkpoint of another recipe
+    np.save(tmp_path / "bad.npy", np.zeros((3, 32, 32), dtype=np.uint8))
+    code, _, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "bad.npy"], capsys)
+    assert code == 2 and "bad.npy" in err and "(3, 32, 32)" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "junk.npy").write_text("hello")
+    code, _, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "junk.npy"], capsys)
+    assert code == 2 and "junk.npy" in err and "not a .npy" in err
+    code, _, err = _cli(["predict-video", "--checkpoint", tmp_path / "missing"], capsys)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_cli_bad_settings_are_one_line_errors(tmp_path, capsys):
+    code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--kernel-size", "4"], capsys)
+    assert code == 2 and "kernel_size must be odd" in err and not (tmp_path / "r").exists()
+    code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--teacher-forcing", "0.5"], capsys)
+    assert code == 2 and "--forecaster-input frames" in err
+    code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--data", tmp_path], capsys)
+    assert code == 2 and "t10k-images" in err
