@@ -339,6 +339,8 @@ def test_recurrent_constructor_mistakes() -> None:
         rnnkit.Recurrent(rnnkit.GRUCell(3, 4), num_layers=2)
     with raises(TypeError, "cell must be a RecurrentCell", "got int"):
         rnnkit.Recurrent(3)
+    with raises(ValueError, "asked for a cell reading 4 features", "input_size=3"):
+        rnnkit.Recurrent(lambda size: rnnkit.GRUCell(3, 4), num_layers=2, input_size=3)
 
 
 def test_cell_called_with_a_sequence() -> None:

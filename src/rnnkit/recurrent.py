@@ -147,6 +147,10 @@ class Recurrent(nn.Module):
                 if not isinstance(made, RecurrentCell):
                     raise TypeError(f"{owner}: the cell factory must return a RecurrentCell; "
                                     f"got {type(made).__name__}")
+                if made.input_size != size:
+                    raise ValueError(f"{owner}: the cell factory was asked for a cell reading {size} features; "
+                                     f"got one with input_size={made.input_size}. Pass the factory's argument on "
+                                     f"(lambda input_size: Cell(input_size, ...))")
                 return made
         else:
             raise TypeError(f"{owner}: cell must be a RecurrentCell (subclass rnnkit.RecurrentCell) or a factory "
