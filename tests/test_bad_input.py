@@ -125,6 +125,12 @@ def test_mask_not_contiguous(lstm, x) -> None:
         lstm(x, mask=mask)
 
 
+def test_mask_with_an_empty_row(lstm, x) -> None:
+    mask = torch.tensor([[True] * 5, [False] * 5])
+    with raises(ValueError, "mask must mark at least one valid (True) step in every row", "rows [1]"):
+        lstm(x, mask=mask)
+
+
 def test_mask_on_the_wrong_side(lstm, x) -> None:
     mask = torch.tensor([[False, False, True, True, True], [True] * 5])  # left padding, said right
     with raises(ValueError, "mask", "right side"):

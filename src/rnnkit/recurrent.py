@@ -580,6 +580,9 @@ def _mask_to_lengths(owner: str, mask: Tensor, T: int, B: int, padding_side: str
     if tuple(mask.shape) != (B, T):
         raise ValueError(f"{owner}: mask must have shape (batch, time) = ({B}, {T}); got {tuple(mask.shape)}")
     lengths = mask.sum(dim=1)
+    if bool((lengths == 0).any()):
+        raise ValueError(f"{owner}: mask must mark at least one valid (True) step in every row; rows "
+                         f"{(lengths == 0).nonzero().flatten().tolist()} have none")
     t = torch.arange(T, device=mask.device)[None, :]
     expected = t < lengths[:, None] if padding_side == "right" else t >= (T - lengths)[:, None]
     if not bool((expected == mask).all()):
