@@ -77,6 +77,15 @@ TAG_SPECS = [
 
 
 # ------------------------------------------------------------------ classify
+def verdict(rows: Dict[str, Dict[str, float]], metric: str) -> str:
+    """One line: does the model beat every baseline on `metric` (higher is better)?"""
+    model = rows["model"][metric]
+    beaten_by = [name for name, v in rows.items() if name != "model" and v[metric] >= model]
+    if beaten_by:
+        return f"the model does NOT beat {', '.join(beaten_by)} on {metric}"
+    return f"the model beats every baseline on {metric}"
+
+
 def _classification_files(s: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     if s.get("data"):
         return s["data"], s.get("test_data")
@@ -182,6 +191,7 @@ def _finish_classify(model: SequenceClassifier, s: Dict[str, Any], out: Path, tr
     header = (f"Classification on {what}: {c.cell} {'bi' if c.bidirectional else 'uni'}directional "
               f"{c.num_layers}x{c.hidden_size}, {c.pooling} pooling, {c.objective}, {tok.kind} tokens "
               f"(vocabulary {len(tok)}), {len(y_true)} examples\n\n")
+    table += "\n\n" + verdict(rows, "accuracy")
     (out / "results.md").write_text(header + table + "\n")
     (out / "results.json").write_text(json.dumps({"scores": rows, "confusion": cm.tolist(), "labels": vocab.labels},
                                                  indent=1))
@@ -317,6 +327,7 @@ def _finish_tag(model: SequenceTagger, s: Dict[str, Any], out: Path, trainer) ->
     c = model.config
     header = (f"Tagging on {eval_path}: {c.cell} {'bi' if c.bidirectional else 'uni'}directional "
               f"{c.num_layers}x{c.hidden_size}, {len(true)} sentences, {sum(len(t) for t in true)} tokens\n\n")
+    table += "\n\n" + verdict(rows, "entity_f1" if bio else "token_accuracy")
     (out / "results.md").write_text(header + table + "\n")
     (out / "results.json").write_text(json.dumps({"scores": rows, "tags": tags.labels}, indent=1))
     if not s["quiet"]:
