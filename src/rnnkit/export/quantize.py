@@ -12,6 +12,7 @@ stream through the float32 file and the int8 file.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Sequence, Union
@@ -27,9 +28,24 @@ def quantize_onnx(source: PathLike, target: PathLike, *, per_channel: bool = Fal
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = Path(target)
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     extra_options={"EnableSubgraph": True})  # also the MatMuls of Scan bodies
+    # onnxruntime advises shape-inference pre-processing on the root logger; our graphs are typed already
+    advice = _DropMessage("Please consider to run pre-processing")
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         extra_options={"EnableSubgraph": True})  # also the MatMuls of Scan bodies
+    finally:
+        logging.getLogger().removeFilter(advice)
     return target
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def bits_per_token(path: PathLike, tokens: torch.Tensor, *, window: int = 128, batch: int = 8) -> float:
