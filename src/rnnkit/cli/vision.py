@@ -399,36 +399,22 @@ def _finish_caption(model, s: Dict[str, Any], out: Path, trainer) -> None:
     (out / "caption_metrics.md").write_text(header + table + "\n")
     (out / "caption_metrics.json").write_text(json.dumps({"images": count, "step": trainer.step, "rows": rows,
                                                           "examples": results}, indent=1))
-    write_caption_examples(model, [test_items(i) for i in range(4)], vocab, out / "caption_examples.png")
+    write_caption_examples(model, [test_items(i) for i in range(min(4, count))], vocab, out / "caption_examples.png")
     if not s["quiet"]:
         click.echo(table)
         click.echo(f"rnnkit: wrote {out / 'caption_metrics.md'} and caption_examples.png")
 
 
 def write_caption_examples(model, pairs, vocab, path: Path, beam_size: int = 1) -> List[str]:
-    """One attention figure per image, stacked into one PNG; returns the captions."""
-    from PIL import Image
-
+    """One row per image (caption and the attention map of every word) in one PNG; returns the captions."""
     from ..models.caption import plot_attention
     images = torch.from_numpy(np.stack([p[0] for p in pairs]))
     hyps = model.generate(images, beam_size=beam_size)
-    parts, texts = [], []
-    for k, (h, p) in enumerate(zip(hyps, pairs)):
-        words = [vocab.itos[t] for t in h.tokens]
-        texts.append(" ".join(words))
-        tmp = path.with_name(f".{path.stem}_{k}.png")
-        plot_attention(tmp, images[k], words, h.attention if h.attention is not None else torch.zeros(0, 1),
-                       title=f"model: {' '.join(words)}   |   reference: {p[1][0]}")
-        parts.append(Image.open(tmp).convert("RGB"))
-        tmp.unlink()
-    W = max(p.width for p in parts)
-    sheet = Image.new("RGB", (W, sum(p.height for p in parts)), "white")
-    y = 0
-    for p in parts:
-        sheet.paste(p, (0, y))
-        y += p.height
-    sheet.save(path)
-    return texts
+    words = [[vocab.itos[t] for t in h.tokens] for h in hyps]
+    titles = [f"model: {' '.join(w)}" + (f"   |   reference: {p[1][0]}" if p[1][0] else "")
+              for w, p in zip(words, pairs)]
+    plot_attention(path, list(images), words, [h.attention for h in hyps], titles)
+    return [" ".join(w) for w in words]
 
 
 @click.command("caption")

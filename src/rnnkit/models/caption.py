@@ -230,10 +230,12 @@ def caption_metrics(hypotheses: List[str], references: List[List[str]],
     return out
 
 
-def plot_attention(path, image: Tensor, words: List[str], alpha: Tensor, title: str = "") -> None:
-    """The image, then one panel per generated word with its attention map α_t upsampled over the image.
+def plot_attention(path, images: List[Tensor], words: List[List[str]], alphas: List[Optional[Tensor]],
+                   titles: Optional[List[str]] = None) -> None:
+    """One row per image: the image, then one panel per generated word with its attention map α_t
+    upsampled over the image (the last panel is <eos> when α has one more row than words).
 
-    image (C, S, S) in [0, 1]; alpha (len(words) (+1 for <eos>), L) with L = h·w, a square grid.
+    images[k] (C, S, S) in [0, 1]; alphas[k] (steps, L) with L = h·w a square grid, or None.
     """
     import math
 
@@ -241,26 +243,31 @@ def plot_attention(path, image: Tensor, words: List[str], alpha: Tensor, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    L = alpha.shape[-1]
-    g = int(round(math.sqrt(L)))
-    img = image.detach().cpu()
-    shown = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
-    panels = ["(image)"] + words + (["<eos>"] if alpha.shape[0] > len(words) else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.6 * len(panels), 1.9), squeeze=False)
-    for k, label in enumerate(panels):
-        ax = axes[0][k]
-        ax.imshow(shown.numpy(), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
-        if k > 0 and g * g == L:
-            a = alpha[k - 1].reshape(1, 1, g, g).float()
-            up = F.interpolate(a, size=img.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-            ax.imshow(up.numpy(), cmap="inferno", alpha=0.55, extent=(-0.5, img.shape[-1] - 0.5,
-                                                                        img.shape[-2] - 0.5, -0.5))
-        ax.set_title(label, fontsize=9)
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    rows = len(images)
+    panels = [["(image)"] + w + (["<eos>"] if a is not None and a.shape[0] > len(w) else [])
+              for w, a in zip(words, alphas)]
+    cols = max(len(p) for p in panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.55 * rows), squeeze=False)
+    for r in range(rows):
+        img = images[r].detach().cpu()
+        shown = (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy()
+        alpha = alphas[r]
+        g = int(round(math.sqrt(alpha.shape[-1]))) if alpha is not None else 0
+        for k in range(cols):
+            ax = axes[r][k]
+            ax.axis("off")
+            if k >= len(panels[r]):
+                continue
+            ax.imshow(shown, cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            if k > 0 and alpha is not None and g * g == alpha.shape[-1]:
+                a = alpha[k - 1].reshape(1, 1, g, g).float()
+                up = F.interpolate(a, size=img.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+                ax.imshow(up.numpy(), cmap="inferno", alpha=0.55)
+            ax.set_title(panels[r][k], fontsize=8, pad=2)
+        if titles:
+            axes[r][0].text(0, -0.35, titles[r], transform=axes[r][0].transAxes, fontsize=8, ha="left")
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.05, hspace=0.75)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
