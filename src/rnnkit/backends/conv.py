@@ -65,40 +65,45 @@ class _ConvLSTMLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, w, peep, h0, c0, valid, mask, geo: _Geometry):
-        T, G = u.shape[0], geo.groups
+        T, G, Hc = u.shape[0], geo.groups, geo.hidden
         h, c = h0, c0
         if peep is not None:
             p_i, p_f, p_o = peep.chunk(3)
-        ys, hm_all, cp_all, gates_all, cr_all = [], [], [], [], []
+        # what backward reads, written in place step by step (no per-step concatenation, no final stack)
+        gates_all = torch.empty_like(u)  # activated i, f, g, o
+        shape = (T, *h0.shape)
+        ys, hm_all, cp_all, cr_all = (h0.new_empty(shape) for _ in range(4))
         for t in range(T):
-            hm = h if mask is None else h * mask
+            hm = h if mask is None else torch.mul(h, mask, out=hm_all[t])
+            if mask is None:
+                hm_all[t].copy_(h)
+            cp_all[t].copy_(c)
             a = u[t] + gate_major(geo.conv(hm, w), 4, G)  # (B, 4Hc, *S)
             ai, af, ag, ao = a.chunk(4, dim=1)
             if peep is not None:
                 ai, af = ai + p_i * c, af + p_f * c
-            i, f, g = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag)
-            cr = f * c + i * g
+            gt = gates_all[t]
+            i, f, g, o = (gt[:, k * Hc:(k + 1) * Hc] for k in range(4))
+            torch.sigmoid(ai, out=i)
+            torch.sigmoid(af, out=f)
+            torch.tanh(ag, out=g)
+            cr = torch.addcmul(f * c, i, g, out=cr_all[t])
             if peep is not None:
                 ao = ao + p_o * cr
-            o = torch.sigmoid(ao)
-            hr = o * torch.tanh(cr)
-            hm_all.append(hm)
-            cp_all.append(c)
-            gates_all.append(torch.cat([i, f, g, o], dim=1))
-            cr_all.append(cr)
+            torch.sigmoid(ao, out=o)
+            hr = torch.mul(o, torch.tanh(cr), out=ys[t])
             if valid is not None:
                 v = valid[t]
-                ys.append(hr * v)
                 h, c = torch.where(v, hr, h), torch.where(v, cr, c)
+                ys[t].mul_(v)
             else:
-                ys.append(hr)
                 h, c = hr, cr
         ctx.geo = geo
         ctx.has_peep = peep is not None
         ctx.save_for_backward(w, peep if peep is not None else w.new_zeros(0), valid if valid is not None else
                               w.new_zeros(0, dtype=torch.bool), mask if mask is not None else w.new_zeros(0),
-                              torch.stack(hm_all), torch.stack(cp_all), torch.stack(gates_all), torch.stack(cr_all))
-        return torch.stack(ys), h, c
+                              hm_all, cp_all, gates_all, cr_all)
+        return ys, h.clone() if valid is None else h, c.clone() if valid is None else c
 
     @staticmethod
     def backward(ctx, dy, dh, dc):
@@ -136,8 +141,9 @@ class _ConvLSTMLoop(torch.autograd.Function):
             dcp = dcr * f
             if ctx.has_peep:
                 dcp = dcp + dai * p_i + daf * p_f
-            da = torch.cat([dai, daf, dag, dao], dim=1)
-            da_all[t] = da
+            da = da_all[t]
+            for k, part in enumerate((dai, daf, dag, dao)):
+                da[:, k * Hc:(k + 1) * Hc] = part
             dhm = geo.conv_input(shape, w, to_group_major(da, 4, G))
             dh = dhm if mask is None else dhm * mask
             dc = dcp
