@@ -151,3 +151,19 @@ def test_cli_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert code == 2 and "--forecaster-input frames" in err
     code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--data", tmp_path], capsys)
     assert code == 2 and "t10k-images" in err
+
+
+def test_recipe_configs_name_only_known_settings():
+    """configs/video-*.toml and configs/caption-*.toml: every key is an option of its command."""
+    import tomllib
+    from pathlib import Path
+
+    from rnnkit.cli.vision import train_caption, train_video
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(root.glob("video-*.toml")) + sorted(root.glob("caption-*.toml"))
+    assert len(files) >= 3
+    for f in files:
+        command = train_video if f.name.startswith("video") else train_caption
+        names = {p.name for p in command.params}
+        unknown = set(tomllib.loads(f.read_text())) - names
+        assert not unknown, f"{f.name}: {unknown}"
