@@ -14,13 +14,29 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+import torch
+
 from .cells.conv_base import IntOrTuple
 from .cells.conv_gru import ConvGRUCell
 from .cells.conv_lstm import ConvLSTMCell
 from .recurrent import Recurrent
 
 
-class ConvLSTM(Recurrent):
+class _ConvLayer(Recurrent):
+    def initial_state(self, batch_size: int, spatial_size: Optional[Sequence[int]] = None, *, device=None,
+                      dtype=None):
+        """Zero state (num_layers·D, B, Hc, *spatial_size) per state tensor (spatial_size: the input's)."""
+        if spatial_size is None or len(tuple(spatial_size)) != self.dims:
+            raise ValueError(f"{type(self).__name__}.initial_state needs spatial_size ({self.dims} ints, the "
+                             f"input's spatial shape); got {spatial_size!r}")
+        parts = tuple(torch.zeros(self.num_layers * self.num_directions, batch_size, s, *spatial_size,
+                                  device=device if device is not None else self._param_device(),
+                                  dtype=dtype if dtype is not None else self._param_dtype())
+                      for s in self.state_sizes)
+        return parts if len(parts) > 1 else parts[0]
+
+
+class ConvLSTM(_ConvLayer):
     """Stacked convolutional LSTM (see ConvLSTMCell for the equations).
 
     Args:
@@ -47,7 +63,7 @@ class ConvLSTM(Recurrent):
         self.dims, self.peephole = dims, peephole
 
 
-class ConvGRU(Recurrent):
+class ConvGRU(_ConvLayer):
     """Stacked convolutional GRU (see ConvGRUCell for the equations); arguments as ConvLSTM, no peepholes."""
 
     def __init__(self, input_channels: int, hidden_channels: int, kernel_size: IntOrTuple = 3, num_layers: int = 1,

@@ -219,6 +219,16 @@ def test_layer_shapes_and_flat_state_dict_names():
     assert y1.shape == (5, 2, 3, 9) and h1.shape == (1, 2, 3, 9)
 
 
+def test_layer_initial_state_needs_the_spatial_size():
+    layer = ConvLSTM(2, 3, 3, num_layers=2)
+    h, c = layer.initial_state(4, (5, 6))
+    assert h.shape == c.shape == (2, 4, 3, 5, 6)
+    y, _ = layer(torch.randn(3, 4, 2, 5, 6), (h, c))
+    assert y.shape == (3, 4, 3, 5, 6)
+    with pytest.raises(ValueError, match="spatial_size"):
+        layer.initial_state(4)
+
+
 def test_unbatched_input_and_streaming_step():
     layer = ConvGRU(2, 3, 3, dtype=torch.float64)
     x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
