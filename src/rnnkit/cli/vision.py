@@ -237,7 +237,9 @@ CAPTION_SPECS = [
     ("cnn_width", POS_INT, 16, "Channels of the first CNN block (doubled per block)."),
     ("cnn_blocks", POS_INT, 3, "CNN blocks (conv-ReLU-pool); the grid is S / 2^blocks per side."),
     ("dropout", PROB, 0.1, "Dropout before the output layer."),
-    ("alpha_c", click.FloatRange(min=0.0), 0.02, "Weight of the doubly stochastic attention penalty."),
+    ("alpha_c", click.FloatRange(min=0.0), 0.0, "Weight λ of the doubly stochastic attention penalty (Xu et al. "
+                                                "use 1; with captions much shorter than the grid it pushes "
+                                                "attention towards uniform, so the digit recipe uses 0)."),
     ("sampling", click.Choice(["none", "linear", "exponential", "inverse_sigmoid"]), "none",
      "Scheduled sampling of the fed word (none = teacher forcing)."),
     ("sampling_k", float, 1.0, "Schedule parameter k."),
