@@ -262,7 +262,8 @@ def plot_attention(path, images: List[Tensor], words: List[List[str]], alphas: L
             if k > 0 and alpha is not None and g * g == alpha.shape[-1]:
                 a = alpha[k - 1].reshape(1, 1, g, g).float()
                 up = F.interpolate(a, size=img.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-                ax.imshow(up.numpy(), cmap="inferno", alpha=0.55)
+                # one colour scale per image (0 .. its largest weight): a flat map must look flat
+                ax.imshow(up.numpy(), cmap="inferno", alpha=0.55, vmin=0.0, vmax=float(alpha.max()))
             ax.set_title(panels[r][k], fontsize=8, pad=2)
         if titles:
             axes[r][0].text(0, -0.35, titles[r], transform=axes[r][0].transAxes, fontsize=8, ha="left")
