@@ -59,7 +59,7 @@ def assert_same_curve(a, b):
 def reference_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("ref")
     data = write_corpus(d / "corpus.txt")
-    subprocess.run(train_args(data, d / "run"), check=True, env=ENV, timeout=120)
+    subprocess.run(train_args(data, d / "run"), check=True, env=ENV, timeout=300)
     return data, d / "run"
 
 
@@ -69,7 +69,7 @@ def test_resume_after_sigkill_mid_training(reference_run, tmp_path):
     args = train_args(data, out, steps=10_000)  # would run for long; killed once it has 2 checkpoints
     proc = subprocess.Popen(args, env=ENV)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 240
         while time.time() < deadline:
             if (out / "checkpoints" / "step-00000010.json").exists():
                 break
@@ -86,7 +86,7 @@ def test_resume_after_sigkill_mid_training(reference_run, tmp_path):
     # resume up to step 30 (the max_steps override is a command-line value and wins over config.json)
     # (the other settings come from the run's config.json)
     subprocess.run([sys.executable, "-m", "rnnkit", "train", "charlm", "--out", str(out), "--resume",
-                    "--max-steps", "30", "--quiet"], check=True, env=ENV, timeout=120)
+                    "--max-steps", "30", "--quiet"], check=True, env=ENV, timeout=300)
     saved = json.loads((out / "config.json").read_text())["settings"]
     assert saved["hidden_size"] == 16 and saved["max_steps"] == 30
     if step <= 30:
@@ -116,13 +116,13 @@ main(sys.argv[3:])
 
 
 @pytest.mark.parametrize("which", [".json", ".safetensors"])
-def test_sigkill_mid_checkpoint_write(reference_run, tmp_path, which):
+def test_sigkill_mid_checkpoint_write(reference_run, tmp_path, which, capsys):
     data, ref = reference_run
     out = tmp_path / "run"
     script = tmp_path / "die.py"
     script.write_text(KILL_DURING_WRITE)
     proc = subprocess.run([sys.executable, str(script), "3", which] + train_args(data, out)[3:], env=ENV,
-                          timeout=120)
+                          timeout=300)
     assert proc.returncode == -signal.SIGKILL
     ckdir = out / "checkpoints"
     names = sorted(p.name for p in ckdir.iterdir())
@@ -134,12 +134,15 @@ def test_sigkill_mid_checkpoint_write(reference_run, tmp_path, which):
         with pytest.raises(CheckpointError, match="incomplete"):
             resolve_checkpoint(ckdir / "step-00000015.safetensors")
     # generate takes the run directory and uses its last complete checkpoint
-    gen = subprocess.run([sys.executable, "-m", "rnnkit", "generate", "--checkpoint", str(out), "--prime", "ROMEO:",
-                          "--length", "20", "--seed", "0"], env=ENV, capture_output=True, text=True, timeout=60)
-    assert gen.returncode == 0, gen.stderr
-    assert gen.stdout.startswith("ROMEO:") and len(gen.stdout) >= 26
+    from rnnkit.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--checkpoint", str(out), "--prime", "ROMEO:", "--length", "20", "--seed", "0"])
+        raise SystemExit(0)
+    assert exc.value.code in (0, None)
+    text = capsys.readouterr().out
+    assert text.startswith("ROMEO:") and len(text) >= 26
     # and the resumed run continues exactly
-    subprocess.run(train_args(data, out) + ["--resume"], check=True, env=ENV, timeout=120)
+    subprocess.run(train_args(data, out) + ["--resume"], check=True, env=ENV, timeout=300)
     assert_same_curve(train_losses(out), train_losses(ref))
     assert not any(p.name.startswith(".tmp-") for p in ckdir.iterdir())
 

@@ -30,9 +30,9 @@ def curve(run):
 def test_torchrun_two_processes_equal_one_process_with_doubled_batch(tmp_path):
     data = write_corpus(tmp_path / "corpus.txt")
     subprocess.run([sys.executable, "-m", "rnnkit", *args(data, tmp_path / "single", 8)], check=True, env=ENV,
-                   timeout=120)
+                   timeout=300)
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "rnnkit", *args(data, tmp_path / "ddp", 4)], env=ENV, timeout=120,
+                          "-m", "rnnkit", *args(data, tmp_path / "ddp", 4)], env=ENV, timeout=300,
                          capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single, multi = curve(tmp_path / "single"), curve(tmp_path / "ddp")

@@ -241,3 +241,23 @@ def test_metrics_jsonl_and_tensorboard(tmp_path):
     assert all("val_loss" in r and "val_bpc" in r for r in recs if r["kind"] == "eval")
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100
+
+
+def test_cosine_follows_torch_by_steps_and_the_clock_by_time():
+    t = make_trainer(steps=10, schedule="cosine", lr_min=1e-4)
+    lrs = []
+    t.add_hook("step_end", lambda tr, rec: lrs.append(rec["lr"]))
+    t.fit()
+    ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=10, eta_min=1e-4)
+    want = []
+    for _ in range(10):
+        want.append(ref_opt.param_groups[0]["lr"])
+        ref_opt.step()
+        ref.step()
+    assert lrs == pytest.approx(want, rel=1e-9)
+    # by time: the factor follows elapsed / max_minutes
+    t2 = make_trainer(steps=None, max_minutes=1.0, schedule="cosine")
+    t2._t0 = None
+    t2.elapsed_before = 30.0  # half the budget
+    assert t2._cosine_factor() == pytest.approx(0.5)

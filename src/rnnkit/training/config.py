@@ -23,6 +23,12 @@ class TrainConfig:
     Truncated BPTT: the data's chunk length is k1 (steps between updates);
     `bptt_k2` (>= k1, default k1) is how far back each update backpropagates.
 
+    Schedules: "cosine" decays from lr to lr_min over max_steps or max_minutes,
+    whichever runs out first (after `warmup_steps` of linear warm-up); "step"
+    multiplies by lr_gamma every lr_step_size steps; "plateau" when the
+    validation loss stops improving; "epoch_decay" every epoch after
+    lr_decay_after_epochs (Zaremba et al.).
+
     Loss normalization: "token" divides the summed loss by the number of
     predicted elements; "sequence" divides by the number of sequences (streams)
     only, i.e. sums over time (Zaremba et al. 2014).
@@ -87,8 +93,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
-        if self.schedule == "cosine" and self.max_steps is None:
-            raise ValueError("schedule 'cosine' needs max_steps (the length of the cosine)")
+        if self.schedule == "cosine" and self.max_steps is None and self.max_minutes is None:
+            raise ValueError("schedule 'cosine' needs max_steps or max_minutes (the length of the cosine)")
         if self.warmup_steps < 0 or (self.warmup_steps and self.schedule in ("plateau", "epoch_decay")):
             raise ValueError(f"warmup_steps must be >= 0 and works with the constant, cosine and step schedules; "
                              f"got {self.warmup_steps} with {self.schedule!r}")

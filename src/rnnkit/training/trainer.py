@@ -129,8 +129,6 @@ class Trainer:
             self.train_model: nn.Module = DistributedDataParallel(self.model, device_ids=ids)
         else:
             self.train_model = self.model
-        self.optimizer = self._build_optimizer()
-        self.scheduler = self._build_scheduler()
         self.hooks: Dict[str, List[Hook]] = {name: [] for name in HOOK_NAMES}
         # counters (all restored on resume)
         self.step = 0
@@ -145,6 +143,8 @@ class Trainer:
         self.metrics_lines = 0  # lines of metrics.jsonl written up to now (a resumed run keeps exactly these)
         self.history: List[Dict[str, Any]] = []  # eval records of this process
         self._reset_streams()
+        self.optimizer = self._build_optimizer()
+        self.scheduler = self._build_scheduler()
         self._metrics_file = None
         self._tb = None
 
@@ -165,7 +165,10 @@ class Trainer:
         S = torch.optim.lr_scheduler
         main = None
         if c.schedule == "cosine":
-            main = S.CosineAnnealingLR(opt, T_max=max(1, c.max_steps - c.warmup_steps), eta_min=c.lr_min)
+            # Cosine over whichever budget runs out first: steps (max_steps) or wall time (max_minutes),
+            # so a time-limited run ends at lr_min on a fast and on a slow machine alike. With
+            # max_steps only, this is torch's CosineAnnealingLR curve.
+            main = S.LambdaLR(opt, lambda _: self._cosine_factor())
         elif c.schedule == "step":
             main = S.StepLR(opt, step_size=c.lr_step_size, gamma=c.lr_gamma)
         elif c.schedule == "plateau":
@@ -173,6 +176,7 @@ class Trainer:
         elif c.schedule == "epoch_decay":
             gamma, after = c.lr_gamma, c.lr_decay_after_epochs
             # stepped once per epoch: epoch e (0-based) runs at lr · gamma^max(0, e − after + 1)
+            self._epoch_scheduler = True
             return S.LambdaLR(opt, lambda e: gamma ** max(0, e - after + 1))
         if c.warmup_steps:
             warm = S.LinearLR(opt, start_factor=1.0 / (c.warmup_steps + 1), end_factor=1.0,
@@ -180,6 +184,23 @@ class Trainer:
             main = main or S.ConstantLR(opt, factor=1.0, total_iters=0)
             return S.SequentialLR(opt, [warm, main], milestones=[c.warmup_steps])
         return main
+
+    _epoch_scheduler = False  # stepped at epoch ends (epoch_decay), not after every optimizer step
+    _t0: Optional[float] = None  # monotonic time at which this process's fit() started
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, earlier (resumed-from) runs included."""
+        return self.elapsed_before + (time.monotonic() - self._t0 if self._t0 is not None else 0.0)
+
+    def _cosine_factor(self) -> float:
+        c = self.config
+        progress = 0.0
+        if c.max_steps is not None:
+            progress = (self.step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)
+        if c.max_minutes is not None:
+            progress = max(progress, self.elapsed() / (60.0 * c.max_minutes))
+        floor = c.lr_min / c.lr
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
     def add_hook(self, name: str, fn: Hook) -> None:
         """Call `fn(trainer, record)` at `name` (one of HOOK_NAMES)."""
@@ -267,7 +288,7 @@ class Trainer:
         else:
             torch.manual_seed(c.seed + self.rank)
         self._open_logs(resumed=resume is not None)
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         tokens_at_start = self.tokens
         total = c.max_steps
         if total is None and c.max_epochs is not None and _len(self.train_data):
@@ -332,7 +353,7 @@ class Trainer:
                     self._reset_streams()
                     if self.val_data is not None and self.last_eval_step != self.step:
                         stop = self._evaluate_and_track() or stop
-                    if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+                    if self._epoch_scheduler:
                         self.scheduler.step()  # epoch_decay
                     stop = stop or self._time_or_step_limit(t0)
             if self.val_data is not None and self.last_eval_step != self.step:
@@ -358,10 +379,10 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler is not None and not isinstance(
-                self.scheduler, (torch.optim.lr_scheduler.ReduceLROnPlateau, torch.optim.lr_scheduler.LambdaLR)):
-            self.scheduler.step()
         self.step += 1
+        if self.scheduler is not None and not self._epoch_scheduler and not isinstance(
+                self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step()
         self.tokens += int(count)
         loss = loss_sum / count if count else float("nan")
         if not math.isfinite(loss):
