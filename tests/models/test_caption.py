@@ -238,7 +238,7 @@ def _cli(args, capsys):
 
 CLI_TINY = ["--image-size", "24", "--cnn-width", "4", "--cnn-blocks", "2", "--hidden-size", "16",
             "--embedding-size", "8", "--attention-size", "8", "--batch-size", "4", "--max-steps", "2",
-            "--val-images", "4", "--test-images", "4", "--no-tensorboard", "--quiet"]
+            "--val-images", "4", "--test-images", "4", "--no-tensorboard", "--quiet", "--max-len", "6"]
 
 
 def test_cli_digit_scenes_and_caption_command(tmp_path, capsys):
