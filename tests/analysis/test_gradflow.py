@@ -89,3 +89,11 @@ def test_plot_run(tmp_path):
     assert "2.1600" in eval_table(evals)
     png = plot_run(run)
     assert png.exists() and png.stat().st_size > 5_000
+
+
+def test_forget_bias_sets_the_f_gate():
+    from rnnkit.models.regressor import SequenceRegressor
+    for cell in ("lstm", "peephole", "lnlstm", "sru"):
+        m = SequenceRegressor(cell, 2, 4, forget_bias=30.0)
+        f = gate_activations(m.rnn.cells[0], torch.randn(5, 3, 2))["f"]
+        torch.testing.assert_close(f, torch.ones(5), atol=1e-4, rtol=0)

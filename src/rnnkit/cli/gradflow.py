@@ -34,9 +34,12 @@ def _cells(value: str):
 @click.option("--T", "T", type=click.IntRange(min=2), default=200, show_default=True, help="Sequence length.")
 @click.option("--hidden-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--train-steps", type=click.IntRange(min=0), default=150, show_default=True,
+@click.option("--train-steps", type=click.IntRange(min=0), default=100, show_default=True,
               help="Adam steps on the task before measuring (0: the freshly initialised model).")
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=3e-3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-2, show_default=True)
+@click.option("--forget-bias", type=float, default=1.0, show_default=True,
+              help="Initial forget-gate bias of LSTM-family cells and SRU (Gers et al. 2000; Keras's default); "
+                   "0 keeps the cells' own initialisation.")
 @click.option("--checkpoint", default=None,
               help="Measure a trained language model instead (checkpoint file or run directory) on --text.")
 @click.option("--text", default=None, help="Input text for --checkpoint (default: the first T characters of "
@@ -46,7 +49,7 @@ def _cells(value: str):
                                                                                      "curves is written beside it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, train_steps: int, lr: float,
-             checkpoint: Optional[str], text: Optional[str], seed: int, out: str, quiet: bool) -> None:
+             forget_bias: float, checkpoint: Optional[str], text: Optional[str], seed: int, out: str, quiet: bool) -> None:
     """Gradient flow through time: ||∂L_T/∂h_t|| for every t (log scale) and mean gate activations.
 
     With the adding problem (default) each cell is trained --train-steps steps on the same
@@ -58,7 +61,7 @@ def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, t
         results, title = _from_checkpoint(checkpoint, text, T)
     else:
         names = _cells(cells)
-        results, title = _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet)
+        results, title = _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     plot_gradflow(results, out_path, title)
     curves = {c: {"grad": {k: v.tolist() for k, v in r["grad"].items()},
@@ -70,13 +73,13 @@ def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, t
     click.echo(f"gradient flow: {out_path}")
 
 
-def _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet):
+def _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias):
     probe_x, probe_y = adding_problem(batch_size, T, generator=torch.Generator().manual_seed(seed + 999),
                                       dtype=torch.float64)
     results: Dict[str, dict] = {}
     for name in names:
         torch.manual_seed(seed)
-        model = SequenceRegressor(name, 2, hidden_size)
+        model = SequenceRegressor(name, 2, hidden_size, forget_bias=forget_bias or None)
         info = {}
         if train_steps:
             source = GeneratedBatches(lambda g: adding_problem(batch_size, T, generator=g), train_steps, seed)
@@ -97,7 +100,8 @@ def _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet):
         results[name] = {"grad": gradient_flow(cell, probe_x, readout), "gates": gate_activations(cell, probe_x),
                          "info": info}
     what = f"after {train_steps} training steps" if train_steps else "freshly initialised"
-    title = (f"adding problem, T={T}, H={hidden_size}, {what}; loss = MSE at the last step "
+    fb = f", forget bias {forget_bias:g}" if forget_bias else ""
+    title = (f"adding problem, T={T}, H={hidden_size}, {what}{fb}; loss = MSE at the last step "
              f"(baseline MSE {ADDING_BASELINE_MSE:.3f})")
     return results, title
 

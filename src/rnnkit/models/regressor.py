@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from ..cells import LayerNormLSTMCell, LSTMCell, SRUCell
 from ..recurrent import Recurrent
 from .char_lm import make_cell
 
@@ -15,11 +16,35 @@ class SequenceRegressor(nn.Module):
     """x (T, B, I) -> prediction (B, O) = W y_T + b, with y_T the last layer's output at the last step."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int = 1,
-                 num_layers: int = 1) -> None:
+                 num_layers: int = 1, forget_bias: Optional[float] = None) -> None:
         super().__init__()
         self.cell_name = cell
         self.rnn = Recurrent(lambda size: make_cell(cell, size, hidden_size), num_layers, input_size=input_size)
         self.head = nn.Linear(self.rnn.output_size, output_size)
+        if forget_bias is not None:
+            for c in self.rnn.cells:
+                set_forget_bias(c, forget_bias)
+
+
+@torch.no_grad()
+def set_forget_bias(cell: nn.Module, value: float) -> bool:
+    """Start the forget gate at σ(value) (Gers et al. 2000; Keras's unit_forget_bias=True is 1.0).
+
+    LSTM family: the f block of the biases sums to `value`; SRU: b_f = value. Other cells
+    have no forget gate and are left alone (returns False).
+    """
+    H = cell.hidden_size
+    if isinstance(cell, LSTMCell) and cell.bias_ih is not None:
+        cell.bias_ih[H:2 * H] = value
+        cell.bias_hh[H:2 * H] = 0.0
+        return True
+    if isinstance(cell, LayerNormLSTMCell) and cell.bias is not None:
+        cell.bias[H:2 * H] = value
+        return True
+    if isinstance(cell, SRUCell) and cell.bias is not None:
+        cell.bias[:H] = value
+        return True
+    return False
 
     def forward(self, x: Tensor) -> Tensor:
         y, _ = self.rnn(x)  # (T, B, H)
