@@ -79,6 +79,11 @@ class NativeBackend:
 
     def auto_priority(self, spec: RunSpec, registered: int) -> int:
         """Where `auto` ranks this backend for `spec` (measured in benchmarks/RESULTS.md)."""
+        if torch.compiler.is_compiling():
+            # under torch.compile AOTAutograd decomposes aten.lstm/gru/rnn into one set of ops per time step
+            # (T=20: ~500 forward and ~950 backward nodes, recompiled for every T); the fused custom ops
+            # stay one node per layer and direction, with dynamic T
+            return NOT_PREFERRED
         if spec.inputs.device.type != "cpu":
             return PREFERRED  # cuDNN; the fused kernels are CPU-only
         cell = spec.cell
