@@ -183,14 +183,14 @@ def train_cell(cell: str, config: AddingConfig, *, progress: bool = True) -> Cur
 
 
 def format_table(curves: Sequence[Curve], baseline: float = ADDING_BASELINE_MSE) -> str:
-    """A plain-text table: cell, steps, seconds, final held-out MSE, ratio to the baseline."""
-    rows = [f"{'cell':<14} {'steps':>6} {'seconds':>7} {'final MSE':>10} {'/ baseline':>10}  verdict"]
+    """A plain-text table: cell, backend, steps, seconds, final held-out MSE, ratio to the baseline."""
+    rows = [f"{'cell':<14} {'backend':<9} {'steps':>6} {'seconds':>7} {'final MSE':>10} {'/ baseline':>10}  verdict"]
     for c in curves:
         ratio = c.final / baseline
         verdict = "learned" if ratio < 0.1 else ("baseline (failed)" if ratio > 0.7 else "partly")
-        rows.append(f"{CELL_TITLES[c.cell]:<14} {c.steps[-1]:>6} {c.seconds[-1]:>7.1f} {c.final:>10.4f} "
+        rows.append(f"{CELL_TITLES[c.cell]:<14} {c.backend:<9} {c.steps[-1]:>6} {c.seconds[-1]:>7.1f} {c.final:>10.4f} "
                     f"{ratio:>10.3f}  {verdict}")
-    rows.append(f"{'predict 1.0':<14} {'':>6} {'':>7} {baseline:>10.4f} {1.0:>10.3f}  baseline")
+    rows.append(f"{'predict 1.0':<14} {'':<9} {'':>6} {'':>7} {baseline:>10.4f} {1.0:>10.3f}  baseline")
     return "\n".join(rows)
 
 
