@@ -175,6 +175,31 @@ def test_baselines():
     h = np.arange(48.0) % 24
     assert (naive(h, 3, 24) == 23).all()
     np.testing.assert_array_equal(seasonal_naive(h, 30, 24), np.arange(30.0) % 24)
+
+
+def test_seasonal_arima_undifferences(monkeypatch):
+    """SARIMA(2,0,1)(0,1,0)_m forecasts d̂ for y_t − y_{t−m}; y is rebuilt recursively past one season."""
+    import statsmodels.tsa.arima.model as arima
+
+    class Fake:  # the fitted ARMA forecasts a constant d̂ = 1 for every step
+        def __init__(self, d, **kw):
+            self.d = d
+
+        def fit(self):
+            return self
+
+        def forecast(self, h):
+            return np.ones(h)
+
+    monkeypatch.setattr(arima, "ARIMA", Fake)
+    h = np.arange(40.0) % 4
+    out = seasonal_arima(h, 10, 4)
+    # y_{n+k} = 1 + y_{n+k−4}: one season ahead last season + 1, two seasons ahead + 2
+    np.testing.assert_array_equal(out, (np.arange(10) % 4) + 1 + np.arange(10) // 4)
+
+
+@pytest.mark.slow
+def test_seasonal_arima_real_fit():
     # (noise keeps the ARMA fit well-posed: on an exact wave the differenced series is constant)
     wave = 5 + np.sin(2 * np.pi * np.arange(6 * 8) / 6) + 0.3 * np.random.default_rng(0).standard_normal(48)
     err = np.abs(seasonal_arima(wave, 12, 6) - (5 + np.sin(2 * np.pi * np.arange(12) / 6)))
