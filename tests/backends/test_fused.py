@@ -176,14 +176,17 @@ def _op_inputs(family: str, T: int = 4, B: int = 3, I: int = 2, H: int = 3, mask
     if family == "ln_gru":
         return ops.ln_gru_forward, (r(T, B, 3 * H), r(3 * H, H), r(3 * H, scale=1.0), r(3 * H), r(B, H), lengths,
                                     rmask, keep(H)), 2
-    if family == "sru":
-        return ops.sru_forward, (r(T, B, 4 * H), r(2 * H), r(B, H), lengths, keep(H)), 2
+    if family == "sru":  # with a highway projection (u has 4 blocks)
+        return ops.sru_forward, (r(T, B, 4 * H), None, r(2 * H), r(B, H), lengths, keep(H)), 2
+    if family == "sru_highway":  # input_size == hidden_size: the highway is the input itself
+        return ops.sru_forward, (r(T, B, 3 * H), r(T, B, H), r(2 * H), r(B, H), lengths, keep(H)), 2
     if family == "mingru":
         return ops.mingru_forward, (r(T, B, 2 * H), r(B, H), lengths, keep(H)), 2
     raise ValueError(family)
 
 
-FAMILIES = ["lstm", "lstm_proj", "gru_after", "gru_before", "elman_tanh", "ln_lstm", "ln_gru", "sru", "mingru"]
+FAMILIES = ["lstm", "lstm_proj", "gru_after", "gru_before", "elman_tanh", "ln_lstm", "ln_gru", "sru", "sru_highway",
+            "mingru"]
 
 
 @pytest.mark.parametrize("masks", [True, False], ids=["masks", "plain"])

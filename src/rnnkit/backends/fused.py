@@ -124,9 +124,16 @@ def _run_sru(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, _ = _common(spec)
-    u = cell.project(spec.inputs)  # x~, W_f x + b_f, W_r x + b_r, highway: (T, B, 4H)
+    # cell.project's blocks (x~, W_f x + b_f, W_r x + b_r, highway) without its concatenations: one GEMM,
+    # and the highway read straight from the input when it is x itself
+    H, bias = cell.hidden_size, cell.bias
+    if bias is not None:
+        rows = cell.weight_ih.shape[0]
+        bias = torch.cat([bias.new_zeros(H), bias, bias.new_zeros(rows - 3 * H)])
+    u = F.linear(spec.inputs, cell.weight_ih, bias)  # (T, B, 3H), or 4H with a highway projection
+    highway = None if cell.highway_projection else spec.inputs
     (zc,) = _keeps(spec, T, B)
-    y, c_n, _ = ops.sru_forward(u, cell.weight_c, spec.state[0], lengths, zc)
+    y, c_n, _ = ops.sru_forward(u, highway, cell.weight_c, spec.state[0], lengths, zc)
     return y, (c_n,)
 
 

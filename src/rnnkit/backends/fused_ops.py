@@ -55,9 +55,10 @@ _SCHEMAS = {
     "ln_gru_backward": "(Tensor dy, Tensor dh_n, Tensor gates, Tensor en, Tensor rstd, Tensor y, Tensor h0, "
                        "Tensor w_hh, Tensor g_hh, Tensor? lengths, Tensor? rmask, Tensor? zh) "
                        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
-    "sru_forward": "(Tensor u, Tensor v, Tensor c0, Tensor? lengths, Tensor? zc) -> (Tensor, Tensor, Tensor)",
-    "sru_backward": "(Tensor dy, Tensor dc_n, Tensor u, Tensor cs, Tensor v, Tensor? lengths, Tensor? zc) "
-                    "-> (Tensor, Tensor, Tensor)",
+    "sru_forward": "(Tensor u, Tensor? highway, Tensor v, Tensor c0, Tensor? lengths, Tensor? zc) "
+                   "-> (Tensor, Tensor, Tensor)",
+    "sru_backward": "(Tensor dy, Tensor dc_n, Tensor u, Tensor? highway, Tensor cs, Tensor v, Tensor? lengths, "
+                    "Tensor? zc) -> (Tensor, Tensor, Tensor, Tensor)",
     "mingru_forward": "(Tensor u, Tensor h0, Tensor? lengths, Tensor? zh) -> (Tensor, Tensor)",
     "mingru_backward": "(Tensor dy, Tensor dh_n, Tensor u, Tensor y, Tensor h0, Tensor? lengths, Tensor? zh) "
                        "-> (Tensor, Tensor)",
@@ -300,28 +301,31 @@ torch.library.register_autograd("rnnkit::ln_gru_forward", _ln_gru_backward, setu
 
 # ----------------------------------------------------------------------- SRU
 @torch.library.register_fake("rnnkit::sru_forward")
-def _sru_forward_fake(u, v, c0, lengths, zc):
-    T, B, K = u.shape
-    H = K // 4
+def _sru_forward_fake(u, highway, v, c0, lengths, zc):
+    T, B, _ = u.shape
+    H = v.shape[0] // 2
     return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T + 1, B, H)
 
 
 @torch.library.register_fake("rnnkit::sru_backward")
-def _sru_backward_fake(dy, dc_n, u, cs, v, lengths, zc):
-    return torch.empty_like(u), torch.empty_like(dc_n), torch.empty_like(v)
+def _sru_backward_fake(dy, dc_n, u, highway, cs, v, lengths, zc):
+    T, B, _ = u.shape
+    H = v.shape[0] // 2
+    return (torch.empty_like(u), u.new_empty(T if highway is not None else 0, B, H), torch.empty_like(dc_n),
+            torch.empty_like(v))
 
 
 def _sru_setup(ctx, inputs, output):
-    u, v, c0, lengths, zc = inputs
-    ctx.save_for_backward(u, v, lengths, zc, output[2])
+    u, highway, v, c0, lengths, zc = inputs
+    ctx.save_for_backward(u, highway, v, lengths, zc, output[2])
     ctx.mark_non_differentiable(output[2])
 
 
 def _sru_backward(ctx, dy, dc_n, _unused):
-    u, v, lengths, zc, cs = ctx.saved_tensors
+    u, highway, v, lengths, zc, cs = ctx.saved_tensors
     dy, dc_n = _zeros_if_none(dy, cs[1:]), _zeros_if_none(dc_n, cs[0])
-    du, dc0, dv = ops.sru_backward(dy, dc_n, u, cs, v, lengths, zc)
-    return du, dv, dc0, None, None
+    du, dhw, dc0, dv = ops.sru_backward(dy, dc_n, u, highway, cs, v, lengths, zc)
+    return du, (dhw if highway is not None else None), dv, dc0, None, None
 
 
 torch.library.register_autograd("rnnkit::sru_forward", _sru_backward, setup_context=_sru_setup)

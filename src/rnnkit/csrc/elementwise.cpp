@@ -5,14 +5,16 @@
 // bound. f, r (SRU) and z (minGRU) are recomputed in backward from u and the
 // saved states instead of being stored.
 //
-// SRU (u = cell.project(x): x~, W_f x + b_f, W_r x + b_r, highway x'):
+// SRU (u = W x + (0, b_f, b_r[, 0]): x~, W_f x + b_f, W_r x + b_r[, W_h x]; the highway x' is u's
+// fourth block, or the input x itself (passed as `highway`) when input_size == hidden_size):
 //   f = σ(u_f + v_f ⊙ c_{t-1}),  r = σ(u_r + v_r ⊙ c_{t-1})
 //   c~ = f ⊙ c_{t-1} + (1 − f) ⊙ x~;  y_t = r ⊙ c~ + (1 − r) ⊙ x'
 //   zoneout c_t = c~ + kc (c_{t-1} − c~)
-//   forward  in : u (T,B,4H), v (2H) = v_f, v_r, c0 (B,H), lengths?, zc (T,B,H)?
+//   forward  in : u (T,B,K) K = 3H or 4H, highway (T,B,H)? (when K = 3H), v (2H) = v_f, v_r, c0 (B,H),
+//                 lengths?, zc (T,B,H)?
 //            out: y (T,B,H), c_n (B,H), cs (T+1,B,H) states c_0..c_T (saved)
-//   backward in : dy (T,B,H), dc_n (B,H), u, cs, v, lengths?, zc?
-//            out: du (T,B,4H), dc0 (B,H), dv (2H)
+//   backward in : dy (T,B,H), dc_n (B,H), u, highway?, cs, v, lengths?, zc?
+//            out: du (T,B,K), dhighway (T,B,H) (0 elements without `highway`), dc0 (B,H), dv (2H)
 // minGRU (u = W x + b: u_z, h^):
 //   z = σ(u_z);  h~ = (1 − z) ⊙ h_{t-1} + z ⊙ h^;  zoneout h_t = h~ + kh (h_{t-1} − h~);  y_t = h_t
 //   forward  in : u (T,B,2H), h0 (B,H), lengths?, zh?      out: y (T,B,H), h_n (B,H)
@@ -32,9 +34,12 @@ inline void for_row_blocks(int64_t B, int64_t work, const F& f) {
 }
 
 template <typename R>
-void sru_forward_impl(const Tensor& u, const Tensor& v, const Tensor& c0, const OptTensor& lengths,
-                      const OptTensor& zc_, Tensor& y, Tensor& c_n, Tensor& cs) {
-  const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 4, K = 4 * H;
+void sru_forward_impl(const Tensor& u, const Tensor& highway, const Tensor& v, const Tensor& c0,
+                      const OptTensor& lengths, const OptTensor& zc_, Tensor& y, Tensor& c_n, Tensor& cs) {
+  const int64_t T = u.size(0), B = u.size(1), K = u.size(2), H = v.size(0) / 2;
+  // highway row (t, b) = hwp + (t * B + b) * hws
+  const R* hwp = highway.defined() ? highway.data_ptr<R>() : u.data_ptr<R>() + 3 * H;
+  const int64_t hws = highway.defined() ? H : K;
   Keep<R> zc(zc_, H, u.options());
   Steps steps(lengths, B);
   const R* up = u.data_ptr<R>();
@@ -55,13 +60,14 @@ void sru_forward_impl(const Tensor& u, const Tensor& v, const Tensor& c0, const 
           continue;
         }
         const R* __restrict__ ur = up + (t * B + b) * K;
+        const R* __restrict__ hw = hwp + (t * B + b) * hws;
         const R* __restrict__ kc = zc.row(t, b);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
           R f = sigmoid(ur[H + j] + vf[j] * cp[j]);
           R r = sigmoid(ur[2 * H + j] + vr[j] * cp[j]);
           R c = f * cp[j] + (R(1) - f) * ur[j];
-          yr[j] = r * c + (R(1) - r) * ur[3 * H + j];
+          yr[j] = r * c + (R(1) - r) * hw[j];
           cn[j] = c + kc[j] * (cp[j] - c);
         }
       }
@@ -71,9 +77,13 @@ void sru_forward_impl(const Tensor& u, const Tensor& v, const Tensor& c0, const 
 }
 
 template <typename R>
-void sru_backward_impl(const Tensor& dy, const Tensor& u, const Tensor& cs, const Tensor& v, const OptTensor& lengths,
-                       const OptTensor& zc_, Tensor& du, Tensor& dc, Tensor& dv_rows) {
-  const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 4, K = 4 * H;
+void sru_backward_impl(const Tensor& dy, const Tensor& u, const Tensor& highway, const Tensor& cs, const Tensor& v,
+                       const OptTensor& lengths, const OptTensor& zc_, Tensor& du, Tensor& dhw, Tensor& dc,
+                       Tensor& dv_rows) {
+  const int64_t T = u.size(0), B = u.size(1), K = u.size(2), H = v.size(0) / 2;
+  const R* hwp = highway.defined() ? highway.data_ptr<R>() : u.data_ptr<R>() + 3 * H;
+  R* dhwp = highway.defined() ? dhw.data_ptr<R>() : du.data_ptr<R>() + 3 * H;
+  const int64_t hws = highway.defined() ? H : K;
   Keep<R> zc(zc_, H, u.options());
   Steps steps(lengths, B);
   const R* up = u.data_ptr<R>();
@@ -88,11 +98,14 @@ void sru_backward_impl(const Tensor& dy, const Tensor& u, const Tensor& cs, cons
     for (int64_t t = T - 1; t >= 0; --t) {
       for (int64_t b = b0; b < b1; ++b) {
         R* __restrict__ d = dup + (t * B + b) * K;
+        R* __restrict__ dh = dhwp + (t * B + b) * hws;
         if (!steps.valid(t, b)) {
           std::fill(d, d + K, R(0));
+          std::fill(dh, dh + H, R(0));
           continue;
         }
         const R* __restrict__ ur = up + (t * B + b) * K;
+        const R* __restrict__ hw = hwp + (t * B + b) * hws;
         const R* __restrict__ cp = csp + (t * B + b) * H;
         const R* __restrict__ dyr = dyp + (t * B + b) * H;
         const R* __restrict__ kc = zc.row(t, b);
@@ -105,12 +118,12 @@ void sru_backward_impl(const Tensor& dy, const Tensor& u, const Tensor& cs, cons
           R r = sigmoid(ur[2 * H + j] + vr[j] * cp[j]);
           R c = f * cp[j] + (R(1) - f) * ur[j];
           R dct = (R(1) - kc[j]) * dcr[j] + dyr[j] * r;
-          R dar = dyr[j] * (c - ur[3 * H + j]) * r * (R(1) - r);
+          R dar = dyr[j] * (c - hw[j]) * r * (R(1) - r);
           R daf = dct * (cp[j] - ur[j]) * f * (R(1) - f);
           d[j] = dct * (R(1) - f);
           d[H + j] = daf;
           d[2 * H + j] = dar;
-          d[3 * H + j] = dyr[j] * (R(1) - r);
+          dh[j] = dyr[j] * (R(1) - r);
           dvf[j] += daf * cp[j];
           dvr[j] += dar * cp[j];
           dcr[j] = kc[j] * dcr[j] + dct * f + daf * vf[j] + dar * vr[j];
@@ -193,29 +206,32 @@ void mingru_backward_impl(const Tensor& dy, const Tensor& u, const Tensor& y, co
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor> sru_forward(const Tensor& u, const Tensor& v, const Tensor& c0,
-                                               const OptTensor& lengths, const OptTensor& zc) {
-  const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 4;
+std::tuple<Tensor, Tensor, Tensor> sru_forward(const Tensor& u, const OptTensor& highway, const Tensor& v,
+                                               const Tensor& c0, const OptTensor& lengths, const OptTensor& zc) {
+  const int64_t T = u.size(0), B = u.size(1), H = v.size(0) / 2;
+  auto hw = contiguous_or_undefined(highway);
   auto o = u.options();
   auto y = at::empty({T, B, H}, o), c_n = at::empty({B, H}, o), cs = at::empty({T + 1, B, H}, o);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_sru_forward", [&] {
-    sru_forward_impl<scalar_t>(u.contiguous(), v.contiguous(), c0.contiguous(), lengths, zc, y, c_n, cs);
+    sru_forward_impl<scalar_t>(u.contiguous(), hw, v.contiguous(), c0.contiguous(), lengths, zc, y, c_n, cs);
   });
   return {y, c_n, cs};
 }
 
-std::tuple<Tensor, Tensor, Tensor> sru_backward(const Tensor& dy, const Tensor& dc_n, const Tensor& u,
-                                                const Tensor& cs, const Tensor& v, const OptTensor& lengths,
-                                                const OptTensor& zc) {
-  const int64_t B = u.size(1), H = u.size(2) / 4;
+std::tuple<Tensor, Tensor, Tensor, Tensor> sru_backward(const Tensor& dy, const Tensor& dc_n, const Tensor& u,
+                                                        const OptTensor& highway, const Tensor& cs, const Tensor& v,
+                                                        const OptTensor& lengths, const OptTensor& zc) {
+  const int64_t T = u.size(0), B = u.size(1), H = v.size(0) / 2;
+  auto hw = contiguous_or_undefined(highway);
   auto du = at::empty_like(u);
+  auto dhw = at::empty({hw.defined() ? T : 0, B, H}, u.options());
   auto dc = dc_n.contiguous().clone();
   auto dv = at::zeros({B, 2 * H}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_sru_backward", [&] {
-    sru_backward_impl<scalar_t>(dy.contiguous(), u.contiguous(), cs.contiguous(), v.contiguous(), lengths, zc, du, dc,
-                                dv);
+    sru_backward_impl<scalar_t>(dy.contiguous(), u.contiguous(), hw, cs.contiguous(), v.contiguous(), lengths, zc, du,
+                                dhw, dc, dv);
   });
-  return {du, dc, dv.sum(0)};
+  return {du, dhw, dc, dv.sum(0)};
 }
 
 std::tuple<Tensor, Tensor> mingru_forward(const Tensor& u, const Tensor& h0, const OptTensor& lengths,
