@@ -2,5 +2,7 @@
 
 from .char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM, make_cell, sample
 from .word_lm import word_lm, word_task
+from .seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 
-__all__ = ["CELLS", "LMConfig", "RecurrentLM", "LanguageModelTask", "make_cell", "sample", "word_lm", "word_task"]
+__all__ = ["CELLS", "LMConfig", "RecurrentLM", "LanguageModelTask", "make_cell", "sample", "word_lm", "word_task",
+           "Seq2Seq", "Seq2SeqConfig", "Seq2SeqTask", "SamplingSchedule"]
