@@ -290,7 +290,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="torch and onnxruntime threads (default 1: on a shared, loaded machine OpenMP "
                              "barriers between 2 threads cost milliseconds per call)")
     parser.add_argument("--checkpoint", default=None, help="char-LM checkpoint for the int8 accuracy table")
-    parser.add_argument("--train-steps", type=int, default=300, help="steps to train a char-LM when no --checkpoint")
+    parser.add_argument("--train-steps", type=int, default=1000, help="steps to train a char-LM when no --checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
