@@ -97,3 +97,9 @@ def test_forget_bias_sets_the_f_gate():
         m = SequenceRegressor(cell, 2, 4, forget_bias=30.0)
         f = gate_activations(m.rnn.cells[0], torch.randn(5, 3, 2))["f"]
         torch.testing.assert_close(f, torch.ones(5), atol=1e-4, rtol=0)
+
+
+def test_sequence_regressor_runs():
+    from rnnkit.models.regressor import SequenceRegressor
+    m = SequenceRegressor("gru", 2, 4, forget_bias=1.0)
+    assert m(torch.randn(7, 3, 2)).shape == (3, 1)

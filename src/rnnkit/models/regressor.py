@@ -26,6 +26,11 @@ class SequenceRegressor(nn.Module):
                 set_forget_bias(c, forget_bias)
 
 
+    def forward(self, x: Tensor) -> Tensor:
+        y, _ = self.rnn(x)  # (T, B, H)
+        return self.head(y[-1])  # (B, O)
+
+
 @torch.no_grad()
 def set_forget_bias(cell: nn.Module, value: float) -> bool:
     """Start the forget gate at σ(value) (Gers et al. 2000; Keras's unit_forget_bias=True is 1.0).
@@ -45,10 +50,6 @@ def set_forget_bias(cell: nn.Module, value: float) -> bool:
         cell.bias[:H] = value
         return True
     return False
-
-    def forward(self, x: Tensor) -> Tensor:
-        y, _ = self.rnn(x)  # (T, B, H)
-        return self.head(y[-1])  # (B, O)
 
 
 class RegressionTask:
