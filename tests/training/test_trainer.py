@@ -112,13 +112,14 @@ def test_loss_falls():
     assert trainer.history[-1]["val_loss"] < math.log(7) - 0.3
 
 
-@pytest.mark.parametrize("k2", [None, 9])
-def test_resume_is_exact(tmp_path, k2):
-    full = make_trainer(tmp_path / "full", steps=16, k2=k2, checkpoint_every=4, eval_every=5)
+@pytest.mark.parametrize("k2,extra", [(None, {}), (9, {}), (None, dict(schedule="step", warmup_steps=3, lr_step_size=5)),
+                                      (None, dict(schedule="cosine", warmup_steps=2))])
+def test_resume_is_exact(tmp_path, k2, extra):
+    full = make_trainer(tmp_path / "full", steps=16, k2=k2, checkpoint_every=4, eval_every=5, **extra)
     full.fit()
-    part = make_trainer(tmp_path / "part", steps=10, k2=k2, checkpoint_every=4, eval_every=5)
+    part = make_trainer(tmp_path / "part", steps=10, k2=k2, checkpoint_every=4, eval_every=5, **extra)
     part.fit()
-    resumed = make_trainer(tmp_path / "part", steps=16, k2=k2, checkpoint_every=4, eval_every=5)
+    resumed = make_trainer(tmp_path / "part", steps=16, k2=k2, checkpoint_every=4, eval_every=5, **extra)
     resumed.fit(resume=tmp_path / "part" / "checkpoints" / "step-00000008.json")
 
     def losses(d):

@@ -25,7 +25,6 @@ class SequenceRegressor(nn.Module):
             for c in self.rnn.cells:
                 set_forget_bias(c, forget_bias)
 
-
     def forward(self, x: Tensor) -> Tensor:
         y, _ = self.rnn(x)  # (T, B, H)
         return self.head(y[-1])  # (B, O)
