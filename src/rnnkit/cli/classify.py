@@ -58,7 +58,7 @@ CLASSIFY_SPECS = [
     ("embedding_size", POS_INT, 64, "Embedding size."),
     ("hidden_size", POS_INT, 64, "Hidden units per direction and layer."),
     ("num_layers", POS_INT, 1, "Stacked layers."),
-] + COMMON + app_training_specs(dict(batch_size=64, optimizer="adam", lr=2e-3, clip_norm=5.0, max_epochs=4,
+] + COMMON + app_training_specs(dict(batch_size=64, optimizer="adam", lr=2e-3, clip_norm=5.0, max_epochs=3,
                                      early_stop_patience=2, eval_every=None, checkpoint_every=1000))
 
 TAG_SPECS = [
@@ -72,7 +72,7 @@ TAG_SPECS = [
     ("embedding_size", POS_INT, 100, "Word embedding size."),
     ("hidden_size", POS_INT, 64, "Hidden units per direction and layer."),
     ("num_layers", POS_INT, 2, "Stacked layers."),
-] + COMMON + app_training_specs(dict(batch_size=32, optimizer="adam", lr=2e-3, clip_norm=5.0, max_epochs=3,
+] + COMMON + app_training_specs(dict(batch_size=32, optimizer="adam", lr=5e-3, clip_norm=5.0, max_epochs=8,
                                      early_stop_patience=2, checkpoint_every=1000))
 
 
