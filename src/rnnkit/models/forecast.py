@@ -19,6 +19,10 @@ Heads (P parameters per value):
 
 `ForecastTask.loss` uses teacher forcing while the model trains and the rollout
 when it evaluates, so validation loss measures what a forecast will do.
+
+Masked data (config.masked): missing history values enter as 0 with their observed
+flag 0; missing targets add nothing to the loss. Teacher forcing feeds a missing
+target as 0 with flag 1 (a known simplification; the rollout never sees targets).
 """
 
 from __future__ import annotations
