@@ -117,8 +117,18 @@ def test_loss_falls():
 def test_resume_is_exact(tmp_path, k2, extra):
     full = make_trainer(tmp_path / "full", steps=16, k2=k2, checkpoint_every=4, eval_every=5, **extra)
     full.fit()
-    part = make_trainer(tmp_path / "part", steps=10, k2=k2, checkpoint_every=4, eval_every=5, **extra)
-    part.fit()
+    part = make_trainer(tmp_path / "part", steps=16, k2=k2, checkpoint_every=4, eval_every=5, **extra)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_10(trainer, record):
+        if record["step"] == 10:
+            raise Killed  # the run dies between checkpoints (same schedule length as the full run)
+
+    part.add_hook("step_end", kill_at_10)
+    with pytest.raises(Killed):
+        part.fit()
     resumed = make_trainer(tmp_path / "part", steps=16, k2=k2, checkpoint_every=4, eval_every=5, **extra)
     resumed.fit(resume=tmp_path / "part" / "checkpoints" / "step-00000008.json")
 
