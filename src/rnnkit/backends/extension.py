@@ -15,6 +15,7 @@ fall back to the reference backend at the cost of one line.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import ctypes.util
 import hashlib
 import logging
@@ -153,9 +154,16 @@ def _build() -> None:
         log.warning("rnnkit: compiling the fused CPU kernels once into %s (about a minute)", directory)
     cflags, ldflags = _flags()
     start = time.perf_counter()
-    cpp_load(name=name, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=cflags, extra_ldflags=ldflags,
-             extra_include_paths=[str(CSRC)], build_directory=str(directory), is_python_module=False,
-             verbose=False)
+    # torch's builder guards the directory with a plain `lock` file and waits forever while it exists; a
+    # build killed mid-way (Ctrl-C, SIGKILL, OOM) leaves it behind and every later process would hang. An
+    # flock is released by the kernel when its holder dies, so whoever holds ours knows that any `lock`
+    # file it finds is stale.
+    with open(directory / "build.flock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        cpp_load(name=name, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=cflags,
+                 extra_ldflags=ldflags, extra_include_paths=[str(CSRC)], build_directory=str(directory),
+                 is_python_module=False, verbose=False)
     _state["build_seconds"] = time.perf_counter() - start
     if fresh:
         log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
