@@ -15,7 +15,6 @@ fall back to the reference backend at the cost of one line.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import ctypes.util
 import hashlib
 import logging
@@ -28,6 +27,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no flock; torch's own lock file is all there is
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("rnnkit")
 
@@ -159,8 +163,9 @@ def _build() -> None:
     # flock is released by the kernel when its holder dies, so whoever holds ours knows that any `lock`
     # file it finds is stale.
     with open(directory / "build.flock", "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        (directory / "lock").unlink(missing_ok=True)
+        if fcntl is not None:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            (directory / "lock").unlink(missing_ok=True)
         cpp_load(name=name, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=cflags,
                  extra_ldflags=ldflags, extra_include_paths=[str(CSRC)], build_directory=str(directory),
                  is_python_module=False, verbose=False)
