@@ -32,7 +32,7 @@ def test_shapes_and_probabilities(options):
     assert logits.shape == (2, 2, 1, 16, 16)
     p = model.predict(x[:3])
     assert float(p.min()) >= 0 and float(p.max()) <= 1
-    assert model.encoder.last_backend == "conv"
+    assert model.encoder.last_backend == "reference"  # auto (see backends/conv.py)
 
 
 def test_full_teacher_forcing_equals_feeding_the_truth_step_by_step():
