@@ -140,3 +140,19 @@ def test_debug_shows_traceback(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         main(["--debug", "train", "charlm", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "r"),
               "--quiet", "--max-steps", "1"])
+
+
+def test_directory_corpus_trains(tmp_path, capsys):
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "a.txt").write_text("To be, or not to be, that is the question.\n" * 20)
+    (d / "b.md").write_text("Now is the winter of our discontent.\n" * 20)
+    (d / "skip.bin").write_bytes(b"\x00\x01")
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "charlm", "--data", str(d), "--out", str(out), *SMALL])
+        raise SystemExit(0)
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
+    assert any("val_bpc" in r for r in recs)
