@@ -105,3 +105,18 @@ def test_step_bad_shapes_name_what_was_expected() -> None:
         layer.step(torch.randn(2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
     with pytest.raises(TypeError, match="dtype"):
         layer.step(torch.randn(2, 3, dtype=torch.float64))
+
+
+def test_step_on_a_batch_first_stack_as_the_forecaster_decodes() -> None:
+    """Forecaster-style decoding: a batch_first stack fed one step at a time from an encoder's state."""
+    encoder = rnnkit.GRU(3, 6, num_layers=2, batch_first=True).eval()
+    decoder = rnnkit.GRU(3, 6, num_layers=2, batch_first=True).eval()
+    history, future = torch.randn(4, 10, 3), torch.randn(4, 5, 3)
+    _, state = encoder(history)
+    y_ref, s_ref = decoder(future, state)  # (B, T, H)
+    ys = []
+    for t in range(future.shape[1]):
+        y, state = decoder.step(future[:, t], state)
+        ys.append(y)
+    assert_close(torch.stack(ys, 1), y_ref, torch.float32)
+    assert_close(state, s_ref, torch.float32)
