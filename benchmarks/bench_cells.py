@@ -249,7 +249,32 @@ def write_markdown(results: dict, path: Path) -> None:
     body = [table(s) for s in results["shapes"]]
     notes_path = path.with_name("NOTES.md")  # hand-written: why targets are missed, what would close them
     tail = ["", targets_table(results)] + (["", notes_path.read_text()] if notes_path.exists() else [])
-    path.write_text("\n".join(head + body + tail) + "\n")
+    section = "\n".join([BEGIN] + head + body + tail + [END]) + "\n"
+    path.write_text(_splice(path.read_text() if path.exists() else "", section))
+
+
+# RESULTS.md is shared with the other benchmarks' sections: this script rewrites only its own block.
+BEGIN, END = "<!-- bench_cells.py: begin -->", "<!-- bench_cells.py: end -->"
+_OWN_HEADINGS = ("# Cell benchmarks", "### T=", "## Targets in this run", "## How to read this run",
+                 "## How `auto` picks", "## Targets that are missed", "## Memory", "## Build")
+
+
+def _splice(old: str, section: str) -> str:
+    """Replace this script's block in `old` (between the markers, or — before markers existed — the leading
+    run of its own headings), keeping every other section."""
+    if BEGIN in old and END in old:
+        start, stop = old.index(BEGIN), old.index(END) + len(END)
+        return old[:start] + section.rstrip("\n") + old[stop:]
+    lines = old.splitlines(keepends=True)
+    cut = 0
+    for i, line in enumerate(lines):
+        if line.startswith("<!--") or (line.startswith("#") and not line.startswith(_OWN_HEADINGS)):
+            cut = i
+            break
+    else:
+        cut = len(lines) if old.startswith("# Cell benchmarks") else 0
+    rest = "".join(lines[cut:]) if old.startswith("# Cell benchmarks") else old
+    return section + ("\n" + rest if rest.strip() else "")
 
 
 #: (what, variant, shapes it applies to, bound on the fwd+bwd ratio to its peer)
