@@ -112,6 +112,12 @@ def main() -> None:
             f"{rates['rnnkit']:,.0f} tok/s, torch.nn.LSTM {rates['torch.nn']:,.0f} tok/s, "
             f"ratio {info['ratio_rnnkit_over_torch']:.2f} (median of {args.rounds} interleaved rounds; "
             f"load average at start {info['machine']['load_average_at_start']})")
+    load = float(info["machine"]["load_average_at_start"].split()[0]) if info["machine"][
+        "load_average_at_start"] != "n/a" else 0.0
+    if load > (torch.get_num_threads() or 1):
+        line += (f". WARNING: the machine was busy with other work (load {load:.0f} on "
+                 f"{info['machine']['logical_cpus']} CPUs): the absolute rates are far below an idle machine's; "
+                 f"only the ratio is meaningful")
     print(line)
     if args.no_write:
         return
