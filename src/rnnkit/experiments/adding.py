@@ -201,7 +201,7 @@ def plot_curves(curves: Sequence[Curve], path: Path, config: AddingConfig) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2), sharey=True)
     for axis, key, label in ((axes[0], "seconds", "training time (s)"), (axes[1], "steps", "training steps")):
         for c in curves:
             axis.plot(getattr(c, key), c.mse, label=CELL_TITLES[c.cell])
@@ -210,7 +210,7 @@ def plot_curves(curves: Sequence[Curve], path: Path, config: AddingConfig) -> No
         axis.set_xlabel(label)
         axis.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("held-out MSE")
-    axes[1].legend(loc="lower left")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: the curves fill both panels
     fig.suptitle(f"Adding problem, T={config.seq_len}, hidden {config.hidden_size}, batch {config.batch_size}, "
                  f"Adam lr {config.learning_rate:g}")
     fig.tight_layout()
