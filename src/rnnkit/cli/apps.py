@@ -16,18 +16,16 @@ import click
 import torch
 from torch import nn
 
-from ..training.checkpoint import (CheckpointError, _write_atomic, latest_checkpoint, list_checkpoints,
-                                   read_checkpoint, write_json_atomic)
+from ..training.checkpoint import _write_atomic, list_checkpoints, read_checkpoint, write_json_atomic
 from ..training.config import TrainConfig
 from ..training.trainer import Trainer
-from .options import load_toml, resolve, training_specs
+from .options import resolve_run, training_specs
 
 #: TrainConfig fields a recipe may set (the LM recipes' list, without truncated BPTT).
 TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weight_decay", "momentum", "schedule",
               "warmup_steps", "lr_step_size", "lr_gamma", "lr_min", "lr_decay_after_epochs", "clip_norm",
               "clip_value", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints",
               "early_stop_patience", "seed", "quiet", "tensorboard")
-FLAG_ONLY = ("resume", "quiet", "config", "out")
 
 
 def app_training_specs(defaults: Dict[str, Any]) -> list:
@@ -63,20 +61,7 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
 
     run_info is stored in every checkpoint (and must match on --resume).
     """
-    toml = load_toml(values.get("config"))
-    out = Path(values["out"] if ctx.get_parameter_source("out") == click.core.ParameterSource.COMMANDLINE
-               else toml.get("out", values["out"]))
-    base = None
-    record = None
-    if values["resume"]:
-        record = latest_checkpoint(out)
-        if record is not None and (out / "config.json").is_file():
-            saved = json.loads((out / "config.json").read_text()).get("settings") or {}
-            base = {k: v for k, v in saved.items() if k not in FLAG_ONLY}
-        elif record is None and list_checkpoints(out / "checkpoints"):
-            raise CheckpointError(f"--resume: no complete checkpoint in {str(out)!r}")
-    s = resolve(ctx, values, toml, base, ignore=("config",))
-    s["out"] = str(out)
+    s, out, record = resolve_run(ctx, values)
     train_cfg = TrainConfig(**{k: s[k] for k in TRAIN_KEYS if k in s})
     if not values["resume"] and list_checkpoints(out / "checkpoints"):
         raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "

@@ -124,3 +124,32 @@ def resolve(ctx: click.Context, values: Dict[str, Any], toml: Dict[str, Any], ba
         else:
             out[name] = value
     return out
+
+
+#: settings never taken from a resumed run's config.json
+FLAG_ONLY = ("resume", "quiet", "config", "out")
+
+
+def resolve_run(ctx: click.Context, values: Dict[str, Any]) -> Tuple[Dict[str, Any], Path, Optional[Path]]:
+    """Settings of a `train` command: the TOML file, then (with --resume) the run's saved settings, then the
+    command line. Returns (settings with "out", run directory, checkpoint to resume from or None)."""
+    import json
+
+    from ..training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+
+    toml = load_toml(values.get("config"))
+    out = Path(values["out"] if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE
+               else toml.get("out", values["out"]))
+    base = None
+    record = None
+    if values["resume"]:
+        record = latest_checkpoint(out)
+        if record is not None and (out / "config.json").is_file():
+            saved = json.loads((out / "config.json").read_text()).get("settings") or {}
+            base = {k: v for k, v in saved.items() if k not in FLAG_ONLY}
+        elif record is None and list_checkpoints(out / "checkpoints"):
+            raise CheckpointError(f"--resume: no complete checkpoint in {str(out)!r} (every checkpoint there is "
+                                  f"incomplete or corrupt)")
+    settings = resolve(ctx, values, toml, base, ignore=("config",))
+    settings["out"] = str(out)
+    return settings, out, record

@@ -29,12 +29,12 @@ from ..models.attention import ATTENTIONS
 from ..models.char_lm import CELLS
 from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
-from ..training.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+from ..training.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint,
                                    read_checkpoint, sub_dict, write_json_atomic)
 from ..training.config import TrainConfig
 from ..training.trainer import Trainer
-from .options import NONNEG_INT, POS_FLOAT, POS_INT, PROB, load_toml, recipe_options, resolve, training_specs
-from .train import FLAG_ONLY, TRAIN_KEYS
+from .options import NONNEG_INT, POS_FLOAT, POS_INT, PROB, recipe_options, resolve_run, training_specs
+from .train import TRAIN_KEYS
 
 DEFAULT_PAIRS = "data/tatoeba-eng-fra"
 SEQ2SEQ_DEFAULTS: Dict[str, Any] = dict(
@@ -238,21 +238,7 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
     Default: English→French on the embedded Tatoeba subset (data: www.manythings.org/anki and tatoeba.org,
     CC BY 2.0 FR). Validation: val_loss, val_ppl (teacher-forced); at the end, BLEU and chrF on the test split.
     """
-    toml = load_toml(values.get("config"))
-    out = Path(values["out"] if ctx.get_parameter_source("out") == click.core.ParameterSource.COMMANDLINE
-               else toml.get("out", values["out"]))
-    base = None
-    record = None
-    if values["resume"]:
-        record = latest_checkpoint(out)
-        if record is not None and (out / "config.json").is_file():
-            saved = json.loads((out / "config.json").read_text()).get("settings") or {}
-            base = {k: v for k, v in saved.items() if k not in FLAG_ONLY}
-        elif record is None and list_checkpoints(out / "checkpoints"):
-            raise CheckpointError(f"--resume: no complete checkpoint in {str(out)!r} (every checkpoint there is "
-                                  f"incomplete or corrupt)")
-    s = resolve(ctx, values, toml, base, ignore=("config",))
-    s["out"] = str(out)
+    s, out, record = resolve_run(ctx, values)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("train seq2seq runs in one process; torchrun is not supported for it yet")
     train_cfg = TrainConfig(**{k: s[k] for k in TRAIN_KEYS if k in s})

@@ -22,10 +22,10 @@ import torch
 from ..data.streams import StreamLoader
 from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
 from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
-from ..training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, write_json_atomic
+from ..training.checkpoint import list_checkpoints, write_json_atomic
 from ..training.config import TrainConfig
 from ..training.trainer import Trainer
-from .options import NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, load_toml, recipe_options, resolve, training_specs
+from .options import NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, recipe_options, resolve_run, training_specs
 
 DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 
@@ -53,7 +53,6 @@ def common_specs(data_default: Optional[str], out_default: str, model: Dict[str,
     ]
 
 
-FLAG_ONLY = ("resume", "quiet", "config", "out")  # never taken from a resumed run's config.json
 
 
 @click.group()
@@ -177,21 +176,7 @@ def _warm_up(model: RecurrentLM, device: torch.device) -> None:
 
 
 def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: Callable) -> None:
-    toml = load_toml(values.get("config"))
-    out = Path(values["out"] if ctx.get_parameter_source("out") == click.core.ParameterSource.COMMANDLINE
-               else toml.get("out", values["out"]))
-    base = None
-    record = None
-    if values["resume"]:
-        record = latest_checkpoint(out)
-        if record is not None and (out / "config.json").is_file():
-            saved = json.loads((out / "config.json").read_text()).get("settings") or {}
-            base = {k: v for k, v in saved.items() if k not in FLAG_ONLY}
-        elif record is None and list_checkpoints(out / "checkpoints"):
-            raise CheckpointError(f"--resume: no complete checkpoint in {str(out)!r} (every checkpoint there is "
-                                  f"incomplete or corrupt)")
-    s = resolve(ctx, values, toml, base, ignore=("config",))
-    s["out"] = str(out)
+    s, out, record = resolve_run(ctx, values)
     if s.get("bptt_k2") is not None and s["bptt_k2"] < s["bptt"]:
         raise click.BadParameter(f"k2 must be >= k1 (--bptt {s['bptt']}); got {s['bptt_k2']}",
                                  param_hint="'--bptt-k2'")
