@@ -3,6 +3,7 @@
 #   make demo    create .venv, install rnnkit, train a char-level LSTM on tinyshakespeare (~3 min), sample, plot
 #   make demo-adding  the adding problem: which cells learn 100-step dependencies
 #   make test    create .venv, install rnnkit with its test extra, run the test suite on 2 workers
+#   make test-slow  the few tests that take over a minute (not part of make test)
 #   make bench   run the cell benchmarks (after make demo or make test)
 #   make clean   remove .venv, build outputs and runs/
 #
@@ -19,7 +20,7 @@ TORCH  ?= torch==2.13.0
 STAMP_BASE := $(VENV)/.stamp-base
 STAMP_TEST := $(VENV)/.stamp-test
 
-.PHONY: demo demo-adding test bench clean
+.PHONY: demo demo-adding test test-slow bench clean
 
 DEMO_RUN := runs/demo-charlm
 
@@ -39,7 +40,11 @@ demo-adding: $(STAMP_BASE)
 	$(PY) -m rnnkit.experiments.adding
 
 test: $(STAMP_TEST)
-	$(PY) -m pytest -n 2 tests/
+	$(PY) -m pytest -n 2 -m "not slow" tests/
+
+# the few tests over a minute on 2 cores (a cold inductor compile, a real SARIMA fit)
+test-slow: $(STAMP_TEST)
+	$(PY) -m pytest -m slow tests/
 
 bench: $(STAMP_BASE)
 	@if [ -f benchmarks/bench_cells.py ]; then \
