@@ -73,6 +73,8 @@ def test_resume_after_sigkill_mid_training(reference_run, tmp_path):
         while time.time() < deadline:
             if (out / "checkpoints" / "step-00000010.json").exists():
                 break
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early with status {proc.returncode}")
             time.sleep(0.05)
         else:
             pytest.fail("training never wrote its second checkpoint")

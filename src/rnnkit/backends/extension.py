@@ -39,6 +39,9 @@ CSRC = Path(__file__).resolve().parent.parent / "csrc"
 #: translation units, one per cell family; common.h is shared.
 SOURCES = ("lstm.cpp", "gru.cpp", "elman.cpp", "layernorm.cpp", "elementwise.cpp")
 
+#: how long a process waits for another one's build before falling back to the reference backend
+BUILD_WAIT_SECONDS = 180.0
+
 _state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None}
 
 
@@ -164,7 +167,7 @@ def _build() -> None:
     # file it finds is stale.
     with open(directory / "build.flock", "w") as guard:
         if fcntl is not None:
-            fcntl.flock(guard, fcntl.LOCK_EX)
+            _wait_for_flock(guard, directory)
             (directory / "lock").unlink(missing_ok=True)
         cpp_load(name=name, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=cflags,
                  extra_ldflags=ldflags, extra_include_paths=[str(CSRC)], build_directory=str(directory),
@@ -172,6 +175,20 @@ def _build() -> None:
     _state["build_seconds"] = time.perf_counter() - start
     if fresh:
         log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
+
+
+def _wait_for_flock(guard, directory: Path, timeout_s: float = BUILD_WAIT_SECONDS) -> None:
+    """Take the build lock, or raise after `timeout_s` so that `auto` falls back instead of hanging."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"another process has been building the kernels in {directory} for over "
+                                   f"{timeout_s:.0f} s") from None
+            time.sleep(0.2)
 
 
 def status() -> dict:
