@@ -16,7 +16,8 @@ import click
 import torch
 from torch import nn
 
-from ..training.checkpoint import _write_atomic, list_checkpoints, read_checkpoint, write_json_atomic
+from ..training.checkpoint import (CheckpointError, _write_atomic, list_checkpoints, load_checkpoint,
+                                   read_checkpoint, sub_dict, write_json_atomic)
 from ..training.config import TrainConfig
 from ..training.trainer import Trainer
 from .options import resolve_run, training_specs
@@ -109,3 +110,27 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
                    f"{summary['elapsed_s']:.0f} s; best val_loss {best['loss']}"
                    + (" (weights restored from best.safetensors)" if best_path.exists() else ""))
     finish(model, s, out, trainer)
+
+
+def load_app_model(path: str, recipe: str, what: str, build: Callable[[Dict[str, Any]], nn.Module],
+                   device: torch.device) -> Tuple[nn.Module, Dict[str, Any]]:
+    """(model in eval mode, run info) of a `recipe` run directory or checkpoint; best.safetensors wins.
+
+    `build` makes the model from the run's model description; `what` names it in errors ("a forecaster").
+    """
+    record, meta, tensors = load_checkpoint(path)
+    run = meta.get("run") or {}
+    if run.get("recipe") != recipe:
+        raise CheckpointError(f"checkpoint {str(record)!r} is not {what} (recipe {run.get('recipe')!r})")
+    try:
+        model = build(run["model"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
+    best = Path(path) / "best.safetensors"
+    weights = load_weights(best) if best.is_file() else sub_dict(tensors, "model")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {str(record)!r} does not fit its own model description: "
+                              f"{' '.join(str(err).split()[:30])}") from None
+    return model.to(device).eval(), run

@@ -22,8 +22,7 @@ from ..data.timeseries import (CALENDAR_FEATURES, MISSING_POLICIES, ForecastFram
 from ..models.char_lm import CELLS
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
-from ..training.checkpoint import CheckpointError, load_checkpoint, sub_dict
-from .apps import app_training_specs, load_weights, repo_path, run_app
+from .apps import app_training_specs, load_app_model, repo_path, run_app
 from .options import NONNEG_INT, POS_INT, PROB, recipe_options
 
 DEFAULT_DATA = "data/isp-traffic-cortez/A1H.txt"
@@ -232,22 +231,7 @@ def write_backtest(out: Path, bt, frame: ForecastFrame, s: Dict[str, Any], info:
 # ------------------------------------------------------------------ rnnkit forecast
 def load_forecaster(path: str, device: torch.device):
     """(model in eval mode, run info) of a forecast run directory or checkpoint; best.safetensors wins."""
-    record, meta, tensors = load_checkpoint(path)
-    run = meta.get("run") or {}
-    if run.get("recipe") != "forecast":
-        raise CheckpointError(f"checkpoint {str(record)!r} is not a forecaster (recipe {run.get('recipe')!r})")
-    try:
-        model = Forecaster(ForecastConfig(**run["model"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
-    best = Path(path) / "best.safetensors"
-    weights = load_weights(best) if best.is_file() else sub_dict(tensors, "model")
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {str(record)!r} does not fit its own model description: "
-                              f"{' '.join(str(err).split()[:30])}") from None
-    return model.to(device).eval(), run
+    return load_app_model(path, "forecast", "a forecaster", lambda m: Forecaster(ForecastConfig(**m)), device)
 
 
 @click.command("forecast")

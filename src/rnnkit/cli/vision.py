@@ -27,7 +27,7 @@ from ..data.moving_digits import MNIST_DIR, MovingDigits, VideoBatches, digit_po
 from ..models.video import (FEEDS, VIDEO_CELLS, EncoderForecaster, VideoConfig, VideoTask, evaluate_video,
                             metrics_table, plot_per_frame, save_gif, save_strip)
 from ..training.checkpoint import CheckpointError, load_checkpoint, sub_dict
-from .apps import app_training_specs, load_weights, repo_path, run_app
+from .apps import app_training_specs, load_app_model, load_weights, repo_path, run_app
 from .options import NONNEG_INT, POS_INT, PROB, recipe_options
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
@@ -145,22 +145,7 @@ def train_video(ctx: click.Context, **values: Any) -> None:
 
 def load_video_model(path: str, device: torch.device):
     """(model in eval mode, run info) of a video run directory or checkpoint; best.safetensors wins."""
-    record, meta, tensors = load_checkpoint(path)
-    run = meta.get("run") or {}
-    if run.get("recipe") != "video":
-        raise CheckpointError(f"checkpoint {str(record)!r} is not a video model (recipe {run.get('recipe')!r})")
-    try:
-        model = EncoderForecaster(VideoConfig(**run["model"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
-    best = Path(path) / "best.safetensors"
-    weights = load_weights(best) if best.is_file() else sub_dict(tensors, "model")
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {str(record)!r} does not fit its own model description: "
-                              f"{' '.join(str(err).split()[:30])}") from None
-    return model.to(device).eval(), run
+    return load_app_model(path, "video", "a video model", lambda m: EncoderForecaster(VideoConfig(**m)), device)
 
 
 def load_frames_file(path: str, config: VideoConfig) -> torch.Tensor:
