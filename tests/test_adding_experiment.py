@@ -1,4 +1,5 @@
-"""The adding-problem experiment: its task, a short run end to end, and its command line."""
+"""The adding-problem experiment: its task, its training through the shared Trainer, a short run end
+to end, and its command line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from rnnkit.data.synthetic import ADDING_BASELINE_MSE
 from rnnkit.experiments import adding
 from rnnkit.experiments.adding import AddingConfig, AddingModel, AddingTask, parse_args, train_cell
+from rnnkit.training import TrainConfig, Trainer
 
 
 def test_model_reads_out_the_last_step():
@@ -27,14 +29,21 @@ def test_model_rejects_unknown_cell():
 
 
 def test_task_loss_is_mse_and_heldout_set_is_fixed():
-    task = AddingTask(10, 4, seed=0, eval_size=50)
+    task = AddingTask(10, 4, seed=0, eval_size=50, eval_chunk=25)
     constant = torch.nn.Module()
     constant.forward = lambda x: torch.ones(x.shape[1], 1)  # predict 1.0 everywhere
-    x, y = task.batch()
-    assert task.loss(constant, (x, y)).item() == pytest.approx(((y - 1) ** 2).mean().item())
-    again = AddingTask(10, 4, seed=5, eval_size=50)
-    torch.testing.assert_close(task.eval_x, again.eval_x)  # same held-out set whatever the training seed
-    assert task.evaluate(constant) == pytest.approx(((task.eval_y - 1) ** 2).mean().item(), rel=1e-5)
+    x, y = next(task.train_data.batches(0, 0))
+    assert (x.shape, y.shape) == ((10, 4, 2), (4, 1))
+    result = task.loss(constant, (x, y), None)
+    assert result.loss_sum.item() / result.count == pytest.approx(((y - 1) ** 2).mean().item())
+    heldout = list(task.heldout.batches(0, 0))
+    assert [b[0].shape for b in heldout] == [(10, 25, 2)] * 2
+    again = AddingTask(10, 4, seed=5, eval_size=50, eval_chunk=25)
+    for (xa, _), (xb, _) in zip(heldout, again.heldout.batches(0, 0)):
+        torch.testing.assert_close(xa, xb)  # same held-out set whatever the training seed
+    assert not torch.equal(x, next(again.train_data.batches(0, 0))[0])  # but other training batches
+    with pytest.raises(ValueError, match="eval_size"):
+        AddingTask(10, 4, seed=0, eval_size=30, eval_chunk=25)
 
 
 def test_gru_learns_a_short_adding_problem():
@@ -42,7 +51,7 @@ def test_gru_learns_a_short_adding_problem():
     config = AddingConfig(cells=("gru",), seq_len=8, hidden_size=16, batch_size=32, learning_rate=1e-2,
                           seconds_per_cell=120.0, max_steps=300, eval_every=1000.0)
     curve = train_cell("gru", config, progress=False)
-    assert curve.steps[-1] == 300
+    assert curve.steps == [0, 300]  # the initial and the final evaluation (eval_every exceeds the run)
     assert curve.mse[0] > ADDING_BASELINE_MSE  # the untrained model is worse than the baseline
     assert curve.final < 0.3 * ADDING_BASELINE_MSE
 
@@ -60,6 +69,58 @@ def test_run_writes_table_plot_and_results(tmp_path, capsys):
     assert [c["cell"] for c in results["curves"]] == ["rnn", "sru"]
     assert results["curves"][0]["mse"] == curves[0].mse
     assert all(c.steps[-1] == 3 for c in curves)
+
+
+def test_cells_train_through_the_shared_trainer(monkeypatch):
+    """Every optimizer step of the experiment is the Trainer's, with the experiment's settings, and the
+    curve is the Trainer's evaluation history (fails if the experiment grows its own loop again)."""
+    steps, configs, histories = [], [], []
+    optimizer_step, fit = Trainer._optimizer_step, Trainer.fit
+
+    def counting_step(self, *args, **kwargs):
+        steps.append(self.step)
+        return optimizer_step(self, *args, **kwargs)
+
+    def recording_fit(self, *args, **kwargs):
+        configs.append(self.config)
+        summary = fit(self, *args, **kwargs)
+        histories.append(list(self.history))
+        return summary
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", counting_step)
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    config = AddingConfig(cells=("lstm",), seq_len=5, hidden_size=4, batch_size=3, learning_rate=3e-3, clip=0.5,
+                          seconds_per_cell=90.0, max_steps=7, eval_every=1000.0, clock="cpu")
+    curve = train_cell("lstm", config, progress=False)
+    assert steps == list(range(7))
+    [used] = configs
+    assert isinstance(used, TrainConfig)
+    assert (used.max_steps, used.max_minutes, used.lr, used.clip_norm, used.clock) == (7, 1.5, 3e-3, 0.5, "cpu")
+    assert used.eval_every_minutes == pytest.approx(1000.0 / 60)
+    [history] = histories
+    assert curve.steps[1:] == [r["step"] for r in history] == [7]
+    assert curve.mse[1:] == [r["val_mse"] for r in history]
+    assert curve.seconds[1:] == [r["elapsed_s"] for r in history]
+
+
+def test_time_budget_stops_each_cell(monkeypatch):
+    """With no step limit the run ends by its time budget (a fake clock: 1 s per optimizer step)."""
+    from rnnkit.training import trainer as trainer_module
+
+    ticks = [0.0]
+    monkeypatch.setitem(trainer_module.CLOCK_FUNCTIONS, "cpu", lambda: ticks[0])
+    optimizer_step = Trainer._optimizer_step
+
+    def tick(self, *args, **kwargs):
+        ticks[0] += 1.0
+        return optimizer_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", tick)
+    config = AddingConfig(cells=("gru",), seq_len=5, hidden_size=4, batch_size=3, seconds_per_cell=6.0,
+                          eval_every=2.0, clock="cpu")
+    curve = train_cell("gru", config, progress=False)
+    assert curve.steps == [0, 2, 4, 6]
+    assert curve.seconds == [0.0, 2.0, 4.0, 6.0]
 
 
 def test_cli_defaults_and_parsing():

@@ -272,3 +272,40 @@ def test_cosine_follows_torch_by_steps_and_the_clock_by_time():
     t2._t0 = None
     t2.elapsed_before = 30.0  # half the budget
     assert t2._cosine_factor() == pytest.approx(0.5)
+
+
+def test_cpu_clock_drives_the_time_budget_and_time_based_evaluation(monkeypatch):
+    """clock="cpu": max_minutes, eval_every_minutes and elapsed_s read the CPU clock (here a fake one
+    that advances 10 s per step), not the wall clock, which barely moves in this short run."""
+    import time
+
+    from rnnkit.training import trainer as trainer_module
+
+    assert trainer_module.CLOCK_FUNCTIONS == {"wall": time.monotonic, "cpu": time.process_time}
+    ticks = [0.0]
+    monkeypatch.setitem(trainer_module.CLOCK_FUNCTIONS, "cpu", lambda: ticks[0])
+    t = make_trainer(steps=50, max_minutes=1.0, eval_every_minutes=0.5, clock="cpu")
+    elapsed = []
+
+    def advance(trainer, record):
+        elapsed.append(record["elapsed_s"])
+        ticks[0] += 10.0
+
+    t.add_hook("step_end", advance)
+    summary = t.fit()
+    assert (summary["stop"], summary["step"]) == ("max_minutes", 6)
+    assert elapsed == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    assert [(r["step"], r["elapsed_s"]) for r in t.history] == [(3, 30.0), (6, 60.0)]
+    wall = make_trainer(steps=8, max_minutes=1.0, eval_every_minutes=0.5, clock="wall")
+    wall.add_hook("step_end", advance)
+    summary = wall.fit()
+    assert (summary["stop"], summary["step"]) == ("max_steps", 8)  # the fake CPU clock is not read
+    assert [r["step"] for r in wall.history] == [8]  # only the final evaluation
+
+
+@pytest.mark.parametrize("bad,match", [(dict(clock="gpu"), "clock must be one of"),
+                                       (dict(eval_every_minutes=0), "eval_every_minutes"),
+                                       (dict(eval_every_minutes=float("nan")), "eval_every_minutes")])
+def test_clock_and_eval_interval_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(max_steps=1, **bad)

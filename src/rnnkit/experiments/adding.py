@@ -1,7 +1,7 @@
 """The adding problem at long range: which cells learn a 100-step dependency?
 
 Trains one model per cell (Elman RNN, LSTM, peephole LSTM, GRU, SRU) for a
-fixed wall-clock budget each, evaluates mean squared error on a fixed held-out
+fixed time budget each, evaluates mean squared error on a fixed held-out
 set, prints a table next to the predict-1.0 baseline (MSE ≈ 0.167) and saves
 the learning curves as a PNG. The Elman RNN's gradient through 100 steps of
 tanh and W_hh vanishes, so it stays at the baseline; gated cells carry the
@@ -9,17 +9,16 @@ marked values through their additive state and get far below it.
 
     python -m rnnkit.experiments.adding --help
 
-The model and its loss on a batch (`AddingModel`, `AddingTask`) are kept apart
-from the loop (`train_cell`) so that the loop can be replaced by the shared
-trainer without touching the task.
+The experiment brings a model (`AddingModel`) and a task (`AddingTask`: data
+sources and the MSE loss); the shared `Trainer` runs the loop (optimizer,
+clipping, the time budget on the wall or CPU clock, time-based held-out
+evaluation), so this module has no training loop of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -29,6 +28,10 @@ from torch import Tensor, nn
 
 from .. import layers
 from ..data.synthetic import ADDING_BASELINE_MSE, adding_problem
+from ..models.regressor import RegressionTask
+from ..training import TrainConfig, Trainer, TrainingError
+from ..training.config import CLOCKS
+from ..training.sources import GeneratedBatches
 
 #: the cells compared, by the name used on the command line and in the table.
 CELLS: Dict[str, Callable[..., nn.Module]] = {
@@ -38,7 +41,6 @@ CELLS: Dict[str, Callable[..., nn.Module]] = {
     "gru": layers.GRU,
     "sru": layers.SRU,
 }
-CLOCKS: Dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 CELL_TITLES = {"rnn": "Elman RNN", "lstm": "LSTM", "peephole": "peephole LSTM", "gru": "GRU", "sru": "SRU"}
 
 
@@ -61,40 +63,30 @@ class AddingModel(nn.Module):
         return self.head(out[-1])  # (B, 1)
 
 
-class AddingTask:
-    """The adding problem as a task: batches, and the loss of a model on one.
+class AddingTask(RegressionTask):
+    """The adding problem as a trainer task: MSE of the prediction (B, 1) against the target
+    (the loss and `eval_metrics` of `RegressionTask`), and its data sources.
 
-    Training batches come from `generator`; the held-out set is drawn once from
-    its own seed so every cell is scored on the same sequences.
+    `train_data`: an endless source of fresh batches x (T, B, 2), y (B, 1), batch i drawn
+    from a generator seeded with (seed, i). `heldout`: `eval_size` sequences in chunks of
+    `eval_chunk`, drawn from `eval_seed` alone, so every cell and every training seed is
+    scored on the same sequences.
     """
 
+    #: batches in the training source's one "epoch": more than any time budget uses, so the
+    #: run ends by its time or step budget and never at an epoch boundary
+    ENDLESS = 10 ** 12
+
     def __init__(self, seq_len: int, batch_size: int, *, seed: int, eval_size: int = 1000,
-                 eval_seed: int = 12345) -> None:
+                 eval_seed: int = 12345, eval_chunk: int = 500) -> None:
         self.seq_len, self.batch_size = seq_len, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.eval_x, self.eval_y = adding_problem(eval_size, seq_len, generator=torch.Generator().manual_seed(eval_seed))
-
-    def batch(self) -> Tuple[Tensor, Tensor]:
-        """A fresh training batch: x (T, B, 2), y (B, 1)."""
-        return adding_problem(self.batch_size, self.seq_len, generator=self.generator)
-
-    @staticmethod
-    def loss(model: nn.Module, batch: Tuple[Tensor, Tensor]) -> Tensor:
-        """Mean squared error of the model's prediction on one batch (a scalar)."""
-        x, y = batch
-        return nn.functional.mse_loss(model(x), y)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, chunk: int = 500) -> float:
-        """MSE on the held-out set (eval mode, in chunks to bound memory)."""
-        was_training = model.training
-        model.eval()
-        total = 0.0
-        for start in range(0, self.eval_y.shape[0], chunk):
-            x, y = self.eval_x[:, start:start + chunk], self.eval_y[start:start + chunk]
-            total += nn.functional.mse_loss(model(x), y, reduction="sum").item()
-        model.train(was_training)
-        return total / self.eval_y.shape[0]
+        self.train_data = GeneratedBatches(lambda g: adding_problem(batch_size, seq_len, generator=g),
+                                           self.ENDLESS, seed)
+        chunks, rest = divmod(eval_size, eval_chunk)
+        if rest or not chunks:
+            raise ValueError(f"AddingTask: eval_size must be a positive multiple of eval_chunk ({eval_chunk}); "
+                             f"got {eval_size}")
+        self.heldout = GeneratedBatches(lambda g: adding_problem(eval_chunk, seq_len, generator=g), chunks, eval_seed)
 
 
 @dataclass
@@ -112,14 +104,14 @@ class AddingConfig:
     max_steps: Optional[int] = None  # also stop after this many steps (None: the time budget alone)
     clock: str = "wall"  # "wall": elapsed time; "cpu": this process's CPU time (steady on a busy machine)
     threads: int = 1  # torch intra-op threads, set by main(): 64-unit steps gain nothing from a second one
-    eval_every: float = 2.0  # seconds of training between held-out evaluations
+    eval_every: float = 2.0  # seconds (on `clock`) between held-out evaluations
     seed: int = 0
     out: str = "runs/adding"
 
 
 @dataclass
 class Curve:
-    """One cell's run: held-out MSE at (training seconds, steps)."""
+    """One cell's run: held-out MSE at (seconds on the run's clock, steps), from the trainer's evaluations."""
 
     cell: str
     seconds: List[float] = field(default_factory=list)
@@ -132,52 +124,53 @@ class Curve:
         return self.mse[-1]
 
 
-def train_cell(cell: str, config: AddingConfig, *, progress: bool = True) -> Curve:
-    """Train one model on the adding problem for `config.seconds_per_cell` seconds
-    (or `config.max_steps` steps, whichever comes first).
+def train_config(config: AddingConfig) -> TrainConfig:
+    """The shared trainer's settings for one cell of the experiment."""
+    return TrainConfig(max_minutes=config.seconds_per_cell / 60.0, max_steps=config.max_steps, optimizer="adam",
+                       lr=config.learning_rate, clip_norm=config.clip if config.clip > 0 else None,
+                       eval_every_minutes=config.eval_every / 60.0, clock=config.clock, seed=config.seed,
+                       quiet=True, tensorboard=False)
 
-    Only training time counts towards the budget and the curve's x-axis; the
-    held-out evaluations in between are not timed. `config.clock` picks the
-    clock: wall-clock time, or this process's CPU time, which gives about the
-    same number of steps on a busy machine as on a quiet one (one thread).
+
+def train_cell(cell: str, config: AddingConfig, *, progress: bool = True) -> Curve:
+    """Train one model on the adding problem with the shared `Trainer` for
+    `config.seconds_per_cell` seconds (or `config.max_steps` steps, whichever
+    comes first), evaluating the held-out MSE every `config.eval_every` seconds.
+
+    `config.clock` picks what the budget counts: wall-clock time, or this
+    process's CPU time, which gives about the same number of steps on a busy
+    machine as on a quiet one (one thread). The held-out evaluations count
+    towards the budget (they take a few per cent of it).
     """
     from tqdm.auto import tqdm
-
-    if config.clock not in CLOCKS:
-        raise ValueError(f"train_cell: config.clock must be one of {sorted(CLOCKS)}; got {config.clock!r}")
-    clock = CLOCKS[config.clock]
 
     torch.manual_seed(config.seed)
     model = AddingModel(cell, config.hidden_size, config.num_layers)
     task = AddingTask(config.seq_len, config.batch_size, seed=config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    trainer = Trainer(model, task, task.train_data, train_config(config), val_data=task.heldout)
     curve = Curve(cell)
-    curve.seconds.append(0.0), curve.steps.append(0), curve.mse.append(task.evaluate(model))
-    trained, step, next_eval = 0.0, 0, config.eval_every
+    curve.seconds.append(0.0), curve.steps.append(0), curve.mse.append(trainer.evaluate()["val_mse"])
     budget = config.seconds_per_cell
     bar = tqdm(total=round(budget), desc=f"{CELL_TITLES[cell]:>13}", unit="s", disable=not progress,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total}s {postfix}")
-    max_steps = config.max_steps if config.max_steps is not None else math.inf
-    while trained < budget and step < max_steps:
-        start = clock()
-        loss = task.loss(model, task.batch())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        optimizer.step()
-        elapsed = clock() - start
-        trained += elapsed
-        step += 1
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"{cell}: the training loss became {loss.item()} at step {step}; "
-                                     f"lower --lr or --clip")
-        if trained >= next_eval or trained >= budget or step >= max_steps:
-            next_eval += config.eval_every
-            curve.seconds.append(trained), curve.steps.append(step), curve.mse.append(task.evaluate(model))
-            bar.set_postfix_str(f"step {step}, held-out MSE {curve.mse[-1]:.4f}")
-        bar.update(min(elapsed, budget - bar.n) if bar.n < budget else 0.0)
-    bar.close()
+
+    def advance(_: Trainer, record: dict) -> None:  # the bar counts the budget's seconds, not steps
+        bar.update(max(0.0, min(record["elapsed_s"], budget) - bar.n))
+
+    def show(_: Trainer, record: dict) -> None:
+        bar.set_postfix_str(f"step {record['step']}, held-out MSE {record['val_mse']:.4f}")
+
+    trainer.add_hook("step_end", advance)
+    trainer.add_hook("eval_end", show)
+    try:
+        trainer.fit()
+    except TrainingError as err:
+        raise TrainingError(f"{CELL_TITLES[cell]}: {err}") from None
+    finally:
+        bar.close()
+    for record in trainer.history:
+        curve.seconds.append(record["elapsed_s"]), curve.steps.append(record["step"])
+        curve.mse.append(record["val_mse"])
     curve.backend = model.rnn.last_backend or ""
     return curve
 
@@ -202,7 +195,8 @@ def plot_curves(curves: Sequence[Curve], path: Path, config: AddingConfig) -> No
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2), sharey=True)
-    for axis, key, label in ((axes[0], "seconds", "training time (s)"), (axes[1], "steps", "training steps")):
+    clock = "wall-clock" if config.clock == "wall" else "CPU"
+    for axis, key, label in ((axes[0], "seconds", f"{clock} time (s)"), (axes[1], "steps", "training steps")):
         for c in curves:
             axis.plot(getattr(c, key), c.mse, label=CELL_TITLES[c.cell])
         axis.axhline(ADDING_BASELINE_MSE, color="grey", linestyle="--", label="predict 1.0 (≈0.167)")
@@ -226,7 +220,7 @@ def run(config: AddingConfig, *, progress: bool = True) -> List[Curve]:
     out.mkdir(parents=True, exist_ok=True)
     clock = "wall-clock" if config.clock == "wall" else "CPU"
     print(f"\nAdding problem, T={config.seq_len}: held-out MSE (1000 sequences) after "
-          f"{config.seconds_per_cell:g} s of {clock} training time per cell")
+          f"{config.seconds_per_cell:g} s of {clock} time per cell (shared Trainer)")
     print(format_table(curves))
     plot_curves(curves, out / "curves.png", config)
     (out / "results.json").write_text(json.dumps({"config": asdict(config),
@@ -254,7 +248,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> AddingConfig:
     parser.add_argument("--T", dest="seq_len", type=_positive(int), default=defaults.seq_len,
                         help="sequence length (the markers are up to T-1 steps apart)")
     parser.add_argument("--seconds-per-cell", type=_positive(float), default=defaults.seconds_per_cell,
-                        help="wall-clock training budget per cell")
+                        help="training budget per cell, in seconds on --clock")
     parser.add_argument("--max-steps", type=_positive(int), default=defaults.max_steps,
                         help="also stop each cell after this many training steps")
     parser.add_argument("--cells", default=",".join(defaults.cells),
@@ -270,8 +264,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> AddingConfig:
     parser.add_argument("--clip", type=float, default=defaults.clip,
                         help="clip the gradient's global norm to this (0: no clipping)")
     parser.add_argument("--eval-every", type=_positive(float), default=defaults.eval_every,
-                        help="seconds of training between held-out evaluations")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default=defaults.clock,
+                        help="seconds (on --clock) between held-out evaluations")
+    parser.add_argument("--clock", choices=CLOCKS, default=defaults.clock,
                         help="what the budget counts: elapsed time, or this process's CPU time (steadier "
                              "on a busy machine)")
     parser.add_argument("--threads", type=_positive(int), default=defaults.threads,

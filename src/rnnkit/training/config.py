@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "plateau", "epoch_decay")
 NORMALIZATIONS = ("token", "sequence")
+CLOCKS = ("wall", "cpu")  # what max_minutes, eval_every_minutes and elapsed_s count (see TrainConfig)
 
 
 @dataclass
@@ -19,6 +20,12 @@ class TrainConfig:
     `max_minutes` of wall time (a resumed run counts the time already spent) or
     early stopping (`early_stop_patience` evaluations without improvement of
     `early_stop_metric`, lower is better). At least one limit must be set.
+
+    Clock: `max_minutes`, `eval_every_minutes`, the cosine schedule's time axis
+    and the logged `elapsed_s` count wall-clock time (`clock="wall"`) or this
+    process's CPU time (`clock="cpu"`, all its threads summed): with one torch
+    thread the CPU clock gives about the same number of steps per budget on a
+    busy machine as on a quiet one. Evaluations and checkpoints count too.
 
     Truncated BPTT: the data's chunk length is k1 (steps between updates);
     `bptt_k2` (>= k1, default k1) is how far back each update backpropagates.
@@ -55,6 +62,8 @@ class TrainConfig:
     bptt_k2: Optional[int] = None
     loss_normalization: str = "token"
     eval_every: Optional[int] = None  # steps; evaluation also runs at every epoch end and at the end
+    eval_every_minutes: Optional[float] = None  # also evaluate each time this much of the clock has passed
+    clock: str = "wall"  # "wall" or "cpu": what the time settings count (see above)
     checkpoint_every: Optional[int] = None  # steps; a checkpoint is also written at the end
     keep_checkpoints: int = 3
     early_stop_patience: Optional[int] = None
@@ -84,6 +93,9 @@ class TrainConfig:
         for name in ("grad_accum", "log_every", "lr_step_size", "keep_checkpoints"):
             positive(name, getattr(self, name), allow_none=False)
         positive("max_minutes", self.max_minutes, integer=False)
+        positive("eval_every_minutes", self.eval_every_minutes, integer=False)
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}; got {self.clock!r}")
         positive("lr", self.lr, allow_none=False, integer=False)
         for name in ("clip_norm", "clip_value"):
             positive(name, getattr(self, name), integer=False)

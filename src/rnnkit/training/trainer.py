@@ -47,6 +47,8 @@ from .config import TrainConfig
 State = Any
 Hook = Callable[..., None]
 HOOK_NAMES = ("step_end", "eval_end", "checkpoint", "fit_end")
+#: TrainConfig.clock -> the clock it reads (seconds; only differences are used)
+CLOCK_FUNCTIONS: Dict[str, Callable[[], float]] = {"wall": time.monotonic, "cpu": time.process_time}
 
 
 @dataclass
@@ -139,6 +141,8 @@ class Trainer:
         self.best: Optional[float] = None
         self.bad_evals = 0
         self.last_eval_step = -1
+        self._clock = CLOCK_FUNCTIONS[config.clock]
+        self._next_eval_time = math.inf  # clock reading (elapsed()) of the next time-based evaluation
         self.last_checkpoint_step = -1
         self.metrics_lines = 0  # lines of metrics.jsonl written up to now (a resumed run keeps exactly these)
         self.history: List[Dict[str, Any]] = []  # eval records of this process
@@ -186,11 +190,11 @@ class Trainer:
         return main
 
     _epoch_scheduler = False  # stepped at epoch ends (epoch_decay), not after every optimizer step
-    _t0: Optional[float] = None  # monotonic time at which this process's fit() started
+    _t0: Optional[float] = None  # the clock's reading when this process's fit() started
 
     def elapsed(self) -> float:
-        """Seconds of training so far, earlier (resumed-from) runs included."""
-        return self.elapsed_before + (time.monotonic() - self._t0 if self._t0 is not None else 0.0)
+        """Seconds of training so far on `config.clock`, earlier (resumed-from) runs included."""
+        return self.elapsed_before + (self._clock() - self._t0 if self._t0 is not None else 0.0)
 
     def _cosine_factor(self) -> float:
         c = self.config
@@ -288,7 +292,11 @@ class Trainer:
         else:
             torch.manual_seed(c.seed + self.rank)
         self._open_logs(resumed=resume is not None)
-        t0 = self._t0 = time.monotonic()
+        t0 = self._t0 = self._clock()
+        wall0 = time.monotonic()  # tokens/s is a throughput: always per wall-clock second
+        if c.eval_every_minutes is not None:
+            period = 60.0 * c.eval_every_minutes
+            self._next_eval_time = (math.floor(self.elapsed_before / period) + 1) * period
         tokens_at_start = self.tokens
         total = c.max_steps
         if total is None and c.max_epochs is not None and _len(self.train_data):
@@ -331,16 +339,15 @@ class Trainer:
                     micro = 0
                     record = self._optimizer_step(acc_loss, acc_count)
                     acc_loss = acc_count = 0.0
-                    elapsed = time.monotonic() - t0
-                    record["tokens_per_s"] = (self.tokens - tokens_at_start) / max(elapsed, 1e-9)
-                    record["elapsed_s"] = self.elapsed_before + elapsed
+                    record["tokens_per_s"] = (self.tokens - tokens_at_start) / max(time.monotonic() - wall0, 1e-9)
+                    record["elapsed_s"] = self.elapsed_before + self._clock() - t0
                     self._log(record, bar)
                     self._fire("step_end", record)
-                    if c.eval_every and self.step % c.eval_every == 0:
+                    if (c.eval_every and self.step % c.eval_every == 0) or self._eval_time_due():
                         stop = self._evaluate_and_track() or stop
                     stop = stop or self._time_or_step_limit(t0)
                     if c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                        self.save(time.monotonic() - t0)
+                        self.save(self._clock() - t0)
                     if stop:
                         break
                 else:  # the epoch is exhausted
@@ -359,13 +366,13 @@ class Trainer:
             if self.val_data is not None and self.last_eval_step != self.step:
                 self._evaluate_and_track()
             if self.out_dir is not None and self.last_checkpoint_step != self.step:
-                self.save(time.monotonic() - t0)
+                self.save(self._clock() - t0)
         finally:
             if bar is not None:
                 bar.close()
             self._close_logs()
         summary = {"step": self.step, "epoch": self.epoch, "stop": stop, "tokens": self.tokens,
-                   "elapsed_s": self.elapsed_before + time.monotonic() - t0,
+                   "elapsed_s": self.elapsed_before + self._clock() - t0,
                    "last_eval": self.history[-1] if self.history else None}
         self._fire("fit_end", summary)
         return summary
@@ -396,7 +403,7 @@ class Trainer:
         if c.max_steps is not None and self.step >= c.max_steps:
             return "max_steps"
         if c.max_minutes is not None:
-            over = float(self.elapsed_before + time.monotonic() - t0 >= 60.0 * c.max_minutes)
+            over = float(self.elapsed_before + self._clock() - t0 >= 60.0 * c.max_minutes)
             if self.dist:  # every rank must stop at the same step
                 t = torch.tensor([over], device=self.device)
                 self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
@@ -404,6 +411,21 @@ class Trainer:
             if over:
                 return "max_minutes"
         return None
+
+    def _eval_time_due(self) -> bool:
+        """True when `eval_every_minutes` of the clock have passed since the last time-based evaluation
+        (the same answer on every rank: an evaluation is a collective under DDP)."""
+        if self.config.eval_every_minutes is None or self.val_data is None:
+            return False
+        due = float(self.elapsed() >= self._next_eval_time)
+        if self.dist:
+            t = torch.tensor([due], device=self.device)
+            self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+            due = float(t.item())
+        if due:
+            period = 60.0 * self.config.eval_every_minutes
+            self._next_eval_time = (math.floor(self.elapsed() / period) + 1) * period
+        return bool(due)
 
     # ----------------------------------------------------------- evaluate
     @torch.no_grad()
@@ -439,9 +461,10 @@ class Trainer:
         if self.val_data is None:
             return None
         c = self.config
+        elapsed = self.elapsed()  # before the evaluation: the time the evaluated weights had trained
         metrics = self.evaluate()
         self.last_eval_step = self.step
-        record = {"kind": "eval", "step": self.step, "epoch": self.epoch,
+        record = {"kind": "eval", "step": self.step, "epoch": self.epoch, "elapsed_s": elapsed,
                   "loss": self._last_train_loss, **metrics}
         self.history.append(record)
         self._log(record, None)
