@@ -121,3 +121,74 @@ def test_float64_model_is_refused_with_the_fix() -> None:
 def test_non_recurrent_model_is_refused() -> None:
     with pytest.raises(ExportError, match="Linear"):
         build_onnx(torch.nn.Linear(3, 4))
+
+
+def _conv_states(layer, B: int, spatial):
+    parts = tuple(0.5 * torch.randn(layer.num_layers * layer.num_directions, B, s, *spatial)
+                  for s in layer.state_sizes)
+    return parts if len(parts) > 1 else parts[0]
+
+
+@pytest.mark.parametrize("make,spatial_sizes", [
+    (lambda: rnnkit.ConvLSTM(2, 3, 3, num_layers=2, bidirectional=True), [(5, 6), (3, 4)]),
+    (lambda: rnnkit.ConvLSTM(2, 4, (3, 1, 3), dims=3, peephole=True, groups=2, batch_first=True),
+     [(3, 4, 3), (2, 2, 5)]),
+    (lambda: rnnkit.ConvLSTM(2, 3, 3, peephole=True, peephole_size=(4, 5), zoneout_cell=0.2), [(4, 5)]),
+    (lambda: rnnkit.ConvGRU(2, 4, 3, dims=1, groups=2, dilation=2, num_layers=2, bidirectional=True), [(7,), (4,)]),
+    (lambda: rnnkit.ConvGRU(3, 2, 5, bias=False), [(6, 5)]),
+], ids=["convlstm2d_stacked_bidir", "convlstm3d_peephole_groups_batch_first", "convlstm_spatial_peephole_zoneout",
+        "convgru1d_groups_dilation_bidir", "convgru2d_nobias"])
+def test_conv_layers(make, spatial_sizes, tmp_path: Path) -> None:
+    """ConvLSTM / ConvGRU as Scan with Conv bodies: dynamic batch, time and spatial axes, lengths, states."""
+    layer = make().eval()
+    with torch.no_grad():  # values of both signs everywhere, peepholes included
+        for p in layer.parameters():
+            p.uniform_(-0.5, 0.5)
+    path = export_onnx(layer, tmp_path / "conv.onnx")
+    assert {"Scan", "Conv"} <= _op_types(path)
+    C = layer.input_size
+    for spatial in spatial_sizes:
+        for T, B, lengths in ((4, 2, [4, 2]), (2, 3, None)):
+            x = torch.randn(B, T, C, *spatial) if layer.batch_first else torch.randn(T, B, C, *spatial)
+            lens = torch.tensor(lengths) if lengths is not None else None
+            assert check_onnx(layer, path, x, lens) <= TOL
+            assert check_onnx(layer, path, x, lens, _conv_states(layer, B, spatial)) <= TOL
+
+
+@pytest.mark.parametrize("pooling,objective,bidirectional,cell", [
+    ("mean", "softmax", True, "lstm"), ("max", "softmax", False, "gru"), ("last", "sigmoid", True, "sru"),
+    ("last", "softmax", False, "lnlstm")])
+def test_sequence_classifier(pooling: str, objective: str, bidirectional: bool, cell: str, tmp_path: Path) -> None:
+    from rnnkit.models.classify import ClassifierConfig, SequenceClassifier
+
+    model = SequenceClassifier(ClassifierConfig(vocab_size=11, num_classes=2 if objective == "sigmoid" else 3,
+                                                objective=objective, pooling=pooling, cell=cell, embedding_size=4,
+                                                hidden_size=5, num_layers=2, bidirectional=bidirectional)).eval()
+    path = export_onnx(model, tmp_path / "clf.onnx")
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["tokens", "lengths"] and [o.name for o in graph.output] == ["logits"]
+    for B, T, lengths in ((3, 6, [6, 1, 4]), (1, 2, [2]), (4, 9, [9, 9, 3, 5])):
+        assert check_onnx(model, path, torch.randint(1, 11, (B, T)), torch.tensor(lengths)) <= TOL
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru"])
+def test_sequence_tagger(cell: str, tmp_path: Path) -> None:
+    from rnnkit.models.tagger import SequenceTagger, TaggerConfig
+
+    model = SequenceTagger(TaggerConfig(vocab_size=11, num_tags=4, cell=cell, embedding_size=4, hidden_size=5)).eval()
+    path = export_onnx(model, tmp_path / "tagger.onnx")
+    for B, T, lengths in ((3, 6, [6, 1, 4]), (2, 3, [3, 3])):
+        assert check_onnx(model, path, torch.randint(1, 11, (B, T)), torch.tensor(lengths)) <= TOL
+
+
+def test_models_the_exporter_cannot_write_name_the_feature_and_the_alternative() -> None:
+    from rnnkit.models.forecast import ForecastConfig, Forecaster
+    from rnnkit.models.regressor import SequenceRegressor
+
+    forecaster = Forecaster(ForecastConfig(num_series=1, num_features=1, num_calendar=0, lookback=4, horizon=2,
+                                           mode="autoregressive", hidden_size=4))
+    with pytest.raises(ExportError, match=r"Forecaster.*feeds each step's point forecast back.*torch\.export"):
+        build_onnx(forecaster)
+    # a model the exporter does not know: its recurrent parts are named, so they can be exported one by one
+    with pytest.raises(ExportError, match=r"SequenceRegressor.*model\.rnn can each be exported"):
+        build_onnx(SequenceRegressor("lstm", 3, 4))

@@ -18,10 +18,12 @@ operator's (same equations, nothing added):
     GRUCell reset="before"       ONNX GRU linear_before_reset=0
     ElmanCell                    ONNX RNN (Tanh or Relu)
 
-Everything else — proj_size, SRU, the layer-norm cells, minGRU, zoneout (its
-eval-mode expectation) — runs as an ONNX `Scan` whose body is the cell's step
-written in ONNX operators, after the input projection for all steps (one MatMul,
-hoisted out of the loop as in the fused backend). With lengths, the Scan body
+Everything else — proj_size, SRU, the layer-norm cells, minGRU, ConvLSTM and
+ConvGRU (1-D, 2-D, 3-D, peepholes, dilation, groups), zoneout (its eval-mode
+expectation) — runs as an ONNX `Scan` whose body is the cell's step written in
+ONNX operators, after the input projection for all steps (one MatMul, or one
+Conv over the T·B frames, hoisted out of the loop as in the fused backend).
+The convolutional layers take (T, B, C, *S) with dynamic spatial axes too. With lengths, the Scan body
 holds each row's state after its last valid step and zeroes its padded outputs,
 and the reverse direction reverses each row's valid prefix (`ReverseSequence`),
 exactly as `Recurrent` does. The graph computes in float32; inference only
@@ -38,8 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
-                     PeepholeLSTMCell, RecurrentCell, SRUCell)
+from ..cells import (ConvGRUCell, ConvLSTMCell, ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell,
+                     MinGRUCell, PeepholeLSTMCell, RecurrentCell, SRUCell)
 from ..cells.layernorm_lstm import EPS as LN_EPS
 from ..recurrent import Recurrent
 
@@ -103,9 +105,14 @@ class _Graph:
         y = self.op("MatMul", [x, self.const(weight.t(), hint)])
         return self.op("Add", [y, self.const(bias, hint + "_b")]) if bias is not None else y
 
-    def split(self, x: str, sizes: Sequence[int]) -> List[str]:
+    def split(self, x: str, sizes: Sequence[int], axis: int = -1) -> List[str]:
         return self.op("Split", [x, self.const(np.array(sizes, dtype=np.int64), "split")], outputs=len(sizes),
-                       axis=-1)
+                       axis=axis)
+
+    def slice_shape(self, x: str, start: int, end: Optional[int] = None) -> str:
+        """Shape(x)[start:end] as a 1-D int64 tensor."""
+        attrs = {"start": start} if end is None else {"start": start, "end": end}
+        return self.op("Shape", [x], **attrs)
 
     def sigmoid(self, x: str) -> str:
         return self.op("Sigmoid", [x])
@@ -330,6 +337,67 @@ def _mingru_step(g: _Graph, cell: MinGRUCell, u: str, state: List[str]) -> Tuple
     return h_new, [h_new]
 
 
+def _dense_conv_weight(weight: Tensor, gates: int, groups: int) -> Tensor:
+    """A grouped convolution's weight (G·Hc, C/groups, *k) as the plain convolution's (G·Hc, C, *k).
+
+    Hidden channel j of every gate reads input group j // (Hc/groups) (see cells.conv_base), so the
+    dense weight is block diagonal; the convolution's output channels stay gate-major.
+    """
+    weight = _f32(weight)
+    if groups == 1:
+        return weight
+    rows, c_per, k = weight.shape[0], weight.shape[1], weight.shape[2:]
+    Hc = rows // gates
+    dense = torch.zeros(rows, c_per * groups, *k)
+    for row in range(rows):
+        q = (row % Hc) // (Hc // groups)
+        dense[row, q * c_per:(q + 1) * c_per] = weight[row]
+    return dense
+
+
+def _conv(g: _Graph, cell, x: str, weight: Tensor, bias: Optional[Tensor], gates: int) -> str:
+    """The cell's "same" convolution (N, C, *S) -> (N, gates·Hc, *S), channels gate-major."""
+    inputs = [x, g.const(_dense_conv_weight(weight, gates, cell.groups), "conv_w")]
+    if bias is not None:
+        inputs.append(g.const(_f32(bias), "conv_b"))
+    return g.op("Conv", inputs, kernel_shape=list(cell.kernel_size), dilations=list(cell.dilation),
+                pads=list(cell.padding) * 2, strides=[1] * cell.dims)
+
+
+def _conv_project(g: _Graph, cell, x: str) -> str:
+    """x (T, B, C, *S) -> (T, B, G·Hc, *S): one Conv over the T·B frames."""
+    frames = g.op("Reshape", [x, g.op("Concat", [g.const(np.array([-1]), "minus1"), g.slice_shape(x, 2)], axis=0)])
+    u = _conv(g, cell, frames, cell.weight_ih, cell.bias_ih, cell.num_gates)
+    return g.op("Reshape", [u, g.op("Concat", [g.slice_shape(x, 0, 2), g.slice_shape(u, 1)], axis=0)])
+
+
+def _conv_lstm_step(g: _Graph, cell: ConvLSTMCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    h, c = state
+    H = cell.hidden_size
+    i, f, gg, o = g.split(g.add(u, _conv(g, cell, h, cell.weight_hh, cell.bias_hh, 4)), [H] * 4, axis=1)
+    peep = _f32(cell.weight_peephole).chunk(3) if cell.weight_peephole is not None else None
+    if peep is not None:  # (Hc, *P): one weight per channel or a full spatial map, broadcast over the batch
+        i = g.add(i, g.mul(g.const(peep[0], "p_i"), c))
+        f = g.add(f, g.mul(g.const(peep[1], "p_f"), c))
+    c_new = g.add(g.mul(g.sigmoid(f), c), g.mul(g.sigmoid(i), g.tanh(gg)))
+    if peep is not None:
+        o = g.add(o, g.mul(g.const(peep[2], "p_o"), c_new))
+    h_new = g.mul(g.sigmoid(o), g.tanh(c_new))
+    return h_new, [h_new, c_new]
+
+
+def _conv_gru_step(g: _Graph, cell: ConvGRUCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    (h,) = state
+    H = cell.hidden_size
+    w_hh, b_hh = _f32(cell.weight_hh), _f32(cell.bias_hh)
+    u_rz, u_n = g.split(u, [2 * H, H], axis=1)
+    rz = g.add(u_rz, _conv(g, cell, h, w_hh[:2 * H], None if b_hh is None else b_hh[:2 * H], 2))
+    r, z = g.split(g.sigmoid(rz), [H, H], axis=1)
+    n = g.tanh(g.add(u_n, _conv(g, cell, g.mul(r, h), w_hh[2 * H:], None if b_hh is None else b_hh[2 * H:], 1)))
+    h_new = g.add(g.mul(g.one_minus(z), n), g.mul(z, h))
+    return h_new, [h_new]
+
+
 #: exact cell class -> (project, step). Subclasses are refused: they may change the math.
 FAMILIES: Dict[type, Tuple[Project, Step]] = {
     LSTMCell: (_lstm_project, _lstm_step),
@@ -340,12 +408,16 @@ FAMILIES: Dict[type, Tuple[Project, Step]] = {
     LayerNormLSTMCell: (_lnlstm_project, _lnlstm_step),
     LayerNormGRUCell: (_lngru_project, _lngru_step),
     MinGRUCell: (_mingru_project, _mingru_step),
+    ConvLSTMCell: (_conv_project, _conv_lstm_step),
+    ConvGRUCell: (_conv_project, _conv_gru_step),
 }
 
 
 def _scan_direction(g: _Graph, cell: RecurrentCell, x: str, init: List[str], mask: Optional[str],
                     zoneout: Dict[str, float]) -> Tuple[str, List[str]]:
-    """One layer direction as a Scan over time. x (T, B, I) -> (y (T, B, O), finals (B, S_k))."""
+    """One layer direction as a Scan over time. x (T, B, I) -> (y (T, B, O), finals (B, S_k)).
+
+    Convolutional cells: x (T, B, C, *S) -> (y (T, B, Hc, *S), finals (B, Hc, *S))."""
     _, helper = _onnx()
     project, step = FAMILIES[type(cell)]
     u = project(g, cell, x)  # (T, B, K): the input term of every step, one MatMul
@@ -387,9 +459,6 @@ def _check_layer(layer: Recurrent) -> None:
                 f"only rnnkit's built-in cells ({', '.join(c.__name__ for c in FAMILIES)}), not subclasses or "
                 f"user cells. Alternative: torch.onnx.export(model, ..., dynamo=True) traces a Python step loop "
                 f"for a fixed sequence length.")
-        if cell.feature_dims != 1:
-            raise ExportError(f"cannot export {owner}: {type(cell).__name__} takes {cell.feature_dims}-axis inputs; "
-                              f"the ONNX exporter handles vector inputs only")
     dtypes = {p.dtype for p in layer.parameters()}
     if dtypes - {torch.float32}:
         raise ExportError(f"cannot export {owner}: the ONNX graph computes in float32 but the parameters are "
@@ -410,13 +479,14 @@ def _recurrent_graph(g: _Graph, layer: Recurrent, x: str, lengths: Optional[str]
                            g.const(np.array([2], dtype=np.int64), "i2")])
     # every row's length (T when no lengths are given), for ReverseSequence and the Scan mask
     full = lengths if lengths is not None else g.op("Expand", [T, batch])
+    fd = layer.cells[0].feature_dims  # 1, or 1 + spatial axes for the convolutional cells
     mask = None
     if lengths is not None:
         steps = g.op("Range", [g.const(np.int64(0), "zero_i"), g.op("Squeeze", [T, g.const(np.array([0]), "ax0")]),
                                g.const(np.int64(1), "one_i")])
         valid = g.op("Less", [g.op("Unsqueeze", [steps, g.const(np.array([1]), "ax1")]),
                               g.op("Unsqueeze", [lengths, g.const(np.array([0]), "ax0")])])  # (T, B)
-        mask = g.op("Unsqueeze", [valid, g.const(np.array([2]), "ax2")])  # (T, B, 1)
+        mask = g.op("Unsqueeze", [valid, g.const(np.arange(2, 2 + fd), "ax")])  # (T, B, 1[, 1...])
     seq_lens = g.op("Cast", [lengths], to=6) if lengths is not None else None  # int32 for the RNN operators
 
     finals: List[List[str]] = [[] for _ in range(n_states)]  # per state tensor: (D, B, S) or (1, B, S) pieces
@@ -437,40 +507,148 @@ def _recurrent_graph(g: _Graph, layer: Recurrent, x: str, lengths: Optional[str]
             if init:
                 start = [g.op("Gather", [s, g.const(np.int64(index), "idx")], axis=0) for s in init]
             else:
-                start = [g.op("ConstantOfShape", [g.op("Concat", [batch, g.const(np.array([size]), "size")], axis=0)])
+                spatial = [g.slice_shape(x, 3)] if fd > 1 else []  # the state keeps the input's spatial axes
+                start = [g.op("ConstantOfShape", [g.op("Concat", [batch, g.const(np.array([size]), "size")] + spatial,
+                                                       axis=0)])
                          for size in cell.state_sizes]
             inp = x if d == 0 else g.op("ReverseSequence", [x, full], batch_axis=1, time_axis=0)
             y, fin = _scan_direction(g, cell, inp, start, mask, zoneout)
             ys.append(y if d == 0 else g.op("ReverseSequence", [y, full], batch_axis=1, time_axis=0))
             for k in range(n_states):
                 finals[k].append(g.op("Unsqueeze", [fin[k], g.const(np.array([0]), "ax0")]))
-        x = ys[0] if D == 1 else g.op("Concat", ys, axis=-1)
+        x = ys[0] if D == 1 else g.op("Concat", ys, axis=2)  # features / channels
     return x, [p[0] if len(p) == 1 else g.op("Concat", p, axis=0) for p in finals]
+
+
+# ------------------------------------------------------- application models
+#: models whose forward the exporter cannot write as one graph: (the blocking feature, the way out)
+_BLOCKED = {
+    "Seq2Seq": ("its decoder feeds each predicted token back with attention over the source, and generate() "
+                "loops until every sentence has emitted EOS (a data-dependent number of steps)",
+                "export the encoder, export_onnx(model.encoder, ...), and run the decoder with model.step() in "
+                "PyTorch; or torch.export.export(model, ...) for the teacher-forced forward"),
+    "Forecaster": ("its forward reshapes the head's output per horizon step and, in the autoregressive and "
+                   "seq2seq modes, feeds each step's point forecast back as the next input",
+                   "torch.export.export(model, (x, future)) (rnnkit's layers are custom ops there, with dynamic "
+                   "batch), or export the recurrent stack alone with export_onnx(model.encoder, ...)"),
+    "EncoderForecaster": ("its forward patches the frames (pixel_unshuffle), hands the encoder's state to a "
+                          "second stack and rolls the forecaster out on its own predictions",
+                          "torch.export.export(model, (frames,)), or export each stack alone with "
+                          "export_onnx(model.encoder, ...) / export_onnx(model.forecaster, ...)"),
+    "CaptionModel": ("its decoder is a cell stepped in Python with attention over CNN features, "
+                     "generating until EOS", "torch.export.export for a fixed number of steps, or serve it in "
+                                             "PyTorch with the step API"),
+}
+
+
+def _recurrent_children(model: nn.Module) -> List[str]:
+    return [name for name, m in model.named_modules() if name and isinstance(m, Recurrent)]
+
+
+def _refuse(model: nn.Module) -> ExportError:
+    name = type(model).__name__
+    supported = ("rnnkit.Recurrent layers (RNN, LSTM, GRU, SRU, ConvLSTM, ...), RecurrentLM, SequenceClassifier "
+                 "and SequenceTagger")
+    if name in _BLOCKED:
+        feature, alternative = _BLOCKED[name]
+        return ExportError(f"cannot export {name} to ONNX: {feature}. export_onnx writes {supported}. "
+                           f"Alternative: {alternative}.")
+    inside = _recurrent_children(model)
+    where = (f" (its recurrent layers: {', '.join(f'model.{n}' for n in inside)} can each be exported)"
+             if inside else "")
+    return ExportError(f"cannot export {name} to ONNX: export_onnx writes {supported}; got {name}{where}. "
+                       f"Alternative: export_onnx(model.<layer>, ...) for a recurrent part, or "
+                       f"torch.export.export(model, ...) for the whole PyTorch program.")
+
+
+def _token_model_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[list, list]:
+    """SequenceClassifier / SequenceTagger: tokens (B, T) int64 and lengths (B,) -> logits.
+
+    Tagger logits (B, T, K); classifier logits (B, K), (B,) with the sigmoid objective, after the
+    model's pooling over each row's valid steps. Inference only (dropout off).
+    """
+    from ..models.classify import SequenceClassifier
+
+    _, helper = _onnx()
+    enc = model.encoder
+    _check_layer(enc)
+    inputs = [helper.make_tensor_value_info("tokens", INT64, ["batch", "time"]),
+              helper.make_tensor_value_info("lengths", INT64, ["batch"])]
+    x = g.op("Gather", [g.const(_f32(model.embedding.weight), "embedding"),
+                        g.op("Transpose", ["tokens"], perm=[1, 0])], axis=0)  # (T, B, E)
+    y, _ = _recurrent_graph(g, enc, x, "lengths", None, native_ops)  # (T, B, W), zero at padded steps
+    head_w, head_b = _f32(model.head.weight), _f32(model.head.bias)
+    if not isinstance(model, SequenceClassifier):  # tagger: one distribution per token
+        z = g.op("Transpose", [g.matmul_t(y, head_w, head_b, "head")], perm=[1, 0, 2])
+        return inputs, [("logits", z, ["batch", "time", head_w.shape[0]])]
+    c = model.config
+    W = enc.num_directions * enc.output_size
+    axis0 = g.const(np.array([0]), "ax0")
+    if c.pooling == "mean":  # padded outputs are zero, so the sum over all steps is the sum over valid ones
+        lens = g.op("Unsqueeze", [g.op("Cast", ["lengths"], to=FLOAT), g.const(np.array([1]), "ax1")])
+        v = g.op("Div", [g.op("ReduceSum", [y, axis0], keepdims=0), lens])
+    elif c.pooling == "max":
+        T = g.op("Squeeze", [g.slice_shape(y, 0, 1), axis0])
+        steps = g.op("Range", [g.const(np.int64(0), "zero_i"), T, g.const(np.int64(1), "one_i")])
+        valid = g.op("Less", [g.op("Unsqueeze", [steps, g.const(np.array([1]), "ax1")]),
+                              g.op("Unsqueeze", ["lengths", axis0])])  # (T, B)
+        valid = g.op("Unsqueeze", [valid, g.const(np.array([2]), "ax2")])
+        v = g.op("ReduceMax", [g.op("Where", [valid, y, g.const(np.float32(-np.inf), "minus_inf")])], axes=[0],
+                 keepdims=0)
+    else:  # last: the forward half at each row's last valid step, the backward half at step 0
+        H = W // enc.num_directions
+        last = g.op("Unsqueeze", [g.sub("lengths", g.const(np.int64(1), "one_i")), g.const(np.array([1]), "ax1")])
+        v = g.op("GatherND", [g.op("Transpose", [y], perm=[1, 0, 2]), last], batch_dims=1)  # (B, W)
+        if enc.num_directions == 2:
+            first = g.op("Gather", [y, g.const(np.int64(0), "idx")], axis=0)
+            v = g.op("Concat", [g.split(v, [H, H])[0], g.split(first, [H, H])[1]], axis=-1)
+    z = g.matmul_t(v, head_w, head_b, "head")
+    if c.objective == "sigmoid":
+        z = g.op("Squeeze", [z, g.const(np.array([-1]), "ax_last")])
+        return inputs, [("logits", z, ["batch"])]
+    return inputs, [("logits", z, ["batch", head_w.shape[0]])]
 
 
 # ------------------------------------------------------------------- public API
 def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
                opset: int = OPSET):
-    """The ONNX ModelProto of a `Recurrent` layer or a `RecurrentLM` (see the module docstring for its I/O).
+    """The ONNX ModelProto of a `Recurrent` layer or a `RecurrentLM` (see the module docstring for its I/O),
+    or of a `SequenceClassifier` / `SequenceTagger` (inputs tokens (B, T) int64 and lengths (B,), both
+    required; output logits as the model's forward returns them).
 
-    lengths, initial_state: add the optional `lengths` / `h0[, c0]` graph inputs.
+    lengths, initial_state: add the optional `lengths` / `h0[, c0]` graph inputs (layers and LMs).
     native_ops: use ONNX LSTM/GRU/RNN where the configuration is exactly theirs
         (False: every layer as a Scan, e.g. to compare the two).
     """
     onnx, helper = _onnx()
     from ..models.char_lm import RecurrentLM
+    from ..models.classify import SequenceClassifier
+    from ..models.tagger import SequenceTagger
 
+    if isinstance(model, (SequenceClassifier, SequenceTagger)):
+        if any(p.dtype != torch.float32 for p in model.parameters()):
+            raise ExportError(f"cannot export {type(model).__name__}: the ONNX graph computes in float32; "
+                              f"call model.float() first")
+        g = _Graph()
+        graph_inputs, outs = _token_model_graph(g, model, native_ops)
+        graph_outputs = []
+        for name, value, dims in outs:
+            g.nodes.append(helper.make_node("Identity", [value], [name]))
+            graph_outputs.append(helper.make_tensor_value_info(name, FLOAT, dims))
+        return _finish(onnx, helper, g, type(model).__name__, graph_inputs, graph_outputs, opset)
     lm = isinstance(model, RecurrentLM)
     layer = model.rnn if lm else model
     if not isinstance(layer, Recurrent):
-        raise ExportError(f"export_onnx exports rnnkit.Recurrent layers (RNN, LSTM, GRU, SRU, ...) and "
-                          f"RecurrentLM; got {type(model).__name__}. Alternative: torch.onnx.export(..., dynamo=True)")
+        raise _refuse(model)
     _check_layer(layer)
     if lm and any(p.dtype != torch.float32 for p in model.parameters()):
         raise ExportError("cannot export RecurrentLM: the ONNX graph computes in float32; call model.float() first")
     g = _Graph()
     graph_inputs, graph_outputs = [], []
     LD = layer.num_layers * layer.num_directions
+    # convolutional layers: dynamic spatial axes after the channels, in the input, output and states alike
+    spatial = [f"spatial_{k}" for k in range(layer.cells[0].feature_dims - 1)]
+    swap = [1, 0] + list(range(2, 3 + len(spatial)))  # batch_first <-> time-major
     if lm:
         graph_inputs.append(helper.make_tensor_value_info("tokens", INT64, ["time", "batch"]))
         if model.embedding is not None:
@@ -480,15 +658,15 @@ def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = 
                                 g.const(np.array([0.0, 1.0]), "onehot")], axis=-1)
     else:
         I = layer.input_size
-        dims = ["batch", "time", I] if layer.batch_first else ["time", "batch", I]
+        dims = (["batch", "time", I] if layer.batch_first else ["time", "batch", I]) + spatial
         graph_inputs.append(helper.make_tensor_value_info("input", FLOAT, dims))
-        x = g.op("Transpose", ["input"], perm=[1, 0, 2]) if layer.batch_first else "input"
+        x = g.op("Transpose", ["input"], perm=swap) if layer.batch_first else "input"
     if lengths:
         graph_inputs.append(helper.make_tensor_value_info("lengths", INT64, ["batch"]))
     init = None
     if initial_state:
         init = [f"{n}0" for n in layer.cells[0].state_names]
-        graph_inputs += [helper.make_tensor_value_info(n, FLOAT, [LD, "batch", s])
+        graph_inputs += [helper.make_tensor_value_info(n, FLOAT, [LD, "batch", s] + spatial)
                          for n, s in zip(init, layer.state_sizes)]
     y, finals = _recurrent_graph(g, layer, x, "lengths" if lengths else None, init, native_ops)
     if lm:
@@ -497,16 +675,20 @@ def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = 
         out_name, out_dims = "logits", ["time", "batch", model.config.vocab_size]
     else:
         if layer.batch_first:
-            y = g.op("Transpose", [y], perm=[1, 0, 2])
+            y = g.op("Transpose", [y], perm=swap)
         out_name = "output"
         D_O = layer.num_directions * layer.output_size
-        out_dims = ["batch", "time", D_O] if layer.batch_first else ["time", "batch", D_O]
+        out_dims = (["batch", "time", D_O] if layer.batch_first else ["time", "batch", D_O]) + spatial
     g.nodes.append(helper.make_node("Identity", [y], [out_name]))
     graph_outputs.append(helper.make_tensor_value_info(out_name, FLOAT, out_dims))
     for name, size, fin in zip(layer.cells[0].state_names, layer.state_sizes, finals):
         g.nodes.append(helper.make_node("Identity", [fin], [f"{name}_n"]))
-        graph_outputs.append(helper.make_tensor_value_info(f"{name}_n", FLOAT, [LD, "batch", size]))
-    graph = helper.make_graph(g.nodes, type(model).__name__, graph_inputs, graph_outputs, g.initializers)
+        graph_outputs.append(helper.make_tensor_value_info(f"{name}_n", FLOAT, [LD, "batch", size] + spatial))
+    return _finish(onnx, helper, g, type(model).__name__, graph_inputs, graph_outputs, opset)
+
+
+def _finish(onnx, helper, g: _Graph, name: str, graph_inputs: list, graph_outputs: list, opset: int):
+    graph = helper.make_graph(g.nodes, name, graph_inputs, graph_outputs, g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rnnkit")
     proto.ir_version = min(proto.ir_version, 9)  # readable by older runtimes too
     onnx.checker.check_model(proto)
@@ -516,10 +698,11 @@ def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = 
 def export_onnx(model: nn.Module, path: Union[str, Path], sample_input: Optional[Tensor] = None, *,
                 lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
                 atol: float = 1e-4) -> Path:
-    """Write `model` (a Recurrent layer or RecurrentLM) as an ONNX file with dynamic batch and time axes.
+    """Write `model` as an ONNX file with dynamic batch and time axes (see `build_onnx` for what it takes).
 
     Graph inputs: input (T, B, I) (tokens (T, B) for a RecurrentLM), then lengths (B,) int64 and h0[, c0]
     (L·D, B, S) when `lengths` / `initial_state`; outputs: output (logits), then h_n[, c_n].
+    SequenceClassifier / SequenceTagger: tokens (B, T) and lengths (B,) -> logits.
     If `sample_input` is given, the file is run in onnxruntime on it and compared with the model
     (eval mode); a difference above `atol` raises. Returns the path.
     """
@@ -549,7 +732,7 @@ def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     feeds: Dict[str, np.ndarray] = {names[0]: input.detach().cpu().numpy()}
-    batch_axis = 0 if (names[0] == "input" and session.get_inputs()[0].shape[0] == "batch") else 1
+    batch_axis = 0 if session.get_inputs()[0].shape[0] == "batch" else 1
     B, T = input.shape[batch_axis], input.shape[1 - batch_axis]
     states = [] if state is None else list(state if isinstance(state, (tuple, list)) else (state,))
     for meta in session.get_inputs()[1:]:
@@ -558,7 +741,8 @@ def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = 
         elif states:
             feeds[meta.name] = states.pop(0).detach().cpu().to(torch.float32).numpy()
         else:
-            feeds[meta.name] = np.zeros((meta.shape[0], B, meta.shape[2]), dtype=np.float32)
+            spatial = tuple(input.shape[3:])  # convolutional layers: the state has the input's spatial axes
+            feeds[meta.name] = np.zeros((meta.shape[0], B, meta.shape[2]) + spatial, dtype=np.float32)
     return session.run(None, feeds)
 
 
@@ -567,11 +751,16 @@ def check_onnx(model: nn.Module, path: Union[str, Path], input: Tensor, lengths:
                state=None) -> float:
     """Largest absolute difference between the model (eval) and the exported file on these inputs."""
     from ..models.char_lm import RecurrentLM
+    from ..models.classify import SequenceClassifier
+    from ..models.tagger import SequenceTagger
 
     was_training = model.training
     model.eval()
     try:
-        if isinstance(model, RecurrentLM):  # its forward takes no lengths: run its parts
+        if isinstance(model, (SequenceClassifier, SequenceTagger)):  # tokens (B, T); lengths required
+            full = torch.full((input.shape[0],), input.shape[1], dtype=torch.int64)
+            outputs, final = model(input, lengths if lengths is not None else full), ()
+        elif isinstance(model, RecurrentLM):  # its forward takes no lengths: run its parts
             y, final = model.rnn(model.embed(input), state, lengths=lengths)
             outputs = model.head(y)
         else:
