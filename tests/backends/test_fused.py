@@ -290,3 +290,21 @@ def test_layernorm_float32_accuracy_at_larger_sizes(mode: str) -> None:
     make = {"LayerNormLSTM": lambda: rnnkit.LayerNormLSTM(24, 40), "LayerNormGRU": lambda: rnnkit.LayerNormGRU(24, 40)}
     errors = _errors_vs_float64(make[mode], 12, 9, lengths=torch.tensor([12, 3, 7, 12, 1, 9, 12, 5, 2]))
     assert errors["fused"] <= 2 * errors["reference"] + 1e-6, errors
+
+
+@pytest.mark.parametrize("route", ["blas", "onednn", "small"])
+def test_every_step_gemm_route_matches_reference(route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recurrent GEMM has three routes chosen by size (common.h: StepGemm); force each one."""
+    monkeypatch.setenv("RNNKIT_STEP_GEMM", route)
+    for mode in ("LSTM", "GRU", "GRU_BEFORE", "RNN_TANH", "LayerNormLSTM", "LayerNormGRU"):
+        cfg = _cfg(mode, torch.float32, input_size=7, hidden_size=70, options=(("recurrent_dropout", 0.25),))
+        _check(cfg, seq_len=5, batch=6, lengths=[5, 2, 4, 5, 1, 3])
+    proj = _cfg("LSTM", torch.float32, input_size=7, hidden_size=70, proj_size=33)
+    _check(proj, seq_len=5, batch=5, lengths=[5, 2, 4, 5, 1])
+
+
+def test_large_hidden_float32_takes_the_onednn_route() -> None:
+    """H=256: the size where `auto` picks oneDNN for the step GEMM (n·k ≥ 2^18), unforced."""
+    for mode in ("LSTM", "GRU"):
+        cfg = _cfg(mode, torch.float32, input_size=8, hidden_size=256)
+        _check(cfg, seq_len=3, batch=3, lengths=[3, 1, 2])

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -27,8 +28,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <string>
+#include <vector>
 
 #ifdef RNNKIT_HAVE_FORTRAN_BLAS
 // The BLAS linked into libtorch_cpu (MKL on x86-64 wheels). Calling it directly
@@ -44,8 +48,8 @@ void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
 }
 #else
 #include <ATen/ops/addmm.h>
-#include <ATen/ops/from_blob.h>
 #endif
+#include <ATen/ops/from_blob.h>
 
 namespace rnnkit {
 
@@ -79,19 +83,171 @@ inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, R alpha
 #endif
 }
 
-// C(rows, n) = beta * C + A(rows, k) @ W(n, k)^T     W in torch's (out, in) weight layout
-template <typename R>
-inline void gemm_nt(int64_t rows, int64_t n, int64_t k, const R* A, int64_t lda, const R* W, int64_t ldw, R beta,
-                    R* C, int64_t ldc) {
-  blas_gemm<R>('T', 'N', n, rows, k, R(1), W, ldw, A, lda, beta, C, ldc);
+// ------------------------------------------------------------ the step GEMM
+// The recurrent product of every time step, C(rows, n) = beta·C + A(rows, k)·op(W),
+// is the one GEMM left inside the loop: T small calls of the same weight. Which
+// route is fastest depends on the size (benchmarks/NOTES.md, "step GEMM"):
+//  - small products (rows·n·k ≤ 2^19, e.g. B=8, H=64): a register-blocked kernel
+//    below, single-threaded; BLAS's per-call cost (packing W, waking threads) is
+//    larger than the product itself there;
+//  - large float32 weights (n·k ≥ 2^18, H ≥ 256 for LSTM/GRU): oneDNN's matmul
+//    with the weight re-laid out once per sequence (torch's mkldnn linear ops,
+//    called through the dispatcher); MKL re-packs W on every call and runs
+//    1.2–2x slower on these per-step shapes;
+//  - everything else, and every float64 product: BLAS.
+// RNNKIT_STEP_GEMM=blas|onednn|small forces one route where it applies (tests).
+enum class GemmRoute { Blas, OneDnn, Small };
+
+inline const char* step_gemm_override() {
+  const char* v = std::getenv("RNNKIT_STEP_GEMM");
+  return (v != nullptr && *v != '\0' && std::strcmp(v, "auto") != 0) ? v : nullptr;
 }
 
-// C(rows, k) = beta * C + A(rows, n) @ W(n, k)
+// torch's oneDNN linear operators, when this torch build has them
+struct OneDnnLinear {
+  using Reorder = at::Tensor(const at::Tensor&, std::optional<int64_t>);
+  using Linear = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            c10::string_view, c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>);
+  std::optional<c10::TypedOperatorHandle<Reorder>> reorder;
+  std::optional<c10::TypedOperatorHandle<Linear>> linear;
+  static const OneDnnLinear& get() {
+    static const OneDnnLinear ops = [] {
+      OneDnnLinear o;
+      auto& d = c10::Dispatcher::singleton();
+      auto r = d.findSchema({"mkldnn::_reorder_linear_weight", ""});
+      auto l = d.findSchema({"mkldnn::_linear_pointwise", ""});
+      if (r.has_value() && l.has_value() && r->hasKernelForDispatchKey(c10::DispatchKey::CPU) &&
+          l->hasKernelForDispatchKey(c10::DispatchKey::CPU)) {
+        o.reorder = r->typed<Reorder>();
+        o.linear = l->typed<Linear>();
+      }
+      return o;
+    }();
+    return ops;
+  }
+  bool available() const { return linear.has_value(); }
+};
+
+// C(rows, n) = beta·C + A(rows, k)·Wt(k, n), Wt row-major and contiguous. Blocks
+// of 4 rows × 64 columns keep 16 vector accumulators in registers while each row
+// of Wt streams through once per block.
 template <typename R>
-inline void gemm_nn(int64_t rows, int64_t k, int64_t n, const R* A, int64_t lda, const R* W, int64_t ldw, R beta,
-                    R* C, int64_t ldc) {
-  blas_gemm<R>('N', 'N', k, rows, n, R(1), W, ldw, A, lda, beta, C, ldc);
+inline void small_gemm(int64_t rows, int64_t n, int64_t k, const R* A, int64_t lda, const R* Wt, R beta, R* C,
+                       int64_t ldc) {
+  constexpr int64_t RB = 4, CB = 64;
+  for (int64_t b0 = 0; b0 < rows; b0 += RB) {
+    const int64_t nr = std::min(RB, rows - b0);
+    for (int64_t j0 = 0; j0 < n; j0 += CB) {
+      const int64_t nc = std::min(CB, n - j0);
+      R acc[RB][CB];
+      for (int64_t r = 0; r < RB; ++r)
+        for (int64_t j = 0; j < CB; ++j) acc[r][j] = (r < nr && j < nc && beta != R(0)) ? C[(b0 + r) * ldc + j0 + j] : R(0);
+      if (nr == RB && nc == CB) {
+        for (int64_t kk = 0; kk < k; ++kk) {
+          const R* __restrict__ w = Wt + kk * n + j0;
+          const R a0 = A[b0 * lda + kk], a1 = A[(b0 + 1) * lda + kk], a2 = A[(b0 + 2) * lda + kk],
+                  a3 = A[(b0 + 3) * lda + kk];
+#pragma omp simd
+          for (int64_t j = 0; j < CB; ++j) {
+            const R wv = w[j];
+            acc[0][j] += a0 * wv;
+            acc[1][j] += a1 * wv;
+            acc[2][j] += a2 * wv;
+            acc[3][j] += a3 * wv;
+          }
+        }
+      } else {  // edge block: fewer rows or columns
+        for (int64_t kk = 0; kk < k; ++kk) {
+          const R* __restrict__ w = Wt + kk * n + j0;
+          for (int64_t r = 0; r < nr; ++r) {
+            const R av = A[(b0 + r) * lda + kk];
+#pragma omp simd
+            for (int64_t j = 0; j < nc; ++j) acc[r][j] += av * w[j];
+          }
+        }
+      }
+      for (int64_t r = 0; r < nr; ++r) std::memcpy(C + (b0 + r) * ldc + j0, acc[r], sizeof(R) * nc);
+    }
+  }
 }
+
+template <typename R>
+class StepGemm {
+ public:
+  // nt: W is (n, k) with row stride ldw (torch's weight layout), C = beta·C + A·Wᵀ;
+  // otherwise W is (k, n), C = beta·C + A·W. The weight must outlive this object.
+  // max_rows: the most rows any call will have (the batch).
+  StepGemm(bool nt, int64_t n, int64_t k, const R* W, int64_t ldw, int64_t max_rows)
+      : nt_(nt), n_(n), k_(k), W_(W), ldw_(ldw) {
+    route_ = choose(max_rows);
+    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<R>::value);
+    if (route_ == GemmRoute::Small) {  // Wt (k, n) contiguous
+      auto w = at::from_blob(const_cast<R*>(W), {nt ? n : k, nt ? k : n}, {ldw, 1}, opts);
+      wt_ = (nt ? w.t() : w).contiguous();
+    } else if (route_ == GemmRoute::OneDnn) {  // (n, k) contiguous, then oneDNN's blocked layout
+      auto w = at::from_blob(const_cast<R*>(W), {nt ? n : k, nt ? k : n}, {ldw, 1}, opts);
+      packed_ = OneDnnLinear::get().reorder->call((nt ? w : w.t()).contiguous(), max_rows);
+    }
+  }
+
+  GemmRoute route() const { return route_; }
+
+  void operator()(int64_t rows, const R* A, int64_t lda, R beta, R* C, int64_t ldc) const {
+    if (rows == 0 || n_ == 0) return;
+    switch (route_) {
+      case GemmRoute::Small:
+        small_gemm<R>(rows, n_, k_, A, lda, wt_.data_ptr<R>(), beta, C, ldc);
+        return;
+      case GemmRoute::OneDnn:
+        onednn(rows, A, lda, beta, C, ldc);
+        return;
+      case GemmRoute::Blas:
+        if (nt_) blas_gemm<R>('T', 'N', n_, rows, k_, R(1), W_, ldw_, A, lda, beta, C, ldc);
+        else blas_gemm<R>('N', 'N', n_, rows, k_, R(1), W_, ldw_, A, lda, beta, C, ldc);
+        return;
+    }
+  }
+
+ private:
+  GemmRoute choose(int64_t max_rows) const {
+    const bool onednn_ok = std::is_same_v<R, float> && OneDnnLinear::get().available();
+    if (const char* forced = step_gemm_override()) {
+      if (std::strcmp(forced, "small") == 0) return GemmRoute::Small;
+      if (std::strcmp(forced, "onednn") == 0 && onednn_ok) return GemmRoute::OneDnn;
+      return GemmRoute::Blas;
+    }
+    if (!std::is_same_v<R, float>) return GemmRoute::Blas;  // float64 is the accuracy path
+    if (max_rows * n_ * k_ <= (int64_t(1) << 19)) return GemmRoute::Small;
+    if (onednn_ok && n_ * k_ >= (int64_t(1) << 18)) return GemmRoute::OneDnn;
+    return GemmRoute::Blas;
+  }
+
+  void onednn(int64_t rows, const R* A, int64_t lda, R beta, R* C, int64_t ldc) const {
+    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<R>::value);
+    auto a = at::from_blob(const_cast<R*>(A), {rows, k_}, {lda, 1}, opts);
+    if (lda != k_) a = a.contiguous();
+    at::Tensor out = OneDnnLinear::get().linear->call(a, packed_, std::nullopt, "none",
+                                                     c10::List<std::optional<at::Scalar>>(), "");
+    const R* o = out.data_ptr<R>();
+    for (int64_t r = 0; r < rows; ++r) {
+      R* __restrict__ c = C + r * ldc;
+      const R* __restrict__ src = o + r * n_;
+      if (beta == R(0)) {
+        std::memcpy(c, src, sizeof(R) * n_);
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < n_; ++j) c[j] = beta * c[j] + src[j];
+      }
+    }
+  }
+
+  bool nt_;
+  int64_t n_, k_;
+  const R* W_;
+  int64_t ldw_;
+  GemmRoute route_ = GemmRoute::Blas;
+  Tensor wt_, packed_;
+};
 
 // ------------------------------------------------------------- pointwise math
 template <typename R>

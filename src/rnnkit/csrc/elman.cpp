@@ -28,12 +28,13 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
+  const StepGemm<R> rec_gemm(true, H, H, W, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* a = htp + t * B * H;
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
-    gemm_nt<R>(nb, H, H, hm, H, W, H, R(0), a, H);
+    rec_gemm(nb, hm, H, R(0), a, H);
     for_rows(B, H, [&](int64_t b) {
       R* ar = a + b * H;
       R* yr = yp + (t * B + b) * H;
@@ -76,6 +77,7 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
   R* dhv = dh.data_ptr<R>();
   Tensor rec_buf = rm ? at::empty({B, H}, dh.options()) : Tensor();
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
+  const StepGemm<R> back_gemm(false, H, H, W, H, B);  // du_t W_hh
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dut = dup + t * B * H;
@@ -99,10 +101,10 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
       }
     });
     if (rm) {
-      gemm_nn<R>(nb, H, H, dut, H, W, H, R(0), rec, H);
+      back_gemm(nb, dut, H, R(0), rec, H);
       for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rec[k] * rm[k];
     } else {
-      gemm_nn<R>(nb, H, H, dut, H, W, H, R(1), dhv, H);
+      back_gemm(nb, dut, H, R(1), dhv, H);
     }
   }
 }

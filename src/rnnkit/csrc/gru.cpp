@@ -47,13 +47,17 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   R* w = w_buf.data_ptr<R>();
   R* q = after ? nullptr : q_buf.data_ptr<R>();
 
+  // after: all three blocks at once; before: r, z first (n needs r)
+  const StepGemm<R> rec_gemm(true, after ? G : 2 * H, H, W, H, B);
+  std::optional<StepGemm<R>> n_gemm;  // (r ⊙ hm) W_n^T, reset before only
+  if (!after) n_gemm.emplace(true, H, H, W + 2 * H * H, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gp + t * B * S;
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
     // after: all three blocks; before: only r, z (n needs r first)
-    gemm_nt<R>(nb, after ? G : 2 * H, H, hm, H, W, H, R(0), w, G);
+    rec_gemm(nb, hm, H, R(0), w, G);
     if (after) {
       for_rows(B, G, [&](int64_t b) {
         R* g = gt + b * S;
@@ -100,7 +104,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
           qr[j] = r * hmr[j];
         }
       });
-      gemm_nt<R>(nb, H, H, q, H, W + 2 * H * H, H, R(0), w + 2 * H, G);  // (r ⊙ hm) W_n^T
+      (*n_gemm)(nb, q, H, R(0), w + 2 * H, G);  // (r ⊙ hm) W_n^T
       for_rows(B, G, [&](int64_t b) {
         R* yr = yp + (t * B + b) * H;
         if (!steps.valid(t, b)) {
@@ -147,6 +151,14 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
   R* rec = rec_buf.data_ptr<R>();
   R* dq = after ? nullptr : dq_buf.data_ptr<R>();
 
+  // after: dw_t W_hh; before: da_n W_n and [da_r, da_z] W_rz
+  std::optional<StepGemm<R>> back_gemm, n_gemm, rz_gemm;
+  if (after) {
+    back_gemm.emplace(false, H, G, W, H, B);
+  } else {
+    n_gemm.emplace(false, H, H, W + 2 * H * H, H, B);
+    rz_gemm.emplace(false, H, 2 * H, W, H, B);
+  }
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dut = dup + t * B * G;
@@ -195,14 +207,14 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
     if (after) {
       // ∂L/∂h_{t-1} += (dw_t W_hh) ⊙ rmask
       if (rm) {
-        gemm_nn<R>(nb, H, G, dwt, G, W, H, R(0), rec, H);
+        (*back_gemm)(nb, dwt, G, R(0), rec, H);
         for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rec[k] * rm[k];
       } else {
-        gemm_nn<R>(nb, H, G, dwt, G, W, H, R(1), dhv, H);
+        (*back_gemm)(nb, dwt, G, R(1), dhv, H);
       }
     } else {
       // dq = ∂L/∂(r ⊙ hm) = da_n W_n
-      gemm_nn<R>(nb, H, H, dut + 2 * H, G, W + 2 * H * H, H, R(0), dq, H);
+      (*n_gemm)(nb, dut + 2 * H, G, R(0), dq, H);
       for_rows(B, G, [&](int64_t b) {
         R* d = dut + b * G;
         R* recr = rec + b * H;
@@ -223,7 +235,7 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
         }
       });
       // rec += [da_r, da_z] W_rz, then ∂L/∂h_{t-1} += rec ⊙ rmask
-      gemm_nn<R>(nb, H, 2 * H, dut, G, W, H, R(1), rec, H);
+      (*rz_gemm)(nb, dut, G, R(1), rec, H);
       for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rm ? rec[k] * rm[k] : rec[k];
     }
   }

@@ -88,12 +88,13 @@ void ln_lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& g_h
   Tensor ct_buf = at::empty({B, H}, opts);
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
   R* ctb = ct_buf.data_ptr<R>();
+  const StepGemm<R> rec_gemm(true, G, H, W, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gp + t * B * G;
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
-    gemm_nt<R>(nb, G, H, hm, H, W, H, R(0), gt, G);
+    rec_gemm(nb, hm, H, R(0), gt, G);
     for_rows(B, G, [&](int64_t b) {
       R* __restrict__ g = gt + b * G;
       R* __restrict__ rr = rnp + (t * B + b) * G;
@@ -174,6 +175,7 @@ void ln_lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& 
   Tensor rec_buf = rm ? at::empty({B, H}, opts) : Tensor();
   R* tmp = tmp_buf.data_ptr<R>();
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
+  const StepGemm<R> back_gemm(false, H, G, W, H, B);  // ∂L/∂(W_hh h) W_hh
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* drt = drp + t * B * G;
@@ -230,10 +232,10 @@ void ln_lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& 
       normalize_backward(drr, rr, rs[0], drr, G);
     });
     if (rm) {
-      gemm_nn<R>(nb, H, G, drt, G, W, H, R(0), rec, H);
+      back_gemm(nb, drt, G, R(0), rec, H);
       for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rec[k] * rm[k];
     } else {
-      gemm_nn<R>(nb, H, G, drt, G, W, H, R(1), dhv, H);
+      back_gemm(nb, drt, G, R(1), dhv, H);
     }
   }
 }
@@ -263,11 +265,12 @@ void ln_gru_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& g_hh
   Tensor w_buf = at::empty({B, G}, opts);
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
   R* w = w_buf.data_ptr<R>();
+  const StepGemm<R> rec_gemm(true, G, H, W, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
-    gemm_nt<R>(nb, G, H, hm, H, W, H, R(0), w, G);
+    rec_gemm(nb, hm, H, R(0), w, G);
     for_rows(B, G, [&](int64_t b) {
       R* __restrict__ g = gp + (t * B + b) * 4 * H;
       R* __restrict__ e = enp + (t * B + b) * G;
@@ -324,6 +327,7 @@ void ln_gru_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& e
   R* dbhp = dbh_rows.data_ptr<R>();
   Tensor rec_buf = rm ? at::empty({B, H}, opts) : Tensor();
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
+  const StepGemm<R> back_gemm(false, H, G, W, H, B);  // ∂L/∂(W_hh h) W_hh
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dqt = dqp + t * B * G;
@@ -365,10 +369,10 @@ void ln_gru_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& e
       normalize_backward(q, e, rsp[t * B + b], q, G);
     });
     if (rm) {
-      gemm_nn<R>(nb, H, G, dqt, G, W, H, R(0), rec, H);
+      back_gemm(nb, dqt, G, R(0), rec, H);
       for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rec[k] * rm[k];
     } else {
-      gemm_nn<R>(nb, H, G, dqt, G, W, H, R(1), dhv, H);
+      back_gemm(nb, dqt, G, R(1), dhv, H);
     }
   }
 }

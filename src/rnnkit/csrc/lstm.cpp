@@ -59,12 +59,15 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   R* mb = proj ? m_buf.data_ptr<R>() : nullptr;
   R* hpb = proj ? hp_buf.data_ptr<R>() : nullptr;
 
+  const StepGemm<R> rec_gemm(true, G, P, W, P, B);  // (h ⊙ rmask) W_hh^T
+  std::optional<StepGemm<R>> proj_gemm;            // m_t W_hr^T
+  if (proj) proj_gemm.emplace(true, P, H, Wr, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gp + t * B * G;
     if (rm)
       for (int64_t k = 0; k < nb * P; ++k) hm[k] = h[k] * rm[k];
-    gemm_nt<R>(nb, G, P, hm, P, W, P, R(0), gt, G);  // a_t - u_t
+    rec_gemm(nb, hm, P, R(0), gt, G);  // a_t - u_t
     const R* cprev_all = csp + t * B * H;
     R* cnew_all = csp + (t + 1) * B * H;
     for_rows(B, G, [&](int64_t b) {
@@ -111,7 +114,7 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
       }
     });
     if (proj) {
-      gemm_nt<R>(nb, P, H, mb, H, Wr, H, R(0), hpb, P);  // h~_t = m_t W_hr^T
+      (*proj_gemm)(nb, mb, H, R(0), hpb, P);  // h~_t = m_t W_hr^T
       for (int64_t b = 0; b < B; ++b) {
         if (!steps.valid(t, b)) continue;  // y already zero, h carried
         R* __restrict__ yr = yp + (t * B + b) * P;
@@ -163,6 +166,9 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
   R* dmb = proj ? dm_buf.data_ptr<R>() : dhpp;  // without proj, ∂L/∂m_t = ∂L/∂h~_t
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
 
+  const StepGemm<R> back_gemm(false, P, G, W, P, B);  // dgates_t W_hh
+  std::optional<StepGemm<R>> proj_gemm;              // ∂L/∂h~_t W_hr
+  if (proj) proj_gemm.emplace(false, H, P, Wr, H, B);
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dgt = dgp + t * B * G;
@@ -184,7 +190,7 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
         dhr[j] = kh[j] * g;
       }
     }
-    if (proj) gemm_nn<R>(nb, H, P, dht, P, Wr, H, R(0), dmb, H);  // ∂L/∂m_t = ∂L/∂h~_t W_hr
+    if (proj) (*proj_gemm)(nb, dht, P, R(0), dmb, H);  // ∂L/∂m_t = ∂L/∂h~_t W_hr
     const R* cprev_all = csp + t * B * H;
     const R* ctil_all = ctp ? ctp + t * B * H : csp + (t + 1) * B * H;
     for_rows(B, G, [&](int64_t b) {
@@ -222,10 +228,10 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
     });
     // ∂L/∂h_{t-1} += (dgates_t W_hh) ⊙ rmask
     if (rm) {
-      gemm_nn<R>(nb, P, G, dgt, G, W, P, R(0), rec, P);
+      back_gemm(nb, dgt, G, R(0), rec, P);
       for (int64_t k = 0; k < nb * P; ++k) dhv[k] += rec[k] * rm[k];
     } else {
-      gemm_nn<R>(nb, P, G, dgt, G, W, P, R(1), dhv, P);
+      back_gemm(nb, dgt, G, R(1), dhv, P);
     }
   }
 }
