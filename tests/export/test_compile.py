@@ -176,3 +176,37 @@ def test_compile_fullgraph_conv_layers(make, shape) -> None:
     want_grads = torch.autograd.grad(sum(t.square().sum() for t in want), [x] + list(layer.parameters()))
     for a, b in zip(got + list(grads), want + list(want_grads)):
         assert_close(a, b, F32)
+
+
+def _app_model(name: str):
+    from rnnkit.models.char_lm import LMConfig, RecurrentLM
+    from rnnkit.models.classify import ClassifierConfig, SequenceClassifier
+    from rnnkit.models.forecast import ForecastConfig, Forecaster
+    from rnnkit.models.tagger import SequenceTagger, TaggerConfig
+
+    tokens, lengths = torch.randint(1, 9, (3, 6)), torch.tensor([6, 2, 4])
+    if name == "classifier":
+        return SequenceClassifier(ClassifierConfig(vocab_size=9, num_classes=3, pooling="last", hidden_size=5,
+                                                   embedding_size=4)), (tokens, lengths)
+    if name == "tagger":
+        return SequenceTagger(TaggerConfig(vocab_size=9, num_tags=3, hidden_size=5, embedding_size=4)), (tokens, lengths)
+    if name == "char_lm":
+        return RecurrentLM(LMConfig(vocab_size=9, hidden_size=5, num_layers=2)), (tokens.t(),)
+    return Forecaster(ForecastConfig(num_series=2, num_features=3, num_calendar=1, lookback=6, horizon=3,
+                                     mode="autoregressive", hidden_size=8)), (torch.randn(4, 6, 3), torch.randn(4, 3, 1))
+
+
+@pytest.mark.parametrize("name", ["classifier", "tagger", "char_lm", "forecaster"])
+def test_application_models_compile_in_one_graph(name: str) -> None:
+    """The application models (lengths, pooling, the forecaster's rollout on its own forecasts) have no graph
+    break either, and the compiled forward equals eager."""
+    model, args = _app_model(name)
+    model.eval()
+    report = torch._dynamo.explain(model)(*args)
+    assert report.graph_break_count == 0 and report.graph_count == 1, report.break_reasons
+    torch._dynamo.reset()
+    got = torch.compile(model, fullgraph=True, backend="eager")(*args)
+    want = model(*args)
+    for a, b in zip(*(x if isinstance(x, tuple) else (x,) for x in (got, want))):
+        if isinstance(a, torch.Tensor):
+            assert_close(a, b, F32)
