@@ -58,3 +58,35 @@ def test_int8_quantisation_changes_little(tmp_path: Path) -> None:
     assert abs(a - b) < 0.05 * a  # a few per cent at most on a random model
     # the streaming carry (windows of 16, state fed back) equals one pass over the whole stream
     assert abs(bits_per_token(fp32, tokens, window=1000, batch=4) - a) < 1e-4
+
+
+@pytest.mark.parametrize("recipe", ["classify", "tag"])
+def test_export_command_classifier_and_tagger_runs(recipe: str, tmp_path: Path, capsys) -> None:
+    from rnnkit.models.classify import ClassifierConfig, SequenceClassifier
+    from rnnkit.models.tagger import SequenceTagger, TaggerConfig
+
+    if recipe == "classify":
+        config = ClassifierConfig(vocab_size=12, num_classes=3, hidden_size=6, embedding_size=4)
+        model, extra = SequenceClassifier(config).eval(), {"labels": ["neg", "neu", "pos"]}
+    else:
+        config = TaggerConfig(vocab_size=12, num_tags=4, hidden_size=6, embedding_size=4)
+        model, extra = SequenceTagger(config).eval(), {"tags": ["O", "B-X", "I-X", "B-Y"]}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    meta = {"run": {"recipe": recipe, "model": config.to_dict(), "tokenizer": {"kind": "char"}, **extra}}
+    record = save_checkpoint(tmp_path / "run" / "checkpoints", 5, tensors, meta)
+    out = tmp_path / f"{recipe}.onnx"
+    main(["export", "--checkpoint", str(record), "--format", "onnx", "--output", str(out)])
+    assert "max |diff|" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".labels.json").read_text()) == {"tokenizer": {"kind": "char"}, **extra}
+    tokens, lengths = torch.randint(1, 12, (4, 7)), torch.tensor([7, 2, 5, 1])
+    assert check_onnx(model, out, tokens, lengths) <= 1e-5
+
+
+def test_export_command_refuses_a_forecaster_run_in_one_line(tmp_path: Path, capsys) -> None:
+    record = save_checkpoint(tmp_path / "run" / "checkpoints", 1, {"model.w": torch.zeros(1)},
+                             {"run": {"recipe": "forecast", "model": {}}})
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--checkpoint", str(record), "--format", "onnx"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "forecast" in err
