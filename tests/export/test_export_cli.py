@@ -60,33 +60,42 @@ def test_int8_quantisation_changes_little(tmp_path: Path) -> None:
     assert abs(bits_per_token(fp32, tokens, window=1000, batch=4) - a) < 1e-4
 
 
-@pytest.mark.parametrize("recipe", ["classify", "tag"])
-def test_export_command_classifier_and_tagger_runs(recipe: str, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("recipe", ["classify", "tag", "forecast"])
+def test_export_command_classifier_tagger_and_forecaster_runs(recipe: str, tmp_path: Path, capsys) -> None:
     from rnnkit.models.classify import ClassifierConfig, SequenceClassifier
+    from rnnkit.models.forecast import ForecastConfig, Forecaster
     from rnnkit.models.tagger import SequenceTagger, TaggerConfig
 
     if recipe == "classify":
         config = ClassifierConfig(vocab_size=12, num_classes=3, hidden_size=6, embedding_size=4)
-        model, extra = SequenceClassifier(config).eval(), {"labels": ["neg", "neu", "pos"]}
-    else:
+        model, extra = SequenceClassifier(config).eval(), {"tokenizer": {"kind": "char"}, "labels": ["a", "b", "c"]}
+    elif recipe == "tag":
         config = TaggerConfig(vocab_size=12, num_tags=4, hidden_size=6, embedding_size=4)
-        model, extra = SequenceTagger(config).eval(), {"tags": ["O", "B-X", "I-X", "B-Y"]}
+        model, extra = SequenceTagger(config).eval(), {"tokenizer": {"kind": "char"}, "tags": ["O", "B-X", "I-X"]}
+    else:
+        config = ForecastConfig(num_series=2, num_features=3, num_calendar=1, lookback=5, horizon=3,
+                                mode="seq2seq", head="gaussian", hidden_size=6)
+        model = Forecaster(config).eval()
+        extra = {"scaler": {"mean": [0.0, 1.0]}, "calendar": ["hour"], "columns": ["a", "b"]}
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    meta = {"run": {"recipe": recipe, "model": config.to_dict(), "tokenizer": {"kind": "char"}, **extra}}
+    meta = {"run": {"recipe": recipe, "model": config.to_dict(), **extra}}
     record = save_checkpoint(tmp_path / "run" / "checkpoints", 5, tensors, meta)
     out = tmp_path / f"{recipe}.onnx"
     main(["export", "--checkpoint", str(record), "--format", "onnx", "--output", str(out)])
     assert "max |diff|" in capsys.readouterr().out
-    assert json.loads(out.with_suffix(".labels.json").read_text()) == {"tokenizer": {"kind": "char"}, **extra}
-    tokens, lengths = torch.randint(1, 12, (4, 7)), torch.tensor([7, 2, 5, 1])
-    assert check_onnx(model, out, tokens, lengths) <= 1e-5
+    assert json.loads(out.with_suffix(".run.json").read_text()) == {"recipe": recipe, "model": config.to_dict(),
+                                                                    **extra}
+    if recipe == "forecast":
+        assert check_onnx(model, out, torch.randn(4, 5, 3), future=torch.randn(4, 3, 1)) <= 1e-5
+    else:
+        assert check_onnx(model, out, torch.randint(1, 12, (4, 7)), torch.tensor([7, 2, 5, 1])) <= 1e-5
 
 
-def test_export_command_refuses_a_forecaster_run_in_one_line(tmp_path: Path, capsys) -> None:
+def test_export_command_refuses_a_seq2seq_run_in_one_line(tmp_path: Path, capsys) -> None:
     record = save_checkpoint(tmp_path / "run" / "checkpoints", 1, {"model.w": torch.zeros(1)},
-                             {"run": {"recipe": "forecast", "model": {}}})
+                             {"run": {"recipe": "seq2seq", "model": {}}})
     with pytest.raises(SystemExit) as exc:
         main(["export", "--checkpoint", str(record), "--format", "onnx"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "forecast" in err
+    assert "Traceback" not in err and "seq2seq" in err and "torch.export" in err

@@ -182,13 +182,34 @@ def test_sequence_tagger(cell: str, tmp_path: Path) -> None:
 
 
 def test_models_the_exporter_cannot_write_name_the_feature_and_the_alternative() -> None:
-    from rnnkit.models.forecast import ForecastConfig, Forecaster
     from rnnkit.models.regressor import SequenceRegressor
+    from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
-    forecaster = Forecaster(ForecastConfig(num_series=1, num_features=1, num_calendar=0, lookback=4, horizon=2,
-                                           mode="autoregressive", hidden_size=4))
-    with pytest.raises(ExportError, match=r"Forecaster.*feeds each step's point forecast back.*torch\.export"):
-        build_onnx(forecaster)
+    seq2seq = Seq2Seq(Seq2SeqConfig(source_vocab_size=9, target_vocab_size=9, embedding_size=4, hidden_size=4))
+    with pytest.raises(ExportError, match=r"Seq2Seq.*until every sentence has emitted EOS.*model\.encoder.*model"
+                                          r"\.step"):
+        build_onnx(seq2seq)
     # a model the exporter does not know: its recurrent parts are named, so they can be exported one by one
     with pytest.raises(ExportError, match=r"SequenceRegressor.*model\.rnn can each be exported"):
         build_onnx(SequenceRegressor("lstm", 3, 4))
+
+
+@pytest.mark.parametrize("mode", ["direct", "autoregressive", "seq2seq"])
+@pytest.mark.parametrize("head,masked,K,cell,layers", [
+    ("point", False, 1, "lstm", 1), ("gaussian", True, 2, "gru", 2), ("quantile", False, 0, "sru", 2)])
+def test_forecaster(mode: str, head: str, masked: bool, K: int, cell: str, layers: int, tmp_path: Path) -> None:
+    """The forecaster's inference forward, rollouts on its own point forecasts included (unrolled over the
+    fixed horizon): input (B, L, F), future (B, H, K) -> theta (B, H, C, P)."""
+    from rnnkit.models.forecast import ForecastConfig, Forecaster
+
+    C, L, H = 2, 6, 4
+    config = ForecastConfig(num_series=C, num_features=C * (2 if masked else 1) + K, num_calendar=K, lookback=L,
+                            horizon=H, mode=mode, head=head, masked=masked, cell=cell, num_layers=layers,
+                            hidden_size=8)
+    model = Forecaster(config).eval()
+    path = export_onnx(model, tmp_path / "forecaster.onnx")
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input", "future"] and [o.name for o in graph.output] == ["theta"]
+    for B in (3, 1):
+        x, future = torch.randn(B, L, config.num_features), torch.randn(B, H, K)
+        assert check_onnx(model, path, x, future=future) <= TOL

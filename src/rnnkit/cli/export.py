@@ -1,5 +1,5 @@
-"""`rnnkit export`: write a trained language model, classifier or tagger for serving (ONNX, optionally
-int8-quantised)."""
+"""`rnnkit export`: write a trained language model, classifier, tagger or forecaster for serving (ONNX,
+optionally int8-quantised)."""
 
 from __future__ import annotations
 
@@ -31,23 +31,24 @@ from .loading import load_language_model
               help="Run the exported file in onnxruntime on a random batch and compare with PyTorch.")
 def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, initial_state: bool, quantize: str,
            check: bool) -> None:
-    """Export a trained char-LM or word-LM (tokens (time, batch) -> logits), or a classify / tag run
-    (tokens (batch, time) and lengths (batch,) -> logits), with dynamic batch and time axes."""
+    """Export a trained char-LM or word-LM (tokens (time, batch) -> logits), a classify / tag run
+    (tokens (batch, time) and lengths (batch,) -> logits) or a forecast run (input, future -> theta),
+    with dynamic batch and time axes."""
     from ..export.onnx import check_onnx, export_onnx
     from ..training.checkpoint import load_checkpoint
 
     recipe = (load_checkpoint(checkpoint)[1].get("run") or {}).get("recipe")
-    if recipe in ("classify", "tag"):
-        _export_token_model(checkpoint, recipe, output, check, quantize)
+    if recipe in ("classify", "tag", "forecast"):
+        _export_app_model(checkpoint, recipe, output, check, quantize)
         return
-    if recipe in ("forecast", "video", "seq2seq"):
+    if recipe in ("video", "seq2seq"):
         from ..export.onnx import ExportError
 
         raise ExportError(
-            f"cannot export a {recipe!r} run to ONNX: rnnkit export writes charlm, wordlm, classify and tag runs, "
-            f"and this model's forward is more than a recurrent stack (rollouts or decoding over its own "
-            f"predictions, or a horizon head). Alternative, in Python: torch.export.export(model, ...), or "
-            f"rnnkit.export_onnx(model.encoder, ...) for its recurrent encoder alone (README, Deploy)")
+            f"cannot export a {recipe!r} run to ONNX: rnnkit export writes charlm, wordlm, classify, tag and "
+            f"forecast runs, and this model's forward is more than recurrent stacks and a head (a rollout over its "
+            f"own predicted frames, or decoding until EOS). Alternative, in Python: torch.export.export(model, "
+            f"...), or rnnkit.export_onnx(model.encoder, ...) for its recurrent encoder alone (README, Deploy)")
     model, vocab, _ = load_language_model(checkpoint, torch.device("cpu"))
     model = model.float()
     source = Path(checkpoint)
@@ -70,32 +71,41 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
         click.echo(f"wrote {q_path} (int8 weights)")
 
 
-def _export_token_model(checkpoint: str, recipe: str, output: Optional[str], check: bool, quantize: str) -> None:
-    """A classify / tag run: tokens (B, T) int64 and lengths (B,) (both required, no state) -> logits."""
+def _export_app_model(checkpoint: str, recipe: str, output: Optional[str], check: bool, quantize: str) -> None:
+    """A classify / tag run: tokens (B, T) int64 and lengths (B,) (both required, no state) -> logits;
+    a forecast run: input (B, L, F) and future (B, H, K) -> theta (B, H, C, P) (scaled values)."""
     from ..export.onnx import check_onnx, export_onnx
     from ..models.classify import ClassifierConfig, SequenceClassifier
+    from ..models.forecast import ForecastConfig, Forecaster
     from ..models.tagger import SequenceTagger, TaggerConfig
     from .apps import load_app_model
 
-    if recipe == "classify":
-        model, run = load_app_model(checkpoint, recipe, "a classifier",
-                                    lambda m: SequenceClassifier(ClassifierConfig(**m)), torch.device("cpu"))
-    else:
-        model, run = load_app_model(checkpoint, recipe, "a tagger", lambda m: SequenceTagger(TaggerConfig(**m)),
-                                    torch.device("cpu"))
+    build, what, keep = {
+        "classify": (lambda m: SequenceClassifier(ClassifierConfig(**m)), "a classifier", ("tokenizer", "labels")),
+        "tag": (lambda m: SequenceTagger(TaggerConfig(**m)), "a tagger", ("tokenizer", "tags")),
+        "forecast": (lambda m: Forecaster(ForecastConfig(**m)), "a forecaster", ("scaler", "calendar", "columns")),
+    }[recipe]
+    model, run = load_app_model(checkpoint, recipe, what, build, torch.device("cpu"))
     model = model.float()
     source = Path(checkpoint)
     path = Path(output) if output else (source if source.is_dir() else source.parent) / "model.onnx"
     export_onnx(model, path)
-    sidecar = path.with_suffix(".labels.json")  # what a server needs to encode texts and name the classes
-    names = "labels" if recipe == "classify" else "tags"
-    sidecar.write_text(json.dumps({"tokenizer": run.get("tokenizer"), names: run.get(names)}, ensure_ascii=False)
-                       + "\n", encoding="utf-8")
-    click.echo(f"wrote {path} (+ {sidecar.name}); inputs tokens (batch, time), lengths (batch,)")
+    # what a server needs around the graph: the tokenizer and label names, or the scaler and calendar
+    sidecar = path.with_suffix(".run.json")
+    sidecar.write_text(json.dumps({"recipe": recipe, "model": run.get("model"), **{k: run.get(k) for k in keep}},
+                                  ensure_ascii=False) + "\n", encoding="utf-8")
+    inputs = "input (batch, lookback, features), future (batch, horizon, calendar)" if recipe == "forecast" \
+        else "tokens (batch, time), lengths (batch,)"
+    click.echo(f"wrote {path} (+ {sidecar.name}); inputs {inputs}")
     if check:
         gen = torch.Generator().manual_seed(0)
-        tokens = torch.randint(1, model.config.vocab_size, (3, 16), generator=gen)
-        diff = check_onnx(model, path, tokens, torch.tensor([16, 9, 3]))
+        if recipe == "forecast":
+            c = model.config
+            diff = check_onnx(model, path, torch.randn(3, c.lookback, c.num_features, generator=gen),
+                              future=torch.randn(3, c.horizon, c.num_calendar, generator=gen))
+        else:
+            tokens = torch.randint(1, model.config.vocab_size, (3, 16), generator=gen)
+            diff = check_onnx(model, path, tokens, torch.tensor([16, 9, 3]))
         click.echo(f"onnxruntime vs PyTorch on a random batch: max |diff| = {diff:.2e}")
         if diff > 1e-4:
             raise click.ClickException(f"the exported graph differs from the model by {diff:.3g}")

@@ -527,10 +527,6 @@ _BLOCKED = {
                 "loops until every sentence has emitted EOS (a data-dependent number of steps)",
                 "export the encoder, export_onnx(model.encoder, ...), and run the decoder with model.step() in "
                 "PyTorch; or torch.export.export(model, ...) for the teacher-forced forward"),
-    "Forecaster": ("its forward reshapes the head's output per horizon step and, in the autoregressive and "
-                   "seq2seq modes, feeds each step's point forecast back as the next input",
-                   "torch.export.export(model, (x, future)) (rnnkit's layers are custom ops there, with dynamic "
-                   "batch), or export the recurrent stack alone with export_onnx(model.encoder, ...)"),
     "EncoderForecaster": ("its forward patches the frames (pixel_unshuffle), hands the encoder's state to a "
                           "second stack and rolls the forecaster out on its own predictions",
                           "torch.export.export(model, (frames,)), or export each stack alone with "
@@ -547,8 +543,8 @@ def _recurrent_children(model: nn.Module) -> List[str]:
 
 def _refuse(model: nn.Module) -> ExportError:
     name = type(model).__name__
-    supported = ("rnnkit.Recurrent layers (RNN, LSTM, GRU, SRU, ConvLSTM, ...), RecurrentLM, SequenceClassifier "
-                 "and SequenceTagger")
+    supported = ("rnnkit.Recurrent layers (RNN, LSTM, GRU, SRU, ConvLSTM, ...), RecurrentLM, SequenceClassifier, "
+                 "SequenceTagger and Forecaster")
     if name in _BLOCKED:
         feature, alternative = _BLOCKED[name]
         return ExportError(f"cannot export {name} to ONNX: {feature}. export_onnx writes {supported}. "
@@ -609,6 +605,66 @@ def _token_model_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[l
     return inputs, [("logits", z, ["batch", head_w.shape[0]])]
 
 
+def _forecaster_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[list, list]:
+    """Forecaster (eval): input x (B, L, F) and future (B, H, K) -> theta (B, H, C, P).
+
+    direct: one pass and the head. autoregressive / seq2seq: the rollout of `Forecaster._rollout` without
+    teacher forcing, unrolled over the fixed horizon H: each step runs the stack on one time step from
+    the previous step's state, fed the previous step's point forecast.
+    """
+    _, helper = _onnx()
+    c = model.config
+    C, P, K, H = c.num_series, c.params_per_value, c.num_calendar, c.horizon
+    for layer in (model.encoder, model.decoder):
+        if layer is not None:
+            _check_layer(layer)
+    inputs = [helper.make_tensor_value_info("input", FLOAT, ["batch", "time", c.num_features]),
+              helper.make_tensor_value_info("future", FLOAT, ["batch", H, K])]
+    head_w, head_b = _f32(model.head.weight), _f32(model.head.bias)
+    axis0 = g.const(np.array([0]), "ax0")
+
+    def last_step(y: str) -> str:  # y (T, B, W) -> (B, W) at t = T − 1
+        end = g.const(np.array([np.iinfo(np.int64).max]), "end")
+        return g.op("Squeeze", [g.op("Slice", [y, g.const(np.array([-1]), "minus1"), end, axis0]), axis0])
+
+    def params(h: str, shape: Sequence[int]) -> str:  # the head, reshaped as Forecaster._params
+        return g.op("Reshape", [g.matmul_t(h, head_w, head_b, "head"), g.const(np.array(shape), "shape")])
+
+    def point(theta: str) -> str:  # (B, C, P) -> (B, C): the mean, or the 0.5 quantile
+        index = c.quantiles.index(0.5) if c.head == "quantile" else 0
+        return g.op("Gather", [theta, g.const(np.int64(index), "idx")], axis=-1)
+
+    def future_at(k: int) -> str:  # future[:, k] (B, K)
+        return g.op("Gather", ["future", g.const(np.int64(k), "idx")], axis=1)
+
+    def one_step(layer: Recurrent, u: str, state: List[str]) -> Tuple[str, List[str]]:  # u (B, F)
+        y, finals = _recurrent_graph(g, layer, g.op("Unsqueeze", [u, axis0]), None, state, native_ops)
+        return g.op("Squeeze", [y, axis0]), finals
+
+    x = g.op("Transpose", ["input"], perm=[1, 0, 2])  # (L, B, F)
+    y, state = _recurrent_graph(g, model.encoder, x, None, None, native_ops)
+    if c.mode == "direct":
+        return inputs, [("theta", params(last_step(y), [0, H, C, P]), ["batch", H, C, P])]
+    thetas, axis1 = [], g.const(np.array([1]), "ax1")
+    if c.mode == "autoregressive":
+        thetas.append(params(last_step(y), [0, C, P]))
+        for k in range(H - 1):
+            pred = point(thetas[-1])
+            parts = [pred] + ([g.op("Expand", [g.const(np.float32(1.0), "one"), g.op("Shape", [pred])])]
+                              if c.masked else []) + [future_at(k)]
+            h, state = one_step(model.encoder, g.op("Concat", parts, axis=-1), state)
+            thetas.append(params(h, [0, C, P]))
+    else:  # seq2seq: the decoder starts from the encoder's state and the last observed value
+        prev = g.op("Slice", [g.op("Gather", ["input", g.const(np.int64(-1), "idx")], axis=1),
+                              g.const(np.array([0]), "i0"), g.const(np.array([C]), "C"), axis1])
+        for k in range(H):
+            h, state = one_step(model.decoder, g.op("Concat", [prev, future_at(k)], axis=-1), state)
+            thetas.append(params(h, [0, C, P]))
+            prev = point(thetas[-1])
+    theta = g.op("Concat", [g.op("Unsqueeze", [t, axis1]) for t in thetas], axis=1)
+    return inputs, [("theta", theta, ["batch", H, C, P])]
+
+
 # ------------------------------------------------------------------- public API
 def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
                opset: int = OPSET):
@@ -623,14 +679,16 @@ def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = 
     onnx, helper = _onnx()
     from ..models.char_lm import RecurrentLM
     from ..models.classify import SequenceClassifier
+    from ..models.forecast import Forecaster
     from ..models.tagger import SequenceTagger
 
-    if isinstance(model, (SequenceClassifier, SequenceTagger)):
+    if isinstance(model, (SequenceClassifier, SequenceTagger, Forecaster)):
         if any(p.dtype != torch.float32 for p in model.parameters()):
             raise ExportError(f"cannot export {type(model).__name__}: the ONNX graph computes in float32; "
                               f"call model.float() first")
         g = _Graph()
-        graph_inputs, outs = _token_model_graph(g, model, native_ops)
+        build = _forecaster_graph if isinstance(model, Forecaster) else _token_model_graph
+        graph_inputs, outs = build(g, model, native_ops)
         graph_outputs = []
         for name, value, dims in outs:
             g.nodes.append(helper.make_node("Identity", [value], [name]))
@@ -721,7 +779,7 @@ def export_onnx(model: nn.Module, path: Union[str, Path], sample_input: Optional
 
 
 def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = None,
-             state=None) -> List[np.ndarray]:
+             state=None, future: Optional[Tensor] = None) -> List[np.ndarray]:
     """Run an exported file in onnxruntime (CPU). -> [output, final state tensors...] as numpy arrays.
 
     Optional inputs the file has but the call omits are filled like the model does: lengths = T for
@@ -736,7 +794,9 @@ def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = 
     B, T = input.shape[batch_axis], input.shape[1 - batch_axis]
     states = [] if state is None else list(state if isinstance(state, (tuple, list)) else (state,))
     for meta in session.get_inputs()[1:]:
-        if meta.name == "lengths":
+        if meta.name == "future":  # a Forecaster's calendar of the target steps (B, H, K)
+            feeds["future"] = future.detach().cpu().to(torch.float32).numpy()
+        elif meta.name == "lengths":
             feeds["lengths"] = (lengths if lengths is not None else torch.full((B,), T)).to(torch.int64).numpy()
         elif states:
             feeds[meta.name] = states.pop(0).detach().cpu().to(torch.float32).numpy()
@@ -748,16 +808,20 @@ def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = 
 
 @torch.no_grad()
 def check_onnx(model: nn.Module, path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = None,
-               state=None) -> float:
-    """Largest absolute difference between the model (eval) and the exported file on these inputs."""
+               state=None, future: Optional[Tensor] = None) -> float:
+    """Largest absolute difference between the model (eval) and the exported file on these inputs
+    (`future`: a Forecaster's second input)."""
     from ..models.char_lm import RecurrentLM
     from ..models.classify import SequenceClassifier
+    from ..models.forecast import Forecaster
     from ..models.tagger import SequenceTagger
 
     was_training = model.training
     model.eval()
     try:
-        if isinstance(model, (SequenceClassifier, SequenceTagger)):  # tokens (B, T); lengths required
+        if isinstance(model, Forecaster):
+            outputs, final = model(input, future), ()
+        elif isinstance(model, (SequenceClassifier, SequenceTagger)):  # tokens (B, T); lengths required
             full = torch.full((input.shape[0],), input.shape[1], dtype=torch.int64)
             outputs, final = model(input, lengths if lengths is not None else full), ()
         elif isinstance(model, RecurrentLM):  # its forward takes no lengths: run its parts
@@ -768,5 +832,5 @@ def check_onnx(model: nn.Module, path: Union[str, Path], input: Tensor, lengths:
     finally:
         model.train(was_training)
     expected_list = [outputs] + list(final if isinstance(final, tuple) else (final,))
-    got = run_onnx(path, input, lengths, state)
+    got = run_onnx(path, input, lengths, state, future)
     return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected_list))
