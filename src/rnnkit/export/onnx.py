@@ -9,6 +9,13 @@ dynamic batch and time axes and an optional lengths input:
     outputs: output (T, B, D·O) — logits (T, B, V) for a RecurrentLM —, then the
              final state h_n[, c_n] (L·D, B, S_k)
 
+Application models export whole: SequenceClassifier / SequenceTagger take tokens
+(B, T) int64 and lengths (B,) and give logits as their forward does (the pooling
+in the graph); a Forecaster takes input (B, L, F) and future (B, H, K) and gives
+theta (B, H, C, P), its rollouts unrolled over the fixed horizon. Models whose
+forward the exporter cannot write (Seq2Seq, the video and caption models) raise
+ExportError naming the blocking feature and the alternative.
+
 Each layer is one ONNX operator where the configuration is exactly the
 operator's (same equations, nothing added):
 
