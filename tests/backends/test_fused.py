@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 
 from helpers import ALL_MODES, TORCH_MODES, LayerConfig, compare_backends, compare_with_torch, layer_cases, make_batch
+import rnnkit
 from rnnkit.backends import extension
 
 pytestmark = pytest.mark.usefixtures("kernels")
@@ -304,7 +305,48 @@ def test_every_step_gemm_route_matches_reference(route: str, monkeypatch: pytest
 
 
 def test_large_hidden_float32_takes_the_onednn_route() -> None:
-    """H=256: the size where `auto` picks oneDNN for the step GEMM (n·k ≥ 2^18), unforced."""
+    """H=256, B=8: a size where `auto` picks oneDNN for the step GEMM (rows·n·k ≥ 2^21), unforced."""
     for mode in ("LSTM", "GRU"):
         cfg = _cfg(mode, torch.float32, input_size=8, hidden_size=256)
-        _check(cfg, seq_len=3, batch=3, lengths=[3, 1, 2])
+        _check(cfg, seq_len=3, batch=8, lengths=[3, 1, 2, 3, 3, 2, 1, 3])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: rnnkit.LSTM(4, 6, num_layers=2, bidirectional=True, dtype=torch.float64),
+    lambda: rnnkit.LSTM(4, 6, proj_size=3, dtype=torch.float64),
+    lambda: rnnkit.PeepholeLSTM(4, 6, zoneout_cell=0.3, zoneout_hidden=0.2, dtype=torch.float64),
+    lambda: rnnkit.GRU(4, 6, num_layers=2, dtype=torch.float64),
+    lambda: rnnkit.GRU(4, 6, reset="before", bidirectional=True, dtype=torch.float64),
+    lambda: rnnkit.RNN(4, 6, nonlinearity="relu", dtype=torch.float64),
+], ids=["lstm", "lstm_proj", "peephole_zoneout", "gru", "gru_before", "rnn_relu"])
+@pytest.mark.parametrize("train", [False, True])
+def test_forward_without_grad_keeps_no_buffers_and_equal_numbers(make, train: bool) -> None:
+    """Under no_grad the fused forward writes its gates to a scratch step (nothing saved): same outputs."""
+    torch.manual_seed(3)
+    layer = make().train(train)
+    layer.backend = "fused"
+    x = torch.randn(7, 5, 4, dtype=torch.float64)
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    torch.manual_seed(11)  # the same dropout/zoneout masks in both runs
+    y_grad, s_grad = layer(x.requires_grad_(), lengths=lengths)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        y, s = layer(x, lengths=lengths)
+    assert layer.last_backend == "fused"
+    torch.testing.assert_close(y, y_grad.detach(), rtol=0, atol=1e-12)
+    for a, b in zip(s if isinstance(s, tuple) else (s,), s_grad if isinstance(s_grad, tuple) else (s_grad,)):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-12)
+
+
+def test_forward_without_grad_returns_empty_saved_buffers() -> None:
+    from rnnkit.backends import extension
+    from rnnkit.backends.fused_ops import ops
+
+    assert extension.load() is None
+    T, B, H = 5, 3, 4
+    u, w = torch.randn(T, B, 4 * H), torch.randn(4 * H, H)
+    h0 = c0 = torch.zeros(B, H)
+    y, h_n, c_n, gates, cs, ct = ops.lstm_forward(u, w, None, None, h0, c0, None, None, None, None, False)
+    y2, h_n2, c_n2, gates2, cs2, _ = ops.lstm_forward(u, w, None, None, h0, c0, None, None, None, None, True)
+    assert gates.numel() == cs.numel() == ct.numel() == 0 and gates2.shape == (T, B, 4 * H)
+    torch.testing.assert_close((y, h_n, c_n), (y2, h_n2, c_n2), rtol=0, atol=0)

@@ -49,6 +49,11 @@ def _common(spec: RunSpec):
     return T, B, lengths, rmask
 
 
+def _needs_grad(*tensors: Optional[Tensor]) -> bool:
+    """Whether autograd will ask for a backward: if not, the forward kernels keep no buffers for it."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _keeps(spec: RunSpec, T: int, B: int) -> Tuple[Optional[Tensor], ...]:
     from .fused_ops import zoneout_keep
 
@@ -65,8 +70,9 @@ def _run_lstm(spec: RunSpec) -> Result:
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = cell.weight_peephole if isinstance(cell, PeepholeLSTMCell) else None
-    y, h_n, c_n, *_ = ops.lstm_forward(u, _weight(spec, "weight_hh"), cell.weight_hr, peep, h0, c0, lengths, rmask,
-                                       zh, zc)
+    w_hh = _weight(spec, "weight_hh")
+    save = _needs_grad(u, w_hh, cell.weight_hr, peep, h0, c0)
+    y, h_n, c_n, *_ = ops.lstm_forward(u, w_hh, cell.weight_hr, peep, h0, c0, lengths, rmask, zh, zc, save)
     return y, (h_n, c_n)
 
 
@@ -77,8 +83,9 @@ def _run_gru(spec: RunSpec) -> Result:
     T, B, lengths, rmask = _common(spec)
     u = F.linear(spec.inputs, cell.weight_ih, cell.bias_ih)  # (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
-    y, h_n, _ = ops.gru_forward(u, _weight(spec, "weight_hh"), cell.bias_hh, spec.state[0], lengths, rmask, zh,
-                                cell.reset == "after")
+    w_hh = _weight(spec, "weight_hh")
+    save = _needs_grad(u, w_hh, cell.bias_hh, spec.state[0])
+    y, h_n, _ = ops.gru_forward(u, w_hh, cell.bias_hh, spec.state[0], lengths, rmask, zh, cell.reset == "after", save)
     return y, (h_n,)
 
 
@@ -89,8 +96,9 @@ def _run_elman(spec: RunSpec) -> Result:
     T, B, lengths, rmask = _common(spec)
     u = F.linear(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, H)
     (zh,) = _keeps(spec, T, B)
-    y, h_n, _ = ops.elman_forward(u, _weight(spec, "weight_hh"), spec.state[0], lengths, rmask, zh,
-                                  cell.nonlinearity == "relu")
+    w_hh = _weight(spec, "weight_hh")
+    save = _needs_grad(u, w_hh, spec.state[0])
+    y, h_n, _ = ops.elman_forward(u, w_hh, spec.state[0], lengths, rmask, zh, cell.nonlinearity == "relu", save)
     return y, (h_n,)
 
 

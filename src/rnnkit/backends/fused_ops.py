@@ -31,16 +31,16 @@ _LIB = torch.library.Library("rnnkit", "DEF")
 
 _SCHEMAS = {
     "lstm_forward": "(Tensor u, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, Tensor h0, Tensor c0, Tensor? lengths, "
-                    "Tensor? rmask, Tensor? zh, Tensor? zc) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+                    "Tensor? rmask, Tensor? zh, Tensor? zc, bool save=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     "lstm_backward": "(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor gates, Tensor cs, Tensor ct, Tensor w_hh, "
                      "Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor? rmask, Tensor? zh, Tensor? zc) "
                      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
     "gru_forward": "(Tensor u, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor? lengths, Tensor? rmask, Tensor? zh, "
-                   "bool reset_after) -> (Tensor, Tensor, Tensor)",
+                   "bool reset_after, bool save=True) -> (Tensor, Tensor, Tensor)",
     "gru_backward": "(Tensor dy, Tensor dh_n, Tensor gates, Tensor y, Tensor h0, Tensor w_hh, Tensor? lengths, "
                     "Tensor? rmask, Tensor? zh, bool reset_after) -> (Tensor, Tensor, Tensor)",
-    "elman_forward": "(Tensor u, Tensor w_hh, Tensor h0, Tensor? lengths, Tensor? rmask, Tensor? zh, bool relu) "
-                     "-> (Tensor, Tensor, Tensor)",
+    "elman_forward": "(Tensor u, Tensor w_hh, Tensor h0, Tensor? lengths, Tensor? rmask, Tensor? zh, bool relu, "
+                     "bool save=True) -> (Tensor, Tensor, Tensor)",
     "elman_backward": "(Tensor dy, Tensor dh_n, Tensor ht, Tensor w_hh, Tensor? lengths, Tensor? rmask, Tensor? zh, "
                       "bool relu) -> (Tensor, Tensor)",
     "ln_lstm_forward": "(Tensor u, Tensor w_hh, Tensor g_hh, Tensor g_c, Tensor b_c, Tensor h0, Tensor c0, "
@@ -91,11 +91,12 @@ def _grad_w_hh(dg: Tensor, h0: Tensor, y: Tensor, rmask: Optional[Tensor]) -> Te
 
 # ---------------------------------------------------------------------- LSTM
 @torch.library.register_fake("rnnkit::lstm_forward")
-def _lstm_forward_fake(u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc):
+def _lstm_forward_fake(u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc, save=True):
     T, B, G = u.shape
     H, P = G // 4, h0.shape[-1]
-    return (u.new_empty(T, B, P), u.new_empty(B, P), u.new_empty(B, H), u.new_empty(T, B, G),
-            u.new_empty(T + 1, B, H), u.new_empty(T if zc is not None else 0, B, H))
+    Ts = T if save else 0  # the saved buffers are empty when nothing needs a gradient
+    return (u.new_empty(T, B, P), u.new_empty(B, P), u.new_empty(B, H), u.new_empty(Ts, B, G),
+            u.new_empty(Ts + 1 if save else 0, B, H), u.new_empty(Ts if zc is not None else 0, B, H))
 
 
 @torch.library.register_fake("rnnkit::lstm_backward")
@@ -108,7 +109,7 @@ def _lstm_backward_fake(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengt
 
 
 def _lstm_setup(ctx, inputs, output):
-    u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc = inputs
+    u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc, *_ = inputs
     y, _, _, gates, cs, ct = output
     ctx.save_for_backward(w_hh, w_hr, w_peep, h0, lengths, rmask, zh, zc, y, gates, cs, ct)
     ctx.mark_non_differentiable(gates, cs, ct)
@@ -133,7 +134,7 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
         c_prev, c_new = cs[:-1], (ct if ct.numel() else cs[1:])
         d_peep = torch.cat([(dg[..., :H] * c_prev).sum((0, 1)), (dg[..., H:2 * H] * c_prev).sum((0, 1)),
                             (dg[..., 3 * H:] * c_new).sum((0, 1))])
-    return dg, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None
+    return dg, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None, None
 
 
 torch.library.register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
@@ -141,10 +142,10 @@ torch.library.register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_co
 
 # ----------------------------------------------------------------------- GRU
 @torch.library.register_fake("rnnkit::gru_forward")
-def _gru_forward_fake(u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after):
+def _gru_forward_fake(u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after, save=True):
     T, B, G = u.shape
     H = G // 3
-    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T, B, (4 if reset_after else 3) * H)
+    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T if save else 0, B, (4 if reset_after else 3) * H)
 
 
 @torch.library.register_fake("rnnkit::gru_backward")
@@ -156,7 +157,7 @@ def _gru_backward_fake(dy, dh_n, gates, y, h0, w_hh, lengths, rmask, zh, reset_a
 
 
 def _gru_setup(ctx, inputs, output):
-    u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after = inputs
+    u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after, *_ = inputs
     y, _, gates = output
     ctx.reset_after = reset_after
     ctx.has_bias = b_hh is not None
@@ -189,7 +190,7 @@ def _gru_backward(ctx, dy, dh_n, _unused):
             d_w_hh = torch.cat([du2[:, :2 * H].t().mm(hprev), du2[:, 2 * H:].t().mm(q)])
         if ctx.has_bias and need[2]:
             d_b_hh = du.sum((0, 1))
-    return du, d_w_hh, d_b_hh, dh0, None, None, None, None
+    return du, d_w_hh, d_b_hh, dh0, None, None, None, None, None
 
 
 torch.library.register_autograd("rnnkit::gru_forward", _gru_backward, setup_context=_gru_setup)
@@ -197,9 +198,9 @@ torch.library.register_autograd("rnnkit::gru_forward", _gru_backward, setup_cont
 
 # --------------------------------------------------------------------- Elman
 @torch.library.register_fake("rnnkit::elman_forward")
-def _elman_forward_fake(u, w_hh, h0, lengths, rmask, zh, relu):
+def _elman_forward_fake(u, w_hh, h0, lengths, rmask, zh, relu, save=True):
     T, B, H = u.shape
-    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T, B, H)
+    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T if save else 0, B, H)
 
 
 @torch.library.register_fake("rnnkit::elman_backward")
@@ -208,7 +209,7 @@ def _elman_backward_fake(dy, dh_n, ht, w_hh, lengths, rmask, zh, relu):
 
 
 def _elman_setup(ctx, inputs, output):
-    u, w_hh, h0, lengths, rmask, zh, relu = inputs
+    u, w_hh, h0, lengths, rmask, zh, relu, *_ = inputs
     y, _, ht = output
     ctx.relu = relu
     ctx.save_for_backward(w_hh, h0, lengths, rmask, zh, y, ht)
@@ -221,7 +222,7 @@ def _elman_backward(ctx, dy, dh_n, _unused):
     dh_n = _zeros_if_none(dh_n, h0)
     du, dh0 = ops.elman_backward(dy, dh_n, ht, w_hh, lengths, rmask, zh, ctx.relu)
     d_w_hh = _grad_w_hh(du, h0, y, rmask) if ctx.needs_input_grad[1] else None
-    return du, d_w_hh, dh0, None, None, None, None
+    return du, d_w_hh, dh0, None, None, None, None, None
 
 
 torch.library.register_autograd("rnnkit::elman_forward", _elman_backward, setup_context=_elman_setup)

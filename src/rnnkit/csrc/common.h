@@ -90,10 +90,10 @@ inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, R alpha
 //  - small products (rows·n·k ≤ 2^19, e.g. B=8, H=64): a register-blocked kernel
 //    below, single-threaded; BLAS's per-call cost (packing W, waking threads) is
 //    larger than the product itself there;
-//  - large float32 weights (n·k ≥ 2^18, H ≥ 256 for LSTM/GRU): oneDNN's matmul
-//    with the weight re-laid out once per sequence (torch's mkldnn linear ops,
-//    called through the dispatcher); MKL re-packs W on every call and runs
-//    1.2–2x slower on these per-step shapes;
+//  - large float32 products (rows·n·k ≥ 2^21, e.g. B=64, H=256 for any gated
+//    cell): oneDNN's matmul with the weight re-laid out once per sequence
+//    (torch's mkldnn linear ops, called through the dispatcher); MKL re-packs W
+//    on every call and runs 1.2–2x slower on these per-step shapes;
 //  - everything else, and every float64 product: BLAS.
 // RNNKIT_STEP_GEMM=blas|onednn|small forces one route where it applies (tests).
 enum class GemmRoute { Blas, OneDnn, Small };
@@ -218,7 +218,7 @@ class StepGemm {
     }
     if (!std::is_same_v<R, float>) return GemmRoute::Blas;  // float64 is the accuracy path
     if (max_rows * n_ * k_ <= (int64_t(1) << 19)) return GemmRoute::Small;
-    if (onednn_ok && n_ * k_ >= (int64_t(1) << 18)) return GemmRoute::OneDnn;
+    if (onednn_ok && max_rows * n_ * k_ >= (int64_t(1) << 21)) return GemmRoute::OneDnn;
     return GemmRoute::Blas;
   }
 

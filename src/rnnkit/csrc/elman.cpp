@@ -23,7 +23,10 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   Keep<R> zh(zh_, H, u.options());
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
-  R* htp = ht.data_ptr<R>();
+  // activations of every step (saved), or of the current step only when nothing is saved
+  Tensor ht_scratch = ht.numel() ? Tensor() : at::empty({B, H}, u.options());
+  R* htp = ht.numel() ? ht.data_ptr<R>() : ht_scratch.data_ptr<R>();
+  const int64_t ht_step = ht.numel() ? B * H : 0;
   h_n.copy_(h0);
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
@@ -31,7 +34,7 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   const StepGemm<R> rec_gemm(true, H, H, W, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
-    R* a = htp + t * B * H;
+    R* a = htp + t * ht_step;
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
     rec_gemm(nb, hm, H, R(0), a, H);
@@ -111,11 +114,11 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
 
 std::tuple<Tensor, Tensor, Tensor> elman_forward(const Tensor& u, const Tensor& w_hh, const Tensor& h0,
                                                  const OptTensor& lengths, const OptTensor& rmask,
-                                                 const OptTensor& zh, bool relu) {
+                                                 const OptTensor& zh, bool relu, bool save) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
   auto y = at::empty({T, B, H}, u.options());
   auto h_n = at::empty({B, H}, u.options());
-  auto ht = at::empty({T, B, H}, u.options());
+  auto ht = at::empty({save ? T : 0, B, H}, u.options());
   auto rm = contiguous_or_undefined(rmask);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_elman_forward", [&] {
     elman_forward_impl<scalar_t>(relu, u.contiguous(), w_hh.contiguous(), h0.contiguous(), lengths, rm, zh, y, h_n,

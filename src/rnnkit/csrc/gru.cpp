@@ -29,6 +29,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
                       const OptTensor& lengths, const Tensor& rmask, const OptTensor& zh_, Tensor& y, Tensor& h_n,
                       Tensor& gates) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3, G = 3 * H, S = gates.size(2);
+  const bool save = gates.size(0) > 0;  // else one step's gates in a scratch row (nothing needs a gradient)
   const R* up = u.data_ptr<R>();
   const R* W = w_hh.data_ptr<R>();
   MaybeVec<R> bias(b_hh, G, u.options());
@@ -37,7 +38,8 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   Keep<R> zh(zh_, H, u.options());
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
-  R* gp = gates.data_ptr<R>();
+  Tensor gates_scratch = save ? Tensor() : at::empty({B, S}, u.options());
+  R* gp = save ? gates.data_ptr<R>() : gates_scratch.data_ptr<R>();
   h_n.copy_(h0);
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
@@ -53,7 +55,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   if (!after) n_gemm.emplace(true, H, H, W + 2 * H * H, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
-    R* gt = gp + t * B * S;
+    R* gt = gp + (save ? t * B * S : 0);
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
     // after: all three blocks; before: only r, z (n needs r first)
@@ -243,11 +245,11 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
 
 std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& u, const Tensor& w_hh, const OptTensor& b_hh,
                                                const Tensor& h0, const OptTensor& lengths, const OptTensor& rmask,
-                                               const OptTensor& zh, bool reset_after) {
+                                               const OptTensor& zh, bool reset_after, bool save) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3;
   auto y = at::empty({T, B, H}, u.options());
   auto h_n = at::empty({B, H}, u.options());
-  auto gates = at::empty({T, B, (reset_after ? 4 : 3) * H}, u.options());
+  auto gates = at::empty({save ? T : 0, B, (reset_after ? 4 : 3) * H}, u.options());
   auto bh = contiguous_or_undefined(b_hh), rm = contiguous_or_undefined(rmask);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_gru_forward", [&] {
     gru_forward_impl<scalar_t>(reset_after, u.contiguous(), w_hh.contiguous(), bh, h0.contiguous(), lengths, rm,

@@ -32,6 +32,9 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
                        Tensor& gates, Tensor& cs, Tensor& ct) {
   const int64_t T = u.size(0), B = u.size(1), G = u.size(2), H = G / 4, P = h0.size(1);
   const bool proj = w_hr.defined();
+  // without saving (nothing needs a gradient) the gates live in one scratch step and
+  // the cell states in a ring of two
+  const bool save = gates.size(0) > 0;
   const auto opts = u.options();
   const R* up = u.data_ptr<R>();
   const R* W = w_hh.data_ptr<R>();
@@ -43,8 +46,11 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   Steps steps(lengths, B);
 
   R* yp = y.data_ptr<R>();
-  R* gp = gates.data_ptr<R>();
-  R* csp = cs.data_ptr<R>();
+  Tensor gates_scratch = save ? Tensor() : at::empty({B, G}, opts);
+  Tensor cs_ring = save ? Tensor() : at::empty({2, B, H}, opts);
+  R* gp = save ? gates.data_ptr<R>() : gates_scratch.data_ptr<R>();
+  R* csp = save ? cs.data_ptr<R>() : cs_ring.data_ptr<R>();
+  auto cs_row = [&](int64_t t) { return save ? t : t & 1; };
   // c~_t goes to `ct` when zoneout needs it saved, else to a scratch row
   Tensor ct_scratch = ct.numel() ? Tensor() : at::empty({B, H}, opts);
   R* ctp = ct.numel() ? ct.data_ptr<R>() : ct_scratch.data_ptr<R>();
@@ -64,12 +70,12 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   if (proj) proj_gemm.emplace(true, P, H, Wr, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
-    R* gt = gp + t * B * G;
+    R* gt = gp + (save ? t * B * G : 0);
     if (rm)
       for (int64_t k = 0; k < nb * P; ++k) hm[k] = h[k] * rm[k];
     rec_gemm(nb, hm, P, R(0), gt, G);  // a_t - u_t
-    const R* cprev_all = csp + t * B * H;
-    R* cnew_all = csp + (t + 1) * B * H;
+    const R* cprev_all = csp + cs_row(t) * B * H;
+    R* cnew_all = csp + cs_row(t + 1) * B * H;
     for_rows(B, G, [&](int64_t b) {
       R* __restrict__ g = gt + b * G;
       const R* __restrict__ cp = cprev_all + b * H;
@@ -131,7 +137,7 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
     }
   }
   // final c of each row = the carried state after its last valid step = cs[T]
-  c_n.copy_(cs.select(0, T));
+  std::memcpy(c_n.data_ptr<R>(), csp + cs_row(T) * B * H, sizeof(R) * B * H);
 }
 
 template <typename R>
@@ -240,7 +246,8 @@ Tensor undef_if_none(const OptTensor& t) { return (t.has_value() && t->defined()
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor& u, const Tensor& w_hh, const OptTensor& w_hr, const OptTensor& w_peep, const Tensor& h0,
-    const Tensor& c0, const OptTensor& lengths, const OptTensor& rmask, const OptTensor& zh, const OptTensor& zc) {
+    const Tensor& c0, const OptTensor& lengths, const OptTensor& rmask, const OptTensor& zh, const OptTensor& zc,
+    bool save) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 4, P = h0.size(1);
   auto uc = u.contiguous();
   auto W = w_hh.contiguous();
@@ -249,9 +256,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   auto y = at::empty({T, B, P}, u.options());
   auto h_n = at::empty({B, P}, u.options());
   auto c_n = at::empty({B, H}, u.options());
-  auto gates = at::empty({T, B, 4 * H}, u.options());
-  auto cs = at::empty({T + 1, B, H}, u.options());
-  const bool need_ct = zc.has_value() && zc->defined();
+  auto gates = at::empty({save ? T : 0, B, 4 * H}, u.options());
+  auto cs = at::empty({save ? T + 1 : 0, B, H}, u.options());
+  const bool need_ct = save && zc.has_value() && zc->defined();
   auto ct = at::empty({need_ct ? T : 0, B, H}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_lstm_forward", [&] {
     lstm_forward_impl<scalar_t>(uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n, gates, cs, ct);
