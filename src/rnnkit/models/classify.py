@@ -21,8 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..recurrent import Recurrent
-from .char_lm import CELLS, make_cell
+from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
 
 POOLINGS = ("last", "mean", "max")
 OBJECTIVES = ("sigmoid", "softmax")
@@ -63,10 +62,7 @@ class ClassifierConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        check_positive_ints(self, ("vocab_size", "embedding_size", "hidden_size", "num_layers"))
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2; got {self.num_classes!r}")
         if self.objective not in OBJECTIVES:
@@ -75,33 +71,21 @@ class ClassifierConfig:
             raise ValueError(f"the sigmoid objective is for two classes; got {self.num_classes} (use softmax)")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        check_cell_and_dropout(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class SequenceClassifier(nn.Module):
+class SequenceClassifier(TokenEncoderModel):
     """forward(tokens (B, T) int64, lengths (B,)) → logits: (B,) for sigmoid, (B, K) for softmax."""
 
     def __init__(self, config: ClassifierConfig) -> None:
-        super().__init__()
-        self.config = c = config
-        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=0)
-        self.encoder = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
-                                 bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
-                                 input_size=c.embedding_size)
-        self.drop = nn.Dropout(c.dropout)
-        width = self.encoder.output_size * (2 if c.bidirectional else 1)
-        self.head = nn.Linear(width, 1 if c.objective == "sigmoid" else c.num_classes)
+        super().__init__(config)
+        self.head = nn.Linear(self.encoder_width, 1 if config.objective == "sigmoid" else config.num_classes)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"SequenceClassifier expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
-        y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)  # (B, T, D·H)
+        y = self.encode(tokens, lengths)  # (B, T, D·H)
         v = pool(y, lengths, self.config.pooling, 2 if self.config.bidirectional else 1)
         z = self.head(self.drop(v))
         return z.squeeze(-1) if self.config.objective == "sigmoid" else z

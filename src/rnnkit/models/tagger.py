@@ -20,8 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.labelled import IGNORE
-from ..recurrent import Recurrent
-from .char_lm import CELLS, make_cell
+from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
 
 
 @dataclass
@@ -36,36 +35,22 @@ class TaggerConfig:
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "num_tags", "embedding_size", "hidden_size", "num_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int; got {v!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        check_positive_ints(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size", "num_layers"))
+        check_cell_and_dropout(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class SequenceTagger(nn.Module):
+class SequenceTagger(TokenEncoderModel):
     """forward(tokens (B, T), lengths (B,)) → logits (B, T, K); rows past a sequence's length are meaningless."""
 
     def __init__(self, config: TaggerConfig) -> None:
-        super().__init__()
-        self.config = c = config
-        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=0)
-        self.encoder = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
-                                 bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
-                                 input_size=c.embedding_size)
-        self.drop = nn.Dropout(c.dropout)
-        self.head = nn.Linear(self.encoder.output_size * (2 if c.bidirectional else 1), c.num_tags)
+        super().__init__(config)
+        self.head = nn.Linear(self.encoder_width, config.num_tags)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"SequenceTagger expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
-        y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)
+        y = self.encode(tokens, lengths)  # (B, T, D·H)
         return self.head(self.drop(y))
 
 

@@ -1,0 +1,62 @@
+"""The token encoder shared by the sequence classifier and the sequence tagger.
+
+    e = Embed(tokens)                                   (B, T, E)   index 0 is padding
+    y, _ = Recurrent(cell)(dropout(e), lengths=lengths) (B, T, D·H) batch-first, D = 2 when bidirectional
+
+Each model adds its own head on `y`. The submodules keep the names `embedding`, `encoder` and `drop`,
+which checkpoints (state_dict keys) and the ONNX exporter rely on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+
+from ..recurrent import Recurrent
+from .char_lm import CELLS, make_cell
+
+
+def check_positive_ints(config: Any, names: Sequence[str]) -> None:
+    """Raise ValueError naming the first of `names` on `config` that is not a positive int (bools refused)."""
+    for name in names:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive int; got {v!r}")
+
+
+def check_cell_and_dropout(config: Any) -> None:
+    """Raise ValueError when `config.cell` is not in CELLS or `config.dropout` is outside [0, 1)."""
+    if config.cell not in CELLS:
+        raise ValueError(f"unknown cell {config.cell!r}; expected one of {', '.join(CELLS)}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {config.dropout}")
+
+
+class TokenEncoderModel(nn.Module):
+    """Base of the token models: embedding → dropout → batch-first Recurrent encoder.
+
+    `config` needs vocab_size, embedding_size, cell, hidden_size, num_layers, bidirectional and dropout
+    (already validated). Subclasses build their head on `encoder_width` features.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=0)
+        self.encoder = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
+                                 bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
+                                 input_size=c.embedding_size)
+        self.drop = nn.Dropout(c.dropout)
+
+    @property
+    def encoder_width(self) -> int:
+        """D·H: the feature size of the encoder outputs, both directions side by side."""
+        return self.encoder.output_size * (2 if self.config.bidirectional else 1)
+
+    def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """tokens (B, T) int64, lengths (B,) → encoder outputs y (B, T, D·H), zero at padded steps."""
+        if tokens.dim() != 2:
+            raise ValueError(f"{type(self).__name__} expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
+        y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)
+        return y
