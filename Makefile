@@ -19,6 +19,7 @@ TORCH  ?= torch==2.13.0
 
 STAMP_BASE := $(VENV)/.stamp-base
 STAMP_TEST := $(VENV)/.stamp-test
+STAMP_BENCH := $(VENV)/.stamp-bench
 
 .PHONY: demo demo-adding test test-slow bench clean
 
@@ -46,7 +47,7 @@ test: $(STAMP_TEST)
 test-slow: $(STAMP_TEST)
 	$(PY) -m pytest -m slow tests/
 
-bench: $(STAMP_BASE)
+bench: $(STAMP_BENCH)
 	@if [ -f benchmarks/bench_cells.py ]; then \
 		$(PY) benchmarks/bench_cells.py; \
 	else \
@@ -60,6 +61,11 @@ $(STAMP_BASE): pyproject.toml | $(VENV)/bin/python
 	$(PIP) install "setuptools>=68" wheel
 	$(PIP) install "$(TORCH)"
 	$(PIP) install --no-build-isolation -e .
+	touch $@
+
+# the benchmark's optional peer (the sru package; torch is already pinned, so pip keeps it)
+$(STAMP_BENCH): $(STAMP_BASE) pyproject.toml
+	$(PIP) install --no-build-isolation -e ".[bench]"
 	touch $@
 
 $(STAMP_TEST): $(STAMP_BASE) pyproject.toml
