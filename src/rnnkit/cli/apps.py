@@ -113,10 +113,13 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
 
 
 def load_app_model(path: str, recipe: str, what: str, build: Callable[[Dict[str, Any]], nn.Module],
-                   device: torch.device) -> Tuple[nn.Module, Dict[str, Any]]:
+                   device: torch.device, *,
+                   check_run: Optional[Callable[[Dict[str, Any]], Any]] = None) -> Tuple[nn.Module, Dict[str, Any]]:
     """(model in eval mode, run info) of a `recipe` run directory or checkpoint; best.safetensors wins.
 
     `build` makes the model from the run's model description; `what` names it in errors ("a forecaster").
+    `check_run`, if given, reads the rest of the run info the caller needs (e.g. a vocabulary) right after
+    `build`, so that a bad entry is reported as a malformed description before any weights are read.
     """
     record, meta, tensors = load_checkpoint(path)
     run = meta.get("run") or {}
@@ -124,6 +127,8 @@ def load_app_model(path: str, recipe: str, what: str, build: Callable[[Dict[str,
         raise CheckpointError(f"checkpoint {str(record)!r} is not {what} (recipe {run.get('recipe')!r})")
     try:
         model = build(run["model"])
+        if check_run is not None:
+            check_run(run)
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
     best = Path(path) / "best.safetensors"

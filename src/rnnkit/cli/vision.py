@@ -26,8 +26,7 @@ import torch
 from ..data.moving_digits import MNIST_DIR, MovingDigits, VideoBatches, digit_pools
 from ..models.video import (FEEDS, VIDEO_CELLS, EncoderForecaster, VideoConfig, VideoTask, evaluate_video,
                             metrics_table, plot_per_frame, save_gif, save_strip)
-from ..training.checkpoint import CheckpointError, load_checkpoint, sub_dict
-from .apps import app_training_specs, load_app_model, load_weights, repo_path, run_app
+from .apps import app_training_specs, load_app_model, repo_path, run_app
 from .options import NONNEG_INT, POS_INT, PROB, recipe_options
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
@@ -421,23 +420,9 @@ def load_captioner(path: str):
     """(model in eval mode, vocab, run info) of a caption run directory or checkpoint."""
     from ..data.captions import CaptionVocab
     from ..models.caption import CaptionConfig, CaptionModel
-    record, meta, tensors = load_checkpoint(path)
-    run = meta.get("run") or {}
-    if run.get("recipe") != "caption":
-        raise CheckpointError(f"checkpoint {str(record)!r} is not a captioner (recipe {run.get('recipe')!r})")
-    try:
-        model = CaptionModel(CaptionConfig(**run["model"]))
-        vocab = CaptionVocab.from_json(run["vocab"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
-    best = Path(path) / "best.safetensors"
-    weights = load_weights(best) if best.is_file() else sub_dict(tensors, "model")
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {str(record)!r} does not fit its own model description: "
-                              f"{' '.join(str(err).split()[:30])}") from None
-    return model.eval(), vocab, run
+    model, run = load_app_model(path, "caption", "a captioner", lambda m: CaptionModel(CaptionConfig(**m)),
+                                torch.device("cpu"), check_run=lambda r: CaptionVocab.from_json(r["vocab"]))
+    return model, CaptionVocab.from_json(run["vocab"]), run
 
 
 @click.command("caption")
