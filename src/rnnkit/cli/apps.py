@@ -16,11 +16,10 @@ import click
 import torch
 from torch import nn
 
-from ..training.checkpoint import (CheckpointError, _write_atomic, list_checkpoints, load_checkpoint,
-                                   read_checkpoint, sub_dict, write_json_atomic)
-from ..training.config import TrainConfig
+from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
+                                   write_json_atomic)
 from ..training.trainer import Trainer
-from .options import resolve_run, training_specs
+from .options import prepare_run, resolve_run, run_device, training_specs
 
 #: TrainConfig fields a recipe may set (the LM recipes' list, without truncated BPTT).
 TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weight_decay", "momentum", "schedule",
@@ -63,15 +62,8 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
     run_info is stored in every checkpoint (and must match on --resume).
     """
     s, out, record = resolve_run(ctx, values)
-    train_cfg = TrainConfig(**{k: s[k] for k in TRAIN_KEYS if k in s})
-    if not values["resume"] and list_checkpoints(out / "checkpoints"):
-        raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "
-                                 f"continue it or choose another --out", param_hint="'--out'")
-    if s.get("threads"):
-        torch.set_num_threads(s["threads"])
-    if s.get("device") == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
-    device = torch.device("cuda" if s.get("device") in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+    train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
+    device = run_device(s.get("device"))
     torch.manual_seed(s["seed"])
     model, task, train_data, val_data, run_info, report = build(s)
     run_info = {"recipe": recipe, **run_info}

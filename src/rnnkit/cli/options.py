@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import click
 from click.core import ParameterSource
@@ -18,6 +18,11 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[no-redef]
+
+if TYPE_CHECKING:  # for the hints only: this module imports torch and training lazily, inside functions
+    import torch
+
+    from ..training.config import TrainConfig
 
 Spec = Tuple[str, Any, Any, str]  # (name, click type, default, help)
 
@@ -153,3 +158,31 @@ def resolve_run(ctx: click.Context, values: Dict[str, Any]) -> Tuple[Dict[str, A
     settings = resolve(ctx, values, toml, base, ignore=("config",))
     settings["out"] = str(out)
     return settings, out, record
+
+
+def prepare_run(values: Dict[str, Any], settings: Dict[str, Any], out: Path, train_keys: Tuple[str, ...]) -> "TrainConfig":
+    """The common start of a `train` command after `resolve_run`: returns the TrainConfig made of the settings
+    named in `train_keys`, refuses a new run (no --resume) into a directory that already holds checkpoints, and
+    applies --threads."""
+    import torch
+
+    from ..training.checkpoint import list_checkpoints
+    from ..training.config import TrainConfig
+
+    train_cfg = TrainConfig(**{k: settings[k] for k in train_keys if k in settings})
+    if not values["resume"] and list_checkpoints(out / "checkpoints"):
+        raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "
+                                 f"continue it or choose another --out", param_hint="'--out'")
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
+    return train_cfg
+
+
+def run_device(device: Optional[str]) -> "torch.device":
+    """torch.device for a --device setting: "cuda", "auto" (CUDA when available) or "cpu" (None: cpu).
+    Asking for "cuda" without CUDA is an error, not a quiet fall back to the CPU."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available")
+    return torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")

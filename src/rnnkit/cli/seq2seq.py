@@ -29,11 +29,10 @@ from ..models.attention import ATTENTIONS
 from ..models.char_lm import CELLS
 from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
-from ..training.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint,
-                                   read_checkpoint, sub_dict, write_json_atomic)
-from ..training.config import TrainConfig
+from ..training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, sub_dict, write_json_atomic
 from ..training.trainer import Trainer
-from .options import NONNEG_INT, POS_FLOAT, POS_INT, PROB, recipe_options, resolve_run, training_specs
+from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, prepare_run, recipe_options, resolve_run, run_device,
+                      training_specs)
 from .train import TRAIN_KEYS
 
 DEFAULT_PAIRS = "data/tatoeba-eng-fra"
@@ -241,16 +240,8 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
     s, out, record = resolve_run(ctx, values)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("train seq2seq runs in one process; torchrun is not supported for it yet")
-    train_cfg = TrainConfig(**{k: s[k] for k in TRAIN_KEYS if k in s})
-    if not values["resume"] and list_checkpoints(out / "checkpoints"):
-        raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "
-                                 f"continue it or choose another --out", param_hint="'--out'")
-    if s.get("threads"):
-        torch.set_num_threads(s["threads"])
-    use_cuda = s["device"] == "cuda" or (s["device"] == "auto" and torch.cuda.is_available())
-    if s["device"] == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
+    device = run_device(s["device"])
     kind = s["scheduled_sampling"]
     schedule = SamplingSchedule(kind, s["ss_k"] if s["ss_k"] is not None else SS_DEFAULT_K[kind],
                                 s["ss_c"] if kind == "linear" else 0.0, s["ss_min"])

@@ -22,10 +22,10 @@ import torch
 from ..data.streams import StreamLoader
 from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
 from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
-from ..training.checkpoint import list_checkpoints, write_json_atomic
-from ..training.config import TrainConfig
+from ..training.checkpoint import write_json_atomic
 from ..training.trainer import Trainer
-from .options import NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, recipe_options, resolve_run, training_specs
+from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, prepare_run, recipe_options, resolve_run,
+                      run_device, training_specs)
 
 DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 
@@ -148,9 +148,7 @@ TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weig
 def _distributed(device: str) -> tuple:
     """(rank, world_size, torch.device); initialises torch.distributed under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
+    use_cuda = run_device(device).type == "cuda"
     if world > 1:
         import torch.distributed as dist
         if not dist.is_initialized():
@@ -180,14 +178,9 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
     if s.get("bptt_k2") is not None and s["bptt_k2"] < s["bptt"]:
         raise click.BadParameter(f"k2 must be >= k1 (--bptt {s['bptt']}); got {s['bptt_k2']}",
                                  param_hint="'--bptt-k2'")
-    train_cfg = TrainConfig(**{k: s[k] for k in TRAIN_KEYS if k in s})
-    if not values["resume"] and list_checkpoints(out / "checkpoints"):
-        raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "
-                                 f"continue it or choose another --out", param_hint="'--out'")
+    train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
     if values["resume"] and record is None and not s["quiet"]:
         click.echo(f"rnnkit: nothing to resume in {str(out)!r}; starting a new run", err=True)
-    if s.get("threads"):
-        torch.set_num_threads(s["threads"])
     rank, world, device = _distributed(s["device"])
     vocab_json = None
     if record is not None:
