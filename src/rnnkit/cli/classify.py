@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 import numpy as np
@@ -84,6 +84,22 @@ def verdict(rows: Dict[str, Dict[str, float]], metric: str) -> str:
     if beaten_by:
         return f"the model does NOT beat {', '.join(beaten_by)} on {metric}"
     return f"the model beats every baseline on {metric}"
+
+
+def _write_results(out: Path, quiet: bool, header: str, rows: Dict[str, Dict[str, float]], metric: str,
+                   extra: Dict[str, Any], also_wrote: Sequence[Path] = ()) -> None:
+    """OUT/results.md: `header`, a table with one row per method and one column per score, and the `verdict`
+    on `metric`; OUT/results.json: {"scores": rows, **extra}. Unless quiet, echoes the table and the files written
+    (`also_wrote`: files the caller wrote beside them)."""
+    keys = list(rows["model"])
+    table = "| method | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys) + "\n" + "\n".join(
+        f"| {name} | " + " | ".join(f"{v[k]:.4f}" for k in keys) + " |" for name, v in rows.items())
+    table += "\n\n" + verdict(rows, metric)
+    (out / "results.md").write_text(header + table + "\n")
+    (out / "results.json").write_text(json.dumps({"scores": rows, **extra}, indent=1))
+    if not quiet:
+        click.echo(header + table)
+        click.echo("rnnkit: wrote " + ", ".join(str(p) for p in [out / "results.md", *also_wrote]))
 
 
 def _classification_files(s: Dict[str, Any]) -> Tuple[str, Optional[str]]:
@@ -184,20 +200,12 @@ def _finish_classify(model: SequenceClassifier, s: Dict[str, Any], out: Path, tr
     lr.fit(Xtr, y_train)
     rows["bag-of-words logistic regression"] = classification_scores(y_true, lr.predict(vec.transform(eval_texts)), K)
     cm = plot_confusion(out / "confusion.png", y_true, y_pred, vocab.labels, title=f"{what}: confusion")
-    keys = list(rows["model"])
-    table = "| method | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys) + "\n" + "\n".join(
-        f"| {name} | " + " | ".join(f"{v[k]:.4f}" for k in keys) + " |" for name, v in rows.items())
     c = model.config
     header = (f"Classification on {what}: {c.cell} {'bi' if c.bidirectional else 'uni'}directional "
               f"{c.num_layers}x{c.hidden_size}, {c.pooling} pooling, {c.objective}, {tok.kind} tokens "
               f"(vocabulary {len(tok)}), {len(y_true)} examples\n\n")
-    table += "\n\n" + verdict(rows, "accuracy")
-    (out / "results.md").write_text(header + table + "\n")
-    (out / "results.json").write_text(json.dumps({"scores": rows, "confusion": cm.tolist(), "labels": vocab.labels},
-                                                 indent=1))
-    if not s["quiet"]:
-        click.echo(header + table)
-        click.echo(f"rnnkit: wrote {out / 'results.md'}, {out / 'confusion.png'}")
+    _write_results(out, s["quiet"], header, rows, "accuracy", {"confusion": cm.tolist(), "labels": vocab.labels},
+                   also_wrote=[out / "confusion.png"])
 
 
 @click.command("classify")
@@ -321,18 +329,10 @@ def _finish_tag(model: SequenceTagger, s: Dict[str, Any], out: Path, trainer) ->
         split.append(list(flat[k:k + len(t)]))
         k += len(t)
     rows["word-window logistic regression"] = scores(split)
-    keys = list(rows["model"])
-    table = "| method | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys) + "\n" + "\n".join(
-        f"| {name} | " + " | ".join(f"{v[k]:.4f}" for k in keys) + " |" for name, v in rows.items())
     c = model.config
     header = (f"Tagging on {eval_path}: {c.cell} {'bi' if c.bidirectional else 'uni'}directional "
               f"{c.num_layers}x{c.hidden_size}, {len(true)} sentences, {sum(len(t) for t in true)} tokens\n\n")
-    table += "\n\n" + verdict(rows, "entity_f1" if bio else "token_accuracy")
-    (out / "results.md").write_text(header + table + "\n")
-    (out / "results.json").write_text(json.dumps({"scores": rows, "tags": tags.labels}, indent=1))
-    if not s["quiet"]:
-        click.echo(header + table)
-        click.echo(f"rnnkit: wrote {out / 'results.md'}")
+    _write_results(out, s["quiet"], header, rows, "entity_f1" if bio else "token_accuracy", {"tags": tags.labels})
 
 
 @click.command("tag")
