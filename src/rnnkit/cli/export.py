@@ -51,8 +51,7 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
             f"...), or rnnkit.export_onnx(model.encoder, ...) for its recurrent encoder alone (README, Deploy)")
     model, vocab, _ = load_language_model(checkpoint, torch.device("cpu"))
     model = model.float()
-    source = Path(checkpoint)
-    path = Path(output) if output else (source if source.is_dir() else source.parent) / "model.onnx"
+    path = _output_path(checkpoint, output)
     export_onnx(model, path, lengths=lengths, initial_state=initial_state)
     sidecar = path.with_suffix(".vocab.json")
     sidecar.write_text(json.dumps(vocab.to_json(), ensure_ascii=False) + "\n", encoding="utf-8")
@@ -61,14 +60,9 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
         gen = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, model.config.vocab_size, (16, 3), generator=gen)
         diff = check_onnx(model, path, tokens)
-        click.echo(f"onnxruntime vs PyTorch on a random batch: max |diff| = {diff:.2e}")
-        if diff > 1e-4:
-            raise click.ClickException(f"the exported graph differs from the model by {diff:.3g}")
+        _report_check(diff)
     if quantize == "int8":
-        from ..export.quantize import quantize_onnx
-
-        q_path = quantize_onnx(path, path.with_suffix(".int8.onnx"))
-        click.echo(f"wrote {q_path} (int8 weights)")
+        _write_int8(path)
 
 
 def _export_app_model(checkpoint: str, recipe: str, output: Optional[str], check: bool, quantize: str) -> None:
@@ -87,8 +81,7 @@ def _export_app_model(checkpoint: str, recipe: str, output: Optional[str], check
     }[recipe]
     model, run = load_app_model(checkpoint, recipe, what, build, torch.device("cpu"))
     model = model.float()
-    source = Path(checkpoint)
-    path = Path(output) if output else (source if source.is_dir() else source.parent) / "model.onnx"
+    path = _output_path(checkpoint, output)
     export_onnx(model, path)
     # what a server needs around the graph: the tokenizer and label names, or the scaler and calendar
     sidecar = path.with_suffix(".run.json")
@@ -106,11 +99,27 @@ def _export_app_model(checkpoint: str, recipe: str, output: Optional[str], check
         else:
             tokens = torch.randint(1, model.config.vocab_size, (3, 16), generator=gen)
             diff = check_onnx(model, path, tokens, torch.tensor([16, 9, 3]))
-        click.echo(f"onnxruntime vs PyTorch on a random batch: max |diff| = {diff:.2e}")
-        if diff > 1e-4:
-            raise click.ClickException(f"the exported graph differs from the model by {diff:.3g}")
+        _report_check(diff)
     if quantize == "int8":
-        from ..export.quantize import quantize_onnx
+        _write_int8(path)
 
-        q_path = quantize_onnx(path, path.with_suffix(".int8.onnx"))
-        click.echo(f"wrote {q_path} (int8 weights)")
+
+def _output_path(checkpoint: str, output: Optional[str]) -> Path:
+    """--output, else model.onnx in the run directory (or beside the checkpoint file)."""
+    source = Path(checkpoint)
+    return Path(output) if output else (source if source.is_dir() else source.parent) / "model.onnx"
+
+
+def _report_check(diff: float) -> None:
+    """Echo the onnxruntime-vs-PyTorch difference; above 1e-4 the export fails."""
+    click.echo(f"onnxruntime vs PyTorch on a random batch: max |diff| = {diff:.2e}")
+    if diff > 1e-4:
+        raise click.ClickException(f"the exported graph differs from the model by {diff:.3g}")
+
+
+def _write_int8(path: Path) -> None:
+    """PATH.int8.onnx: the exported file with dynamic int8 weights (onnxruntime.quantization)."""
+    from ..export.quantize import quantize_onnx
+
+    q_path = quantize_onnx(path, path.with_suffix(".int8.onnx"))
+    click.echo(f"wrote {q_path} (int8 weights)")
