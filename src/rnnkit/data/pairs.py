@@ -28,7 +28,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .text import DataError
+from .text import DataError, read_data_bytes
 
 PathLike = Union[str, Path]
 
@@ -51,13 +51,7 @@ class PairSplits:
 
 def _lines(path: Path) -> List[Tuple[int, str]]:
     """(line number, text) of a UTF-8 file, line endings stripped; DataError on bad bytes."""
-    if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist")
-    if not path.is_file():
-        raise DataError(f"data path {str(path)!r} is not a file")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"data file {str(path)!r} is empty")
+    raw = read_data_bytes(path)
     out = []
     for i, line in enumerate(raw.split(b"\n"), 1):
         try:

@@ -24,9 +24,8 @@ class DataError(ValueError):
     """The data the user named cannot be used (the message says why)."""
 
 
-def read_text_file(path: PathLike) -> str:
-    """The UTF-8 text of one file; DataError if missing, empty, binary or not UTF-8."""
-    path = Path(path)
+def read_data_bytes(path: Path) -> bytes:
+    """The bytes of one data file; DataError if it is missing, not a file, or empty (white space only)."""
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
     if not path.is_file():
@@ -34,6 +33,13 @@ def read_text_file(path: PathLike) -> str:
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"data file {str(path)!r} is empty")
+    return raw
+
+
+def read_text_file(path: PathLike) -> str:
+    """The UTF-8 text of one file; DataError if missing, empty, binary or not UTF-8."""
+    path = Path(path)
+    raw = read_data_bytes(path)
     if b"\x00" in raw[:65536]:
         raise DataError(f"data file {str(path)!r} looks binary (it contains NUL bytes); expected UTF-8 text")
     try:
