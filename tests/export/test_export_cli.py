@@ -60,11 +60,12 @@ def test_int8_quantisation_changes_little(tmp_path: Path) -> None:
     assert abs(bits_per_token(fp32, tokens, window=1000, batch=4) - a) < 1e-4
 
 
-@pytest.mark.parametrize("recipe", ["classify", "tag", "forecast"])
-def test_export_command_classifier_tagger_and_forecaster_runs(recipe: str, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("recipe", ["classify", "tag", "forecast", "video"])
+def test_export_command_application_runs(recipe: str, tmp_path: Path, capsys) -> None:
     from rnnkit.models.classify import ClassifierConfig, SequenceClassifier
     from rnnkit.models.forecast import ForecastConfig, Forecaster
     from rnnkit.models.tagger import SequenceTagger, TaggerConfig
+    from rnnkit.models.video import EncoderForecaster, VideoConfig
 
     if recipe == "classify":
         config = ClassifierConfig(vocab_size=12, num_classes=3, hidden_size=6, embedding_size=4)
@@ -72,6 +73,10 @@ def test_export_command_classifier_tagger_and_forecaster_runs(recipe: str, tmp_p
     elif recipe == "tag":
         config = TaggerConfig(vocab_size=12, num_tags=4, hidden_size=6, embedding_size=4)
         model, extra = SequenceTagger(config).eval(), {"tokenizer": {"kind": "char"}, "tags": ["O", "B-X", "I-X"]}
+    elif recipe == "video":
+        config = VideoConfig(frame_size=8, patch_size=2, hidden_channels=4, num_layers=1, kernel_size=3,
+                             input_frames=2, output_frames=2)
+        model, extra = EncoderForecaster(config).eval(), {}
     else:
         config = ForecastConfig(num_series=2, num_features=3, num_calendar=1, lookback=5, horizon=3,
                                 mode="seq2seq", head="gaussian", hidden_size=6)
@@ -85,7 +90,9 @@ def test_export_command_classifier_tagger_and_forecaster_runs(recipe: str, tmp_p
     assert "max |diff|" in capsys.readouterr().out
     assert json.loads(out.with_suffix(".run.json").read_text()) == {"recipe": recipe, "model": config.to_dict(),
                                                                     **extra}
-    if recipe == "forecast":
+    if recipe == "video":
+        assert check_onnx(model, out, torch.rand(3, 2, 1, 8, 8)) <= 1e-5
+    elif recipe == "forecast":
         assert check_onnx(model, out, torch.randn(4, 5, 3), future=torch.randn(4, 3, 1)) <= 1e-5
     else:
         assert check_onnx(model, out, torch.randint(1, 12, (4, 7)), torch.tensor([7, 2, 5, 1])) <= 1e-5

@@ -38,17 +38,17 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
     from ..training.checkpoint import load_checkpoint
 
     recipe = (load_checkpoint(checkpoint)[1].get("run") or {}).get("recipe")
-    if recipe in ("classify", "tag", "forecast"):
+    if recipe in ("classify", "tag", "forecast", "video"):
         _export_app_model(checkpoint, recipe, output, check, quantize)
         return
-    if recipe in ("video", "seq2seq"):
+    if recipe == "seq2seq":
         from ..export.onnx import ExportError
 
         raise ExportError(
-            f"cannot export a {recipe!r} run to ONNX: rnnkit export writes charlm, wordlm, classify, tag and "
-            f"forecast runs, and this model's forward is more than recurrent stacks and a head (a rollout over its "
-            f"own predicted frames, or decoding until EOS). Alternative, in Python: torch.export.export(model, "
-            f"...), or rnnkit.export_onnx(model.encoder, ...) for its recurrent encoder alone (README, Deploy)")
+            f"cannot export a {recipe!r} run to ONNX: rnnkit export writes charlm, wordlm, classify, tag, forecast "
+            f"and video runs, and a seq2seq model decodes with attention until every sentence has emitted EOS. "
+            f"Alternative, in Python: rnnkit.export_onnx(model.encoder, ...) for its encoder and model.step() "
+            f"for the decoder, or torch.export.export(model, ...) for the teacher-forced forward (README, Deploy)")
     model, vocab, _ = load_language_model(checkpoint, torch.device("cpu"))
     model = model.float()
     path = _output_path(checkpoint, output)
@@ -67,17 +67,20 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
 
 def _export_app_model(checkpoint: str, recipe: str, output: Optional[str], check: bool, quantize: str) -> None:
     """A classify / tag run: tokens (B, T) int64 and lengths (B,) (both required, no state) -> logits;
-    a forecast run: input (B, L, F) and future (B, H, K) -> theta (B, H, C, P) (scaled values)."""
+    a forecast run: input (B, L, F) and future (B, H, K) -> theta (B, H, C, P) (scaled values);
+    a video run: frames (k, B, C, S, S) -> logits (n, B, C, S, S) of the next frames."""
     from ..export.onnx import check_onnx, export_onnx
     from ..models.classify import ClassifierConfig, SequenceClassifier
     from ..models.forecast import ForecastConfig, Forecaster
     from ..models.tagger import SequenceTagger, TaggerConfig
+    from ..models.video import EncoderForecaster, VideoConfig
     from .apps import load_app_model
 
     build, what, keep = {
         "classify": (lambda m: SequenceClassifier(ClassifierConfig(**m)), "a classifier", ("tokenizer", "labels")),
         "tag": (lambda m: SequenceTagger(TaggerConfig(**m)), "a tagger", ("tokenizer", "tags")),
         "forecast": (lambda m: Forecaster(ForecastConfig(**m)), "a forecaster", ("scaler", "calendar", "columns")),
+        "video": (lambda m: EncoderForecaster(VideoConfig(**m)), "a video model", ()),
     }[recipe]
     model, run = load_app_model(checkpoint, recipe, what, build, torch.device("cpu"))
     model = model.float()
@@ -87,12 +90,16 @@ def _export_app_model(checkpoint: str, recipe: str, output: Optional[str], check
     sidecar = path.with_suffix(".run.json")
     sidecar.write_text(json.dumps({"recipe": recipe, "model": run.get("model"), **{k: run.get(k) for k in keep}},
                                   ensure_ascii=False) + "\n", encoding="utf-8")
-    inputs = "input (batch, lookback, features), future (batch, horizon, calendar)" if recipe == "forecast" \
-        else "tokens (batch, time), lengths (batch,)"
+    inputs = {"forecast": "input (batch, lookback, features), future (batch, horizon, calendar)",
+              "video": "frames (time, batch, channels, size, size)"}.get(recipe, "tokens (batch, time), lengths (batch,)")
     click.echo(f"wrote {path} (+ {sidecar.name}); inputs {inputs}")
     if check:
         gen = torch.Generator().manual_seed(0)
-        if recipe == "forecast":
+        if recipe == "video":
+            c = model.config
+            diff = check_onnx(model, path, torch.rand(c.input_frames, 2, c.channels, c.frame_size, c.frame_size,
+                                                      generator=gen))
+        elif recipe == "forecast":
             c = model.config
             diff = check_onnx(model, path, torch.randn(3, c.lookback, c.num_features, generator=gen),
                               future=torch.randn(3, c.horizon, c.num_calendar, generator=gen))

@@ -12,9 +12,10 @@ dynamic batch and time axes and an optional lengths input:
 Application models export whole: SequenceClassifier / SequenceTagger take tokens
 (B, T) int64 and lengths (B,) and give logits as their forward does (the pooling
 in the graph); a Forecaster takes input (B, L, F) and future (B, H, K) and gives
-theta (B, H, C, P), its rollouts unrolled over the fixed horizon. Models whose
-forward the exporter cannot write (Seq2Seq, the video and caption models) raise
-ExportError naming the blocking feature and the alternative.
+theta (B, H, C, P), its rollouts unrolled over the fixed horizon; the video
+EncoderForecaster takes frames (k, B, C, S, S) and gives the logits of the next n
+frames. Models whose forward the exporter cannot write (Seq2Seq, CaptionModel)
+raise ExportError naming the blocking feature and the alternative.
 
 Each layer is one ONNX operator where the configuration is exactly the
 operator's (same equations, nothing added):
@@ -534,10 +535,6 @@ _BLOCKED = {
                 "loops until every sentence has emitted EOS (a data-dependent number of steps)",
                 "export the encoder, export_onnx(model.encoder, ...), and run the decoder with model.step() in "
                 "PyTorch; or torch.export.export(model, ...) for the teacher-forced forward"),
-    "EncoderForecaster": ("its forward patches the frames (pixel_unshuffle), hands the encoder's state to a "
-                          "second stack and rolls the forecaster out on its own predictions",
-                          "torch.export.export(model, (frames,)), or export each stack alone with "
-                          "export_onnx(model.encoder, ...) / export_onnx(model.forecaster, ...)"),
     "CaptionModel": ("its decoder is a cell stepped in Python with attention over CNN features, "
                      "generating until EOS", "torch.export.export for a fixed number of steps, or serve it in "
                                              "PyTorch with the step API"),
@@ -551,7 +548,7 @@ def _recurrent_children(model: nn.Module) -> List[str]:
 def _refuse(model: nn.Module) -> ExportError:
     name = type(model).__name__
     supported = ("rnnkit.Recurrent layers (RNN, LSTM, GRU, SRU, ConvLSTM, ...), RecurrentLM, SequenceClassifier, "
-                 "SequenceTagger and Forecaster")
+                 "SequenceTagger, Forecaster and the video EncoderForecaster")
     if name in _BLOCKED:
         feature, alternative = _BLOCKED[name]
         return ExportError(f"cannot export {name} to ONNX: {feature}. export_onnx writes {supported}. "
@@ -672,6 +669,53 @@ def _forecaster_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[li
     return inputs, [("theta", theta, ["batch", H, C, P])]
 
 
+def _video_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[list, list]:
+    """EncoderForecaster (eval): frames (k, B, C, S, S) -> logits (n, B, C, S, S) of the next n frames.
+
+    Frames are cut into p×p patches (pixel_unshuffle) and back (pixel_shuffle) by Reshape/Transpose;
+    forecaster_input "none" runs the forecaster once over n zero inputs from the encoder's state,
+    "frames" rolls it out one step at a time on σ(its own previous logits), unrolled over the fixed n.
+    """
+    _, helper = _onnx()
+    c = model.config
+    C, S, p, n = c.channels, c.frame_size, c.patch_size, c.output_frames
+    s, P2C = S // p, model.patch_channels
+    for layer in (model.encoder, model.forecaster):
+        _check_layer(layer)
+    inputs = [helper.make_tensor_value_info("frames", FLOAT, ["time", "batch", C, S, S])]
+    shape = lambda dims: g.const(np.array(dims, dtype=np.int64), "shape")  # noqa: E731
+    lead = lambda x: g.slice_shape(x, 0, 2)  # noqa: E731  (T, B) of a sequence
+
+    def patch(x: str) -> str:  # (T, B, C, S, S) -> (T, B, C·p², s, s), as F.pixel_unshuffle
+        y = g.op("Reshape", [x, shape([-1, C, s, p, s, p])])
+        y = g.op("Transpose", [y], perm=[0, 1, 3, 5, 2, 4])
+        return g.op("Reshape", [y, g.op("Concat", [lead(x), shape([P2C, s, s])], axis=0)])
+
+    def logits(h: str) -> str:  # (T, B, Hc, s, s) -> (T, B, C, S, S): 1×1 conv head, then F.pixel_shuffle
+        frames = g.op("Reshape", [h, shape([-1, c.hidden_channels, s, s])])
+        y = g.op("Conv", [frames, g.const(_f32(model.head.weight), "head_w"), g.const(_f32(model.head.bias), "head_b")],
+                 kernel_shape=[1, 1])
+        y = g.op("Transpose", [g.op("Reshape", [y, shape([-1, C, p, p, s, s])])], perm=[0, 1, 4, 2, 5, 3])
+        return g.op("Reshape", [y, g.op("Concat", [lead(h), shape([C, S, S])], axis=0)])
+
+    _, state = _recurrent_graph(g, model.encoder, patch("frames"), None, None, native_ops)
+    batch = g.slice_shape("frames", 1, 2)
+    if c.forecaster_input == "none":
+        zeros = g.op("ConstantOfShape", [g.op("Concat", [shape([n]), batch, shape([P2C, s, s])], axis=0)])
+        h, _ = _recurrent_graph(g, model.forecaster, zeros, None, state, native_ops)
+        out = logits(h)
+    else:  # each step is fed σ of the previous step's logits, the first one the last observed frame
+        end = g.const(np.array([np.iinfo(np.int64).max]), "end")
+        prev = g.op("Slice", ["frames", g.const(np.array([-1]), "minus1"), end, g.const(np.array([0]), "ax0")])
+        outs = []
+        for _ in range(n):
+            h, state = _recurrent_graph(g, model.forecaster, patch(prev), None, state, native_ops)
+            outs.append(logits(h))  # (1, B, C, S, S)
+            prev = g.sigmoid(outs[-1])
+        out = g.op("Concat", outs, axis=0)
+    return inputs, [("logits", out, [n, "batch", C, S, S])]
+
+
 # ------------------------------------------------------------------- public API
 def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
                opset: int = OPSET):
@@ -688,13 +732,15 @@ def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = 
     from ..models.classify import SequenceClassifier
     from ..models.forecast import Forecaster
     from ..models.tagger import SequenceTagger
+    from ..models.video import EncoderForecaster
 
-    if isinstance(model, (SequenceClassifier, SequenceTagger, Forecaster)):
+    if isinstance(model, (SequenceClassifier, SequenceTagger, Forecaster, EncoderForecaster)):
         if any(p.dtype != torch.float32 for p in model.parameters()):
             raise ExportError(f"cannot export {type(model).__name__}: the ONNX graph computes in float32; "
                               f"call model.float() first")
         g = _Graph()
-        build = _forecaster_graph if isinstance(model, Forecaster) else _token_model_graph
+        build = (_forecaster_graph if isinstance(model, Forecaster) else
+                 _video_graph if isinstance(model, EncoderForecaster) else _token_model_graph)
         graph_inputs, outs = build(g, model, native_ops)
         graph_outputs = []
         for name, value, dims in outs:
@@ -822,12 +868,15 @@ def check_onnx(model: nn.Module, path: Union[str, Path], input: Tensor, lengths:
     from ..models.classify import SequenceClassifier
     from ..models.forecast import Forecaster
     from ..models.tagger import SequenceTagger
+    from ..models.video import EncoderForecaster
 
     was_training = model.training
     model.eval()
     try:
         if isinstance(model, Forecaster):
             outputs, final = model(input, future), ()
+        elif isinstance(model, EncoderForecaster):  # frames (k, B, C, S, S) -> logits of the next frames
+            outputs, final = model(input), ()
         elif isinstance(model, (SequenceClassifier, SequenceTagger)):  # tokens (B, T); lengths required
             full = torch.full((input.shape[0],), input.shape[1], dtype=torch.int64)
             outputs, final = model(input, lengths if lengths is not None else full), ()
