@@ -23,6 +23,7 @@ from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LS
                      PeepholeLSTMCell, RecurrentCell, SRUCell)
 from ..data.streams import IGNORE_INDEX, StreamBatch
 from ..recurrent import Recurrent
+from .decoding import check_sampling, sample_next
 
 #: cell names accepted by the models and the CLI.
 CELLS: Dict[str, Callable[[int, int], RecurrentCell]] = {
@@ -163,12 +164,7 @@ def sample(model: RecurrentLM, prime: Sequence[int], length: int, *, temperature
     temperature > 0 scales the logits; top_k keeps the k most likely tokens;
     top_p keeps the smallest set whose probability reaches p (nucleus sampling).
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1; got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
+    check_sampling(temperature, top_k, top_p)
     if len(prime) == 0:
         raise ValueError("prime must hold at least one token")
     was_training = model.training
@@ -179,15 +175,7 @@ def sample(model: RecurrentLM, prime: Sequence[int], length: int, *, temperature
         logits, state = model(tokens)
         last = logits[-1, 0]
         for _ in range(length):
-            z = last.float() / temperature
-            if top_k is not None and top_k < z.numel():
-                kth = torch.topk(z, top_k).values[-1]
-                z = z.masked_fill(z < kth, -math.inf)
-            if top_p is not None and top_p < 1.0:
-                probs_sorted, order = torch.softmax(z, -1).sort(descending=True)
-                cut = probs_sorted.cumsum(-1) - probs_sorted >= top_p  # tokens after the nucleus is full
-                z = z.masked_fill(torch.zeros_like(cut).scatter(0, order, cut), -math.inf)
-            token = int(torch.multinomial(torch.softmax(z, -1), 1, generator=generator))
+            token = int(sample_next(last.float(), temperature, top_k, top_p, generator))
             yield token
             logits, state = model(torch.tensor([[token]], device=device), state)
             last = logits[-1, 0]

@@ -129,12 +129,8 @@ def greedy_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: i
                        min_len=min_len, no_repeat_ngram=no_repeat_ngram, return_attention=return_attention)
 
 
-def sample_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int, max_len: int,
-                  min_len: int = 0, no_repeat_ngram: int = 0, temperature: float = 1.0,
-                  top_k: Optional[int] = None, top_p: Optional[float] = None,
-                  generator: Optional[torch.Generator] = None, return_attention: bool = False
-                  ) -> List[List[Hypothesis]]:
-    """Sample each next token: logits / temperature, then top-k and/or nucleus (top-p) truncation."""
+def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    """ValueError naming the first sampling option out of range: temperature > 0, top_k >= 1, top_p in (0, 1]."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
     if top_k is not None and top_k < 1:
@@ -142,16 +138,33 @@ def sample_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: i
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
 
+
+def sample_next(logits: Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    """Draw one token per row: logits (..., V) → ids (..., 1), from softmax(z) with z = logits / temperature,
+    keeping only the top_k largest z (None: all), then the smallest set whose probability reaches top_p
+    (nucleus; None or 1: all). Options are not checked here (see `check_sampling`)."""
+    z = logits / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = z.topk(top_k, dim=-1).values[..., -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        probs, order = torch.softmax(z, -1).sort(-1, descending=True)
+        cut = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is full
+        z = z.masked_fill(torch.zeros_like(cut).scatter(-1, order, cut), float("-inf"))
+    return torch.multinomial(torch.softmax(z, -1), 1, generator=generator)
+
+
+def sample_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int, max_len: int,
+                  min_len: int = 0, no_repeat_ngram: int = 0, temperature: float = 1.0,
+                  top_k: Optional[int] = None, top_p: Optional[float] = None,
+                  generator: Optional[torch.Generator] = None, return_attention: bool = False
+                  ) -> List[List[Hypothesis]]:
+    """Sample each next token: logits / temperature, then top-k and/or nucleus (top-p) truncation."""
+    check_sampling(temperature, top_k, top_p)
+
     def choose(logp: Tensor) -> Tensor:
-        z = logp / temperature
-        if top_k is not None and top_k < z.shape[-1]:
-            kth = z.topk(top_k, dim=-1).values[:, -1:]
-            z = z.masked_fill(z < kth, float("-inf"))
-        if top_p is not None and top_p < 1.0:
-            probs, order = torch.softmax(z, -1).sort(-1, descending=True)
-            cut = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is full
-            z = z.masked_fill(torch.zeros_like(cut).scatter(1, order, cut), float("-inf"))
-        return torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(1)
+        return sample_next(logp, temperature, top_k, top_p, generator).squeeze(1)
 
     return _sequential(step, state, batch_size, choose, bos=bos, eos=eos, max_len=max_len, min_len=min_len,
                        no_repeat_ngram=no_repeat_ngram, return_attention=return_attention)
