@@ -9,6 +9,8 @@ The central pieces:
     assert_results_close  compare two such results with the dtype's tolerance
     compare_backends      config + two backend names -> assert they agree
     compare_with_torch    config -> assert rnnkit (any backend) agrees with torch.nn
+    fit_losses            a few Adam steps of an application model on one batch, for
+                          the "loss falls" tests
 
 Tolerances follow the project's rule: float64 1e-10, float32 1e-5 (absolute,
 scaled by the magnitude of the reference value where it exceeds 1).
@@ -17,7 +19,7 @@ scaled by the magnitude of the reference value where it exceeds 1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -454,3 +456,18 @@ def layer_cases(modes: Sequence[str] = tuple(TORCH_MODES), *, regularisation: bo
 def run_torch_case(case: Case, backend: str = "reference") -> None:
     """Assert that rnnkit on `backend` matches torch.nn for a Case (outputs, states, every gradient)."""
     compare_with_torch(case.cfg, backend, require_signal=case.cfg.mode != "RNN_RELU", **case.batch_kwargs)
+
+
+def fit_losses(model: nn.Module, task: Any, batch: Any, steps: int, lr: float = 1e-2) -> List[float]:
+    """Adam (lr) on one fixed batch for `steps` steps: the per-item loss (task.loss's loss_sum / count) seen
+    before each step. The application tests check that it falls."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    losses = []
+    for _ in range(steps):
+        r = task.loss(model, batch, None)
+        loss = r.loss_sum / r.count
+        losses.append(float(loss.detach()))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return losses

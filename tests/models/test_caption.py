@@ -18,6 +18,8 @@ from rnnkit.data.text import DataError
 from rnnkit.models.caption import CaptionConfig, CaptionModel, CaptionTask, caption_metrics
 from rnnkit.models.seq2seq import SamplingSchedule
 
+from helpers import fit_losses
+
 TINY = dict(image_size=24, cnn_width=4, cnn_blocks=2, embedding_size=8, hidden_size=16, attention_size=8,
             dropout=0.0, max_len=10)
 
@@ -187,16 +189,7 @@ def test_a_few_steps_lower_the_loss(scenes):
     vocab = digit_vocab()
     batch = _batch(scenes, vocab, n=8)
     model = CaptionModel(CaptionConfig(vocab_size=len(vocab), **TINY))
-    task = CaptionTask()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    losses = []
-    for _ in range(20):
-        r = task.loss(model, batch, None)
-        loss = r.loss_sum / r.count
-        losses.append(float(loss.detach()))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    losses = fit_losses(model, CaptionTask(), batch, steps=20)
     assert losses[-1] < 0.6 * losses[0]
 
 

@@ -13,6 +13,8 @@ from rnnkit.data.moving_digits import MovingDigits, digit_pools
 from rnnkit.models.video import (EncoderForecaster, VideoConfig, VideoTask, copy_last_frame, frame_metrics,
                                  mean_frame, save_gif, save_strip)
 
+from helpers import fit_losses
+
 TINY = dict(frame_size=16, patch_size=2, hidden_channels=4, num_layers=1, kernel_size=3, input_frames=3,
             output_frames=2)
 
@@ -53,15 +55,7 @@ def test_a_few_steps_lower_the_loss():
     cfg = VideoConfig(**TINY)
     model, task = EncoderForecaster(cfg), VideoTask(cfg)
     x = _batch(cfg, B=4)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    losses = []
-    for _ in range(15):
-        r = task.loss(model, x, None)
-        loss = r.loss_sum / r.count
-        losses.append(float(loss.detach()))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    losses = fit_losses(model, task, x, steps=15)
     assert losses[-1] < 0.7 * losses[0]
 
 
