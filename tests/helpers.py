@@ -11,6 +11,7 @@ The central pieces:
     compare_with_torch    config -> assert rnnkit (any backend) agrees with torch.nn
     fit_losses            a few Adam steps of an application model on one batch, for
                           the "loss falls" tests
+    cli_outcome           `rnnkit ARGS` in-process -> (exit code, stdout, stderr)
 
 Tolerances follow the project's rule: float64 1e-10, float32 1e-5 (absolute,
 scaled by the magnitude of the reference value where it exceeds 1).
@@ -471,3 +472,16 @@ def fit_losses(model: nn.Module, task: Any, batch: Any, steps: int, lr: float = 
         opt.step()
         opt.zero_grad()
     return losses
+
+
+def cli_outcome(args: Sequence[Any], capsys: Any) -> Tuple[Any, str, str]:
+    """Run `rnnkit ARGS` in this process: (exit code, 0 when main returns; stdout; stderr)."""
+    from rnnkit.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from rnnkit.cli import main
 from rnnkit.data.captions import (BOS, EOS, PAD, CaptionBatches, DigitScenes, digit_vocab, encode_batch,
                                   load_caption_folder, load_image, parse_caption, phrasings, tokenize)
 from rnnkit.data.moving_digits import digit_pools
@@ -18,7 +17,7 @@ from rnnkit.data.text import DataError
 from rnnkit.models.caption import CaptionConfig, CaptionModel, CaptionTask, caption_metrics
 from rnnkit.models.seq2seq import SamplingSchedule
 
-from helpers import fit_losses
+from helpers import cli_outcome as _cli, fit_losses
 
 TINY = dict(image_size=24, cnn_width=4, cnn_blocks=2, embedding_size=8, hidden_size=16, attention_size=8,
             dropout=0.0, max_len=10)
@@ -219,16 +218,6 @@ def test_backbone_hook():
 
 
 # ------------------------------------------------------------------ CLI
-def _cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
 CLI_TINY = ["--image-size", "24", "--cnn-width", "4", "--cnn-blocks", "2", "--hidden-size", "16",
             "--embedding-size", "8", "--attention-size", "8", "--batch-size", "4", "--max-steps", "2",
             "--val-images", "4", "--test-images", "4", "--no-tensorboard", "--quiet", "--max-len", "6"]

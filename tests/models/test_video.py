@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.cli import main
 from rnnkit.data.moving_digits import MovingDigits, digit_pools
 from rnnkit.models.video import (EncoderForecaster, VideoConfig, VideoTask, copy_last_frame, frame_metrics,
                                  mean_frame, save_gif, save_strip)
 
-from helpers import fit_losses
+from helpers import cli_outcome as _cli, fit_losses
 
 TINY = dict(frame_size=16, patch_size=2, hidden_channels=4, num_layers=1, kernel_size=3, input_frames=3,
             output_frames=2)
@@ -92,16 +91,6 @@ def test_strip_and_gif(tmp_path):
     assert Image.open(tmp_path / "s.png").size[0] > 100
     gif = Image.open(tmp_path / "a.gif")
     assert gif.n_frames == 5
-
-
-def _cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 CLI_TINY = ["--frame-size", "16", "--patch-size", "2", "--hidden-channels", "4", "--num-layers", "1",
