@@ -1,6 +1,6 @@
 """Deployment benchmarks: compiled vs eager vs torch.nn.LSTM, streaming step latency, onnxruntime, int8.
 
-    .venv/bin/python benchmarks/bench_deploy.py               # full run (~20 min on 2 cores): writes
+    .venv/bin/python benchmarks/bench_deploy.py               # full run (~3 min on 2 cores): writes
                                                               # RESULTS_deploy.md, deploy.json and the
                                                               # "Deploy" section of RESULTS.md
     .venv/bin/python benchmarks/bench_deploy.py --quick       # small shapes, 3 rounds, no files
@@ -9,8 +9,10 @@
 Questions, one table each (medians of interleaved rounds, one process, see timing.py):
 
 1. LSTM grid (T, B, I=H) = (100, 32, 128), (100, 64, 256), (200, 16, 512), (1000, 8, 64), forward
-   (inference) and forward+backward: torch.nn.LSTM, rnnkit eager (`auto`), rnnkit under torch.compile
-   (inductor, fullgraph=True) — ratios against torch.nn.LSTM.
+   (inference) and forward+backward: torch.nn.LSTM, rnnkit eager (`auto`, which runs torch's oneDNN
+   kernel when no lengths are given), rnnkit eager on the fused kernels (`backend="fused"`), rnnkit under
+   torch.compile (inductor, fullgraph=True; `auto` runs the fused custom ops there) — ratios against
+   torch.nn.LSTM and against the fused eager run (what compiling itself adds or saves).
 2. Streaming: per-step latency of `Recurrent.step` against a torch.nn.LSTMCell loop, a T=1 call of
    each layer, and the exported ONNX file stepped in onnxruntime with its state fed back.
 3. The same sequence through onnxruntime (float32 and dynamic int8) against PyTorch.
@@ -52,13 +54,15 @@ def _ms(x: float) -> str:
 
 
 def lstm_grid(grid, reps: int) -> List[dict]:
-    """Forward and forward+backward of a 1-layer LSTM: nn.LSTM, rnnkit eager, rnnkit compiled."""
+    """Forward and forward+backward of a 1-layer LSTM: nn.LSTM, rnnkit eager (auto, fused), rnnkit compiled."""
     rows = []
     for T, B, I, H in grid:
         torch.manual_seed(0)
         ref = torch.nn.LSTM(I, H)
         ours = rnnkit.LSTM(I, H)
         ours.load_state_dict(ref.state_dict())
+        fused = rnnkit.LSTM(I, H, backend="fused")
+        fused.load_state_dict(ref.state_dict())
         x = torch.randn(T, B, I)
         t0 = time.perf_counter()
         compiled = torch.compile(ours, fullgraph=True)
@@ -83,7 +87,7 @@ def lstm_grid(grid, reps: int) -> List[dict]:
             return f
 
         fwd = bench_interleaved({"torch.nn.LSTM": infer(ref), "rnnkit eager": infer(ours),
-                                 "rnnkit compiled": infer(compiled)}, reps=reps)
+                                 "rnnkit eager fused": infer(fused), "rnnkit compiled": infer(compiled)}, reps=reps)
         t1 = time.perf_counter()
         train_copy = copy.deepcopy(ours)  # its own module, so the two compiled forwards share no cache
         compiled_train = torch.compile(train_copy, fullgraph=True)
@@ -91,7 +95,8 @@ def lstm_grid(grid, reps: int) -> List[dict]:
         train(compiled_train)()  # AOT backward compiles lazily on first backward
         compile_train_s = time.perf_counter() - t1
         bwd = bench_interleaved({"torch.nn.LSTM": train(ref), "rnnkit eager": train(ours),
-                                 "rnnkit compiled": train(compiled_train)}, reps=reps)
+                                 "rnnkit eager fused": train(fused), "rnnkit compiled": train(compiled_train)},
+                                reps=reps)
         rows.append({"shape": {"T": T, "B": B, "I": I, "H": H}, "eager_backend": eager_backend,
                      "compile_seconds": {"forward": compile_s, "train": compile_train_s},
                      "forward": {k: v["median"] for k, v in fwd.items()},
@@ -234,18 +239,24 @@ def write_markdown(results: dict) -> str:
         "",
         "### LSTM grid: torch.compile vs eager vs torch.nn.LSTM (1 layer, float32, ms)",
         "",
-        "| T | B | I | H | eager backend | nn.LSTM fwd | rnnkit eager fwd | rnnkit compiled fwd | compiled/nn "
-        "| nn.LSTM fwd+bwd | rnnkit eager fwd+bwd | rnnkit compiled fwd+bwd | compiled/nn | compile s (fwd, train) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "`auto` eager runs torch's oneDNN kernel here (no lengths: the `eager backend` column); compiled, `auto` "
+        "runs the fused custom ops, so `compiled/fused` is what compiling adds to the same kernels. Compile "
+        "seconds as measured in this process: inductor's on-disk cache from earlier runs may serve part of them.",
+        "",
+        "| T | B | I | H | eager backend | nn.LSTM fwd | rnnkit auto fwd | rnnkit fused fwd | rnnkit compiled fwd "
+        "| compiled/nn | compiled/fused | nn.LSTM fwd+bwd | rnnkit auto fwd+bwd | rnnkit fused fwd+bwd "
+        "| rnnkit compiled fwd+bwd | compiled/nn | compiled/fused | compile s (fwd, train) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["lstm_grid"]:
         s, f, t = r["shape"], r["forward"], r["train"]
-        lines.append(
-            f"| {s['T']} | {s['B']} | {s['I']} | {s['H']} | {r['eager_backend']} | {_ms(f['torch.nn.LSTM'])} | "
-            f"{_ms(f['rnnkit eager'])} | {_ms(f['rnnkit compiled'])} | "
-            f"{f['rnnkit compiled'] / f['torch.nn.LSTM']:.2f} | {_ms(t['torch.nn.LSTM'])} | {_ms(t['rnnkit eager'])} | "
-            f"{_ms(t['rnnkit compiled'])} | {t['rnnkit compiled'] / t['torch.nn.LSTM']:.2f} | "
-            f"{r['compile_seconds']['forward']:.0f}, {r['compile_seconds']['train']:.0f} |")
+        cells = [f"{s['T']} | {s['B']} | {s['I']} | {s['H']} | {r['eager_backend']}"]
+        for d in (f, t):
+            cells += [_ms(d[k]) for k in ("torch.nn.LSTM", "rnnkit eager", "rnnkit eager fused", "rnnkit compiled")]
+            cells += [f"{d['rnnkit compiled'] / d['torch.nn.LSTM']:.2f}",
+                      f"{d['rnnkit compiled'] / d['rnnkit eager fused']:.2f}"]
+        cells.append(f"{r['compile_seconds']['forward']:.0f}, {r['compile_seconds']['train']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "### Streaming: per-step latency, batch 1, state carried (µs per step)", ""]
     names = list(results["step_latency"][0]["per_step_seconds"])
     lines.append("| H | layers | " + " | ".join(names) + " |")
