@@ -121,10 +121,9 @@ def test_native_backend_with_lengths_refuses_under_compile() -> None:
 
 @pytest.mark.parametrize("mode,enforce_sorted", [
     ("LSTM", False), ("GRU", False), ("SRU", False),
-    pytest.param("LSTM", True, marks=pytest.mark.xfail(strict=True, reason=(
-        "an enforce_sorted=True pack has no sorted_indices, so its batch size is a value (batch_sizes[0]), "
-        "traced as a data-dependent size; backends/fused.py _length_order tests lengths.numel() < 2 before "
-        "is_compiling() and Dynamo cannot decide it. Testing is_compiling() first fixes it (checked by hand)."))),
+    # an enforce_sorted=True pack has no sorted_indices, so its batch size is traced as a data-dependent
+    # value: this case checks that the fused backend decides nothing from it while compiling
+    ("LSTM", True),
 ])
 def test_packed_sequence_compiles_without_graph_breaks(mode: str, enforce_sorted: bool) -> None:
     """A PackedSequence input (packed outside the compiled region) runs in one graph, forward and backward,

@@ -159,7 +159,9 @@ def _run_mingru(spec: RunSpec) -> Result:
 def _length_order(spec: RunSpec) -> Optional[Tensor]:
     """Row order by decreasing length, or None when lengths are absent or already sorted."""
     lengths = spec.lengths
-    if lengths is None or lengths.numel() < 2 or torch.compiler.is_compiling():
+    # is_compiling() first: under torch.compile a pack's row count may be symbolic, and `numel() < 2`
+    # would then be a guard the compiler cannot decide (a graph break)
+    if torch.compiler.is_compiling() or lengths is None or lengths.numel() < 2:
         return None
     if bool((lengths[:-1] >= lengths[1:]).all()):
         return None
