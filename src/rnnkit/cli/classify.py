@@ -55,10 +55,10 @@ CLASSIFY_SPECS = [
     ("objective", click.Choice(("auto",) + OBJECTIVES), "auto", "sigmoid + BCE (two classes) or softmax + CE; "
                                                                 "auto: sigmoid for two classes."),
     ("pooling", click.Choice(POOLINGS), "mean", "How the encoder's outputs become one vector."),
-    ("embedding_size", POS_INT, 64, "Embedding size."),
-    ("hidden_size", POS_INT, 64, "Hidden units per direction and layer."),
+    ("embedding_size", POS_INT, 128, "Embedding size."),
+    ("hidden_size", POS_INT, 128, "Hidden units per direction and layer."),
     ("num_layers", POS_INT, 1, "Stacked layers."),
-] + COMMON + app_training_specs(dict(batch_size=64, optimizer="adam", lr=2e-3, clip_norm=5.0, max_epochs=3,
+] + COMMON + app_training_specs(dict(batch_size=64, optimizer="adam", lr=2e-3, clip_norm=5.0, max_epochs=8,
                                      early_stop_patience=2, eval_every=None, checkpoint_every=1000))
 
 TAG_SPECS = [
