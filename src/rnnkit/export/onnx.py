@@ -227,18 +227,24 @@ def _lstm_project(g: _Graph, cell: LSTMCell, x: str) -> str:
     return g.matmul_t(x, _f32(cell.weight_ih), _bias_sum(_f32(cell.bias_ih), _f32(cell.bias_hh)), "w_ih")
 
 
-def _lstm_step(g: _Graph, cell: LSTMCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
-    h, c = state
-    H = cell.hidden_size
-    i, f, gg, o = g.split(g.add(u, g.matmul_t(h, _f32(cell.weight_hh), None, "w_hh")), [H] * 4)
-    peep = _f32(cell.weight_peephole).chunk(3) if isinstance(cell, PeepholeLSTMCell) else None
+def _lstm_gate_math(g: _Graph, gates: List[str], c: str, peep) -> Tuple[str, str]:
+    """h_t, c_t from the pre-activations i, f, g, o (peepholes p_i, p_f on c_{t-1}, p_o on c_t)."""
+    i, f, gg, o = gates
     if peep is not None:
         i = g.add(i, g.mul(g.const(peep[0], "p_i"), c))
         f = g.add(f, g.mul(g.const(peep[1], "p_f"), c))
     c_new = g.add(g.mul(g.sigmoid(f), c), g.mul(g.sigmoid(i), g.tanh(gg)))
     if peep is not None:
         o = g.add(o, g.mul(g.const(peep[2], "p_o"), c_new))
-    h_new = g.mul(g.sigmoid(o), g.tanh(c_new))
+    return g.mul(g.sigmoid(o), g.tanh(c_new)), c_new
+
+
+def _lstm_step(g: _Graph, cell: LSTMCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    h, c = state
+    H = cell.hidden_size
+    gates = g.split(g.add(u, g.matmul_t(h, _f32(cell.weight_hh), None, "w_hh")), [H] * 4)
+    peep = _f32(cell.weight_peephole).chunk(3) if isinstance(cell, PeepholeLSTMCell) else None
+    h_new, c_new = _lstm_gate_math(g, gates, c, peep)
     if cell.weight_hr is not None:
         h_new = g.matmul_t(h_new, _f32(cell.weight_hr), None, "w_hr")
     return h_new, [h_new, c_new]
@@ -382,15 +388,10 @@ def _conv_project(g: _Graph, cell, x: str) -> str:
 def _conv_lstm_step(g: _Graph, cell: ConvLSTMCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
     h, c = state
     H = cell.hidden_size
-    i, f, gg, o = g.split(g.add(u, _conv(g, cell, h, cell.weight_hh, cell.bias_hh, 4)), [H] * 4, axis=1)
+    gates = g.split(g.add(u, _conv(g, cell, h, cell.weight_hh, cell.bias_hh, 4)), [H] * 4, axis=1)
+    # peepholes (Hc, *P): one weight per channel or a full spatial map, broadcast over the batch
     peep = _f32(cell.weight_peephole).chunk(3) if cell.weight_peephole is not None else None
-    if peep is not None:  # (Hc, *P): one weight per channel or a full spatial map, broadcast over the batch
-        i = g.add(i, g.mul(g.const(peep[0], "p_i"), c))
-        f = g.add(f, g.mul(g.const(peep[1], "p_f"), c))
-    c_new = g.add(g.mul(g.sigmoid(f), c), g.mul(g.sigmoid(i), g.tanh(gg)))
-    if peep is not None:
-        o = g.add(o, g.mul(g.const(peep[2], "p_o"), c_new))
-    h_new = g.mul(g.sigmoid(o), g.tanh(c_new))
+    h_new, c_new = _lstm_gate_math(g, gates, c, peep)
     return h_new, [h_new, c_new]
 
 
