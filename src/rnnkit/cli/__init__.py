@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import click
 
+from ..backends.allocator import keep_freed_memory
 from ..data.text import DataError
 from ..training.checkpoint import CheckpointError
 from ..training.trainer import TrainingError
@@ -50,6 +51,8 @@ _register()
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    # this process is ours: keep the large per-step buffers mapped between steps (backends/allocator.py)
+    keep_freed_memory()
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="rnnkit", standalone_mode=False)
