@@ -238,9 +238,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     results["keep_freed_memory"] = results_malloc
     if args.quick:
         return
-    (HERE / "results.json").write_text(json.dumps(results, indent=1))
+    raw = args.out.with_name("results.json")  # the raw numbers beside the report (benchmarks/ by default)
+    raw.write_text(json.dumps(results, indent=1))
     write_markdown(results, args.out)
-    print(f"\nwrote {args.out} and {HERE / 'results.json'}")
+    print(f"\nwrote {args.out} and {raw}")
 
 
 def write_markdown(results: dict, path: Path) -> None:
