@@ -141,7 +141,8 @@ inline void small_gemm(int64_t rows, int64_t n, int64_t k, const R* A, int64_t l
       const int64_t nc = std::min(CB, n - j0);
       R acc[RB][CB];
       for (int64_t r = 0; r < RB; ++r)
-        for (int64_t j = 0; j < CB; ++j) acc[r][j] = (r < nr && j < nc && beta != R(0)) ? C[(b0 + r) * ldc + j0 + j] : R(0);
+        for (int64_t j = 0; j < CB; ++j)
+          acc[r][j] = (r < nr && j < nc && beta != R(0)) ? beta * C[(b0 + r) * ldc + j0 + j] : R(0);
       if (nr == RB && nc == CB) {
         for (int64_t kk = 0; kk < k; ++kk) {
           const R* __restrict__ w = Wt + kk * n + j0;
