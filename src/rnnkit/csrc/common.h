@@ -181,13 +181,14 @@ class StepGemm {
   StepGemm(bool nt, int64_t n, int64_t k, const R* W, int64_t ldw, int64_t max_rows)
       : nt_(nt), n_(n), k_(k), W_(W), ldw_(ldw) {
     route_ = choose(max_rows);
+    if (route_ == GemmRoute::Blas) return;  // BLAS reads W in place
     const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<R>::value);
-    if (route_ == GemmRoute::Small) {  // Wt (k, n) contiguous
-      auto w = at::from_blob(const_cast<R*>(W), {nt ? n : k, nt ? k : n}, {ldw, 1}, opts);
-      wt_ = (nt ? w.t() : w).contiguous();
-    } else if (route_ == GemmRoute::OneDnn) {  // (n, k) contiguous, then oneDNN's blocked layout
-      auto w = at::from_blob(const_cast<R*>(W), {nt ? n : k, nt ? k : n}, {ldw, 1}, opts);
-      packed_ = OneDnnLinear::get().reorder->call((nt ? w : w.t()).contiguous(), max_rows);
+    const auto w = at::from_blob(const_cast<R*>(W), {nt ? n : k, nt ? k : n}, {ldw, 1}, opts);
+    const auto w_kn = nt ? w.t() : w;  // the (k, n) view: C = A · w_kn
+    if (route_ == GemmRoute::Small) {
+      wt_ = w_kn.contiguous();
+    } else {  // (n, k) contiguous, then oneDNN's blocked layout
+      packed_ = OneDnnLinear::get().reorder->call(w_kn.t().contiguous(), max_rows);
     }
   }
 
@@ -299,6 +300,25 @@ struct Keep {
     }
   }
   const R* row(int64_t t, int64_t b) const { return p + t * st + b * sb; }
+};
+
+// Rows (B, S) of step t in a per-step buffer (n, B, S) that backward reads back, or — when that
+// buffer is empty because nothing needs a gradient — in a ring of `ring` scratch steps reused over
+// the loop (1 for values used within their step, 2 for a state read by the next step).
+template <typename R>
+class StepRows {
+ public:
+  StepRows(const Tensor& saved, int64_t B, int64_t S, int64_t ring, const at::TensorOptions& opts)
+      : scratch_(saved.numel() ? Tensor() : at::empty({ring, B, S}, opts)),
+        base_((saved.numel() ? saved : scratch_).data_ptr<R>()),
+        ring_(saved.numel() ? 0 : ring),
+        stride_(B * S) {}
+  R* operator[](int64_t t) const { return base_ + (ring_ ? t % ring_ : t) * stride_; }
+
+ private:
+  Tensor scratch_;
+  R* base_;
+  int64_t ring_, stride_;
 };
 
 // A parameter vector that may be absent (bias, peepholes): zeros then, for the

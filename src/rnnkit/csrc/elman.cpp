@@ -23,10 +23,7 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   Keep<R> zh(zh_, H, u.options());
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
-  // activations of every step (saved), or of the current step only when nothing is saved
-  Tensor ht_scratch = ht.numel() ? Tensor() : at::empty({B, H}, u.options());
-  R* htp = ht.numel() ? ht.data_ptr<R>() : ht_scratch.data_ptr<R>();
-  const int64_t ht_step = ht.numel() ? B * H : 0;
+  const StepRows<R> act_rows(ht, B, H, 1, u.options());  // activations (saved, or this step's)
   h_n.copy_(h0);
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
@@ -34,7 +31,7 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   const StepGemm<R> rec_gemm(true, H, H, W, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
-    R* a = htp + t * ht_step;
+    R* a = act_rows[t];
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
     rec_gemm(nb, hm, H, R(0), a, H);

@@ -29,7 +29,6 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
                       const OptTensor& lengths, const Tensor& rmask, const OptTensor& zh_, Tensor& y, Tensor& h_n,
                       Tensor& gates) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3, G = 3 * H, S = gates.size(2);
-  const bool save = gates.size(0) > 0;  // else one step's gates in a scratch row (nothing needs a gradient)
   const R* up = u.data_ptr<R>();
   const R* W = w_hh.data_ptr<R>();
   MaybeVec<R> bias(b_hh, G, u.options());
@@ -38,8 +37,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   Keep<R> zh(zh_, H, u.options());
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
-  Tensor gates_scratch = save ? Tensor() : at::empty({B, S}, u.options());
-  R* gp = save ? gates.data_ptr<R>() : gates_scratch.data_ptr<R>();
+  const StepRows<R> gate_rows(gates, B, S, 1, u.options());  // saved, or this step's only
   h_n.copy_(h0);
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
@@ -55,7 +53,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   if (!after) n_gemm.emplace(true, H, H, W + 2 * H * H, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
-    R* gt = gp + (save ? t * B * S : 0);
+    R* gt = gate_rows[t];
     if (rm)
       for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
     // after: all three blocks; before: only r, z (n needs r first)
@@ -173,7 +171,7 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
         if (after) std::fill(dwt + b * G, dwt + (b + 1) * G, R(0));
         return;
       }
-      const R* g = gates.data_ptr<R>() + (t * B + b) * S;
+      const R* g = gp + (t * B + b) * S;
       const R* hp = hprev_all + b * H;
       const R* dyr = dyp + (t * B + b) * H;
       R* dhr = dhv + b * H;
@@ -205,7 +203,6 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
         }
       }
     });
-    (void)gp;
     if (after) {
       // ∂L/∂h_{t-1} += (dw_t W_hh) ⊙ rmask
       if (rm) {
@@ -224,7 +221,7 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
           std::fill(recr, recr + H, R(0));
           return;
         }
-        const R* g = gates.data_ptr<R>() + (t * B + b) * S;
+        const R* g = gp + (t * B + b) * S;
         const R* hp = hprev_all + b * H;
         const R* rmr = rm ? rm + b * H : nullptr;
         const R* dqr = dq + b * H;

@@ -32,9 +32,6 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
                        Tensor& gates, Tensor& cs, Tensor& ct) {
   const int64_t T = u.size(0), B = u.size(1), G = u.size(2), H = G / 4, P = h0.size(1);
   const bool proj = w_hr.defined();
-  // without saving (nothing needs a gradient) the gates live in one scratch step and
-  // the cell states in a ring of two
-  const bool save = gates.size(0) > 0;
   const auto opts = u.options();
   const R* up = u.data_ptr<R>();
   const R* W = w_hh.data_ptr<R>();
@@ -46,18 +43,13 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   Steps steps(lengths, B);
 
   R* yp = y.data_ptr<R>();
-  Tensor gates_scratch = save ? Tensor() : at::empty({B, G}, opts);
-  Tensor cs_ring = save ? Tensor() : at::empty({2, B, H}, opts);
-  R* gp = save ? gates.data_ptr<R>() : gates_scratch.data_ptr<R>();
-  R* csp = save ? cs.data_ptr<R>() : cs_ring.data_ptr<R>();
-  auto cs_row = [&](int64_t t) { return save ? t : t & 1; };
+  // saved for backward, or (nothing needs a gradient) one scratch step; cell states c_0..c_T in a ring of two
+  const StepRows<R> gate_rows(gates, B, G, 1, opts), c_rows(cs, B, H, 2, opts);
   // c~_t goes to `ct` when zoneout needs it saved, else to a scratch row
-  Tensor ct_scratch = ct.numel() ? Tensor() : at::empty({B, H}, opts);
-  R* ctp = ct.numel() ? ct.data_ptr<R>() : ct_scratch.data_ptr<R>();
-  const int64_t ct_step = ct.numel() ? B * H : 0;
+  const StepRows<R> ctil_rows(ct, B, H, 1, opts);
   h_n.copy_(h0);
   R* h = h_n.data_ptr<R>();  // running h_{t-1} (B,P)
-  std::memcpy(csp, c0.data_ptr<R>(), sizeof(R) * B * H);
+  std::memcpy(c_rows[0], c0.data_ptr<R>(), sizeof(R) * B * H);
   Tensor hm_buf = rm ? at::empty({B, P}, opts) : Tensor();
   Tensor m_buf = proj ? at::empty({B, H}, opts) : Tensor();
   Tensor hp_buf = proj ? at::empty({B, P}, opts) : Tensor();
@@ -70,18 +62,18 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   if (proj) proj_gemm.emplace(true, P, H, Wr, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
-    R* gt = gp + (save ? t * B * G : 0);
+    R* gt = gate_rows[t];
     if (rm)
       for (int64_t k = 0; k < nb * P; ++k) hm[k] = h[k] * rm[k];
     rec_gemm(nb, hm, P, R(0), gt, G);  // a_t - u_t
-    const R* cprev_all = csp + cs_row(t) * B * H;
-    R* cnew_all = csp + cs_row(t + 1) * B * H;
+    const R* cprev_all = c_rows[t];
+    R* cnew_all = c_rows[t + 1];
     for_rows(B, G, [&](int64_t b) {
       R* __restrict__ g = gt + b * G;
       const R* __restrict__ cp = cprev_all + b * H;
       R* __restrict__ cn = cnew_all + b * H;
       R* __restrict__ yr = yp + (t * B + b) * P;
-      R* __restrict__ ctr = ctp + t * ct_step + b * H;
+      R* __restrict__ ctr = ctil_rows[t] + b * H;
       if (!steps.valid(t, b)) {  // padded step: carry the state, output zero
         std::memcpy(cn, cp, sizeof(R) * H);
         std::memcpy(ctr, cp, sizeof(R) * H);
@@ -137,7 +129,7 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
     }
   }
   // final c of each row = the carried state after its last valid step = cs[T]
-  std::memcpy(c_n.data_ptr<R>(), csp + cs_row(T) * B * H, sizeof(R) * B * H);
+  std::memcpy(c_n.data_ptr<R>(), c_rows[T], sizeof(R) * B * H);
 }
 
 template <typename R>
