@@ -295,8 +295,7 @@ class Trainer:
         t0 = self._t0 = self._clock()
         wall0 = time.monotonic()  # tokens/s is a throughput: always per wall-clock second
         if c.eval_every_minutes is not None:
-            period = 60.0 * c.eval_every_minutes
-            self._next_eval_time = (math.floor(self.elapsed_before / period) + 1) * period
+            self._next_eval_time = self._next_eval_boundary(self.elapsed_before)
         tokens_at_start = self.tokens
         total = c.max_steps
         if total is None and c.max_epochs is not None and _len(self.train_data):
@@ -340,12 +339,12 @@ class Trainer:
                     record = self._optimizer_step(acc_loss, acc_count)
                     acc_loss = acc_count = 0.0
                     record["tokens_per_s"] = (self.tokens - tokens_at_start) / max(time.monotonic() - wall0, 1e-9)
-                    record["elapsed_s"] = self.elapsed_before + self._clock() - t0
+                    record["elapsed_s"] = self.elapsed()
                     self._log(record, bar)
                     self._fire("step_end", record)
                     if (c.eval_every and self.step % c.eval_every == 0) or self._eval_time_due():
                         stop = self._evaluate_and_track() or stop
-                    stop = stop or self._time_or_step_limit(t0)
+                    stop = stop or self._time_or_step_limit()
                     if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                         self.save(self._clock() - t0)
                     if stop:
@@ -362,7 +361,7 @@ class Trainer:
                         stop = self._evaluate_and_track() or stop
                     if self._epoch_scheduler:
                         self.scheduler.step()  # epoch_decay
-                    stop = stop or self._time_or_step_limit(t0)
+                    stop = stop or self._time_or_step_limit()
             if self.val_data is not None and self.last_eval_step != self.step:
                 self._evaluate_and_track()
             if self.out_dir is not None and self.last_checkpoint_step != self.step:
@@ -372,7 +371,7 @@ class Trainer:
                 bar.close()
             self._close_logs()
         summary = {"step": self.step, "epoch": self.epoch, "stop": stop, "tokens": self.tokens,
-                   "elapsed_s": self.elapsed_before + self._clock() - t0,
+                   "elapsed_s": self.elapsed(),
                    "last_eval": self.history[-1] if self.history else None}
         self._fire("fit_end", summary)
         return summary
@@ -398,34 +397,36 @@ class Trainer:
         return {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr,
                 "grad_norm": grad_norm, "tokens": self.tokens}
 
-    def _time_or_step_limit(self, t0: float) -> Optional[str]:
+    def _any_rank(self, flag: bool) -> bool:
+        """`flag` if any rank raises it: clock-driven decisions must agree on every rank under DDP."""
+        if not self.dist:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _time_or_step_limit(self) -> Optional[str]:
         c = self.config
         if c.max_steps is not None and self.step >= c.max_steps:
             return "max_steps"
-        if c.max_minutes is not None:
-            over = float(self.elapsed_before + self._clock() - t0 >= 60.0 * c.max_minutes)
-            if self.dist:  # every rank must stop at the same step
-                t = torch.tensor([over], device=self.device)
-                self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
-                over = float(t.item())
-            if over:
-                return "max_minutes"
+        if c.max_minutes is not None and self._any_rank(self.elapsed() >= 60.0 * c.max_minutes):
+            return "max_minutes"
         return None
+
+    def _next_eval_boundary(self, elapsed: float) -> float:
+        """The first multiple of `eval_every_minutes` after `elapsed` seconds."""
+        period = 60.0 * self.config.eval_every_minutes
+        return (math.floor(elapsed / period) + 1) * period
 
     def _eval_time_due(self) -> bool:
         """True when `eval_every_minutes` of the clock have passed since the last time-based evaluation
         (the same answer on every rank: an evaluation is a collective under DDP)."""
         if self.config.eval_every_minutes is None or self.val_data is None:
             return False
-        due = float(self.elapsed() >= self._next_eval_time)
-        if self.dist:
-            t = torch.tensor([due], device=self.device)
-            self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
-            due = float(t.item())
+        due = self._any_rank(self.elapsed() >= self._next_eval_time)
         if due:
-            period = 60.0 * self.config.eval_every_minutes
-            self._next_eval_time = (math.floor(self.elapsed() / period) + 1) * period
-        return bool(due)
+            self._next_eval_time = self._next_eval_boundary(self.elapsed())
+        return due
 
     # ----------------------------------------------------------- evaluate
     @torch.no_grad()
