@@ -215,16 +215,21 @@ def test_forecaster(mode: str, head: str, masked: bool, K: int, cell: str, layer
         assert check_onnx(model, path, x, future=future) <= TOL
 
 
-@pytest.mark.parametrize("feed,cell,peephole,channels", [
-    ("none", "convlstm", True, 1), ("frames", "convgru", False, 2), ("frames", "convlstm", False, 1)])
-def test_video_encoder_forecaster(feed: str, cell: str, peephole: bool, channels: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("feed,cell,peephole,channels,head", [
+    ("none", "convlstm", True, 1, "pixels"), ("frames", "convgru", False, 2, "pixels"),
+    ("frames", "convlstm", False, 1, "pixels"), ("none", "convlstm", False, 2, "advect"),
+    ("frames", "convgru", False, 1, "advect")])
+def test_video_encoder_forecaster(feed: str, cell: str, peephole: bool, channels: int, head: str,
+                                  tmp_path: Path) -> None:
     """frames (k, B, C, S, S) -> logits of the next n frames: patching by Reshape/Transpose, the ConvLSTM /
-    ConvGRU stacks as Scan, the rollout on its own predicted frames unrolled over n."""
+    ConvGRU stacks as Scan, the rollout on its own predicted (or moved) frames unrolled over n."""
     from rnnkit.models.video import EncoderForecaster, VideoConfig
 
-    model = EncoderForecaster(VideoConfig(frame_size=8, channels=channels, patch_size=2, cell=cell,
+    torch.manual_seed(0)
+    model = EncoderForecaster(VideoConfig(frame_size=16, channels=channels, patch_size=2, cell=cell,
                                           hidden_channels=4, num_layers=2, kernel_size=3, input_frames=3,
-                                          output_frames=3, forecaster_input=feed, peephole=peephole)).eval()
+                                          output_frames=3, forecaster_input=feed, peephole=peephole, head=head,
+                                          advect_kernels=2, advect_size=5)).eval()
     path = export_onnx(model, tmp_path / "video.onnx")
     for B, k in ((2, 3), (1, 4)):  # dynamic batch and number of input frames
-        assert check_onnx(model, path, torch.rand(k, B, channels, 8, 8)) <= TOL
+        assert check_onnx(model, path, torch.rand(k, B, channels, 16, 16)) <= TOL

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rnnkit.data.moving_digits import MovingDigits, digit_pools
-from rnnkit.models.video import (EncoderForecaster, VideoConfig, VideoTask, copy_last_frame, frame_metrics,
-                                 mean_frame, save_gif, save_strip)
+from rnnkit.models.video import (AdvectionHead, EncoderForecaster, VideoConfig, VideoTask, copy_last_frame,
+                                 frame_metrics, mean_frame, save_gif, save_strip)
 
 from helpers import cli_outcome as _cli, fit_losses
 
@@ -23,8 +23,11 @@ def _batch(cfg: VideoConfig, B: int = 2, start: int = 0) -> torch.Tensor:
     return gen.batch(start, B)
 
 
+ADVECT = dict(head="advect", advect_kernels=2, advect_size=5)
+
+
 @pytest.mark.parametrize("options", [dict(), dict(cell="convgru", num_layers=2), dict(forecaster_input="frames"),
-                                     dict(peephole=True)])
+                                     dict(peephole=True), ADVECT, dict(ADVECT, forecaster_input="frames")])
 def test_shapes_and_probabilities(options):
     cfg = VideoConfig(**{**TINY, **options})
     model = EncoderForecaster(cfg)
@@ -36,9 +39,10 @@ def test_shapes_and_probabilities(options):
     assert model.encoder.last_backend == "reference"  # auto (see backends/conv.py)
 
 
-def test_full_teacher_forcing_equals_feeding_the_truth_step_by_step():
+@pytest.mark.parametrize("options", [dict(forecaster_input="frames"), ADVECT, dict(ADVECT, forecaster_input="frames")])
+def test_full_teacher_forcing_equals_feeding_the_truth_step_by_step(options):
     torch.manual_seed(0)
-    cfg = VideoConfig(**{**TINY, "forecaster_input": "frames", "output_frames": 3})
+    cfg = VideoConfig(**{**TINY, **options, "output_frames": 3})
     model = EncoderForecaster(cfg)
     x = _batch(cfg, start=5)
     one_pass = model(x[:3], x[3:], teacher_forcing=1.0)
@@ -49,13 +53,47 @@ def test_full_teacher_forcing_equals_feeding_the_truth_step_by_step():
     torch.testing.assert_close(free[0], one_pass[0])  # the first step sees the last input frame either way
 
 
-def test_a_few_steps_lower_the_loss():
+@pytest.mark.parametrize("options,steps,bound", [(dict(), 15, 0.7), (dict(ADVECT, forecaster_input="frames"), 30, 0.85)])
+def test_a_few_steps_lower_the_loss(options, steps, bound):
+    """The advection head starts as copy-last-frame (a lower first loss), so it gets more steps to fall."""
     torch.manual_seed(0)
-    cfg = VideoConfig(**TINY)
+    cfg = VideoConfig(**TINY, **options)
     model, task = EncoderForecaster(cfg), VideoTask(cfg)
     x = _batch(cfg, B=4)
-    losses = fit_losses(model, task, x, steps=15)
-    assert losses[-1] < 0.7 * losses[0]
+    losses = fit_losses(model, task, x, steps=steps)
+    assert losses[-1] < bound * losses[0]
+
+
+def _one_hot_head(dy: int, dx: int, K: int = 5, M: int = 2, Hc: int = 3, C: int = 2) -> AdvectionHead:
+    """A head whose first kernel is the single tap (dy, dx) and whose masks all pick that kernel."""
+    head = AdvectionHead(Hc, C, patch_size=2, kernels=M, size=K).double()
+    with torch.no_grad():
+        head.kernel_logits.weight.zero_()
+        head.kernel_logits.bias.fill_(-1e4).view(M, K, K)[0, dy, dx] = 0.0
+        head.mask_logits.weight.zero_()
+        head.mask_logits.bias.zero_().view(M + 1, 4)[0] = 1e4
+    return head
+
+
+def test_advection_moves_the_previous_frame():
+    """Tap (dy, dx) of a K×K kernel reads prev at (y + dy − K//2, x + dx − K//2); outside the frame is black."""
+    prev = torch.rand(2, 2, 8, 8, dtype=torch.float64)
+    h = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(_one_hot_head(2, 2)(h, prev), prev)  # the centre tap copies
+    down_right = _one_hot_head(1, 0)(h, prev)  # reads one row up, two columns left: content moves down/right
+    expected = torch.zeros_like(prev)
+    expected[..., 1:, 2:] = prev[..., :-1, :-2]
+    torch.testing.assert_close(down_right, expected)
+    head = AdvectionHead(3, 2, patch_size=2, kernels=2, size=5).double()  # any head: a convex mixture
+    out = head(h, prev).detach()
+    assert float(out.min()) >= 0 and float(out.max()) <= 1 + 1e-12
+
+
+def test_advection_gradcheck():
+    head = AdvectionHead(3, 1, patch_size=2, kernels=2, size=3).double()
+    h = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    prev = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(head, (h, prev))
 
 
 def test_metrics_and_baselines():
@@ -81,6 +119,10 @@ def test_bad_frames_name_the_shape():
         VideoConfig(**{**TINY, "kernel_size": 4})
     with pytest.raises(ValueError, match="divisible by patch_size"):
         VideoConfig(**{**TINY, "patch_size": 3})
+    with pytest.raises(ValueError, match="advect_size must be odd; got 4"):
+        VideoConfig(**{**TINY, **ADVECT, "advect_size": 4})
+    with pytest.raises(ValueError, match="head must be one of"):
+        VideoConfig(**{**TINY, "head": "flow"})
 
 
 def test_strip_and_gif(tmp_path):

@@ -56,10 +56,13 @@ def load_weights(path: Path) -> Dict[str, torch.Tensor]:
 
 def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
             build: Callable[[Dict[str, Any]], Tuple[nn.Module, Any, Any, Any, Dict[str, Any], List[str]]],
-            finish: Callable[[nn.Module, Dict[str, Any], Path, Trainer], None]) -> None:
+            finish: Callable[[nn.Module, Dict[str, Any], Path, Trainer], None], *,
+            select: Optional[Callable[[Dict[str, Any]], Tuple[str, Callable[[nn.Module], float]]]] = None) -> None:
     """Resolve settings, build (model, task, train_data, val_data, run_info, report lines), train, then `finish`.
 
-    run_info is stored in every checkpoint (and must match on --resume).
+    run_info is stored in every checkpoint (and must match on --resume). The best weights are those with
+    the lowest validation loss, or, with `select`, the lowest value of the (name, score(model)) it makes
+    from the settings (e.g. 1 − SSIM where the loss is not what the user judges the model by).
     """
     s, out, record = resolve_run(ctx, values)
     train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
@@ -83,15 +86,21 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
     trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out,
                       run_info=json.loads(json.dumps(run_info)), device=device)
     best_path = out / "best.safetensors"
-    best = {"loss": None}
+    best_name, score = select(s) if select is not None else ("val_loss", None)
+    best = {"value": None}
     if record is not None and best_path.exists():  # a resumed run keeps its best weights unless beaten
-        best["loss"] = read_checkpoint(record)[0].get("counters", {}).get("best")
+        if score is None:
+            best["value"] = read_checkpoint(record)[0].get("counters", {}).get("best")
+        elif (out / "best.json").exists():
+            best["value"] = json.loads((out / "best.json").read_text())["value"]
 
     def keep_best(tr: Trainer, rec: Dict[str, Any]) -> None:
-        v = rec.get("val_loss")
-        if v is not None and (best["loss"] is None or v < best["loss"]):
-            best["loss"] = v
+        v = rec.get("val_loss") if score is None else score(tr.model)
+        if v is not None and (best["value"] is None or v < best["value"]):
+            best["value"] = v
             save_weights(best_path, tr.model)
+            if score is not None:
+                write_json_atomic(out / "best.json", {"step": tr.step, best_name: v, "value": v})
 
     trainer.add_hook("eval_end", keep_best)
     summary = trainer.fit(resume=record)
@@ -99,7 +108,7 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
         model.load_state_dict(load_weights(best_path))
     if not quiet:
         click.echo(f"rnnkit: stopped ({summary['stop']}) at step {summary['step']}, epoch {summary['epoch']}, "
-                   f"{summary['elapsed_s']:.0f} s; best val_loss {best['loss']}"
+                   f"{summary['elapsed_s']:.0f} s; best {best_name} {best['value']}"
                    + (" (weights restored from best.safetensors)" if best_path.exists() else ""))
     finish(model, s, out, trainer)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..data.moving_digits import MNIST_DIR, MovingDigits, VideoBatches, digit_pools
-from ..models.video import (FEEDS, VIDEO_CELLS, EncoderForecaster, VideoConfig, VideoTask, evaluate_video,
+from ..models.video import (FEEDS, HEADS, VIDEO_CELLS, EncoderForecaster, VideoConfig, VideoTask, evaluate_video,
                             metrics_table, plot_per_frame, save_gif, save_strip)
 from .apps import app_training_specs, load_app_model, repo_path, run_app
 from .options import NONNEG_INT, POS_INT, PROB, recipe_options
@@ -54,8 +54,15 @@ VIDEO_SPECS = [
     ("peephole", bool, False, "Hadamard peepholes (convlstm)."),
     ("forecaster_input", click.Choice(FEEDS), "none", "none: the paper's input-less forecaster; frames: feed "
                                                       "the previous frame."),
-    ("teacher_forcing", click.FloatRange(0.0, 1.0), 0.0, "With forecaster_input=frames: probability of feeding "
-                                                          "the true previous frame in training."),
+    ("head", click.Choice(HEADS), "pixels", "pixels: draw each frame from the hidden maps (Shi et al.); advect: "
+                                            "move the previous frame by predicted kernels (Finn et al.'s CDNA)."),
+    ("advect_kernels", POS_INT, 4, "head=advect: motion kernels per sequence."),
+    ("advect_size", POS_INT, 9, "head=advect: odd size of the motion kernels (the largest move is half of it)."),
+    ("select_by", click.Choice(["ssim", "bce"]), "ssim", "Which validation score picks the weights kept "
+                                                          "(best.safetensors): SSIM, or the loss (BCE)."),
+    ("teacher_forcing", click.FloatRange(0.0, 1.0), 0.0, "With forecaster_input=frames or head=advect: "
+                                                          "probability of using the true previous frame in "
+                                                          "training."),
     ("batches_per_epoch", POS_INT, 100, "Batches per epoch (new sequences every epoch)."),
     ("val_sequences", POS_INT, 32, "Validation sequences (valid split)."),
     ("test_sequences", POS_INT, 64, "Test sequences for the final metrics (test split)."),
@@ -66,7 +73,8 @@ def _video_config(s: Dict[str, Any]) -> VideoConfig:
     return VideoConfig(frame_size=s["frame_size"], patch_size=s["patch_size"], cell=s["cell"],
                        hidden_channels=s["hidden_channels"], num_layers=s["num_layers"], kernel_size=s["kernel_size"],
                        input_frames=s["input_frames"], output_frames=s["output_frames"],
-                       forecaster_input=s["forecaster_input"], peephole=s["peephole"])
+                       forecaster_input=s["forecaster_input"], peephole=s["peephole"], head=s["head"],
+                       advect_kernels=s["advect_kernels"], advect_size=s["advect_size"])
 
 
 def _mnist_dir(s: Dict[str, Any]) -> str:
@@ -81,9 +89,9 @@ def _video_source(s: Dict[str, Any], split: str, pools=None) -> MovingDigits:
 
 def _build_video(s: Dict[str, Any]):
     cfg = _video_config(s)
-    if s["teacher_forcing"] and cfg.forecaster_input != "frames":
-        raise ValueError("--teacher-forcing needs --forecaster-input frames (the input-less forecaster sees no "
-                         "frames to force)")
+    if s["teacher_forcing"] and cfg.forecaster_input != "frames" and cfg.head != "advect":
+        raise ValueError("--teacher-forcing needs --forecaster-input frames or --head advect (the input-less "
+                         "pixel forecaster sees no frames to force)")
     pools = digit_pools(_mnist_dir(s))
     train = VideoBatches(_video_source(s, "train", pools), s["batch_size"], s["batches_per_epoch"], fixed=False)
     vb = min(s["batch_size"], s["val_sequences"])
@@ -94,6 +102,21 @@ def _build_video(s: Dict[str, Any]):
     report = [f"video: {s['frame_size']}x{s['frame_size']} frames, {s['num_digits']} digits, "
               f"{cfg.input_frames} in -> {cfg.output_frames} out; digit pools train/valid/test 8000/1000/1000"]
     return model, VideoTask(cfg, s["teacher_forcing"]), train, val, run_info, report
+
+
+def _video_selection(s: Dict[str, Any]):
+    """--select-by ssim: keep the weights with the highest mean SSIM on the validation sequences (as 1 − SSIM)."""
+    if s["select_by"] != "ssim":
+        return "val_loss", None
+    vb = min(s["batch_size"], s["val_sequences"])
+    val = VideoBatches(_video_source(s, "valid"), vb, max(1, s["val_sequences"] // vb), fixed=True)
+
+    def one_minus_ssim(model: torch.nn.Module) -> float:
+        ssim = evaluate_video(model, val.batches(), baselines=False)["model"]["ssim"]
+        model.train()
+        return 1.0 - float(np.mean(ssim))
+
+    return "1 - val SSIM", one_minus_ssim
 
 
 def _finish_video(model: EncoderForecaster, s: Dict[str, Any], out: Path, trainer) -> None:
@@ -139,7 +162,7 @@ def train_video(ctx: click.Context, **values: Any) -> None:
     Validation: BCE per pixel (val_loss). At the end: per-frame MSE, BCE, SSIM on
     the test split next to copy-last-frame and mean-frame baselines.
     """
-    run_app(ctx, "video", values, _build_video, _finish_video)
+    run_app(ctx, "video", values, _build_video, _finish_video, select=_video_selection)
 
 
 def load_video_model(path: str, device: torch.device):

@@ -674,15 +674,23 @@ def _video_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[list, l
     """EncoderForecaster (eval): frames (k, B, C, S, S) -> logits (n, B, C, S, S) of the next n frames.
 
     Frames are cut into p×p patches (pixel_unshuffle) and back (pixel_shuffle) by Reshape/Transpose;
-    forecaster_input "none" runs the forecaster once over n zero inputs from the encoder's state,
-    "frames" rolls it out one step at a time on σ(its own previous logits), unrolled over the fixed n.
+    forecaster_input "none" with the pixel head runs the forecaster once over n zero inputs from the
+    encoder's state; otherwise it rolls out one step at a time on its own previous frame (fed, or moved
+    by the advection head: Pad, the K² shifted Slices, Einsum with the kernels, Softmax masks),
+    unrolled over the fixed n.
     """
+    from ..models.video import LOGIT_EPS
+
     _, helper = _onnx()
     c = model.config
     C, S, p, n = c.channels, c.frame_size, c.patch_size, c.output_frames
     s, P2C = S // p, model.patch_channels
     for layer in (model.encoder, model.forecaster):
         _check_layer(layer)
+    if c.head == "advect" and s % model.advect.POOL:
+        raise ExportError(f"cannot export EncoderForecaster with head 'advect': its kernels average-pool the "
+                          f"{s}x{s} patch grid to {model.advect.POOL}x{model.advect.POOL}, which ONNX AveragePool "
+                          f"does only when {s} is a multiple of {model.advect.POOL}")
     inputs = [helper.make_tensor_value_info("frames", FLOAT, ["time", "batch", C, S, S])]
     shape = lambda dims: g.const(np.array(dims, dtype=np.int64), "shape")  # noqa: E731
     lead = lambda x: g.slice_shape(x, 0, 2)  # noqa: E731  (T, B) of a sequence
@@ -692,26 +700,57 @@ def _video_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[list, l
         y = g.op("Transpose", [y], perm=[0, 1, 3, 5, 2, 4])
         return g.op("Reshape", [y, g.op("Concat", [lead(x), shape([P2C, s, s])], axis=0)])
 
-    def logits(h: str) -> str:  # (T, B, Hc, s, s) -> (T, B, C, S, S): 1×1 conv head, then F.pixel_shuffle
-        frames = g.op("Reshape", [h, shape([-1, c.hidden_channels, s, s])])
-        y = g.op("Conv", [frames, g.const(_f32(model.head.weight), "head_w"), g.const(_f32(model.head.bias), "head_b")],
-                 kernel_shape=[1, 1])
-        y = g.op("Transpose", [g.op("Reshape", [y, shape([-1, C, p, p, s, s])])], perm=[0, 1, 4, 2, 5, 3])
+    def unpatch(y: str, channels: int) -> str:  # (N, channels·p², s, s) -> (N, channels, S, S), as F.pixel_shuffle
+        y = g.op("Transpose", [g.op("Reshape", [y, shape([-1, channels, p, p, s, s])])], perm=[0, 1, 4, 2, 5, 3])
+        return g.op("Reshape", [y, shape([-1, channels, S, S])])
+
+    def conv1x1(x: str, conv: nn.Conv2d, hint: str) -> str:
+        return g.op("Conv", [x, g.const(_f32(conv.weight), hint + "_w"), g.const(_f32(conv.bias), hint + "_b")],
+                    kernel_shape=[1, 1])
+
+    def advect(h: str, prev: str) -> str:  # h (N, Hc, s, s), prev (N, C, S, S) -> next frame (N, C, S, S)
+        a = model.advect
+        M, K, r = a.kernels, a.size, a.size // 2
+        pooled = g.op("AveragePool", [h], kernel_shape=[s // a.POOL] * 2, strides=[s // a.POOL] * 2)
+        flat = g.op("Reshape", [pooled, shape([-1, c.hidden_channels * a.POOL ** 2])])
+        logits = g.matmul_t(flat, _f32(a.kernel_logits.weight), _f32(a.kernel_logits.bias), "kernels")
+        kernels = g.op("Softmax", [g.op("Reshape", [logits, shape([-1, M, K * K])])], axis=-1)
+        padded = g.op("Pad", [prev, shape([0, 0, r, r, 0, 0, r, r])])
+        axes = shape([2, 3])
+        shifted = g.op("Concat", [g.op("Unsqueeze", [g.op("Slice", [padded, shape([dy, dx]), shape([dy + S, dx + S]),
+                                                                    axes]), shape([1])])
+                                  for dy in range(K) for dx in range(K)], axis=1)  # (N, K², C, S, S)
+        moved = g.op("Einsum", [kernels, shifted], equation="bmq,bqcyx->bmcyx")
+        masks = g.op("Softmax", [unpatch(conv1x1(h, a.mask_logits, "masks"), M + 1)], axis=1)
+        kept = g.op("Unsqueeze", [g.op("Slice", [masks, shape([0]), shape([M]), shape([1])]), shape([2])])
+        probs = g.op("ReduceSum", [g.mul(kept, moved), shape([1])], keepdims=0)
+        squeezed = g.add(g.mul(probs, g.const(np.float32(1 - 2 * LOGIT_EPS), "scale")),
+                         g.const(np.float32(LOGIT_EPS), "eps"))  # as models.video._logit
+        return g.sub(g.op("Log", [squeezed]), g.op("Log", [g.one_minus(squeezed)]))
+
+    def logits(h: str, prev: str) -> str:  # (T, B, Hc, s, s), frames before them (T, B, C, S, S) -> (T, B, C, S, S)
+        frames_h = g.op("Reshape", [h, shape([-1, c.hidden_channels, s, s])])
+        if c.head == "pixels":
+            y = unpatch(conv1x1(frames_h, model.head, "head"), C)
+        else:
+            y = advect(frames_h, g.op("Reshape", [prev, shape([-1, C, S, S])]))
         return g.op("Reshape", [y, g.op("Concat", [lead(h), shape([C, S, S])], axis=0)])
 
     _, state = _recurrent_graph(g, model.encoder, patch("frames"), None, None, native_ops)
     batch = g.slice_shape("frames", 1, 2)
-    if c.forecaster_input == "none":
-        zeros = g.op("ConstantOfShape", [g.op("Concat", [shape([n]), batch, shape([P2C, s, s])], axis=0)])
-        h, _ = _recurrent_graph(g, model.forecaster, zeros, None, state, native_ops)
-        out = logits(h)
-    else:  # each step is fed σ of the previous step's logits, the first one the last observed frame
-        end = g.const(np.array([np.iinfo(np.int64).max]), "end")
-        prev = g.op("Slice", ["frames", g.const(np.array([-1]), "minus1"), end, g.const(np.array([0]), "ax0")])
-        outs = []
+    zeros = lambda steps: g.op("ConstantOfShape", [g.op("Concat", [shape([steps]), batch, shape([P2C, s, s])],  # noqa: E731
+                                                        axis=0)])
+    end = g.const(np.array([np.iinfo(np.int64).max]), "end")
+    last = g.op("Slice", ["frames", g.const(np.array([-1]), "minus1"), end, g.const(np.array([0]), "ax0")])
+    if c.forecaster_input == "none" and c.head == "pixels":
+        h, _ = _recurrent_graph(g, model.forecaster, zeros(n), None, state, native_ops)
+        out = logits(h, last)
+    else:  # each step reads or moves the previous frame: σ of the previous logits, first the last observed one
+        prev, outs = last, []
         for _ in range(n):
-            h, state = _recurrent_graph(g, model.forecaster, patch(prev), None, state, native_ops)
-            outs.append(logits(h))  # (1, B, C, S, S)
+            step = patch(prev) if c.forecaster_input == "frames" else zeros(1)
+            h, state = _recurrent_graph(g, model.forecaster, step, None, state, native_ops)
+            outs.append(logits(h, prev))  # (1, B, C, S, S)
             prev = g.sigmoid(outs[-1])
         out = g.op("Concat", outs, axis=0)
     return inputs, [("logits", out, [n, "batch", C, S, S])]

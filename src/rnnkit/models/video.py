@@ -12,6 +12,18 @@ patches becomes 16×16×16), so every convolution runs at the patch grid:
     logits_{k+j}  = shuffle(W ∗_1×1 h_{k+j} + b, P)                    (B, C, S, S)
     x̂_{k+j}       = σ(logits)                                          pixel intensities in [0, 1]
 
+With head "advect" the frame is not drawn from h but moved (Finn et al. 2016's CDNA,
+"convolutional dynamic neural advection"): from the forecaster's top hidden maps h
+come M normalised K×K motion kernels k_m (one set per sequence) and M + 1 per-pixel
+masks μ_m (softmax over m), and
+
+    x̂_{k+j}       = Σ_m μ_m ⊙ (k_m ∗ x_prev) + μ_{M+1} · 0                 x_prev = x̂_{k+j−1} (x_k first)
+
+so the forecaster only has to say where the content goes (and where it vanishes:
+the last mask picks the black background), not redraw the digits; the content
+comes from the previous frame — the truth with probability teacher_forcing in
+training, else the model's own previous prediction.
+
 Loss: binary cross-entropy per pixel (the paper's cross-entropy). Metrics per
 future frame: MSE and BCE (means per pixel) and SSIM (scikit-image), always next
 to two baselines that need no training: copy the last input frame, and the
@@ -33,6 +45,7 @@ from ..training.trainer import LossResult
 
 VIDEO_CELLS = ("convlstm", "convgru")
 FEEDS = ("none", "frames")
+HEADS = ("pixels", "advect")
 
 
 @dataclass
@@ -50,10 +63,13 @@ class VideoConfig:
     output_frames: int = 10
     forecaster_input: str = "none"
     peephole: bool = False
+    head: str = "pixels"
+    advect_kernels: int = 4
+    advect_size: int = 9
 
     def __post_init__(self) -> None:
         for name in ("frame_size", "channels", "patch_size", "hidden_channels", "num_layers", "kernel_size",
-                     "input_frames", "output_frames"):
+                     "input_frames", "output_frames", "advect_kernels", "advect_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"VideoConfig: {name} must be a positive int; got {v!r}")
@@ -64,13 +80,50 @@ class VideoConfig:
             raise ValueError(f"VideoConfig: cell must be one of {VIDEO_CELLS}; got {self.cell!r}")
         if self.forecaster_input not in FEEDS:
             raise ValueError(f"VideoConfig: forecaster_input must be one of {FEEDS}; got {self.forecaster_input!r}")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"VideoConfig: kernel_size must be odd; got {self.kernel_size}")
+        if self.head not in HEADS:
+            raise ValueError(f"VideoConfig: head must be one of {HEADS}; got {self.head!r}")
+        for name in ("kernel_size", "advect_size"):
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"VideoConfig: {name} must be odd; got {getattr(self, name)}")
         if self.peephole and self.cell != "convlstm":
             raise ValueError("VideoConfig: peephole needs cell 'convlstm'")
 
     def to_dict(self) -> Dict:
         return asdict(self)
+
+
+class AdvectionHead(nn.Module):
+    """CDNA (Finn et al. 2016): the next frame is the previous one moved by M kernels, mixed by per-pixel masks.
+
+    forward(h (B, Hc, s, s), prev (B, C, S, S) in [0, 1]) -> next frame (B, C, S, S) in [0, 1]
+    (a convex combination of moved copies of `prev` and black, so it stays in [0, 1]).
+    """
+
+    POOL = 4  # the kernels are read from h average-pooled to POOL×POOL: where things are, coarsely
+
+    def __init__(self, hidden_channels: int, channels: int, patch_size: int, kernels: int, size: int) -> None:
+        super().__init__()
+        self.kernels, self.size, self.patch_size = kernels, size, patch_size
+        self.kernel_logits = nn.Linear(hidden_channels * self.POOL ** 2, kernels * size * size)
+        self.mask_logits = nn.Conv2d(hidden_channels, (kernels + 1) * patch_size ** 2, 1)
+        with torch.no_grad():  # start as "copy the previous frame": every kernel peaked at its centre
+            self.kernel_logits.weight.mul_(0.1)
+            centre = torch.zeros(kernels, size, size)
+            centre[:, size // 2, size // 2] = 3.0
+            self.kernel_logits.bias.copy_(centre.flatten())
+
+    def forward(self, h: Tensor, prev: Tensor) -> Tensor:
+        M, K = self.kernels, self.size
+        pooled = F.adaptive_avg_pool2d(h, self.POOL).flatten(1)
+        kernels = torch.softmax(self.kernel_logits(pooled).view(h.shape[0], M, K * K), dim=-1)
+        N, C, S = prev.shape[0], prev.shape[1], prev.shape[-1]
+        # one grouped convolution: group (n, c) moves channel c of sequence n by its own M kernels
+        # (cross-correlation, so tap (dy, dx) reads prev at (y + dy − K//2, x + dx − K//2))
+        weight = kernels.view(N, 1, M, K, K).expand(N, C, M, K, K).reshape(N * C * M, 1, K, K)
+        moved = F.conv2d(prev.reshape(1, N * C, S, S), weight, padding=K // 2, groups=N * C)
+        moved = moved.view(N, C, M, S, S).transpose(1, 2)  # (N, M, C, S, S)
+        masks = torch.softmax(F.pixel_shuffle(self.mask_logits(h), self.patch_size), dim=1)  # (B, M+1, S, S)
+        return (masks[:, :M, None] * moved).sum(1)  # mask M+1 selects black
 
 
 class EncoderForecaster(nn.Module):
@@ -89,7 +142,10 @@ class EncoderForecaster(nn.Module):
 
         self.encoder = stack()
         self.forecaster = stack()
-        self.head = nn.Conv2d(c.hidden_channels, P2C, 1)
+        if c.head == "pixels":
+            self.head = nn.Conv2d(c.hidden_channels, P2C, 1)
+        else:
+            self.advect = AdvectionHead(c.hidden_channels, c.channels, c.patch_size, c.advect_kernels, c.advect_size)
 
     def check_frames(self, frames: Tensor, name: str = "frames") -> None:
         c = self.config
@@ -107,46 +163,61 @@ class EncoderForecaster(nn.Module):
         T, B = p.shape[:2]
         return F.pixel_shuffle(p.flatten(0, 1), self.config.patch_size).unflatten(0, (T, B))
 
-    def _logits(self, h: Tensor) -> Tensor:
-        """h (T, B, Hc, s, s) -> frame logits (T, B, C, S, S)."""
+    def _logits(self, h: Tensor, prev: Tensor) -> Tensor:
+        """h (T, B, Hc, s, s), the frames before them prev (T, B, C, S, S) -> frame logits (T, B, C, S, S)."""
         T, B = h.shape[:2]
-        return self._unpatch(self.head(h.flatten(0, 1)).unflatten(0, (T, B)))
+        if self.config.head == "pixels":
+            return self._unpatch(self.head(h.flatten(0, 1)).unflatten(0, (T, B)))
+        return _logit(self.advect(h.flatten(0, 1), prev.flatten(0, 1)).unflatten(0, (T, B)))
 
     def forward(self, frames: Tensor, targets: Optional[Tensor] = None, teacher_forcing: float = 0.0,
                 generator: Optional[torch.Generator] = None) -> Tensor:
         """Logits of the next n = output_frames frames.
 
-        frames: (k, B, C, S, S) inputs in [0, 1]; targets: (n, B, C, S, S), used only with
-        forecaster_input "frames" and teacher_forcing > 0 (training).
+        frames: (k, B, C, S, S) inputs in [0, 1]; targets: (n, B, C, S, S), used in training with
+        teacher_forcing > 0, where the previous frame is fed (forecaster_input "frames") or moved
+        (head "advect").
         """
         c = self.config
         self.check_frames(frames)
         _, states = self.encoder(self._patch(frames))
-        n = c.output_frames
-        if c.forecaster_input == "none":
+        n, B = c.output_frames, frames.shape[1]
+        feed = c.forecaster_input == "frames"
+
+        def step_inputs(prev: Tensor) -> Tensor:  # what the forecaster reads: the previous frames or nothing
+            if feed:
+                return self._patch(prev)
             s = c.frame_size // c.patch_size
-            zeros = frames.new_zeros(n, frames.shape[1], self.patch_channels, s, s)
-            h, _ = self.forecaster(zeros, states)
-            return self._logits(h)
-        if targets is not None and teacher_forcing >= 1.0:  # all truth: one pass over the sequence
-            prev = torch.cat([frames[-1:], targets[:-1]])
-            h, _ = self.forecaster(self._patch(prev), states)
-            return self._logits(h)
-        prev, outs = frames[-1], []
+            return prev.new_zeros(prev.shape[0], B, self.patch_channels, s, s)
+
+        uses_prev = feed or c.head == "advect"
+        if targets is not None and teacher_forcing >= 1.0 or not uses_prev:  # all known up front: one pass
+            prev = torch.cat([frames[-1:], targets[:-1]]) if uses_prev else frames[-1:].expand(n, *frames.shape[1:])
+            h, _ = self.forecaster(step_inputs(prev), states)
+            return self._logits(h, prev)
+        prev, outs = frames[-1:], []
         for j in range(n):
-            h, states = self.forecaster(self._patch(prev[None]), states)
-            logits = self._logits(h)
-            outs.append(logits[0])
-            prev = torch.sigmoid(logits[0])
+            h, states = self.forecaster(step_inputs(prev), states)
+            outs.append(self._logits(h, prev))
+            prev = torch.sigmoid(outs[-1])
             if targets is not None and teacher_forcing > 0:
-                use = torch.rand(prev.shape[0], 1, 1, 1, generator=generator) < teacher_forcing
-                prev = torch.where(use.to(prev.device), targets[j], prev)
-        return torch.stack(outs)
+                use = torch.rand(B, 1, 1, 1, generator=generator) < teacher_forcing
+                prev = torch.where(use.to(prev.device), targets[j:j + 1], prev)
+        return torch.cat(outs)
 
     @torch.no_grad()
     def predict(self, frames: Tensor) -> Tensor:
         """Predicted frames (n, B, C, S, S) in [0, 1] (no teacher forcing)."""
         return torch.sigmoid(self(frames))
+
+
+LOGIT_EPS = 1e-4
+
+
+def _logit(probs: Tensor) -> Tensor:
+    """Logits of probabilities squeezed into [eps, 1 − eps] (smoothly, so exact 0/1 keep a gradient)."""
+    p = LOGIT_EPS + (1 - 2 * LOGIT_EPS) * probs
+    return torch.log(p) - torch.log1p(-p)
 
 
 class VideoTask:
@@ -202,9 +273,9 @@ def frame_metrics(pred: Tensor, truth: Tensor) -> Dict[str, np.ndarray]:
     return {"mse": mse, "bce": bce, "ssim": ssim}
 
 
-def evaluate_video(model: EncoderForecaster, batches, *, device: Optional[torch.device] = None
-                   ) -> Dict[str, Dict[str, List[float]]]:
-    """Per-frame metrics of the model and the two baselines over `batches` ((T, B, C, S, S) tensors)."""
+def evaluate_video(model: EncoderForecaster, batches, *, device: Optional[torch.device] = None,
+                   baselines: bool = True) -> Dict[str, Dict[str, List[float]]]:
+    """Per-frame metrics of the model (and the two baselines) over `batches` ((T, B, C, S, S) tensors)."""
     c = model.config
     device = device or next(model.parameters()).device
     sums: Dict[str, Dict[str, np.ndarray]] = {}
@@ -212,8 +283,10 @@ def evaluate_video(model: EncoderForecaster, batches, *, device: Optional[torch.
     model.eval()
     for batch in batches:
         inputs, truth = batch[:c.input_frames].to(device), batch[c.input_frames:c.input_frames + c.output_frames]
-        preds = {"model": model.predict(inputs).cpu(), "copy last frame": copy_last_frame(inputs.cpu(), c.output_frames),
-                 "mean frame": mean_frame(inputs.cpu(), c.output_frames)}
+        preds = {"model": model.predict(inputs).cpu()}
+        if baselines:
+            preds.update({"copy last frame": copy_last_frame(inputs.cpu(), c.output_frames),
+                          "mean frame": mean_frame(inputs.cpu(), c.output_frames)})
         B = batch.shape[1]
         for name, pred in preds.items():
             m = frame_metrics(pred, truth)
