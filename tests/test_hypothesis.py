@@ -39,7 +39,11 @@ def test_random_configurations_match_cells_stepped_by_hand(case: Case) -> None:
     out = out.transpose(0, 1) if cfg.batch_first else out
     lengths = None if data.lengths is None else data.lengths.tolist()
     out_ref, final_ref = run_by_hand(layer, x, data.state, lengths)
-    assert_close(out, out_ref, f"{cfg} outputs")
+    # float32 layer norm over as few as 1-4 features: the fused kernel's summation order differs from the
+    # cell's by a few ulps, amplified by 1/σ (measured 1.09e-5 at H=2); against float64 truth both are
+    # checked in tests/backends/test_fused.py::test_layernorm_float32_accuracy_at_larger_sizes
+    tol = 5e-5 if cfg.dtype == torch.float32 and cfg.mode.startswith("LayerNorm") else None
+    assert_close(out, out_ref, f"{cfg} outputs", tol)
     for a, b in zip(state_parts(final), final_ref):
-        assert_close(a, b, f"{cfg} final state")
+        assert_close(a, b, f"{cfg} final state", tol)
     assert out.dtype == cfg.dtype and torch.isfinite(out).all()

@@ -304,6 +304,37 @@ def test_every_step_gemm_route_matches_reference(route: str, monkeypatch: pytest
     _check(proj, seq_len=5, batch=5, lengths=[5, 2, 4, 5, 1])
 
 
+def test_input_projection_onednn_route_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input projection (rnnkit::input_projection) goes through oneDNN above a size; force it for all."""
+    from rnnkit.backends import fused_ops
+
+    monkeypatch.setattr(fused_ops, "ONEDNN_MIN_MACS", 0)
+    x = torch.randn(4, 3, 7)
+    assert fused_ops._onednn_ok(x, torch.randn(5, 7))
+    for mode in ("LSTM", "GRU", "GRU_BEFORE", "RNN_TANH", "SRU", "PeepholeLSTM"):
+        cfg = _cfg(mode, torch.float32, input_size=7, hidden_size=20, num_layers=2, bidirectional=True)
+        _check(cfg, seq_len=5, batch=6, lengths=[5, 2, 4, 5, 1, 3])
+    _check(_cfg("LSTM", torch.float32, input_size=7, hidden_size=20, bias=False), seq_len=5, batch=3)
+
+
+def test_input_projection_operator() -> None:
+    """Above the size threshold, unforced: float32 values and gradients vs float64 F.linear; opcheck."""
+    from rnnkit.backends.fused_ops import ONEDNN_MIN_MACS, _onednn_ok, input_projection
+
+    x = torch.randn(40, 16, 64, requires_grad=True)
+    w, b = torch.randn(256, 64, requires_grad=True), torch.randn(256, requires_grad=True)
+    assert x.numel() * w.shape[0] >= ONEDNN_MIN_MACS and _onednn_ok(x, w)
+    y = input_projection(x, w, b)
+    g = torch.randn_like(y)
+    got = (y, *torch.autograd.grad(y, (x, w, b), g))
+    ref_in = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    y64 = torch.nn.functional.linear(*ref_in)
+    want = (y64, *torch.autograd.grad(y64, ref_in, g.double()))
+    for a, r in zip(got, want):
+        assert float((a.detach().double() - r.detach()).abs().max() / r.detach().abs().max()) < 1e-5
+    torch.library.opcheck(torch.ops.rnnkit.input_projection, (torch.randn(3, 5, 8), torch.randn(16, 8), None))
+
+
 def test_large_hidden_float32_takes_the_onednn_route() -> None:
     """H=256, B=8: a size where `auto` picks oneDNN for the step GEMM (rows·n·k ≥ 2^21), unforced."""
     for mode in ("LSTM", "GRU"):

@@ -149,6 +149,8 @@ def test_cli_train_and_predict(tmp_path, capsys):
         assert (out / name).is_file(), name
     results = json.loads((out / "video_metrics.json").read_text())
     assert set(results) >= {"model", "copy last frame", "mean frame"}
+    kept = json.loads((out / "best.json").read_text())  # --select-by ssim (default): kept by validation SSIM
+    assert 0.0 <= kept["1 - val SSIM"] <= 2.0 and kept["value"] == kept["1 - val SSIM"] and kept["step"] >= 1
     frames = (np.random.default_rng(0).random((3, 16, 16)) * 255).astype(np.uint8)
     np.save(tmp_path / "in.npy", frames)
     code, outp, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "in.npy", "--strip",
@@ -172,8 +174,9 @@ def test_cli_train_and_predict(tmp_path, capsys):
 def test_cli_bad_settings_are_one_line_errors(tmp_path, capsys):
     code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--kernel-size", "4"], capsys)
     assert code == 2 and "kernel_size must be odd" in err and not (tmp_path / "r").exists()
-    code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--teacher-forcing", "0.5"], capsys)
-    assert code == 2 and "--forecaster-input frames" in err
+    code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--head", "pixels",
+                         "--forecaster-input", "none", "--teacher-forcing", "0.5"], capsys)
+    assert code == 2 and "--forecaster-input frames or --head advect" in err
     code, _, err = _cli(["train", "video", "--out", tmp_path / "r", *CLI_TINY, "--data", tmp_path], capsys)
     assert code == 2 and "t10k-images" in err
 

@@ -21,7 +21,6 @@ from typing import Callable, Dict, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
                      PeepholeLSTMCell, RecurrentCell, SRUCell)
@@ -62,11 +61,11 @@ def _keeps(spec: RunSpec, T: int, B: int) -> Tuple[Optional[Tensor], ...]:
 
 
 def _run_lstm(spec: RunSpec) -> Result:
-    from .fused_ops import ops
+    from .fused_ops import input_projection, ops
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = F.linear(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, 4H)
+    u = input_projection(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, 4H)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = cell.weight_peephole if isinstance(cell, PeepholeLSTMCell) else None
@@ -77,11 +76,11 @@ def _run_lstm(spec: RunSpec) -> Result:
 
 
 def _run_gru(spec: RunSpec) -> Result:
-    from .fused_ops import ops
+    from .fused_ops import input_projection, ops
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = F.linear(spec.inputs, cell.weight_ih, cell.bias_ih)  # (T, B, 3H)
+    u = input_projection(spec.inputs, cell.weight_ih, cell.bias_ih)  # (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
     w_hh = _weight(spec, "weight_hh")
     save = _needs_grad(u, w_hh, cell.bias_hh, spec.state[0])
@@ -90,11 +89,11 @@ def _run_gru(spec: RunSpec) -> Result:
 
 
 def _run_elman(spec: RunSpec) -> Result:
-    from .fused_ops import ops
+    from .fused_ops import input_projection, ops
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = F.linear(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, H)
+    u = input_projection(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, H)
     (zh,) = _keeps(spec, T, B)
     w_hh = _weight(spec, "weight_hh")
     save = _needs_grad(u, w_hh, spec.state[0])
@@ -128,7 +127,7 @@ def _run_ln_gru(spec: RunSpec) -> Result:
 
 
 def _run_sru(spec: RunSpec) -> Result:
-    from .fused_ops import ops
+    from .fused_ops import input_projection, ops
 
     cell = spec.cell
     T, B, lengths, _ = _common(spec)
@@ -138,7 +137,7 @@ def _run_sru(spec: RunSpec) -> Result:
     if bias is not None:
         rows = cell.weight_ih.shape[0]
         bias = torch.cat([bias.new_zeros(H), bias, bias.new_zeros(rows - 3 * H)])
-    u = F.linear(spec.inputs, cell.weight_ih, bias)  # (T, B, 3H), or 4H with a highway projection
+    u = input_projection(spec.inputs, cell.weight_ih, bias)  # (T, B, 3H), or 4H with a highway projection
     highway = None if cell.highway_projection else spec.inputs
     (zc,) = _keeps(spec, T, B)
     y, c_n, _ = ops.sru_forward(u, highway, cell.weight_c, spec.state[0], lengths, zc)

@@ -33,7 +33,7 @@ from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
 from ..models.char_lm import CELLS as CAPTION_CELLS  # noqa: E402
 
 # ------------------------------------------------------------------ video
-VIDEO_DEFAULTS = dict(batch_size=8, optimizer="adam", lr=2e-3, clip_norm=1.0, max_minutes=10.0, eval_every=200,
+VIDEO_DEFAULTS = dict(batch_size=8, optimizer="adam", lr=1e-3, clip_norm=1.0, max_minutes=10.0, eval_every=200,
                       checkpoint_every=200, threads=1)
 
 VIDEO_SPECS = [
@@ -48,19 +48,19 @@ VIDEO_SPECS = [
     ("output_frames", POS_INT, 10, "Frames the forecaster predicts (n)."),
     ("patch_size", POS_INT, 4, "Space-to-depth patches (Shi et al.: 4, so 64x64x1 -> 16x16x16)."),
     ("cell", click.Choice(VIDEO_CELLS), "convlstm", "Recurrent cell."),
-    ("hidden_channels", POS_INT, 16, "Hidden channels per layer."),
+    ("hidden_channels", POS_INT, 32, "Hidden channels per layer."),
     ("num_layers", POS_INT, 2, "Stacked layers in the encoder and in the forecaster."),
     ("kernel_size", POS_INT, 3, "Odd kernel size of both convolutions."),
     ("peephole", bool, False, "Hadamard peepholes (convlstm)."),
-    ("forecaster_input", click.Choice(FEEDS), "none", "none: the paper's input-less forecaster; frames: feed "
+    ("forecaster_input", click.Choice(FEEDS), "frames", "none: the paper's input-less forecaster; frames: feed "
                                                       "the previous frame."),
-    ("head", click.Choice(HEADS), "pixels", "pixels: draw each frame from the hidden maps (Shi et al.); advect: "
+    ("head", click.Choice(HEADS), "advect", "pixels: draw each frame from the hidden maps (Shi et al.); advect: "
                                             "move the previous frame by predicted kernels (Finn et al.'s CDNA)."),
     ("advect_kernels", POS_INT, 4, "head=advect: motion kernels per sequence."),
     ("advect_size", POS_INT, 9, "head=advect: odd size of the motion kernels (the largest move is half of it)."),
     ("select_by", click.Choice(["ssim", "bce"]), "ssim", "Which validation score picks the weights kept "
                                                           "(best.safetensors): SSIM, or the loss (BCE)."),
-    ("teacher_forcing", click.FloatRange(0.0, 1.0), 0.0, "With forecaster_input=frames or head=advect: "
+    ("teacher_forcing", click.FloatRange(0.0, 1.0), 1.0, "With forecaster_input=frames or head=advect: "
                                                           "probability of using the true previous frame in "
                                                           "training."),
     ("batches_per_epoch", POS_INT, 100, "Batches per epoch (new sequences every epoch)."),
