@@ -74,3 +74,21 @@ def test_failed_build_is_not_retried(fresh_state, monkeypatch) -> None:
     assert len(messages) == 1 and "building the C++ kernels failed" in messages[0] and "error: something" in messages[0]
     assert calls == [1]
     assert layer.last_backend == "reference"
+
+
+def test_stale_build_directories_are_pruned(tmp_path) -> None:
+    """Kernel builds of other versions unused for STALE_BUILD_DAYS go; recent ones and our own stay."""
+    import os
+    import time
+
+    from rnnkit.backends.extension import STALE_BUILD_DAYS, prune_stale_builds
+
+    ours, recent, stale, unrelated = (tmp_path / n for n in ("ext-ours", "ext-recent", "ext-stale", "other"))
+    for d in (ours, recent, stale, unrelated):
+        d.mkdir()
+        (d / "x.so").write_bytes(b"0")
+    old = time.time() - (STALE_BUILD_DAYS + 1) * 86400
+    for d in (ours, stale, unrelated):
+        os.utime(d, (old, old))
+    assert prune_stale_builds(keep=ours) == [stale]
+    assert ours.is_dir() and recent.is_dir() and unrelated.is_dir() and not stale.exists()

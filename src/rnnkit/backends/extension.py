@@ -41,6 +41,8 @@ SOURCES = ("lstm.cpp", "gru.cpp", "elman.cpp", "layernorm.cpp", "elementwise.cpp
 
 #: how long a process waits for another one's build before falling back to the reference backend
 BUILD_WAIT_SECONDS = 180.0
+#: build directories of other kernel versions unused for this long are removed when a build loads
+STALE_BUILD_DAYS = 14.0
 
 _state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None}
 
@@ -175,6 +177,23 @@ def _build() -> None:
     _state["build_seconds"] = time.perf_counter() - start
     if fresh:
         log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
+    os.utime(directory)  # "last used": what prune_stale_builds reads, here and in other checkouts
+    prune_stale_builds(keep=directory)
+
+
+def prune_stale_builds(keep: Path, max_age_days: float = STALE_BUILD_DAYS) -> List[Path]:
+    """Remove the sibling `ext-*` build directories (other sources, torch versions or CPUs) that no process
+    has loaded for `max_age_days`; every load marks its own directory as used. Returns what was removed."""
+    cutoff = time.time() - max_age_days * 86400
+    removed = []
+    for other in keep.parent.glob("ext-*"):
+        try:
+            if other != keep and other.is_dir() and other.stat().st_mtime < cutoff:
+                shutil.rmtree(other)
+                removed.append(other)
+        except OSError:  # another process removing it, or no permission: not ours to insist on
+            continue
+    return removed
 
 
 def _wait_for_flock(guard, directory: Path, timeout_s: float = BUILD_WAIT_SECONDS) -> None:
