@@ -57,7 +57,8 @@ def load_weights(path: Path) -> Dict[str, torch.Tensor]:
 def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
             build: Callable[[Dict[str, Any]], Tuple[nn.Module, Any, Any, Any, Dict[str, Any], List[str]]],
             finish: Callable[[nn.Module, Dict[str, Any], Path, Trainer], None], *,
-            select: Optional[Callable[[Dict[str, Any]], Tuple[str, Callable[[nn.Module], float]]]] = None) -> None:
+            select: Optional[Callable[[Dict[str, Any]], Tuple[str, Optional[Callable[[nn.Module], float]]]]] = None
+            ) -> None:
     """Resolve settings, build (model, task, train_data, val_data, run_info, report lines), train, then `finish`.
 
     run_info is stored in every checkpoint (and must match on --resume). The best weights are those with

@@ -191,7 +191,7 @@ class EncoderForecaster(nn.Module):
             return prev.new_zeros(prev.shape[0], B, self.patch_channels, s, s)
 
         uses_prev = feed or c.head == "advect"
-        if targets is not None and teacher_forcing >= 1.0 or not uses_prev:  # all known up front: one pass
+        if (targets is not None and teacher_forcing >= 1.0) or not uses_prev:  # all known up front: one pass
             prev = torch.cat([frames[-1:], targets[:-1]]) if uses_prev else frames[-1:].expand(n, *frames.shape[1:])
             h, _ = self.forecaster(step_inputs(prev), states)
             return self._logits(h, prev)
