@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -31,10 +32,16 @@ def test_torchrun_two_processes_equal_one_process_with_doubled_batch(tmp_path):
     data = write_corpus(tmp_path / "corpus.txt")
     subprocess.run([sys.executable, "-m", "rnnkit", *args(data, tmp_path / "single", 8)], check=True, env=ENV,
                    timeout=300)
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "rnnkit", *args(data, tmp_path / "ddp", 4)], env=ENV, timeout=300,
-                         capture_output=True, text=True)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    ddp = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "rnnkit", *args(data, tmp_path / "ddp", 4)], env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = ddp.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # kill the launcher and both workers: no orphan may outlive the test
+        os.killpg(ddp.pid, signal.SIGKILL)
+        _, err = ddp.communicate()
+        pytest.fail(f"torchrun did not finish in 300 s; its stderr ends: {err[-2000:]}")
+    assert ddp.returncode == 0, err[-3000:]
     single, multi = curve(tmp_path / "single"), curve(tmp_path / "ddp")
     assert [x[:2] for x in single] == [x[:2] for x in multi]
     assert len(single) == 8 + 2

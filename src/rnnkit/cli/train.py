@@ -11,6 +11,7 @@ DistributedDataParallel (gloo on CPU, NCCL on CUDA); --batch-size is per process
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -219,4 +220,9 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
                       else ""))
     if world > 1:
         import torch.distributed as dist
+        # the DDP wrapper (and its gloo reducer) must go before its process group: torn down afterwards, at
+        # this function's return, it hung the process now and then (seen in ~1 of 8 two-process runs)
+        del trainer
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
