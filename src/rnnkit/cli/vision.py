@@ -87,6 +87,12 @@ def _video_source(s: Dict[str, Any], split: str, pools=None) -> MovingDigits:
                         seq_len=s["input_frames"] + s["output_frames"], seed=s["seed"])
 
 
+def _video_val_batches(s: Dict[str, Any], pools=None) -> VideoBatches:
+    """The fixed validation sequences (valid split): the trainer's val_loss and --select-by ssim read the same."""
+    vb = min(s["batch_size"], s["val_sequences"])
+    return VideoBatches(_video_source(s, "valid", pools), vb, max(1, s["val_sequences"] // vb), fixed=True)
+
+
 def _build_video(s: Dict[str, Any]):
     cfg = _video_config(s)
     if s["teacher_forcing"] and cfg.forecaster_input != "frames" and cfg.head != "advect":
@@ -94,8 +100,7 @@ def _build_video(s: Dict[str, Any]):
                          "pixel forecaster sees no frames to force)")
     pools = digit_pools(_mnist_dir(s))
     train = VideoBatches(_video_source(s, "train", pools), s["batch_size"], s["batches_per_epoch"], fixed=False)
-    vb = min(s["batch_size"], s["val_sequences"])
-    val = VideoBatches(_video_source(s, "valid", pools), vb, max(1, s["val_sequences"] // vb), fixed=True)
+    val = _video_val_batches(s, pools)
     model = EncoderForecaster(cfg)
     run_info = {"model": cfg.to_dict(), "data": {"mnist": "t10k", "num_digits": s["num_digits"],
                                                  "seed": s["seed"]}}
@@ -108,8 +113,7 @@ def _video_selection(s: Dict[str, Any]):
     """--select-by ssim: keep the weights with the highest mean SSIM on the validation sequences (as 1 − SSIM)."""
     if s["select_by"] != "ssim":
         return "val_loss", None
-    vb = min(s["batch_size"], s["val_sequences"])
-    val = VideoBatches(_video_source(s, "valid"), vb, max(1, s["val_sequences"] // vb), fixed=True)
+    val = _video_val_batches(s)
 
     def one_minus_ssim(model: torch.nn.Module) -> float:
         ssim = evaluate_video(model, val.batches(), baselines=False)["model"]["ssim"]
