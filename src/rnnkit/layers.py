@@ -16,6 +16,7 @@ from typing import Any
 from .cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
                     PeepholeLSTMCell, SRUCell)
 from .recurrent import Recurrent
+from .errors import InputTypeError
 
 
 class _TorchStyle(Recurrent):
@@ -27,7 +28,7 @@ class _TorchStyle(Recurrent):
     def _setup(self, make_cell, input_size: int, hidden_size: int, num_layers: int, bias: bool,
                batch_first: bool, dropout: float, bidirectional: bool, **options: Any) -> None:
         if not isinstance(bias, bool):
-            raise TypeError(f"{type(self).__name__}: bias must be a bool; got {bias!r}")
+            raise InputTypeError(f"{type(self).__name__}: bias must be a bool; got {bias!r}")
         super().__init__(make_cell, num_layers, bidirectional=bidirectional, batch_first=batch_first,
                          dropout=dropout, input_size=input_size, **options)
         self.bias = bias

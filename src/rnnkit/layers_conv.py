@@ -20,6 +20,7 @@ from .cells.conv_base import IntOrTuple
 from .cells.conv_gru import ConvGRUCell
 from .cells.conv_lstm import ConvLSTMCell
 from .recurrent import Recurrent
+from .errors import InputError
 
 
 class _ConvLayer(Recurrent):
@@ -27,7 +28,7 @@ class _ConvLayer(Recurrent):
                       dtype=None):
         """Zero state (num_layers·D, B, Hc, *spatial_size) per state tensor (spatial_size: the input's)."""
         if spatial_size is None or len(tuple(spatial_size)) != self.dims:
-            raise ValueError(f"{type(self).__name__}.initial_state needs spatial_size ({self.dims} ints, the "
+            raise InputError(f"{type(self).__name__}.initial_state needs spatial_size ({self.dims} ints, the "
                              f"input's spatial shape); got {spatial_size!r}")
         parts = tuple(torch.zeros(self.num_layers * self.num_directions, batch_size, s, *spatial_size,
                                   device=device if device is not None else self._param_device(),

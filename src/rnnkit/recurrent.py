@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .backends import registry
 from .backends.base import RunSpec, Zoneout
 from .cells.base import RecurrentCell, State
+from .errors import InputError, InputTypeError
 
 CellFactory = Callable[[int], RecurrentCell]
 _FLAT_NAME = re.compile(r"^(?P<param>[A-Za-z0-9_]+?)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
@@ -33,7 +34,7 @@ _CELL_KEY = re.compile(r"(?P<head>^|\.)cells\.(?P<index>\d+)\.(?P<param>[A-Za-z0
 
 def _check_probability(owner: str, name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be a probability in [0, 1); got {value!r}")
+        raise InputError(f"{owner}: {name} must be a probability in [0, 1); got {value!r}")
     return float(value)
 
 
@@ -86,10 +87,10 @@ class Recurrent(nn.Module):
         super().__init__()
         owner = type(self).__name__
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"{owner}: num_layers must be an int >= 1; got {num_layers!r}")
+            raise InputError(f"{owner}: num_layers must be an int >= 1; got {num_layers!r}")
         for name, flag in (("bidirectional", bidirectional), ("batch_first", batch_first)):
             if not isinstance(flag, bool):
-                raise TypeError(f"{owner}: {name} must be a bool; got {flag!r}")
+                raise InputTypeError(f"{owner}: {name} must be a bool; got {flag!r}")
         registry.check_name(backend)
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -123,14 +124,14 @@ class Recurrent(nn.Module):
         owner = type(self).__name__
         if isinstance(cell, RecurrentCell):
             if input_size is not None and input_size != cell.input_size:
-                raise ValueError(f"{owner}: input_size={input_size} disagrees with the cell's {cell.input_size}")
+                raise InputError(f"{owner}: input_size={input_size} disagrees with the cell's {cell.input_size}")
             template = cell
 
             def make(size: int, first: bool) -> RecurrentCell:
                 if first:
                     return template
                 if size != template.input_size:
-                    raise ValueError(
+                    raise InputError(
                         f"{owner}: layer 1 and above read {size} features but the cell takes {template.input_size}; "
                         f"pass a factory `lambda input_size: Cell(input_size, ...)` with input_size=... instead")
                 fresh = copy.deepcopy(template)
@@ -140,20 +141,20 @@ class Recurrent(nn.Module):
             input_size = template.input_size
         elif callable(cell) and not isinstance(cell, nn.Module):
             if input_size is None:
-                raise TypeError(f"{owner}: a cell factory needs input_size=")
+                raise InputTypeError(f"{owner}: a cell factory needs input_size=")
 
             def make(size: int, first: bool) -> RecurrentCell:
                 made = cell(size)
                 if not isinstance(made, RecurrentCell):
-                    raise TypeError(f"{owner}: the cell factory must return a RecurrentCell; "
+                    raise InputTypeError(f"{owner}: the cell factory must return a RecurrentCell; "
                                     f"got {type(made).__name__}")
                 if made.input_size != size:
-                    raise ValueError(f"{owner}: the cell factory was asked for a cell reading {size} features; "
+                    raise InputError(f"{owner}: the cell factory was asked for a cell reading {size} features; "
                                      f"got one with input_size={made.input_size}. Pass the factory's argument on "
                                      f"(lambda input_size: Cell(input_size, ...))")
                 return made
         else:
-            raise TypeError(f"{owner}: cell must be a RecurrentCell (subclass rnnkit.RecurrentCell) or a factory "
+            raise InputTypeError(f"{owner}: cell must be a RecurrentCell (subclass rnnkit.RecurrentCell) or a factory "
                             f"input_size -> cell; got {type(cell).__name__}")
         cells: List[RecurrentCell] = []
         size = input_size
@@ -166,16 +167,16 @@ class Recurrent(nn.Module):
     def _check_regularisation(self, cell: RecurrentCell) -> None:
         owner = type(self).__name__
         if self.recurrent_dropout and not cell.recurrent_input_size:
-            raise ValueError(f"{owner}: recurrent_dropout needs a cell with a recurrent matrix; "
+            raise InputError(f"{owner}: recurrent_dropout needs a cell with a recurrent matrix; "
                              f"{type(cell).__name__} has none")
         if self.weight_dropout and not isinstance(getattr(cell, "weight_hh", None), Tensor):
-            raise ValueError(f"{owner}: weight_dropout (DropConnect on weight_hh) needs a cell with weight_hh; "
+            raise InputError(f"{owner}: weight_dropout (DropConnect on weight_hh) needs a cell with weight_hh; "
                              f"{type(cell).__name__} has none")
         if self.zoneout_hidden and "h" not in cell.state_names:
-            raise ValueError(f"{owner}: zoneout_hidden needs a state named 'h'; "
+            raise InputError(f"{owner}: zoneout_hidden needs a state named 'h'; "
                              f"{type(cell).__name__} has {cell.state_names}")
         if self.zoneout_cell and "c" not in cell.state_names:
-            raise ValueError(f"{owner}: zoneout_cell needs a state named 'c'; "
+            raise InputError(f"{owner}: zoneout_cell needs a state named 'c'; "
                              f"{type(cell).__name__} has {cell.state_names}")
 
     # --------------------------------------------------------------- helpers
@@ -263,7 +264,7 @@ class Recurrent(nn.Module):
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None or mask is not None:
-                raise ValueError(f"{owner}: a PackedSequence carries its own lengths; do not pass lengths= or mask=")
+                raise InputError(f"{owner}: a PackedSequence carries its own lengths; do not pass lengths= or mask=")
             x, lengths_t = _unpack_packed(input)  # tensor ops only: no graph break under torch.compile
             self._check_input(input.data)  # features, dtype, device: (N, I) reads as unbatched
             lengths_t = lengths_t.to(x.device)
@@ -276,9 +277,9 @@ class Recurrent(nn.Module):
             if unbatched:
                 x = x.unsqueeze(1)
             if padding_side not in ("right", "left"):
-                raise ValueError(f"{owner}: padding_side must be 'right' or 'left'; got {padding_side!r}")
+                raise InputError(f"{owner}: padding_side must be 'right' or 'left'; got {padding_side!r}")
             if unbatched and (lengths is not None or mask is not None):
-                raise ValueError(f"{owner}: lengths= and mask= need batched input (T, B, I); got unbatched "
+                raise InputError(f"{owner}: lengths= and mask= need batched input (T, B, I); got unbatched "
                                  f"input of shape {tuple(input.shape)}")
             lengths_t = self._check_lengths(x, lengths, mask, padding_side)
         T, B = x.shape[0], x.shape[1]
@@ -333,25 +334,25 @@ class Recurrent(nn.Module):
         """
         owner = type(self).__name__
         if self.bidirectional:
-            raise ValueError(f"{owner}.step needs a unidirectional layer: the reverse direction of a bidirectional "
+            raise InputError(f"{owner}.step needs a unidirectional layer: the reverse direction of a bidirectional "
                              f"layer starts at the end of the sequence, which a stream has not seen yet. Run "
                              f"forward() over the whole sequence instead.")
         active = [name for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout",
                                     "zoneout_hidden", "zoneout_cell", "weight_dropout") if getattr(self, name)]
         if self.training and active:
-            raise ValueError(f"{owner}.step cannot draw per-sequence masks for {', '.join(active)} one step at a "
+            raise InputError(f"{owner}.step cannot draw per-sequence masks for {', '.join(active)} one step at a "
                              f"time; call .eval() for inference (or train with forward())")
         if not isinstance(x_t, Tensor):
-            raise TypeError(f"{owner}.step expects x_t to be a Tensor; got {type(x_t).__name__}")
+            raise InputTypeError(f"{owner}.step expects x_t to be a Tensor; got {type(x_t).__name__}")
         fd = self.cells[0].feature_dims
         if x_t.dim() != 1 + fd or x_t.shape[-fd] != self.input_size:
-            raise ValueError(f"{owner}.step expects x_t of shape (batch, {self.input_size}), one time step; "
+            raise InputError(f"{owner}.step expects x_t of shape (batch, {self.input_size}), one time step; "
                              f"got {tuple(x_t.shape)}. For a whole sequence call the layer: layer(x, state).")
         p_dtype, p_device = self._param_dtype(), self._param_device()
         if p_dtype is not None and x_t.dtype != p_dtype:
-            raise TypeError(f"{owner}.step expects x_t of dtype {p_dtype} (the parameters' dtype); got {x_t.dtype}")
+            raise InputTypeError(f"{owner}.step expects x_t of dtype {p_dtype} (the parameters' dtype); got {x_t.dtype}")
         if p_device is not None and x_t.device != p_device:
-            raise ValueError(f"{owner}.step expects x_t on {p_device} (where the parameters are); got {x_t.device}")
+            raise InputError(f"{owner}.step expects x_t on {p_device} (where the parameters are); got {x_t.device}")
         states = self._check_state(state, x_t.shape[0], x_t.unsqueeze(0), unbatched=False)
         keep = {"h": self.zoneout_hidden, "c": self.zoneout_cell}  # eval: s = p·s_{t-1} + (1−p)·s̃_t
         x = x_t
@@ -432,34 +433,34 @@ class Recurrent(nn.Module):
     def _check_input(self, input: Tensor) -> Tuple[Tensor, bool]:
         owner = type(self).__name__
         if not isinstance(input, Tensor):
-            raise TypeError(f"{owner} expects input to be a Tensor or PackedSequence; got {type(input).__name__}")
+            raise InputTypeError(f"{owner} expects input to be a Tensor or PackedSequence; got {type(input).__name__}")
         fd = self.cells[0].feature_dims
         layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
         if input.dim() not in (1 + fd, 2 + fd):
-            raise ValueError(f"{owner} expects input of rank {2 + fd} {layout} or {1 + fd} (time, features) "
+            raise InputError(f"{owner} expects input of rank {2 + fd} {layout} or {1 + fd} (time, features) "
                              f"unbatched; got shape {tuple(input.shape)}. For a single step, call the cell: "
                              f"cell(x, state).")
         if fd == 1 and input.shape[-1] != self.input_size:
-            raise ValueError(f"{owner} expects input with {self.input_size} features in the last dimension; "
+            raise InputError(f"{owner} expects input with {self.input_size} features in the last dimension; "
                              f"got shape {tuple(input.shape)}")
         if fd > 1 and input.shape[-fd] != self.input_size:  # (…, C, *spatial): channels lead the feature axes
-            raise ValueError(f"{owner} expects input with {self.input_size} channels in dimension "
+            raise InputError(f"{owner} expects input with {self.input_size} channels in dimension "
                              f"{input.dim() - fd} (the first of {fd} feature axes); got shape {tuple(input.shape)}")
         p_dtype, p_device = self._param_dtype(), self._param_device()
         if not input.is_floating_point():
-            raise TypeError(f"{owner} expects floating-point input ({p_dtype}); got {input.dtype}")
+            raise InputTypeError(f"{owner} expects floating-point input ({p_dtype}); got {input.dtype}")
         if p_dtype is not None and input.dtype != p_dtype:
-            raise TypeError(f"{owner} expects input of dtype {p_dtype} (the parameters' dtype); got {input.dtype}. "
+            raise InputTypeError(f"{owner} expects input of dtype {p_dtype} (the parameters' dtype); got {input.dtype}. "
                             f"Convert one of them with .to(dtype).")
         if p_device is not None and input.device != p_device:
-            raise ValueError(f"{owner} expects input on {p_device} (where the parameters are); got {input.device}")
+            raise InputError(f"{owner} expects input on {p_device} (where the parameters are); got {input.device}")
         unbatched = input.dim() == 1 + fd
         T = input.shape[0] if (unbatched or not self.batch_first) else input.shape[1]
         B = 1 if unbatched else (input.shape[0] if self.batch_first else input.shape[1])
         if T == 0:
-            raise ValueError(f"{owner} expects at least one time step; got input of shape {tuple(input.shape)}")
+            raise InputError(f"{owner} expects at least one time step; got input of shape {tuple(input.shape)}")
         if B == 0:
-            raise ValueError(f"{owner} got an empty batch (batch size 0), input of shape {tuple(input.shape)}")
+            raise InputError(f"{owner} got an empty batch (batch size 0), input of shape {tuple(input.shape)}")
         return input, unbatched
 
     def _check_lengths(self, x: Tensor, lengths, mask: Optional[Tensor], padding_side: str) -> Optional[Tensor]:
@@ -467,7 +468,7 @@ class Recurrent(nn.Module):
         T, B = x.shape[0], x.shape[1]
         if mask is not None:
             if lengths is not None:
-                raise ValueError(f"{owner}: pass lengths= or mask=, not both")
+                raise InputError(f"{owner}: pass lengths= or mask=, not both")
             lengths = _mask_to_lengths(owner, mask, T, B, padding_side)
         if lengths is None:
             return None
@@ -475,11 +476,11 @@ class Recurrent(nn.Module):
             try:
                 lengths = torch.as_tensor(lengths)
             except (TypeError, ValueError) as err:
-                raise TypeError(f"{owner}: lengths must be a 1-D integer tensor or sequence; got {lengths!r}") from err
+                raise InputTypeError(f"{owner}: lengths must be a 1-D integer tensor or sequence; got {lengths!r}") from err
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"{owner}: lengths must hold integers; got dtype {lengths.dtype}")
+            raise InputTypeError(f"{owner}: lengths must hold integers; got dtype {lengths.dtype}")
         if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise ValueError(f"{owner}: lengths must have shape ({B},), one length per sequence in the batch; "
+            raise InputError(f"{owner}: lengths must have shape ({B},), one length per sequence in the batch; "
                              f"got shape {tuple(lengths.shape)}")
         lengths = lengths.to(device=x.device, dtype=torch.int64)
         if torch.compiler.is_compiling():  # same check without reading values on the host (no graph break)
@@ -488,7 +489,7 @@ class Recurrent(nn.Module):
             return lengths
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > T:
-            raise ValueError(f"{owner}: every entry of lengths must be in [1, {T}] (the input has {T} time steps); "
+            raise InputError(f"{owner}: every entry of lengths must be in [1, {T}] (the input has {T} time steps); "
                              f"got min {low}, max {high}")
         return lengths
 
@@ -505,26 +506,26 @@ class Recurrent(nn.Module):
             return tuple(tuple(z[k] for z in zeros) for k in range(LD))
         parts = state if isinstance(state, (tuple, list)) else (state,)
         if n == 1 and isinstance(state, (tuple, list)):
-            raise TypeError(f"{owner} expects the initial state as one tensor ({names[0]}); got a "
+            raise InputTypeError(f"{owner} expects the initial state as one tensor ({names[0]}); got a "
                             f"{type(state).__name__} of {len(state)}")
         if len(parts) != n:
-            raise TypeError(f"{owner} expects the initial state as a tuple of {n} tensors {names}; got "
+            raise InputTypeError(f"{owner} expects the initial state as a tuple of {n} tensors {names}; got "
                             f"{'a single tensor' if isinstance(state, Tensor) else f'{len(parts)} items'}")
         checked = []
         for name, part, size in zip(names, parts, self.state_sizes):
             if not isinstance(part, Tensor):
-                raise TypeError(f"{owner}: initial state {name} must be a Tensor; got {type(part).__name__}")
+                raise InputTypeError(f"{owner}: initial state {name} must be a Tensor; got {type(part).__name__}")
             expected = ((LD, size) if unbatched else (LD, B, size)) + spatial
             if tuple(part.shape) != expected:
                 hint = ("(num_layers * num_directions, batch, size) — states are never batch-first, "
                         "as in torch.nn" if not unbatched else "(num_layers * num_directions, size) for unbatched input")
-                raise ValueError(f"{owner}: initial state {name} must have shape {expected} {hint}; "
+                raise InputError(f"{owner}: initial state {name} must have shape {expected} {hint}; "
                                  f"got {tuple(part.shape)}")
             if part.dtype != x.dtype:
-                raise TypeError(f"{owner}: initial state {name} must have dtype {x.dtype} like the input; "
+                raise InputTypeError(f"{owner}: initial state {name} must have dtype {x.dtype} like the input; "
                                 f"got {part.dtype}")
             if part.device != x.device:
-                raise ValueError(f"{owner}: initial state {name} must be on {x.device} like the input; "
+                raise InputError(f"{owner}: initial state {name} must be on {x.device} like the input; "
                                  f"got {part.device}")
             checked.append(part.unsqueeze(1) if unbatched else part)
         return tuple(tuple(c[k] for c in checked) for k in range(LD))
@@ -571,17 +572,17 @@ def _shift_left_padding(x: Tensor, lengths: Tensor, to_right: bool) -> Tensor:
 def _mask_to_lengths(owner: str, mask: Tensor, T: int, B: int, padding_side: str) -> Tensor:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"{owner}: mask must be a bool tensor of shape ({B}, {T}); got {got}")
+        raise InputTypeError(f"{owner}: mask must be a bool tensor of shape ({B}, {T}); got {got}")
     if tuple(mask.shape) != (B, T):
-        raise ValueError(f"{owner}: mask must have shape (batch, time) = ({B}, {T}); got {tuple(mask.shape)}")
+        raise InputError(f"{owner}: mask must have shape (batch, time) = ({B}, {T}); got {tuple(mask.shape)}")
     lengths = mask.sum(dim=1)
     if bool((lengths == 0).any()):
-        raise ValueError(f"{owner}: mask must mark at least one valid (True) step in every row; rows "
+        raise InputError(f"{owner}: mask must mark at least one valid (True) step in every row; rows "
                          f"{(lengths == 0).nonzero().flatten().tolist()} have none")
     t = torch.arange(T, device=mask.device)[None, :]
     expected = t < lengths[:, None] if padding_side == "right" else t >= (T - lengths)[:, None]
     if not bool((expected == mask).all()):
-        raise ValueError(f"{owner}: mask must mark one contiguous run of valid steps at the {padding_side} "
+        raise InputError(f"{owner}: mask must mark one contiguous run of valid steps at the {padding_side} "
                          f"side of each row (padding_side={padding_side!r})")
     return lengths
 

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
+from ..errors import InputError
+
 PathLike = Union[str, Path]
 
 
@@ -45,7 +47,7 @@ def plot_run(run_dir: PathLike, out: PathLike = None, smooth: int = 20) -> Path:
 
     train, evals = read_metrics(run_dir)
     if not train:
-        raise ValueError(f"run {str(run_dir)!r} has no training records to plot")
+        raise InputError(f"run {str(run_dir)!r} has no training records to plot")
     out = Path(out) if out is not None else Path(run_dir) / "loss_curve.png"
     steps = [r["step"] for r in train]
     losses = [r["loss"] for r in train]

@@ -21,6 +21,8 @@ import ctypes
 import ctypes.util
 import platform
 
+from ..errors import InputError
+
 #: mallopt parameter numbers (glibc malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2); bigger blocks are always mmapped
@@ -35,10 +37,10 @@ def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold: 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     if not 0 < mmap_threshold <= MMAP_THRESHOLD_MAX:
-        raise ValueError(f"mmap_threshold must be in (0, {MMAP_THRESHOLD_MAX}] bytes (glibc's limit); "
+        raise InputError(f"mmap_threshold must be in (0, {MMAP_THRESHOLD_MAX}] bytes (glibc's limit); "
                          f"got {mmap_threshold}")
     if not 0 < trim_threshold < 2**31:
-        raise ValueError(f"trim_threshold must be in (0, 2**31) bytes; got {trim_threshold}")
+        raise InputError(f"trim_threshold must be in (0, 2**31) bytes; got {trim_threshold}")
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(

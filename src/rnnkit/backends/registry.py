@@ -15,6 +15,7 @@ import torch
 
 from .base import Backend, RunSpec
 from .reference import ReferenceBackend
+from ..errors import InputError
 
 log = logging.getLogger("rnnkit")
 
@@ -43,7 +44,7 @@ def _auto_priority(name: str, spec: RunSpec) -> int:
 
 def check_name(name: str) -> None:
     if name != "auto" and name not in _BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {available()}; got {name!r}")
+        raise InputError(f"backend must be 'auto' or one of {available()}; got {name!r}")
 
 
 def select(name: str, spec: RunSpec) -> Tuple[Backend, Dict[str, str]]:
@@ -53,7 +54,7 @@ def select(name: str, spec: RunSpec) -> Tuple[Backend, Dict[str, str]]:
         backend = _BACKENDS[name]
         reason = backend.accepts(spec)
         if reason is not None:
-            raise ValueError(f"backend {name!r} cannot run this configuration: {reason}")
+            raise InputError(f"backend {name!r} cannot run this configuration: {reason}")
         return backend, {}
     skipped: Dict[str, str] = {}
     for candidate in sorted(_BACKENDS, key=lambda n: -_auto_priority(n, spec)):

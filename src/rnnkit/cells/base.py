@@ -21,6 +21,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError, InputTypeError
+
 State = Union[Tensor, Tuple[Tensor, ...]]
 
 
@@ -95,7 +97,7 @@ class RecurrentCell(nn.Module):
         """
         if type(self).forward is not RecurrentCell.forward:  # forward-only cell: u is x_t (see project)
             if recurrent_mask is not None:
-                raise ValueError(f"{type(self).__name__} defines only forward, so recurrent dropout cannot reach "
+                raise InputError(f"{type(self).__name__} defines only forward, so recurrent dropout cannot reach "
                                  f"its recurrent product")
             return self.forward(u, state)
         raise NotImplementedError(f"{type(self).__name__} must define project and step, or forward")
@@ -103,7 +105,7 @@ class RecurrentCell(nn.Module):
     def forward(self, x: Tensor, state: Optional[State] = None) -> Tuple[Tensor, State]:
         """One time step: x (B, I) -> (y (B, O), new state)."""
         if x.dim() != 2 or x.shape[-1] != self.input_size:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} expects x of shape (batch, {self.input_size}); "
                 f"got {tuple(x.shape)}. For a whole sequence use rnnkit.Recurrent."
             )
@@ -126,9 +128,9 @@ def check_sizes(owner: str, **sizes: int) -> None:
     """Raise a ValueError naming the argument when a size is not a positive int."""
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{owner}: {name} must be an int; got {type(value).__name__} {value!r}")
+            raise InputTypeError(f"{owner}: {name} must be an int; got {type(value).__name__} {value!r}")
         if value <= 0:
-            raise ValueError(f"{owner}: {name} must be positive; got {value}")
+            raise InputError(f"{owner}: {name} must be positive; got {value}")
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import RecurrentCell, State, check_sizes
+from ..errors import InputError, InputTypeError
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 IntOrTuple = Union[int, Sequence[int]]
@@ -31,13 +32,13 @@ IntOrTuple = Union[int, Sequence[int]]
 
 def _tuple(owner: str, name: str, value: IntOrTuple, dims: int) -> Tuple[int, ...]:
     if isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be an int or a tuple of {dims} ints; got {value!r}")
+        raise InputTypeError(f"{owner}: {name} must be an int or a tuple of {dims} ints; got {value!r}")
     if isinstance(value, int):
         return (value,) * dims
     if isinstance(value, (tuple, list)) and len(value) == dims and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
         return tuple(value)
-    raise TypeError(f"{owner}: {name} must be an int or a tuple of {dims} ints (dims={dims}); got {value!r}")
+    raise InputTypeError(f"{owner}: {name} must be an int or a tuple of {dims} ints (dims={dims}); got {value!r}")
 
 
 def group_major(w: Tensor, gates: int, groups: int) -> Tensor:
@@ -85,19 +86,19 @@ class ConvCell(RecurrentCell):
         owner = type(self).__name__
         check_sizes(owner, input_size=input_size, hidden_size=hidden_size, groups=groups)
         if dims not in (1, 2, 3) or isinstance(dims, bool):
-            raise ValueError(f"{owner}: dims must be 1, 2 or 3 (spatial axes); got {dims!r}")
+            raise InputError(f"{owner}: dims must be 1, 2 or 3 (spatial axes); got {dims!r}")
         if not isinstance(bias, bool):
-            raise TypeError(f"{owner}: bias must be a bool; got {bias!r}")
+            raise InputTypeError(f"{owner}: bias must be a bool; got {bias!r}")
         k = _tuple(owner, "kernel_size", kernel_size, dims)
         d = _tuple(owner, "dilation", dilation, dims)
         if any(v < 1 or v % 2 == 0 for v in k):
-            raise ValueError(f"{owner}: kernel_size must be odd and positive (\"same\" padding keeps the state's "
+            raise InputError(f"{owner}: kernel_size must be odd and positive (\"same\" padding keeps the state's "
                              f"spatial size only for odd kernels); got {kernel_size!r}")
         if any(v < 1 for v in d):
-            raise ValueError(f"{owner}: dilation must be positive; got {dilation!r}")
+            raise InputError(f"{owner}: dilation must be positive; got {dilation!r}")
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
             if size % groups:
-                raise ValueError(f"{owner}: {name}={size} must be divisible by groups={groups}")
+                raise InputError(f"{owner}: {name}={size} must be divisible by groups={groups}")
         kw = {"device": device, "dtype": dtype}
         self.dims, self.kernel_size, self.dilation, self.groups = dims, k, d, groups
         self.padding = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
@@ -132,7 +133,7 @@ class ConvCell(RecurrentCell):
                       device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> State:
         """Zeros: one (B, Hc, *spatial_size) tensor per state tensor."""
         if spatial_size is None or len(tuple(spatial_size)) != self.dims:
-            raise ValueError(f"{type(self).__name__}.initial_state needs spatial_size=({self.dims} ints), the "
+            raise InputError(f"{type(self).__name__}.initial_state needs spatial_size=({self.dims} ints), the "
                              f"spatial shape of the input; got {spatial_size!r}")
         ref = self.weight_ih
         zeros = tuple(torch.zeros(batch_size, s, *spatial_size, device=device or ref.device, dtype=dtype or ref.dtype)
@@ -143,7 +144,7 @@ class ConvCell(RecurrentCell):
         """One time step: x (B, C, *S) -> (h (B, Hc, *S), new state)."""
         owner = type(self).__name__
         if x.dim() != 1 + self.feature_dims or x.shape[1] != self.input_size:
-            raise ValueError(f"{owner} expects x of shape (batch, {self.input_size}, {self._spatial_names()}); "
+            raise InputError(f"{owner} expects x of shape (batch, {self.input_size}, {self._spatial_names()}); "
                              f"got {tuple(x.shape)}. For a whole sequence use rnnkit.Recurrent or "
                              f"rnnkit.Conv{'LSTM' if self.num_gates == 4 else 'GRU'}.")
         if state is None:
@@ -151,7 +152,7 @@ class ConvCell(RecurrentCell):
         for name, part in zip(self.state_names, self.unpack_state(state)):
             expected = (x.shape[0], self.hidden_size, *x.shape[2:])
             if tuple(part.shape) != expected:
-                raise ValueError(f"{owner}: state {name} must have shape {expected} (batch, hidden channels, "
+                raise InputError(f"{owner}: state {name} must have shape {expected} (batch, hidden channels, "
                                  f"the input's spatial size); got {tuple(part.shape)}")
         return self.step(self.project(x), state)
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .base import masked
 from .conv_base import ConvCell, IntOrTuple
+from ..errors import InputError, InputTypeError
 
 
 class ConvLSTMCell(ConvCell):
@@ -45,13 +46,13 @@ class ConvLSTMCell(ConvCell):
                          groups=groups, device=device, dtype=dtype)
         owner = type(self).__name__
         if not isinstance(peephole, bool):
-            raise TypeError(f"{owner}: peephole must be a bool; got {peephole!r}")
+            raise InputTypeError(f"{owner}: peephole must be a bool; got {peephole!r}")
         if peephole_size is not None:
             if not peephole:
-                raise ValueError(f"{owner}: peephole_size needs peephole=True")
+                raise InputError(f"{owner}: peephole_size needs peephole=True")
             if (not isinstance(peephole_size, (tuple, list)) or len(peephole_size) != dims
                     or not all(isinstance(v, int) and v > 0 for v in peephole_size)):
-                raise ValueError(f"{owner}: peephole_size must be {dims} positive ints (the spatial size); "
+                raise InputError(f"{owner}: peephole_size must be {dims} positive ints (the spatial size); "
                                  f"got {peephole_size!r}")
             peephole_size = tuple(peephole_size)
         self.peephole, self.peephole_size = peephole, peephole_size
@@ -63,7 +64,7 @@ class ConvLSTMCell(ConvCell):
 
     def _check_spatial(self, x: Tensor) -> None:
         if self.peephole_size is not None and tuple(x.shape[-self.dims:]) != self.peephole_size:
-            raise ValueError(f"{type(self).__name__}: the spatial peepholes were built for spatial size "
+            raise InputError(f"{type(self).__name__}: the spatial peepholes were built for spatial size "
                              f"{self.peephole_size}; got input of shape {tuple(x.shape)}")
 
     def step(self, u: Tensor, state: Tuple[Tensor, Tensor],

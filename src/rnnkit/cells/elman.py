@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import RecurrentCell, check_sizes, linear, masked
+from ..errors import InputError
 
 _NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -28,7 +29,7 @@ class ElmanCell(RecurrentCell):
         super().__init__()
         check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         if nonlinearity not in _NONLINEARITIES:
-            raise ValueError(f"ElmanCell: nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+            raise InputError(f"ElmanCell: nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
         kw = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
         self.state_sizes = (hidden_size,)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import RecurrentCell, check_sizes, linear, masked
+from ..errors import InputError
 
 
 class GRUCell(RecurrentCell):
@@ -30,7 +31,7 @@ class GRUCell(RecurrentCell):
         super().__init__()
         check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         if reset not in ("after", "before"):
-            raise ValueError(f"{type(self).__name__}: reset must be 'after' or 'before'; got {reset!r}")
+            raise InputError(f"{type(self).__name__}: reset must be 'after' or 'before'; got {reset!r}")
         kw = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
         self.state_sizes = (hidden_size,)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import RecurrentCell, check_sizes, linear, masked
+from ..errors import InputError
 
 
 class LSTMCell(RecurrentCell):
@@ -33,9 +34,9 @@ class LSTMCell(RecurrentCell):
         super().__init__()
         check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(f"{type(self).__name__}: proj_size must be an int >= 0; got {proj_size!r}")
+            raise InputError(f"{type(self).__name__}: proj_size must be an int >= 0; got {proj_size!r}")
         if proj_size >= hidden_size:
-            raise ValueError(f"{type(self).__name__}: proj_size must be smaller than hidden_size "
+            raise InputError(f"{type(self).__name__}: proj_size must be smaller than hidden_size "
                              f"({hidden_size}); got {proj_size}")
         kw = {"device": device, "dtype": dtype}
         out = proj_size or hidden_size

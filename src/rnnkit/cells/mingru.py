@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import RecurrentCell, check_sizes, linear
+from ..errors import InputError
 
 
 class MinGRUCell(RecurrentCell):
@@ -37,7 +38,7 @@ class MinGRUCell(RecurrentCell):
 
     def step(self, u: Tensor, state: Tensor, recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         if recurrent_mask is not None:
-            raise ValueError("MinGRUCell has no recurrent matrix, so recurrent dropout is not defined for it")
+            raise InputError("MinGRUCell has no recurrent matrix, so recurrent dropout is not defined for it")
         u_z, h_tilde = u.chunk(2, dim=-1)
         z = torch.sigmoid(u_z)
         h = (1 - z) * state + z * h_tilde

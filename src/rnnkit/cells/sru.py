@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import RecurrentCell, check_sizes, linear
+from ..errors import InputError
 
 
 class SRUCell(RecurrentCell):
@@ -53,7 +54,7 @@ class SRUCell(RecurrentCell):
 
     def step(self, u: Tensor, state: Tensor, recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         if recurrent_mask is not None:
-            raise ValueError("SRUCell has no recurrent matrix, so recurrent dropout is not defined for it")
+            raise InputError("SRUCell has no recurrent matrix, so recurrent dropout is not defined for it")
         c = state
         x_tilde, u_f, u_r, highway = u.chunk(4, dim=-1)
         v_f, v_r = self.weight_c.chunk(2)

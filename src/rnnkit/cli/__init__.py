@@ -6,18 +6,20 @@ Errors in what the user gave (data, checkpoints, settings) print one line,
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import List, Optional
 
 import click
 
 from ..backends.allocator import keep_freed_memory
-from ..data.text import DataError
-from ..training.checkpoint import CheckpointError
+from ..errors import InputError
 from ..training.trainer import TrainingError
 
-USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, TypeError, FileNotFoundError,
-               IsADirectoryError, PermissionError)
+#: errors raised on purpose about what the user gave; anything else is a bug and keeps its traceback
+USER_ERRORS = (InputError, TrainingError)
+#: operating-system errors about a path the user named (missing, a folder, no permission, disk full)
+PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -61,17 +63,34 @@ def main(argv: Optional[List[str]] = None) -> None:
     except click.exceptions.Abort:
         click.echo("rnnkit: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as err:
+        if debug:
+            raise
+        command = err.ctx.command_path if err.ctx is not None else "rnnkit"
+        _fail(f"{err.format_message()} (see '{command} --help')", err.exit_code)
     except click.ClickException as err:
         if debug:
             raise
-        err.show()
-        sys.exit(err.exit_code)
+        _fail(err.format_message(), err.exit_code)
     except KeyboardInterrupt:
         click.echo("rnnkit: interrupted", err=True)
         sys.exit(130)
     except USER_ERRORS as err:
         if debug:
             raise
-        message = " ".join(str(err).split())
-        click.echo(f"rnnkit: error: {message}", err=True)
-        sys.exit(2)
+        _fail(str(err))
+    except PATH_ERRORS as err:
+        if debug or err.filename is None:
+            raise
+        _fail(f"{err.filename}: {err.strerror or err}")
+    except OSError as err:
+        if debug or err.errno != errno.ENOSPC:
+            raise
+        _fail(f"no space left on the device{f' writing {err.filename}' if err.filename else ''}; "
+              "free some space and run again (earlier checkpoints are intact)")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """Print the one documented error line and exit."""
+    click.echo(f"rnnkit: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)

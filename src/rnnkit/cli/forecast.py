@@ -24,6 +24,7 @@ from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, Forecast
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
 from .apps import app_training_specs, load_app_model, repo_path, run_app
 from .options import NONNEG_INT, POS_INT, PROB, recipe_options
+from ..errors import InputError
 
 DEFAULT_DATA = "data/isp-traffic-cortez/A1H.txt"
 #: nominal timestamps of the embedded Cortez series A (SOURCE.md: from 06:57 on 7 June 2005)
@@ -101,7 +102,7 @@ def load_from_settings(s: Dict[str, Any], report: Optional[List[str]] = None) ->
         try:
             ids = [int(m) for m in machines] if machines else None
         except ValueError:
-            raise ValueError(f"--machines must be integers; got {s.get('machines')!r}") from None
+            raise InputError(f"--machines must be integers; got {s.get('machines')!r}") from None
         series = load_kaggle_ipasn(path, machines=ids, missing=s.get("missing", "interpolate"))
     else:
         start, freq = s.get("start"), s.get("freq")
@@ -130,7 +131,7 @@ def _calendar(s: Dict[str, Any], series: Series) -> List[str]:
     names = _split_list(spec) or []
     for n in names:
         if n not in CALENDAR_FEATURES:
-            raise ValueError(f"--calendar: unknown feature {n!r}; expected some of {CALENDAR_FEATURES}, 'auto' "
+            raise InputError(f"--calendar: unknown feature {n!r}; expected some of {CALENDAR_FEATURES}, 'auto' "
                              f"or 'none'")
     return names
 
@@ -145,7 +146,7 @@ def _quantiles(text: str) -> List[float]:
     try:
         return [float(q) for q in _split_list(text) or []]
     except ValueError:
-        raise ValueError(f"--quantiles must be comma-separated numbers; got {text!r}") from None
+        raise InputError(f"--quantiles must be comma-separated numbers; got {text!r}") from None
 
 
 def _build(s: Dict[str, Any]):

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import click
 from click.core import ParameterSource
 
+from ..errors import InputError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -184,5 +186,5 @@ def run_device(device: Optional[str]) -> "torch.device":
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
+        raise InputError("--device cuda was asked for but CUDA is not available")
     return torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")

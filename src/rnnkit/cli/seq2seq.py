@@ -34,6 +34,7 @@ from ..training.trainer import Trainer
 from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, prepare_run, recipe_options, resolve_run, run_device,
                       training_specs)
 from .train import TRAIN_KEYS
+from ..errors import InputError
 
 DEFAULT_PAIRS = "data/tatoeba-eng-fra"
 SEQ2SEQ_DEFAULTS: Dict[str, Any] = dict(
@@ -415,7 +416,7 @@ def translate(input_path: Optional[str], output: Optional[str], plot_attention: 
             raise DataError("--plot-attention: there is no non-empty input line to draw")
         h = hyps[0][0]
         if h.attention is None:
-            raise ValueError("--plot-attention: this model has no attention (attention 'none')")
+            raise InputError("--plot-attention: this model has no attention (attention 'none')")
         plot_attention_map(h.attention, [src_tok.id_to_piece(i) for i in ids[0]] + ["</s>"],
                            [tgt_tok.id_to_piece(i) for i in h.tokens] + (["</s>"] if h.finished else []),
                            plot_attention)

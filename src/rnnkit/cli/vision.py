@@ -31,6 +31,7 @@ from .options import NONNEG_INT, POS_INT, PROB, recipe_options
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
 from ..models.char_lm import CELLS as CAPTION_CELLS  # noqa: E402
+from ..errors import InputError
 
 # ------------------------------------------------------------------ video
 VIDEO_DEFAULTS = dict(batch_size=8, optimizer="adam", lr=1e-3, clip_norm=1.0, max_minutes=10.0, eval_every=200,
@@ -96,7 +97,7 @@ def _video_val_batches(s: Dict[str, Any], pools=None) -> VideoBatches:
 def _build_video(s: Dict[str, Any]):
     cfg = _video_config(s)
     if s["teacher_forcing"] and cfg.forecaster_input != "frames" and cfg.head != "advect":
-        raise ValueError("--teacher-forcing needs --forecaster-input frames or --head advect (the input-less "
+        raise InputError("--teacher-forcing needs --forecaster-input frames or --head advect (the input-less "
                          "pixel forecaster sees no frames to force)")
     pools = digit_pools(_mnist_dir(s))
     train = VideoBatches(_video_source(s, "train", pools), s["batch_size"], s["batches_per_epoch"], fixed=False)
@@ -182,16 +183,16 @@ def load_frames_file(path: str, config: VideoConfig) -> torch.Tensor:
     try:
         a = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as err:
-        raise ValueError(f"frames file {path!r} is not a .npy array ({err})") from None
+        raise InputError(f"frames file {path!r} is not a .npy array ({err})") from None
     S = config.frame_size
     if a.ndim == 4 and a.shape[1] == 1:
         a = a[:, 0]
     if a.ndim != 3 or a.shape[1:] != (S, S) or a.shape[0] < config.input_frames:
-        raise ValueError(f"frames file {path!r} must hold (time >= {config.input_frames}, {S}, {S}) frames for "
+        raise InputError(f"frames file {path!r} must hold (time >= {config.input_frames}, {S}, {S}) frames for "
                          f"this model; got shape {a.shape}")
     x = torch.from_numpy(a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32))
     if not torch.isfinite(x).all() or float(x.min()) < 0 or float(x.max()) > 1:
-        raise ValueError(f"frames file {path!r}: float frames must lie in [0, 1] (or be uint8)")
+        raise InputError(f"frames file {path!r}: float frames must lie in [0, 1] (or be uint8)")
     return x[:, None, None]
 
 
@@ -271,12 +272,12 @@ def _caption_data(s: Dict[str, Any], vocab_json: Optional[List[str]] = None):
     from ..data.captions import CaptionVocab, DigitScenes, digit_vocab, load_caption_folder, load_image
 
     if (s.get("images") is None) != (s.get("captions") is None):
-        raise ValueError("--images and --captions go together (an image folder and its captions file)")
+        raise InputError("--images and --captions go together (an image folder and its captions file)")
     if s.get("images"):
         folder = load_caption_folder(s["images"], s["captions"])
         n = len(folder.paths)
         if n < 3:
-            raise ValueError(f"captions file {s['captions']!r} names {n} image(s); need at least 3 (train, valid, "
+            raise InputError(f"captions file {s['captions']!r} names {n} image(s); need at least 3 (train, valid, "
                              f"test)")
         order = np.random.default_rng(s["seed"]).permutation(n).tolist()
         n_test = n_val = max(1, n // 10)

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from .moving_digits import SPLIT_CODES, DigitPool, resize_digits
 from .text import DataError
+from ..errors import InputError
 
 PathLike = Union[str, Path]
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -142,9 +143,9 @@ class DigitScenes:
 
     def __init__(self, pool: DigitPool, image_size: int = 60, *, max_digits: int = 3, seed: int = 0) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 12:
-            raise ValueError(f"DigitScenes: image_size must be an int >= 12; got {image_size!r}")
+            raise InputError(f"DigitScenes: image_size must be an int >= 12; got {image_size!r}")
         if max_digits not in (1, 2, 3):
-            raise ValueError(f"DigitScenes: max_digits must be 1, 2 or 3; got {max_digits!r}")
+            raise InputError(f"DigitScenes: max_digits must be 1, 2 or 3; got {max_digits!r}")
         self.pool, self.image_size, self.max_digits, self.seed = pool, image_size, max_digits, seed
         self.cell = image_size // 3
         self.digit_size = self.cell - 2

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .text import DataError
+from ..errors import InputError
 
 PathLike = Union[str, Path]
 PAD, UNK = 0, 1
@@ -217,7 +218,7 @@ def tokenizer_from_json(d: dict):
         return CharTokenizer(d["words"], d.get("lower", False))
     if kind == "sentencepiece":
         return PieceTokenizer(base64.b64decode(d["model"]))
-    raise ValueError(f"unknown tokenizer kind {kind!r}")
+    raise InputError(f"unknown tokenizer kind {kind!r}")
 
 
 # ------------------------------------------------------------------ batching
@@ -233,9 +234,9 @@ class SequenceLoader:
     def __init__(self, sequences: Sequence[Sequence[int]], labels: Sequence[Any], batch_size: int, *,
                  shuffle: bool = False, seed: int = 0, max_length: Optional[int] = None) -> None:
         if len(sequences) != len(labels):
-            raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
+            raise InputError(f"{len(sequences)} sequences but {len(labels)} labels")
         if len(sequences) == 0:
-            raise ValueError("no examples")
+            raise InputError("no examples")
         self.max_length = max_length
         self.sequences = [list(s[:max_length]) if max_length else list(s) for s in sequences]
         self.sequences = [s if s else [UNK] for s in self.sequences]  # an empty text still has one step

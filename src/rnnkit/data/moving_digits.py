@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .text import DataError
+from ..errors import InputError
 
 PathLike = Union[str, Path]
 MNIST_DIR = "data/mnist"
@@ -111,10 +112,10 @@ class MovingDigits:
                  digit_size: Optional[int] = None, speed: float = 0.1, seed: int = 0) -> None:
         for name, value in (("frame_size", frame_size), ("num_digits", num_digits), ("seq_len", seq_len)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MovingDigits: {name} must be a positive int; got {value!r}")
+                raise InputError(f"MovingDigits: {name} must be a positive int; got {value!r}")
         digit_size = digit_size or max(4, round(28 * frame_size / 64))
         if digit_size > frame_size:
-            raise ValueError(f"MovingDigits: digit_size {digit_size} does not fit a {frame_size}-pixel frame")
+            raise InputError(f"MovingDigits: digit_size {digit_size} does not fit a {frame_size}-pixel frame")
         self.pool, self.frame_size, self.digit_size = pool, frame_size, digit_size
         self.num_digits, self.seq_len, self.speed, self.seed = num_digits, seq_len, speed, seed
         self.digits = resize_digits(pool.images, digit_size)
@@ -162,7 +163,7 @@ class VideoBatches:
     def __init__(self, source: MovingDigits, batch_size: int, batches_per_epoch: int, *, fixed: bool) -> None:
         for name, value in (("batch_size", batch_size), ("batches_per_epoch", batches_per_epoch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"VideoBatches: {name} must be a positive int; got {value!r}")
+                raise InputError(f"VideoBatches: {name} must be a positive int; got {value!r}")
         self.source, self.batch_size, self.batches_per_epoch, self.fixed = source, batch_size, batches_per_epoch, fixed
 
     def __len__(self) -> int:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .text import DataError, read_data_bytes
+from ..errors import InputError
 
 PathLike = Union[str, Path]
 
@@ -169,7 +170,7 @@ def load_pair_splits(data: PathLike, target_data: Optional[PathLike] = None, *, 
 def _split(pairs: List[Pair], valid_fraction: float, test_fraction: float, seed: int, blank: int,
            description: str) -> PairSplits:
     if not 0 <= valid_fraction < 1 or not 0 <= test_fraction < 1 or valid_fraction + test_fraction >= 1:
-        raise ValueError(f"valid_fraction and test_fraction must be in [0, 1) with a sum below 1; got "
+        raise InputError(f"valid_fraction and test_fraction must be in [0, 1) with a sum below 1; got "
                          f"{valid_fraction} and {test_fraction}")
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
@@ -263,7 +264,7 @@ class PairBatches:
         if len(data) == 0:
             raise DataError("no sentence pairs left to batch (all were dropped or the split is empty)")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+            raise InputError(f"batch_size must be >= 1; got {batch_size}")
         self.data, self.batch_size = data, batch_size
         self.ids = dict(pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
         self.shuffle, self.seed, self.pool = shuffle, seed, pool

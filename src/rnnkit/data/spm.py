@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Union
 
 from .text import DataError
+from ..errors import InputError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("bpe", "unigram")
@@ -27,16 +28,16 @@ class SentencePieceTokenizer:
     def __init__(self, model_bytes: bytes) -> None:
         import sentencepiece as spm
         if not model_bytes:
-            raise ValueError("SentencePieceTokenizer: the model is empty")
+            raise InputError("SentencePieceTokenizer: the model is empty")
         self.model_bytes = bytes(model_bytes)
         self.sp = spm.SentencePieceProcessor()
         try:
             self.sp.LoadFromSerializedProto(self.model_bytes)
         except Exception as err:  # sentencepiece raises RuntimeError/OSError depending on the version
-            raise ValueError(f"SentencePieceTokenizer: not a SentencePiece model ({err})") from None
+            raise InputError(f"SentencePieceTokenizer: not a SentencePiece model ({err})") from None
         ids = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
         if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-            raise ValueError(f"SentencePieceTokenizer: expected special ids pad/unk/bos/eos = 0/1/2/3; the model "
+            raise InputError(f"SentencePieceTokenizer: expected special ids pad/unk/bos/eos = 0/1/2/3; the model "
                              f"has {ids} (train it with rnnkit.data.spm.train_sentencepiece)")
 
     @property
@@ -73,7 +74,7 @@ class SentencePieceTokenizer:
     def from_json(cls, d: Dict[str, Any]) -> "SentencePieceTokenizer":
         raw = base64.b64decode(d["model_b64"])
         if hashlib.sha256(raw).hexdigest() != d.get("sha256"):
-            raise ValueError("SentencePiece model: SHA-256 differs from the recorded one (corrupt)")
+            raise InputError("SentencePiece model: SHA-256 differs from the recorded one (corrupt)")
         return cls(raw)
 
     @classmethod
@@ -96,9 +97,9 @@ def train_sentencepiece(sentences: Iterable[str], vocab_size: int, model_type: s
     """
     import sentencepiece as spm
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"spm model type must be one of {MODEL_TYPES}; got {model_type!r}")
+        raise InputError(f"spm model type must be one of {MODEL_TYPES}; got {model_type!r}")
     if not isinstance(vocab_size, int) or vocab_size < 8:
-        raise ValueError(f"vocab_size must be an int >= 8; got {vocab_size!r}")
+        raise InputError(f"vocab_size must be an int >= 8; got {vocab_size!r}")
     texts = [s for s in sentences if s.strip()]
     if not texts:
         raise DataError("cannot train SentencePiece on an empty corpus")

@@ -24,6 +24,8 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+
 #: target value that contributes no loss (torch's cross_entropy default).
 IGNORE_INDEX = -100
 
@@ -81,15 +83,15 @@ class StreamLoader:
         owner = type(self).__name__
         for name, value in (("batch_size", batch_size), ("bptt", bptt), ("world_size", world_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{owner}: {name} must be a positive int; got {value!r}")
+                raise InputError(f"{owner}: {name} must be a positive int; got {value!r}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"{owner}: rank must be in [0, {world_size}); got {rank}")
+            raise InputError(f"{owner}: rank must be in [0, {world_size}); got {rank}")
         docs = [d for d in documents]
         if not docs:
-            raise ValueError(f"{owner}: no documents")
+            raise InputError(f"{owner}: no documents")
         for i, d in enumerate(docs):
             if d.dim() != 1 or d.dtype != torch.int64:
-                raise ValueError(f"{owner}: document {i} must be a 1-D int64 tensor; got {d.dtype} {tuple(d.shape)}")
+                raise InputError(f"{owner}: document {i} must be a 1-D int64 tensor; got {d.dtype} {tuple(d.shape)}")
         self.batch_size, self.bptt, self.rank, self.world_size = batch_size, bptt, rank, world_size
         total_rows = batch_size * world_size
         if len(docs) == 1:
@@ -103,7 +105,7 @@ class StreamLoader:
     def _single(self, tokens: Tensor, rows: int) -> None:
         per_row = (tokens.numel() - 1) // rows
         if per_row < 1:
-            raise ValueError(f"StreamLoader: {tokens.numel()} tokens are too few for {rows} streams "
+            raise InputError(f"StreamLoader: {tokens.numel()} tokens are too few for {rows} streams "
                              f"(batch_size x world_size); use a smaller batch or more data")
         n = per_row * rows
         self.inputs = tokens[:n].view(rows, per_row)
@@ -123,7 +125,7 @@ class StreamLoader:
             lengths[r] += padded
         width = max(lengths)
         if width == 0:
-            raise ValueError("StreamLoader: every document has fewer than 2 tokens")
+            raise InputError("StreamLoader: every document has fewer than 2 tokens")
         self.inputs = torch.zeros(rows, width, dtype=torch.int64)
         self.targets = torch.full((rows, width), IGNORE_INDEX, dtype=torch.int64)
         self.starts = torch.zeros(rows, width, dtype=torch.bool)

@@ -12,6 +12,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import InputError, InputTypeError
+
 #: MSE of always predicting 1.0 (the mean of the target) on the adding problem:
 #: the target is a sum of two U(0, 1) values, whose variance is 2 · 1/12 = 1/6.
 ADDING_BASELINE_MSE = 1.0 / 6.0
@@ -19,14 +21,14 @@ ADDING_BASELINE_MSE = 1.0 / 6.0
 
 def _check_int(owner: str, name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: {name} must be an int; got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{owner}: {name} must be an int; got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}; got {value}")
+        raise InputError(f"{owner}: {name} must be >= {minimum}; got {value}")
 
 
 def _check_generator(owner: str, generator: Optional[torch.Generator]) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{owner}: generator must be a torch.Generator or None; got {type(generator).__name__}")
+        raise InputTypeError(f"{owner}: generator must be a torch.Generator or None; got {type(generator).__name__}")
 
 
 def adding_problem(
@@ -61,7 +63,7 @@ def adding_problem(
     _check_int(owner, "seq_len", seq_len, 2)
     _check_generator(owner, generator)
     if not dtype.is_floating_point:
-        raise TypeError(f"{owner}: dtype must be a floating dtype; got {dtype}")
+        raise InputTypeError(f"{owner}: dtype must be a floating dtype; got {dtype}")
     T, B, half = seq_len, batch_size, seq_len // 2
     values = torch.rand(T, B, generator=generator, dtype=dtype)  # (T, B)
     first = torch.randint(0, half, (B,), generator=generator)  # (B,)

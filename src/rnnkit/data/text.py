@@ -14,13 +14,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+
 PathLike = Union[str, Path]
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".tok")
 EOS = "<eos>"
 UNK = "<unk>"
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The data the user named cannot be used (the message says why)."""
 
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .text import DataError
+from ..errors import InputError
 
 PathLike = Union[str, Path]
 MISSING_POLICIES = ("interpolate", "mask", "error")
@@ -85,9 +86,9 @@ def load_series(path: PathLike, *, time_column: Optional[str] = None, value_colu
         downstream; reported) or "error".
     """
     if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {MISSING_POLICIES}; got {missing!r}")
+        raise InputError(f"missing must be one of {MISSING_POLICIES}; got {missing!r}")
     if aggregate not in ("mean", "sum"):
-        raise ValueError(f"aggregate must be 'mean' or 'sum'; got {aggregate!r}")
+        raise InputError(f"aggregate must be 'mean' or 'sum'; got {aggregate!r}")
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"series file {str(p)!r} does not exist")
@@ -128,7 +129,7 @@ def _load_txt(p: Path, *, freq: Optional[str], start: Optional[str], missing: st
     times = None
     if start is not None or freq is not None:
         if start is None or freq is None:
-            raise ValueError("a .txt series gets timestamps only from both start and freq; got "
+            raise InputError("a .txt series gets timestamps only from both start and freq; got "
                              f"start={start!r}, freq={freq!r}")
         import pandas as pd
         times = pd.date_range(pd.Timestamp(start), periods=len(v), freq=freq).values
@@ -184,7 +185,7 @@ def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_co
         try:
             offset = pd.tseries.frequencies.to_offset(freq)
         except ValueError:
-            raise ValueError(f"freq {freq!r} is not a pandas frequency (e.g. 'h', '5min', 'D')") from None
+            raise InputError(f"freq {freq!r} is not a pandas frequency (e.g. 'h', '5min', 'D')") from None
         rs = df.resample(offset)
         # an empty bucket is a missing step (sum would make it 0, which is a value, not a gap)
         counts = rs.count()
@@ -268,7 +269,7 @@ def load_kaggle_ipasn(path: PathLike, *, machines: Optional[Sequence[int]] = Non
     """
     import pandas as pd
     if absent not in ("zero", "missing"):
-        raise ValueError(f"absent must be 'zero' or 'missing'; got {absent!r}")
+        raise InputError(f"absent must be 'zero' or 'missing'; got {absent!r}")
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"series file {str(p)!r} does not exist")
@@ -319,7 +320,7 @@ def calendar_features(times: Optional[np.ndarray], names: Sequence[str]) -> np.n
     if not names:
         return np.zeros((0 if times is None else len(times), 0))
     if times is None:
-        raise ValueError(f"calendar features {list(names)} need timestamps; this series has none "
+        raise InputError(f"calendar features {list(names)} need timestamps; this series has none "
                          f"(for a .txt file give start and freq)")
     import pandas as pd
     idx = pd.DatetimeIndex(times)
@@ -330,7 +331,7 @@ def calendar_features(times: Optional[np.ndarray], names: Sequence[str]) -> np.n
         elif name == "dow":
             phase = (idx.day_of_week.values + idx.hour.values / 24.0) / 7.0
         else:
-            raise ValueError(f"unknown calendar feature {name!r}; expected {CALENDAR_FEATURES}")
+            raise InputError(f"unknown calendar feature {name!r}; expected {CALENDAR_FEATURES}")
         out += [np.sin(2 * math.pi * phase), np.cos(2 * math.pi * phase)]
     return np.stack(out, axis=1)
 
@@ -354,17 +355,17 @@ def split_by_time(n: int, lookback: int, horizon: int, val_fraction: float, test
     check_window(n, lookback, horizon)
     for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= f < 1.0:
-            raise ValueError(f"{name} must be in [0, 1); got {f}")
+            raise InputError(f"{name} must be in [0, 1); got {f}")
     n_test = int(round(n * test_fraction))
     n_valid = int(round(n * val_fraction))
     for name, k in (("validation", n_valid), ("test", n_test)):
         if 0 < k < horizon:
-            raise ValueError(f"the {name} part ({k} steps) is shorter than the horizon ({horizon}); use a larger "
+            raise InputError(f"the {name} part ({k} steps) is shorter than the horizon ({horizon}); use a larger "
                              f"fraction or a shorter horizon")
     n_val = n - n_test
     n_train = n_val - n_valid
     if n_train < lookback + horizon:
-        raise ValueError(f"the training part ({n_train} of {n} steps) is shorter than lookback + horizon "
+        raise InputError(f"the training part ({n_train} of {n} steps) is shorter than lookback + horizon "
                          f"({lookback} + {horizon}); use a shorter lookback or smaller validation/test fractions")
     return Split(n_train, n_val, n)
 
@@ -372,9 +373,9 @@ def split_by_time(n: int, lookback: int, horizon: int, val_fraction: float, test
 def check_window(n: int, lookback: int, horizon: int) -> None:
     for name, v in (("lookback", lookback), ("horizon", horizon)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int; got {v!r}")
+            raise InputError(f"{name} must be a positive int; got {v!r}")
     if lookback + horizon > n:
-        raise ValueError(f"lookback {lookback} + horizon {horizon} is longer than the series ({n} steps)")
+        raise InputError(f"lookback {lookback} + horizon {horizon} is longer than the series ({n} steps)")
 
 
 @dataclass
@@ -417,7 +418,7 @@ class Scaler:
 def window_origins(first: int, last: int, lookback: int, horizon: int, stride: int = 1) -> np.ndarray:
     """Origins t with history [t − L, t) and targets [t, t + H) inside [0, last): t ∈ [max(first, L), last − H]."""
     if isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0:
-        raise ValueError(f"stride must be a positive int; got {stride!r}")
+        raise InputError(f"stride must be a positive int; got {stride!r}")
     lo = max(first, lookback)
     hi = last - horizon
     if hi < lo:
@@ -484,7 +485,7 @@ class WindowLoader:
     def __init__(self, frame: ForecastFrame, origins: np.ndarray, lookback: int, horizon: int, batch_size: int,
                  *, shuffle: bool = False, seed: int = 0) -> None:
         if len(origins) == 0:
-            raise ValueError("no windows: the part is shorter than lookback + horizon")
+            raise InputError("no windows: the part is shorter than lookback + horizon")
         self.frame, self.origins = frame, np.asarray(origins, dtype=np.int64)
         self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
         self.shuffle, self.seed = shuffle, seed

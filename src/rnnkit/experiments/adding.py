@@ -32,6 +32,7 @@ from ..models.regressor import RegressionTask
 from ..training import TrainConfig, Trainer, TrainingError
 from ..training.config import CLOCKS
 from ..training.sources import GeneratedBatches
+from ..errors import InputError
 
 #: the cells compared, by the name used on the command line and in the table.
 CELLS: Dict[str, Callable[..., nn.Module]] = {
@@ -54,7 +55,7 @@ class AddingModel(nn.Module):
     def __init__(self, cell: str, hidden_size: int, num_layers: int = 1) -> None:
         super().__init__()
         if cell not in CELLS:
-            raise ValueError(f"AddingModel: cell must be one of {sorted(CELLS)}; got {cell!r}")
+            raise InputError(f"AddingModel: cell must be one of {sorted(CELLS)}; got {cell!r}")
         self.rnn = CELLS[cell](2, hidden_size, num_layers)
         self.head = nn.Linear(hidden_size, 1)
 
@@ -84,7 +85,7 @@ class AddingTask(RegressionTask):
                                            self.ENDLESS, seed)
         chunks, rest = divmod(eval_size, eval_chunk)
         if rest or not chunks:
-            raise ValueError(f"AddingTask: eval_size must be a positive multiple of eval_chunk ({eval_chunk}); "
+            raise InputError(f"AddingTask: eval_size must be a positive multiple of eval_chunk ({eval_chunk}); "
                              f"got {eval_size}")
         self.heldout = GeneratedBatches(lambda g: adding_problem(eval_chunk, seq_len, generator=g), chunks, eval_seed)
 

@@ -33,12 +33,13 @@ import torch
 
 from ..cells import GRUCell, LSTMCell, RecurrentCell
 from ..recurrent import Recurrent
+from ..errors import InputError
 
 PathLike = Union[str, Path]
 VAR_NAMES = ("kernel", "recurrent_kernel", "bias")
 
 
-class KerasWeightsError(ValueError):
+class KerasWeightsError(InputError):
     """A .weights.h5 file that does not fit the layer: names the tensor, expected and got."""
 
 
@@ -178,7 +179,7 @@ def save_keras_weights(layer: Recurrent, path: PathLike) -> Path:
     family = _family(layer.cells[0], owner)
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
-        raise ValueError(f"Keras 3 loads weights only from files named *.weights.h5; got {path.name!r}")
+        raise InputError(f"Keras 3 loads weights only from files named *.weights.h5; got {path.name!r}")
     arrays: Dict[str, np.ndarray] = {}
     D = layer.num_directions
     for l in range(layer.num_layers):

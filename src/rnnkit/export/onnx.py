@@ -52,6 +52,7 @@ from ..cells import (ConvGRUCell, ConvLSTMCell, ElmanCell, GRUCell, LayerNormGRU
                      MinGRUCell, PeepholeLSTMCell, RecurrentCell, SRUCell)
 from ..cells.layernorm_lstm import EPS as LN_EPS
 from ..recurrent import Recurrent
+from ..errors import InputError
 
 OPSET = 17  # LayerNormalization needs 17
 FLOAT = 1   # onnx.TensorProto.FLOAT
@@ -59,7 +60,7 @@ INT64 = 7   # onnx.TensorProto.INT64
 BOOL = 9    # onnx.TensorProto.BOOL
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """A model or configuration the exporter cannot represent; the message names the feature and the way out."""
 
 

@@ -20,6 +20,8 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 PathLike = Union[str, Path]
 
 
@@ -62,7 +64,7 @@ def bits_per_token(path: PathLike, tokens: torch.Tensor, *, window: int = 128, b
     state_inputs = [i for i in inputs if i.name not in ("tokens", "lengths")]
     n = (tokens.numel() - 1) // batch
     if n < 2:
-        raise ValueError(f"bits_per_token needs at least {2 * batch + 1} tokens; got {tokens.numel()}")
+        raise InputError(f"bits_per_token needs at least {2 * batch + 1} tokens; got {tokens.numel()}")
     stream = tokens[: n * batch + 1].numpy().astype(np.int64)
     xs = stream[:-1].reshape(batch, n).T  # (n, batch)
     ys = stream[1:].reshape(batch, n).T

@@ -22,6 +22,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 ATTENTIONS = ("none", "bahdanau", "dot", "general")
 
 
@@ -35,9 +37,9 @@ class Attention(nn.Module):
     def __init__(self, kind: str, query_size: int, memory_size: int, attention_size: int = 0) -> None:
         super().__init__()
         if kind not in ATTENTIONS[1:]:
-            raise ValueError(f"attention must be one of {ATTENTIONS[1:]}; got {kind!r}")
+            raise InputError(f"attention must be one of {ATTENTIONS[1:]}; got {kind!r}")
         if kind == "dot" and query_size != memory_size:
-            raise ValueError(f"dot attention needs the decoder's output size ({query_size}) to equal the encoder's "
+            raise InputError(f"dot attention needs the decoder's output size ({query_size}) to equal the encoder's "
                              f"memory size ({memory_size}); use 'general' or change hidden sizes")
         self.kind = kind
         self.query_size, self.memory_size = query_size, memory_size

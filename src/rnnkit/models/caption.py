@@ -37,6 +37,7 @@ from .attention import Attention
 from .char_lm import CELLS, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search
 from .seq2seq import SamplingSchedule
+from ..errors import InputError
 
 CAPTION_ATTENTIONS = ("bahdanau", "none")
 
@@ -62,16 +63,16 @@ class CaptionConfig:
                      "hidden_size", "attention_size", "max_len"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"CaptionConfig: {name} must be a positive int; got {v!r}")
+                raise InputError(f"CaptionConfig: {name} must be a positive int; got {v!r}")
         if self.cell not in CELLS:
-            raise ValueError(f"CaptionConfig: cell must be one of {list(CELLS)}; got {self.cell!r}")
+            raise InputError(f"CaptionConfig: cell must be one of {list(CELLS)}; got {self.cell!r}")
         if self.attention not in CAPTION_ATTENTIONS:
-            raise ValueError(f"CaptionConfig: attention must be one of {CAPTION_ATTENTIONS}; got {self.attention!r}")
+            raise InputError(f"CaptionConfig: attention must be one of {CAPTION_ATTENTIONS}; got {self.attention!r}")
         if self.image_size >> self.cnn_blocks < 1:
-            raise ValueError(f"CaptionConfig: {self.cnn_blocks} pooling blocks leave no grid of a "
+            raise InputError(f"CaptionConfig: {self.cnn_blocks} pooling blocks leave no grid of a "
                              f"{self.image_size}-pixel image")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"CaptionConfig: dropout must be in [0, 1); got {self.dropout}")
+            raise InputError(f"CaptionConfig: dropout must be in [0, 1); got {self.dropout}")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -111,10 +112,10 @@ class CaptionModel(nn.Module):
             self.encoder: nn.Module = SmallCNN(c.channels, c.cnn_width, c.cnn_blocks)
             F_ = self.encoder.out_channels
             if c.feature_size and c.feature_size != F_:
-                raise ValueError(f"CaptionConfig: feature_size {c.feature_size} disagrees with the CNN's {F_}")
+                raise InputError(f"CaptionConfig: feature_size {c.feature_size} disagrees with the CNN's {F_}")
         else:
             if not c.feature_size:
-                raise ValueError("CaptionModel: with a backbone, set config.feature_size to its output channels")
+                raise InputError("CaptionModel: with a backbone, set config.feature_size to its output channels")
             self.encoder, F_ = backbone, c.feature_size
         self.feature_size = F_
         self.embed = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=PAD)
@@ -135,7 +136,7 @@ class CaptionModel(nn.Module):
         c = self.config
         if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != c.channels:
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"CaptionModel expects images of shape (batch, {c.channels}, height, width); got {got}")
+            raise InputError(f"CaptionModel expects images of shape (batch, {c.channels}, height, width); got {got}")
 
     def encode(self, images: Tensor) -> Dict[str, Any]:
         """Decoder state at t = 0: {"state": cell state tuple, "memory": (B, L, F), "keys": attention keys}."""
@@ -280,7 +281,7 @@ class CaptionTask:
 
     def __init__(self, *, alpha_c: float = 0.02, schedule: Optional[SamplingSchedule] = None) -> None:
         if alpha_c < 0:
-            raise ValueError(f"alpha_c (doubly stochastic regularisation) must be >= 0; got {alpha_c}")
+            raise InputError(f"alpha_c (doubly stochastic regularisation) must be >= 0; got {alpha_c}")
         self.alpha_c = alpha_c
         self.schedule = schedule or SamplingSchedule()
 

@@ -24,6 +24,7 @@ from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LS
 from ..data.streams import IGNORE_INDEX, StreamBatch
 from ..recurrent import Recurrent
 from .decoding import check_sampling, sample_next
+from ..errors import InputError
 
 #: cell names accepted by the models and the CLI.
 CELLS: Dict[str, Callable[[int, int], RecurrentCell]] = {
@@ -41,7 +42,7 @@ CELLS: Dict[str, Callable[[int, int], RecurrentCell]] = {
 def make_cell(name: str, input_size: int, hidden_size: int) -> RecurrentCell:
     """A cell by name (see CELLS)."""
     if name not in CELLS:
-        raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(CELLS)}")
+        raise InputError(f"unknown cell {name!r}; expected one of {', '.join(CELLS)}")
     return CELLS[name](input_size, hidden_size)
 
 
@@ -62,18 +63,18 @@ class LMConfig:
         for name in ("vocab_size", "hidden_size", "num_layers"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int; got {v!r}")
+                raise InputError(f"{name} must be a positive int; got {v!r}")
         if isinstance(self.embedding_size, bool) or not isinstance(self.embedding_size, int) or self.embedding_size < 0:
-            raise ValueError(f"embedding_size must be an int >= 0 (0 = one-hot input); got {self.embedding_size!r}")
+            raise InputError(f"embedding_size must be an int >= 0 (0 = one-hot input); got {self.embedding_size!r}")
         if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
+            raise InputError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.tie_weights and self.embedding_size != self.hidden_size:
-            raise ValueError(f"tie_weights needs embedding_size == hidden_size; got {self.embedding_size} "
+            raise InputError(f"tie_weights needs embedding_size == hidden_size; got {self.embedding_size} "
                              f"and {self.hidden_size}")
         if self.init_range is not None and not self.init_range > 0:
-            raise ValueError(f"init_range must be positive; got {self.init_range}")
+            raise InputError(f"init_range must be positive; got {self.init_range}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,7 +133,7 @@ class LanguageModelTask:
 
     def __init__(self, unit: str = "char") -> None:
         if unit not in ("char", "word"):
-            raise ValueError(f"unit must be 'char' or 'word'; got {unit!r}")
+            raise InputError(f"unit must be 'char' or 'word'; got {unit!r}")
         self.unit = unit
 
     def loss(self, model: nn.Module, batch: StreamBatch, state):
@@ -166,7 +167,7 @@ def sample(model: RecurrentLM, prime: Sequence[int], length: int, *, temperature
     """
     check_sampling(temperature, top_k, top_p)
     if len(prime) == 0:
-        raise ValueError("prime must hold at least one token")
+        raise InputError("prime must hold at least one token")
     was_training = model.training
     model.eval()
     device = model.head.weight.device

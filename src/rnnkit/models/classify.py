@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
+from ..errors import InputError
 
 POOLINGS = ("last", "mean", "max")
 OBJECTIVES = ("sigmoid", "softmax")
@@ -45,7 +46,7 @@ def pool(y: Tensor, lengths: Tensor, how: str, num_directions: int = 1) -> Tenso
         if num_directions == 1:
             return fwd
         return torch.cat([fwd, y[:, 0, H:]], dim=-1)  # the backward direction ends at step 0
-    raise ValueError(f"pooling must be one of {POOLINGS}; got {how!r}")
+    raise InputError(f"pooling must be one of {POOLINGS}; got {how!r}")
 
 
 @dataclass
@@ -64,13 +65,13 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         check_positive_ints(self, ("vocab_size", "embedding_size", "hidden_size", "num_layers"))
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2; got {self.num_classes!r}")
+            raise InputError(f"num_classes must be an int >= 2; got {self.num_classes!r}")
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
+            raise InputError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
         if self.objective == "sigmoid" and self.num_classes != 2:
-            raise ValueError(f"the sigmoid objective is for two classes; got {self.num_classes} (use softmax)")
+            raise InputError(f"the sigmoid objective is for two classes; got {self.num_classes} (use softmax)")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
+            raise InputError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
         check_cell_and_dropout(self)
 
     def to_dict(self) -> dict:

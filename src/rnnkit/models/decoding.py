@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..errors import InputError
+
 StepFn = Callable[[Tensor, Any], Tuple[Tensor, Any, Optional[Tensor]]]
 
 
@@ -58,11 +60,11 @@ def select_rows(state: Any, index: Tensor) -> Any:
 
 def _check(bos: int, eos: int, max_len: int, min_len: int, no_repeat_ngram: int) -> None:
     if not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be an int >= 1; got {max_len!r}")
+        raise InputError(f"max_len must be an int >= 1; got {max_len!r}")
     if not 0 <= min_len <= max_len:
-        raise ValueError(f"min_len must be in [0, max_len={max_len}]; got {min_len!r}")
+        raise InputError(f"min_len must be in [0, max_len={max_len}]; got {min_len!r}")
     if no_repeat_ngram < 0:
-        raise ValueError(f"no_repeat_ngram must be >= 0; got {no_repeat_ngram!r}")
+        raise InputError(f"no_repeat_ngram must be >= 0; got {no_repeat_ngram!r}")
 
 
 def _constrain(logp: Tensor, hyps: Tensor, eos: int, min_len: int, no_repeat_ngram: int) -> Tensor:
@@ -132,11 +134,11 @@ def greedy_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: i
 def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
     """ValueError naming the first sampling option out of range: temperature > 0, top_k >= 1, top_p in (0, 1]."""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
+        raise InputError(f"temperature must be > 0; got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1; got {top_k}")
+        raise InputError(f"top_k must be >= 1; got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
+        raise InputError(f"top_p must be in (0, 1]; got {top_p}")
 
 
 def sample_next(logits: Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
@@ -191,11 +193,11 @@ def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int
     _check(bos, eos, max_len, min_len, no_repeat_ngram)
     K, B = beam_size, batch_size
     if not isinstance(K, int) or K < 1:
-        raise ValueError(f"beam_size must be an int >= 1; got {K!r}")
+        raise InputError(f"beam_size must be an int >= 1; got {K!r}")
     if not 1 <= n_best <= K:
-        raise ValueError(f"n_best must be in [1, beam_size={K}]; got {n_best!r}")
+        raise InputError(f"n_best must be in [1, beam_size={K}]; got {n_best!r}")
     if alpha < 0:
-        raise ValueError(f"alpha (length penalty) must be >= 0; got {alpha}")
+        raise InputError(f"alpha (length penalty) must be >= 0; got {alpha}")
     device = _device_of(state)
     N = B * K
     state = select_rows(state, torch.arange(B, device=device).repeat_interleave(K))
@@ -236,7 +238,7 @@ def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int
         logits, state, a = step(tokens, state)
         V = logits.shape[-1]
         if V < 2 * K:
-            raise ValueError(f"beam_size {K} needs a vocabulary of at least {2 * K} tokens; got {V}")
+            raise InputError(f"beam_size {K} needs a vocabulary of at least {2 * K} tokens; got {V}")
         logp = _constrain(F.log_softmax(logits.float(), dim=-1), hyps, eos, min_len, no_repeat_ngram)
         step_attn = None
         if return_attention and a is not None:
@@ -295,4 +297,4 @@ def _device_of(state: Any) -> torch.device:
             return _device_of(s)
         except ValueError:
             continue
-    raise ValueError("decoding: the state holds no tensor (cannot tell the device)")
+    raise InputError("decoding: the state holds no tensor (cannot tell the device)")

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from ..recurrent import Recurrent
 from .char_lm import CELLS, make_cell
+from ..errors import InputError
 
 MODES = ("direct", "autoregressive", "seq2seq")
 HEADS = ("point", "gaussian", "quantile")
@@ -69,28 +70,28 @@ class ForecastConfig:
         for name in ("num_series", "num_features", "lookback", "horizon", "hidden_size", "num_layers"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int; got {v!r}")
+                raise InputError(f"{name} must be a positive int; got {v!r}")
         if self.num_calendar < 0:
-            raise ValueError(f"num_calendar must be >= 0; got {self.num_calendar}")
+            raise InputError(f"num_calendar must be >= 0; got {self.num_calendar}")
         expected = self.num_series * (2 if self.masked else 1) + self.num_calendar
         if self.num_features != expected:
-            raise ValueError(f"num_features must be {expected} (series values{', flags' if self.masked else ''} "
+            raise InputError(f"num_features must be {expected} (series values{', flags' if self.masked else ''} "
                              f"and {self.num_calendar} calendar features); got {self.num_features}")
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
+            raise InputError(f"mode must be one of {MODES}; got {self.mode!r}")
         if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}; got {self.head!r}")
+            raise InputError(f"head must be one of {HEADS}; got {self.head!r}")
         if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
+            raise InputError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
         if not 0.0 <= self.teacher_forcing <= 1.0:
-            raise ValueError(f"teacher_forcing must be in [0, 1]; got {self.teacher_forcing}")
+            raise InputError(f"teacher_forcing must be in [0, 1]; got {self.teacher_forcing}")
         self.quantiles = [float(q) for q in self.quantiles]
         if self.head == "quantile":
             qs = self.quantiles
             if sorted(qs) != qs or len(set(qs)) != len(qs) or not all(0.0 < q < 1.0 for q in qs) or 0.5 not in qs:
-                raise ValueError(f"quantiles must be increasing, in (0, 1) and include 0.5; got {qs}")
+                raise InputError(f"quantiles must be increasing, in (0, 1) and include 0.5; got {qs}")
 
     @property
     def params_per_value(self) -> int:
@@ -155,10 +156,10 @@ class Forecaster(nn.Module):
     def forward(self, x: Tensor, future: Tensor, y: Optional[Tensor] = None) -> Tensor:
         c = self.config
         if x.dim() != 3 or x.shape[1] != c.lookback or x.shape[2] != c.num_features:
-            raise ValueError(f"Forecaster expects x of shape (batch, {c.lookback}, {c.num_features}); "
+            raise InputError(f"Forecaster expects x of shape (batch, {c.lookback}, {c.num_features}); "
                              f"got {tuple(x.shape)}")
         if future.dim() != 3 or future.shape[1] != c.horizon or future.shape[2] != c.num_calendar:
-            raise ValueError(f"Forecaster expects future of shape (batch, {c.horizon}, {c.num_calendar}); "
+            raise InputError(f"Forecaster expects future of shape (batch, {c.horizon}, {c.num_calendar}); "
                              f"got {tuple(future.shape)}")
         teacher = y is not None and self.training
         if c.mode == "direct":

@@ -29,6 +29,7 @@ import torch
 
 from ..data.timeseries import ForecastFrame, Split, window_origins
 from .forecast import Forecaster
+from ..errors import InputError
 
 BASELINES = ("naive", "seasonal_naive", "holt_winters", "arima")
 LABELS = {"model": "model", "naive": "naive (last value)", "seasonal_naive": "seasonal naive",
@@ -193,10 +194,10 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
     stride = stride or H
     origins = window_origins(split.n_val if first is None else first, split.n, L, H, stride)
     if len(origins) == 0:
-        raise ValueError(f"no test windows: the test part [{split.n_val}, {split.n}) is shorter than the horizon {H}")
+        raise InputError(f"no test windows: the test part [{split.n_val}, {split.n}) is shorter than the horizon {H}")
     for b in baselines:
         if b not in BASELINE_FUNCTIONS:
-            raise ValueError(f"unknown baseline {b!r}; expected some of {BASELINES}")
+            raise InputError(f"unknown baseline {b!r}; expected some of {BASELINES}")
     values = np.where(frame.series.observed | ~frame.mask_missing, frame.series.values, np.nan)
     actual = np.stack([values[o:o + H] for o in origins])  # (O, H, C)
     point, lower, upper = model_forecast(model, frame, origins, level)

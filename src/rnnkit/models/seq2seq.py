@@ -47,6 +47,7 @@ from ..recurrent import Recurrent
 from .attention import ATTENTIONS, Attention
 from .char_lm import CELLS, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search, sample_search
+from ..errors import InputError
 
 BRIDGES = ("none", "copy", "learned")
 
@@ -80,27 +81,27 @@ class Seq2SeqConfig:
                      "max_source_len", "max_target_len"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int; got {v!r}")
+                raise InputError(f"{name} must be a positive int; got {v!r}")
         if self.decoder_layers is not None and (not isinstance(self.decoder_layers, int) or self.decoder_layers <= 0):
-            raise ValueError(f"decoder_layers must be a positive int or None; got {self.decoder_layers!r}")
+            raise InputError(f"decoder_layers must be a positive int or None; got {self.decoder_layers!r}")
         for name in ("cell", "encoder_cell"):
             v = getattr(self, name)
             if v is not None and v not in CELLS:
-                raise ValueError(f"{name} must be one of {', '.join(CELLS)}; got {v!r}")
+                raise InputError(f"{name} must be one of {', '.join(CELLS)}; got {v!r}")
         if self.bridge not in BRIDGES:
-            raise ValueError(f"bridge must be one of {BRIDGES}; got {self.bridge!r}")
+            raise InputError(f"bridge must be one of {BRIDGES}; got {self.bridge!r}")
         if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}; got {self.attention!r}")
+            raise InputError(f"attention must be one of {ATTENTIONS}; got {self.attention!r}")
         if self.attention == "none" and self.bridge == "none":
-            raise ValueError("attention 'none' with bridge 'none' gives the decoder no view of the source; "
+            raise InputError("attention 'none' with bridge 'none' gives the decoder no view of the source; "
                              "use bridge 'copy' or 'learned'")
         if self.bidirectional and self.hidden_size % 2:
-            raise ValueError(f"a bidirectional encoder splits hidden_size over two directions; it must be even, "
+            raise InputError(f"a bidirectional encoder splits hidden_size over two directions; it must be even, "
                              f"got {self.hidden_size}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.attention_size < 0:
-            raise ValueError(f"attention_size must be >= 0; got {self.attention_size}")
+            raise InputError(f"attention_size must be >= 0; got {self.attention_size}")
 
     @property
     def n_decoder_layers(self) -> int:
@@ -153,7 +154,7 @@ class Seq2Seq(nn.Module):
         dec_sizes = self.decoder_cells[0].state_sizes
         if c.bridge == "copy":
             if c.n_decoder_layers != c.num_layers or tuple(D * s for s in enc_sizes) != tuple(dec_sizes):
-                raise ValueError(f"bridge 'copy' needs matching state shapes: the encoder gives {c.num_layers} "
+                raise InputError(f"bridge 'copy' needs matching state shapes: the encoder gives {c.num_layers} "
                                  f"layer(s) of {tuple(D * s for s in enc_sizes)}, the decoder has "
                                  f"{c.n_decoder_layers} of {tuple(dec_sizes)}; use bridge 'learned'")
             self.bridge = None
@@ -178,11 +179,11 @@ class Seq2Seq(nn.Module):
         """
         c = self.config
         if source.dim() != 2:
-            raise ValueError(f"Seq2Seq expects source of shape (batch, time); got {tuple(source.shape)}")
+            raise InputError(f"Seq2Seq expects source of shape (batch, time); got {tuple(source.shape)}")
         B, S = source.shape
         lengths = source_lengths.to(source.device)
         if int(lengths.max()) > c.max_source_len:
-            raise ValueError(f"Seq2Seq: a source has {int(lengths.max())} tokens; this model accepts at most "
+            raise InputError(f"Seq2Seq: a source has {int(lengths.max())} tokens; this model accepts at most "
                              f"{c.max_source_len} (max_source_len)")
         memory, final = self.encoder(self.drop(self.source_embedding(source)), lengths=lengths.cpu())  # (B, S, M)
         mask = self.source_mask(lengths, S)
@@ -267,10 +268,10 @@ class Seq2Seq(nn.Module):
         otherwise a token sampled from the model's (detached) distribution at t − 1 is fed.
         """
         if target_in.dim() != 2 or target_in.shape[0] != source.shape[0]:
-            raise ValueError(f"Seq2Seq expects target_in of shape (batch={source.shape[0]}, time); got "
+            raise InputError(f"Seq2Seq expects target_in of shape (batch={source.shape[0]}, time); got "
                              f"{tuple(target_in.shape)}")
         if not 0.0 <= teacher_forcing <= 1.0:
-            raise ValueError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
+            raise InputError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
         state = self.encode(source, source_lengths)
         B, T = target_in.shape
         outs: List[Tensor] = []
@@ -319,7 +320,7 @@ class Seq2Seq(nn.Module):
             if method == "sample":
                 return sample_search(self.step, state, B, temperature=temperature, top_k=top_k, top_p=top_p,
                                      generator=generator, **common)
-            raise ValueError(f"method must be 'greedy', 'beam' or 'sample'; got {method!r}")
+            raise InputError(f"method must be 'greedy', 'beam' or 'sample'; got {method!r}")
         finally:
             self.train(was)
 
@@ -345,15 +346,15 @@ class SamplingSchedule:
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
-            raise ValueError(f"scheduled sampling must be one of {SCHEDULES}; got {self.kind!r}")
+            raise InputError(f"scheduled sampling must be one of {SCHEDULES}; got {self.kind!r}")
         if not 0.0 <= self.minimum <= 1.0:
-            raise ValueError(f"the schedule's minimum must be in [0, 1]; got {self.minimum}")
+            raise InputError(f"the schedule's minimum must be in [0, 1]; got {self.minimum}")
         if self.kind == "linear" and (self.c < 0 or not 0 < self.k <= 1):
-            raise ValueError(f"linear schedule needs 0 < k <= 1 and c >= 0; got k={self.k}, c={self.c}")
+            raise InputError(f"linear schedule needs 0 < k <= 1 and c >= 0; got k={self.k}, c={self.c}")
         if self.kind == "exponential" and not 0 < self.k < 1:
-            raise ValueError(f"exponential schedule needs 0 < k < 1; got k={self.k}")
+            raise InputError(f"exponential schedule needs 0 < k < 1; got k={self.k}")
         if self.kind == "inverse_sigmoid" and not self.k >= 1:
-            raise ValueError(f"inverse_sigmoid schedule needs k >= 1; got k={self.k}")
+            raise InputError(f"inverse_sigmoid schedule needs k >= 1; got k={self.k}")
 
     def __call__(self, step: int) -> float:
         if self.kind == "none":
@@ -382,7 +383,7 @@ class Seq2SeqTask:
     def __init__(self, *, pad_id: int = 0, label_smoothing: float = 0.0, length_normalize: bool = False,
                  schedule: Optional[SamplingSchedule] = None, progress: Callable[[], int] = lambda: 0) -> None:
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
+            raise InputError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
         self.pad_id = pad_id
         self.label_smoothing = label_smoothing
         self.length_normalize = length_normalize

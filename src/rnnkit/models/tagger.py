@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from ..data.labelled import IGNORE
 from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
+from ..errors import InputError
 
 
 @dataclass
@@ -91,7 +92,7 @@ def entity_scores(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     tp = n_true = n_pred = 0
     for k, (t, p) in enumerate(zip(true, pred)):
         if len(t) != len(p):
-            raise ValueError(f"sentence {k}: {len(t)} true tags but {len(p)} predicted")
+            raise InputError(f"sentence {k}: {len(t)} true tags but {len(p)} predicted")
         et, ep = bio_entities(t), bio_entities(p)
         tp += len(et & ep)
         n_true += len(et)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..recurrent import Recurrent
 from .char_lm import CELLS, make_cell
+from ..errors import InputError
 
 
 def check_positive_ints(config: Any, names: Sequence[str]) -> None:
@@ -22,15 +23,15 @@ def check_positive_ints(config: Any, names: Sequence[str]) -> None:
     for name in names:
         v = getattr(config, name)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int; got {v!r}")
+            raise InputError(f"{name} must be a positive int; got {v!r}")
 
 
 def check_cell_and_dropout(config: Any) -> None:
     """Raise ValueError when `config.cell` is not in CELLS or `config.dropout` is outside [0, 1)."""
     if config.cell not in CELLS:
-        raise ValueError(f"unknown cell {config.cell!r}; expected one of {', '.join(CELLS)}")
+        raise InputError(f"unknown cell {config.cell!r}; expected one of {', '.join(CELLS)}")
     if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {config.dropout}")
+        raise InputError(f"dropout must be in [0, 1); got {config.dropout}")
 
 
 class TokenEncoderModel(nn.Module):
@@ -57,6 +58,6 @@ class TokenEncoderModel(nn.Module):
     def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """tokens (B, T) int64, lengths (B,) → encoder outputs y (B, T, D·H), zero at padded steps."""
         if tokens.dim() != 2:
-            raise ValueError(f"{type(self).__name__} expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
+            raise InputError(f"{type(self).__name__} expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
         y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)
         return y

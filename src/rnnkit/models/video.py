@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from ..layers_conv import ConvGRU, ConvLSTM
 from ..training.trainer import LossResult
+from ..errors import InputError
 
 VIDEO_CELLS = ("convlstm", "convgru")
 FEEDS = ("none", "frames")
@@ -72,21 +73,21 @@ class VideoConfig:
                      "input_frames", "output_frames", "advect_kernels", "advect_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"VideoConfig: {name} must be a positive int; got {v!r}")
+                raise InputError(f"VideoConfig: {name} must be a positive int; got {v!r}")
         if self.frame_size % self.patch_size:
-            raise ValueError(f"VideoConfig: frame_size {self.frame_size} must be divisible by patch_size "
+            raise InputError(f"VideoConfig: frame_size {self.frame_size} must be divisible by patch_size "
                              f"{self.patch_size}")
         if self.cell not in VIDEO_CELLS:
-            raise ValueError(f"VideoConfig: cell must be one of {VIDEO_CELLS}; got {self.cell!r}")
+            raise InputError(f"VideoConfig: cell must be one of {VIDEO_CELLS}; got {self.cell!r}")
         if self.forecaster_input not in FEEDS:
-            raise ValueError(f"VideoConfig: forecaster_input must be one of {FEEDS}; got {self.forecaster_input!r}")
+            raise InputError(f"VideoConfig: forecaster_input must be one of {FEEDS}; got {self.forecaster_input!r}")
         if self.head not in HEADS:
-            raise ValueError(f"VideoConfig: head must be one of {HEADS}; got {self.head!r}")
+            raise InputError(f"VideoConfig: head must be one of {HEADS}; got {self.head!r}")
         for name in ("kernel_size", "advect_size"):
             if getattr(self, name) % 2 == 0:
-                raise ValueError(f"VideoConfig: {name} must be odd; got {getattr(self, name)}")
+                raise InputError(f"VideoConfig: {name} must be odd; got {getattr(self, name)}")
         if self.peephole and self.cell != "convlstm":
-            raise ValueError("VideoConfig: peephole needs cell 'convlstm'")
+            raise InputError("VideoConfig: peephole needs cell 'convlstm'")
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -152,7 +153,7 @@ class EncoderForecaster(nn.Module):
         expected = (c.channels, c.frame_size, c.frame_size)
         if not isinstance(frames, Tensor) or frames.dim() != 5 or tuple(frames.shape[2:]) != expected:
             got = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise ValueError(f"EncoderForecaster expects {name} of shape (time, batch, {c.channels}, "
+            raise InputError(f"EncoderForecaster expects {name} of shape (time, batch, {c.channels}, "
                              f"{c.frame_size}, {c.frame_size}); got {got}")
 
     def _patch(self, x: Tensor) -> Tensor:
@@ -225,12 +226,12 @@ class VideoTask:
 
     def __init__(self, config: VideoConfig, teacher_forcing: float = 0.0) -> None:
         if not 0.0 <= teacher_forcing <= 1.0:
-            raise ValueError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
+            raise InputError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
         self.k, self.n, self.teacher_forcing = config.input_frames, config.output_frames, teacher_forcing
 
     def split(self, batch: Tensor) -> Tuple[Tensor, Tensor]:
         if batch.shape[0] != self.k + self.n:
-            raise ValueError(f"video batches need {self.k} + {self.n} frames; got {batch.shape[0]}")
+            raise InputError(f"video batches need {self.k} + {self.n} frames; got {batch.shape[0]}")
         return batch[:self.k], batch[self.k:]
 
     def loss(self, model: nn.Module, batch: Tensor, state) -> LossResult:

@@ -31,12 +31,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from ..errors import InputError, InputTypeError
+
 FORMAT = "rnnkit-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{8,})\.json$")
 PathLike = Union[str, Path]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is missing, incomplete, corrupt or belongs to another model."""
 
 
@@ -58,7 +60,7 @@ def flatten(obj: Any, prefix: str, tensors: Dict[str, Tensor]) -> Any:
                               for i, (k, v) in enumerate(obj.items())]}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint (at {prefix!r})")
+    raise InputTypeError(f"cannot store a {type(obj).__name__} in a checkpoint (at {prefix!r})")
 
 
 def unflatten(obj: Any, tensors: Dict[str, Tensor]) -> Any:

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
 
+from ..errors import InputError
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "plateau", "epoch_decay")
 NORMALIZATIONS = ("token", "sequence")
@@ -85,7 +87,7 @@ class TrainConfig:
                 isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
             if not ok or value <= 0:
                 kind = "a positive int" if integer else "a positive number"
-                raise ValueError(f"{name} must be {kind}; got {value!r}")
+                raise InputError(f"{name} must be {kind}; got {value!r}")
 
         for name in ("max_steps", "max_epochs", "eval_every", "checkpoint_every", "early_stop_patience",
                      "bptt_k2"):
@@ -95,28 +97,28 @@ class TrainConfig:
         positive("max_minutes", self.max_minutes, integer=False)
         positive("eval_every_minutes", self.eval_every_minutes, integer=False)
         if self.clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {CLOCKS}; got {self.clock!r}")
+            raise InputError(f"clock must be one of {CLOCKS}; got {self.clock!r}")
         positive("lr", self.lr, allow_none=False, integer=False)
         for name in ("clip_norm", "clip_value"):
             positive(name, getattr(self, name), integer=False)
         if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
-            raise ValueError("set at least one of max_steps, max_epochs, max_minutes")
+            raise InputError("set at least one of max_steps, max_epochs, max_minutes")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+            raise InputError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+            raise InputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         if self.schedule == "cosine" and self.max_steps is None and self.max_minutes is None:
-            raise ValueError("schedule 'cosine' needs max_steps or max_minutes (the length of the cosine)")
+            raise InputError("schedule 'cosine' needs max_steps or max_minutes (the length of the cosine)")
         if self.warmup_steps < 0 or (self.warmup_steps and self.schedule in ("plateau", "epoch_decay")):
-            raise ValueError(f"warmup_steps must be >= 0 and works with the constant, cosine and step schedules; "
+            raise InputError(f"warmup_steps must be >= 0 and works with the constant, cosine and step schedules; "
                              f"got {self.warmup_steps} with {self.schedule!r}")
         if self.loss_normalization not in NORMALIZATIONS:
-            raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}; got {self.loss_normalization!r}")
+            raise InputError(f"loss_normalization must be one of {NORMALIZATIONS}; got {self.loss_normalization!r}")
         if not 0.0 < self.lr_gamma <= 1.0:
-            raise ValueError(f"lr_gamma must be in (0, 1]; got {self.lr_gamma}")
+            raise InputError(f"lr_gamma must be in (0, 1]; got {self.lr_gamma}")
         for name in ("weight_decay", "momentum", "lr_min", "lr_decay_after_epochs", "plateau_patience", "warmup_steps"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 0; got {getattr(self, name)}")
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -128,5 +130,5 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
+            raise InputError(f"unknown training settings {unknown}")
         return cls(**d)

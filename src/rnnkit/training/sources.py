@@ -6,6 +6,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from ..errors import InputError
+
 
 class GeneratedBatches:
     """Batches drawn by `make(generator)`, e.g. a synthetic task; `batches_per_epoch` per epoch.
@@ -16,7 +18,7 @@ class GeneratedBatches:
 
     def __init__(self, make: Callable[[torch.Generator], Any], batches_per_epoch: int, seed: int = 0) -> None:
         if isinstance(batches_per_epoch, bool) or not isinstance(batches_per_epoch, int) or batches_per_epoch < 1:
-            raise ValueError(f"GeneratedBatches: batches_per_epoch must be a positive int; got {batches_per_epoch!r}")
+            raise InputError(f"GeneratedBatches: batches_per_epoch must be a positive int; got {batches_per_epoch!r}")
         self.make, self.batches_per_epoch, self.seed = make, batches_per_epoch, seed
 
     def __len__(self) -> int:

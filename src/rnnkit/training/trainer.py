@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from ..data.streams import StreamBatch
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from ..errors import InputError, InputTypeError
 
 State = Any
 Hook = Callable[..., None]
@@ -109,11 +110,11 @@ class Trainer:
                  val_data: Any = None, out_dir: Optional[Union[str, Path]] = None,
                  run_info: Optional[Dict[str, Any]] = None, device: Optional[torch.device] = None) -> None:
         if not isinstance(config, TrainConfig):
-            raise TypeError(f"Trainer: config must be a TrainConfig; got {type(config).__name__}")
+            raise InputTypeError(f"Trainer: config must be a TrainConfig; got {type(config).__name__}")
         if not hasattr(train_data, "batches"):
-            raise TypeError("Trainer: train_data must have a batches(epoch, start) method")
+            raise InputTypeError("Trainer: train_data must have a batches(epoch, start) method")
         if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("Trainer: the model has no trainable parameters")
+            raise InputError("Trainer: the model has no trainable parameters")
         self.config = config
         self.task = task
         self.train_data, self.val_data = train_data, val_data
@@ -209,7 +210,7 @@ class Trainer:
     def add_hook(self, name: str, fn: Hook) -> None:
         """Call `fn(trainer, record)` at `name` (one of HOOK_NAMES)."""
         if name not in self.hooks:
-            raise ValueError(f"hook must be one of {HOOK_NAMES}; got {name!r}")
+            raise InputError(f"hook must be one of {HOOK_NAMES}; got {name!r}")
         self.hooks[name].append(fn)
 
     def _fire(self, name: str, *args: Any) -> None:
@@ -472,7 +473,7 @@ class Trainer:
         self._fire("eval_end", record)
         value = metrics.get(c.early_stop_metric)
         if value is None:
-            raise ValueError(f"early_stop_metric {c.early_stop_metric!r} is not among the evaluation metrics "
+            raise InputError(f"early_stop_metric {c.early_stop_metric!r} is not among the evaluation metrics "
                              f"{sorted(metrics)}")
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(value)
