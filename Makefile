@@ -2,7 +2,9 @@
 #
 #   make demo    create .venv, install rnnkit, train a char-level LSTM on tinyshakespeare (~3 min), sample, plot
 #   make demo-adding  the adding problem: which cells learn 100-step dependencies
-#   make test    create .venv, install rnnkit with its test extra, run the test suite on 2 workers
+#   make test    create .venv, install rnnkit with its test extra, run the test suite on 2 workers,
+#                then the fused float32 comparisons once more as an AVX2 CPU would run them
+#   make test-portable  the backend-parity tests under every CPU setting this machine can imitate
 #   make test-slow  the few tests that take over a minute (not part of make test)
 #   make bench   run the cell benchmarks (after make demo or make test)
 #   make clean   remove .venv, build outputs and runs/
@@ -21,7 +23,7 @@ STAMP_BASE := $(VENV)/.stamp-base
 STAMP_TEST := $(VENV)/.stamp-test
 STAMP_BENCH := $(VENV)/.stamp-bench
 
-.PHONY: demo demo-adding test test-slow bench clean
+.PHONY: demo demo-adding test test-portable test-slow bench clean
 
 DEMO_RUN := runs/demo-charlm
 
@@ -42,6 +44,11 @@ demo-adding: $(STAMP_BASE)
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -n 2 -m "not slow" tests/
+	$(PY) tests/portable_matrix.py --quick
+
+# ISA x threads rows (tests/portable_matrix.py): torch, oneDNN, MKL and rnnkit's kernels as on other CPUs
+test-portable: $(STAMP_TEST)
+	$(PY) tests/portable_matrix.py
 
 # the few tests over a minute on 2 cores (a cold inductor compile, a real SARIMA fit)
 test-slow: $(STAMP_TEST)

@@ -21,8 +21,20 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # the portability matrix (tests/portable_matrix.py) runs the suite as other CPUs would
+    parser.addoption("--torch-threads", type=int, default=1,
+                     help="intra-op threads per test process (default 1)")
+    parser.addoption("--kernel-cpu", default=None,
+                     help="compile the fused kernels for this gcc -march (e.g. x86-64-v3) instead of this CPU")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Tiny tensors gain nothing from intra-op threads, and with pytest-xdist's workers on a 2-core machine
-    # OpenMP threads oversubscribe the cores: layer_norm alone got ~15x slower. One thread per process.
-    torch.set_num_threads(1)
+    # OpenMP threads oversubscribe the cores: layer_norm alone got ~15x slower. One thread per process,
+    # unless the portability matrix asks for more (threads change torch's reduction splits).
+    torch.set_num_threads(config.getoption("--torch-threads"))
+    from rnnkit.backends import extension
+
+    extension.set_target_cpu(config.getoption("--kernel-cpu"))
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped when there is none")

@@ -19,7 +19,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from .backends import registry
@@ -394,7 +393,7 @@ class Recurrent(nn.Module):
                 finals.append(final)
             x = outs[0] if D == 1 else torch.cat(outs, dim=2)  # (T, B, D·O, *spatial)
             if self.training and self.dropout and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+                x = x * (_bernoulli(x.shape, 1.0 - self.dropout, x) / (1.0 - self.dropout))
         if self.training and self.output_dropout:
             x = x * _variational_mask(x, self.output_dropout)
         self.last_backend = names[0] if len(set(names)) == 1 else ",".join(names)
@@ -405,15 +404,15 @@ class Recurrent(nn.Module):
     def _dropped_weights(self, cell: RecurrentCell) -> Dict[str, Tensor]:
         if not (self.training and self.weight_dropout):
             return {}
-        w = cell.weight_hh
-        return {"weight_hh": F.dropout(w, self.weight_dropout, training=True)}
+        w, keep = cell.weight_hh, 1.0 - self.weight_dropout
+        return {"weight_hh": w * (_bernoulli(w.shape, keep, w) / keep)}
 
     def _recurrent_mask(self, cell: RecurrentCell, x: Tensor) -> Optional[Tensor]:
         if not (self.training and self.recurrent_dropout):
             return None
         keep = 1.0 - self.recurrent_dropout
         shape = (x.shape[1], cell.recurrent_input_size, *x.shape[3:])
-        return torch.bernoulli(torch.full(shape, keep, device=x.device, dtype=x.dtype)) / keep
+        return _bernoulli(shape, keep, x) / keep
 
     def _zoneout(self, cell: RecurrentCell, x: Tensor) -> Tuple[Zoneout, ...]:
         probs = {"h": self.zoneout_hidden, "c": self.zoneout_cell}
@@ -424,7 +423,7 @@ class Recurrent(nn.Module):
                 result.append(None)
             elif self.training:
                 shape = (x.shape[0], x.shape[1], size, *x.shape[3:])
-                result.append(torch.bernoulli(torch.full(shape, p, device=x.device, dtype=x.dtype)))
+                result.append(_bernoulli(shape, p, x))
             else:
                 result.append(p)
         return tuple(result)
@@ -547,7 +546,13 @@ class Recurrent(nn.Module):
 def _variational_mask(x: Tensor, p: float) -> Tensor:
     """One dropout mask per sequence, shared over time: (1, B, F) for x (T, B, F)."""
     keep = 1.0 - p
-    return torch.bernoulli(torch.full((1,) + tuple(x.shape[1:]), keep, device=x.device, dtype=x.dtype)) / keep
+    return _bernoulli((1,) + tuple(x.shape[1:]), keep, x) / keep
+
+
+def _bernoulli(shape: Sequence[int], p: float, like: Tensor) -> Tensor:
+    """0/1 draws with probability p, in `like`'s dtype and device. Drawn in float32 whatever the dtype,
+    so one seed gives the same masks at every precision (a float64 run repeats a float32 run's dropout)."""
+    return torch.bernoulli(torch.full(tuple(shape), p, device=like.device, dtype=torch.float32)).to(like.dtype)
 
 
 def _reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:

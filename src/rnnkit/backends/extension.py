@@ -28,6 +28,8 @@ from typing import List, Optional
 
 import torch
 
+from ..errors import InputError
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no flock; torch's own lock file is all there is
@@ -44,7 +46,24 @@ BUILD_WAIT_SECONDS = 180.0
 #: build directories of other kernel versions unused for this long are removed when a build loads
 STALE_BUILD_DAYS = 14.0
 
-_state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None}
+_state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None, "march": None}
+
+
+def set_target_cpu(march: Optional[str]) -> None:
+    """Compile the kernels for `march` (a gcc -march value such as "x86-64-v2" or "x86-64-v3")
+    instead of this machine's own CPU (None, the default: -march=native / -mcpu=native).
+
+    For checking numbers on other CPUs from this one: an older ISA changes which vector
+    instructions, and so which summation orders, the kernels use. Call before the first
+    fused run in the process; the build is cached per target like any other.
+
+    >>> from rnnkit.backends import extension
+    >>> extension.set_target_cpu(None)  # the default: this machine's CPU
+    """
+    if _state["loaded"] and march != _state["march"]:
+        raise InputError(f"set_target_cpu({march!r}): the kernels are already loaded for "
+                         f"{_state['march'] or 'native'}; call it before the first fused run")
+    _state["march"] = march
 
 
 def cache_root() -> Path:
@@ -77,7 +96,9 @@ def _has_fortran_blas() -> bool:
 def _flags() -> tuple[List[str], List[str]]:
     cflags = ["-O3", "-std=c++17", "-fopenmp-simd", "-DTORCH_ASSERT_ONLY_METHOD_OPERATORS"]
     ldflags: List[str] = []
-    if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
+    if _state["march"] is not None:
+        cflags.append(f"-march={_state['march']}")
+    elif platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
         cflags.append("-march=native" if platform.machine() in ("x86_64", "AMD64") else "-mcpu=native")
     # -ffast-math lets GCC call glibc's vectorised expf/tanhf (libmvec) from the
     # `omp simd` gate loops; it is a compile flag only (never passed to the link
