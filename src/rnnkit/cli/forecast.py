@@ -23,7 +23,7 @@ from ..models.char_lm import CELLS
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
 from .apps import app_training_specs, load_app_model, repo_path, run_app
-from .options import NONNEG_INT, POS_INT, PROB, recipe_options
+from .options import NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 from ..errors import InputError
 
 DEFAULT_DATA = "data/isp-traffic-cortez/A1H.txt"
@@ -53,11 +53,8 @@ DATA_SPECS = [
 ]
 
 FORECAST_SPECS = [
-    ("out", str, "runs/forecast", "Run directory (config.json, metrics.jsonl, checkpoints/, backtest.md, "
-                                  "forecast.csv, forecast.png)."),
-    ("config", str, None, "TOML file with settings (command-line options win)."),
-    ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
-    ("quiet", bool, False, "No progress bar or summaries."),
+    *run_specs("runs/forecast", "Run directory (config.json, metrics.jsonl, checkpoints/, backtest.md, "
+                                "forecast.csv, forecast.png)."),
 ] + DATA_SPECS + [
     ("lookback", POS_INT, 168, "History steps each forecast sees (L)."),
     ("horizon", POS_INT, 24, "Steps forecast at once (H)."),
