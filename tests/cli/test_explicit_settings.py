@@ -25,7 +25,6 @@ import click
 import pytest
 import torch
 
-from rnnkit.cli import main
 from rnnkit.cli.classify import train_classify, train_tag
 from rnnkit.cli.forecast import train_forecast
 from rnnkit.cli.options import BUDGETS, Settings, prepare_run, resolve
@@ -46,14 +45,6 @@ def settings_of(command: click.Command, args: List[str], toml: Optional[Dict[str
     return resolve(ctx, ctx.params, toml or {}, base, ignore=("config",), base_sources=base_sources)
 
 
-def rnnkit(args: List[Any], capsys) -> tuple:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("where", ["command line", "config file"])
@@ -153,13 +144,13 @@ TINY_LM = ["--hidden-size", "8", "--embedding-size", "4", "--batch-size", "4", "
            "--no-tensorboard", "--val-batch-size", "2", "--eval-every", "1000"]
 
 
-def test_max_steps_is_not_cut_by_the_default_max_epochs(tmp_path, capsys):
+def test_max_steps_is_not_cut_by_the_default_max_epochs(tmp_path, rnnkit):
     """Failure 3 of issue 14: a small file, `--max-steps` above 10 epochs' worth: the run took 10 epochs."""
     out = tmp_path / "run"
     cfg = tmp_path / "c.toml"
     cfg.write_text("lr = 0.005\n")
     code, _, err = rnnkit(["train", "charlm", "--data", tiny_corpus(tmp_path), "--out", out, *TINY_LM,
-                           "--max-steps", "80", "--config", cfg], capsys)
+                           "--max-steps", "80", "--config", cfg])
     assert code == 0, err
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 80  # 10 epochs of this file are 60 steps
@@ -170,19 +161,19 @@ def test_max_steps_is_not_cut_by_the_default_max_epochs(tmp_path, capsys):
     assert set(config["sources"]) == set(config["settings"])
 
 
-def test_bptt_k2_below_the_default_bptt_says_it_is_a_default(tmp_path, capsys):
+def test_bptt_k2_below_the_default_bptt_says_it_is_a_default(tmp_path, rnnkit):
     code, _, err = rnnkit(["train", "charlm", "--data", tiny_corpus(tmp_path), "--out", tmp_path / "r",
-                           "--bptt-k2", "64"], capsys)
+                           "--bptt-k2", "64"])
     assert code == 2 and "--bptt 128, the default; set --bptt to at most k2" in err
 
 
-def test_resume_in_the_config_file_is_honoured(tmp_path, capsys):
+def test_resume_in_the_config_file_is_honoured(tmp_path, rnnkit):
     out = tmp_path / "run"
     args = ["train", "charlm", "--data", tiny_corpus(tmp_path), "--out", out, *TINY_LM]
-    assert rnnkit([*args, "--max-steps", "3"], capsys)[0] == 0
+    assert rnnkit([*args, "--max-steps", "3"])[0] == 0
     cfg = tmp_path / "c.toml"
     cfg.write_text("resume = true\n")
-    code, _, err = rnnkit([*args, "--max-steps", "5", "--config", cfg], capsys)
+    code, _, err = rnnkit([*args, "--max-steps", "5", "--config", cfg])
     assert code == 0, err  # was: "already holds checkpoints; pass --resume"
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5
 
@@ -230,12 +221,11 @@ def test_default_threads_do_not_override_omp_num_threads(tmp_path, monkeypatch, 
     assert calls == ([] if expected is None else [expected])
 
 
-def test_seq2seq_fractions_with_its_own_split_files(tmp_path, capsys):
+def test_seq2seq_fractions_with_its_own_split_files(tmp_path, rnnkit):
     data = tmp_path / "pairs"
     data.mkdir()
     for name in ("train", "valid"):
         (data / f"{name}.tsv").write_text("a b\tc d\n" * 4)
-    code, _, err = rnnkit(["train", "seq2seq", "--data", data, "--out", tmp_path / "r", "--valid-fraction", "0.2"],
-                          capsys)
+    code, _, err = rnnkit(["train", "seq2seq", "--data", data, "--out", tmp_path / "r", "--valid-fraction", "0.2"])
     assert code == 2 and "--valid-fraction" in err and "its own valid.tsv" in err
     assert not (tmp_path / "r").exists()

@@ -239,6 +239,12 @@ def _check_sorted(index: Any, time_column: str, source: str) -> None:
                         f"({index[row]}) comes after {index[row - 1]}")
 
 
+def _refuse_duplicates(index: Any, before: str, after: str) -> None:
+    """DataError(before + the first repeated index value + after) if the index repeats a value."""
+    if index.has_duplicates:
+        raise DataError(f"{before}{index[index.duplicated()][0]}{after}")
+
+
 def _grid_step(index: Any, time_column: str, source: str, hint: str) -> int:
     """The step of a regular grid with gaps (int64 units of the index): the most common interval, of which
     every interval is a multiple (nanoseconds for times); DataError naming the first odd row when there is none."""
@@ -260,10 +266,8 @@ def _indexed_series(df: Any, time_column: str, missing: str, source: str, report
     """Values on an integer step index: no timestamps; gaps in the index are missing steps."""
     import pandas as pd
     _check_sorted(df.index, time_column, source)
-    if df.index.has_duplicates:
-        dup = df.index[df.index.duplicated()][0]
-        raise DataError(f"{source}: the integer index in {time_column!r} repeats {dup}; give --start and --freq "
-                        f"to read it as a clock and aggregate duplicates")
+    _refuse_duplicates(df.index, f"{source}: the integer index in {time_column!r} repeats ",
+                       "; give --start and --freq to read it as a clock and aggregate duplicates")
     if len(df) < 2:
         raise DataError(f"{source}: {len(df)} row is too few for a series")
     step = _grid_step(df.index, time_column, source, "give --start and --freq to read it as a clock and resample")
@@ -296,10 +300,8 @@ def _on_grid(df: Any, freq: Optional[str], aggregate: str, time_column: str, sou
         df = (rs.sum(min_count=1) if aggregate == "sum" else rs.mean()).where(counts > 0)
         report.append(f"resampled to {freq} ({aggregate} per bucket): {len(df)} steps")
         return df, pd.tseries.frequencies.to_offset(freq).freqstr
-    if df.index.has_duplicates:
-        dup = df.index[df.index.duplicated()][0]
-        raise DataError(f"{source}: column {time_column!r} repeats the time {dup}; pass a frequency "
-                        f"(--freq) to aggregate duplicates")
+    _refuse_duplicates(df.index, f"{source}: column {time_column!r} repeats the time ",
+                       "; pass a frequency (--freq) to aggregate duplicates")
     if len(df) < 3:
         raise DataError(f"{source}: {len(df)} rows are too few to infer a frequency; pass --freq")
     with warnings.catch_warnings():
