@@ -106,7 +106,7 @@ def test_resume_keeps_which_settings_were_defaults():
     (train_forecast, ["--machines", "1,2"], ["--machines", "kaggle-ipasn"]),
 ])
 def test_a_setting_switched_off_by_another_is_an_error(command, args, needles):
-    with pytest.raises(click.BadParameter) as err:
+    with pytest.raises(click.UsageError) as err:
         settings_of(command, args)
     message = err.value.format_message()
     for needle in needles:

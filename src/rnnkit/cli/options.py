@@ -191,10 +191,10 @@ def check_acts_only_with(s: Settings, params: Dict[str, click.Parameter]) -> Non
         if name in s and needs in s and s.explicit(name) and s[needs] not in acting:
             other = params[needs].opts[0] if needs in params else needs
             how = "the default" if not s.explicit(needs) else "as set"
-            raise click.BadParameter(
+            raise click.UsageError(
                 f"{params[name].opts[0] if name in params else name} has no effect with {other} {s[needs]} "
                 f"({how}); it acts only with {other} {' or '.join(map(str, acting))}: set that too, or leave "
-                f"it out", param_hint=f"'{name}'")
+                f"it out")
 
 
 #: settings never taken from a resumed run's config.json
