@@ -265,7 +265,8 @@ def prepare_run(settings: Settings, out: Path, train_keys: Tuple[str, ...]) -> "
 
     train_cfg = TrainConfig(**{k: settings[k] for k in train_keys if k in settings})
     check_run_dir(out)
-    left = previous_run(out)
+    # under torchrun only rank 0 looks: it writes config.json, possibly before a slower rank gets here
+    left = previous_run(out) if int(os.environ.get("RANK", "0")) == 0 else []
     if settings.get("resume") and settings.get("overwrite"):
         raise click.BadParameter("--resume continues the run in --out and --overwrite deletes it; choose one",
                                  param_hint="'--overwrite'")
