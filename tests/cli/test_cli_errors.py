@@ -16,10 +16,14 @@ SMALL = ["--hidden-size", "8", "--embedding-size", "4", "--batch-size", "2", "--
 
 
 def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
+    """(exit status, stdout, stderr); 0 when the command returned without exiting."""
+    try:
         main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
     captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
+    return code, captured.out, captured.err
 
 
 def corpus(tmp_path: Path) -> Path:
@@ -156,3 +160,58 @@ def test_directory_corpus_trains(tmp_path, capsys):
     recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
     assert any("val_bpc" in r for r in recs)
+
+
+# ------------------------------------------------------------------ the run directory (--out)
+def test_out_that_is_a_file(tmp_path, capsys):
+    """Was a Python traceback (FileExistsError from mkdir, deep in the run)."""
+    out = tmp_path / "notes.txt"
+    out.write_text("mine\n")
+    code, _, err = run_cli(["train", "charlm", "--data", corpus(tmp_path), "--out", out, *SMALL], capsys)
+    assert_one_line_error(code, err, "notes.txt", "is a file, not a directory")
+    assert out.read_text() == "mine\n"
+
+
+def previous_run_without_checkpoints(out: Path) -> None:
+    """What a run that stopped before its first checkpoint leaves: config.json, metrics.jsonl, events."""
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old run")
+    (out / "config.json").write_text('{"recipe": "charlm", "settings": {}}')
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 9.0}\n')
+
+
+def test_out_with_a_previous_run_is_refused_then_overwritten(tmp_path, capsys):
+    """Was silent: config.json and metrics.jsonl replaced, TensorBoard events appended to the old run's."""
+    out = tmp_path / "run"
+    previous_run_without_checkpoints(out)
+    code, _, err = run_cli(["train", "charlm", "--data", corpus(tmp_path), "--out", out, *SMALL], capsys)
+    assert_one_line_error(code, err, "holds a previous run", "config.json", "--resume", "--overwrite", "new --out")
+    assert (out / "tensorboard" / "events.out.tfevents.old").exists()
+    assert "9.0" in (out / "metrics.jsonl").read_text()
+    code, _, err = run_cli(["train", "charlm", "--data", corpus(tmp_path), "--out", out, "--overwrite",
+                            *[a for a in SMALL if a != "--no-tensorboard"]], capsys)
+    assert code in (0, None), err
+    assert not (out / "tensorboard" / "events.out.tfevents.old").exists()  # the old run's events are gone
+    assert "9.0" not in (out / "metrics.jsonl").read_text()
+    assert json.loads((out / "config.json").read_text())["settings"]["overwrite"] is True
+    code, _, err = run_cli(["train", "charlm", "--out", out, "--resume", "--overwrite", "--quiet"], capsys)
+    assert_one_line_error(code, err, "--resume", "--overwrite")
+
+
+def test_resume_with_nothing_to_resume_starts_clean(tmp_path, capsys):
+    out = tmp_path / "run"
+    previous_run_without_checkpoints(out)
+    code, _, err = run_cli(["train", "charlm", "--data", corpus(tmp_path), "--out", out, "--resume", *SMALL],
+                           capsys)
+    assert code in (0, None), err
+    assert not (out / "tensorboard" / "events.out.tfevents.old").exists()
+    assert "9.0" not in (out / "metrics.jsonl").read_text()
+
+
+def test_empty_existing_out_is_fine(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "README").write_text("not rnnkit's\n")  # other files are neither a previous run nor touched
+    code, _, err = run_cli(["train", "charlm", "--data", corpus(tmp_path), "--out", out, *SMALL], capsys)
+    assert code in (0, None), err
+    assert (out / "config.json").is_file() and (out / "README").read_text() == "not rnnkit's\n"

@@ -69,12 +69,12 @@ def test_txt_series_with_nominal_clock(tmp_path):
 
 def test_calendar_features():
     t = pd.date_range("2024-01-01", periods=48, freq="h").values  # a Monday
-    f = calendar_features(t, ["hour", "dow"])
+    f = calendar_features(t, ["hour", "dow"], len(t))
     assert f.shape == (48, 4)
     np.testing.assert_allclose(f[0], [0.0, 1.0, 0.0, 1.0], atol=1e-12)
     np.testing.assert_allclose(f[6, :2], [1.0, 0.0], atol=1e-12)  # 06:00 is a quarter of the day
     with pytest.raises(ValueError, match="need timestamps"):
-        calendar_features(None, ["hour"])
+        calendar_features(None, ["hour"], 3)
 
 
 # ------------------------------------------------------------------ bad input: one line naming what is wrong

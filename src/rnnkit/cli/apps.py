@@ -19,7 +19,7 @@ from torch import nn
 from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
                                    write_json_atomic)
 from ..training.trainer import Trainer
-from .options import prepare_run, resolve_run, run_device, training_specs
+from .options import open_run_dir, prepare_run, resolve_run, run_device, training_specs
 
 #: TrainConfig fields a recipe may set (the LM recipes' list, without truncated BPTT).
 TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weight_decay", "momentum", "schedule",
@@ -66,7 +66,7 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
     from the settings (e.g. 1 − SSIM where the loss is not what the user judges the model by).
     """
     s, out, record = resolve_run(ctx, values)
-    train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
+    train_cfg = prepare_run(s, out, TRAIN_KEYS)
     device = run_device(s.get("device"))
     torch.manual_seed(s["seed"])
     model, task, train_data, val_data, run_info, report = build(s)
@@ -75,8 +75,7 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
         meta, _ = read_checkpoint(record)
         from ..training.trainer import check_run_info
         check_run_info(meta.get("run", {}), json.loads(json.dumps(run_info)), record)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", {"recipe": recipe, "settings": s, **run_info})
+    open_run_dir(out, s, record, {"recipe": recipe, **run_info})
     quiet = s["quiet"]
     if not quiet:
         for line in report:

@@ -27,15 +27,12 @@ from ..models.classify import (OBJECTIVES, POOLINGS, ClassifierConfig, ClassifyT
                                classification_scores, plot_confusion)
 from ..models.tagger import (SequenceTagger, TaggerConfig, TagTask, entity_scores, is_bio, predict_tags)
 from .apps import app_training_specs, repo_path, run_app
-from .options import POS_INT, PROB, recipe_options
+from .options import POS_INT, PROB, recipe_options, run_specs
 
 CLASSIFY_DATA = ("data/nsmc/train.tsv", "data/nsmc/test.tsv")
 TAG_DATA = ("data/ud-english-ewt/train.tsv", "data/ud-english-ewt/dev.tsv", "data/ud-english-ewt/test.tsv")
 
 COMMON = [
-    ("config", str, None, "TOML file with settings (command-line options win)."),
-    ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
-    ("quiet", bool, False, "No progress bar or summaries."),
     ("cell", click.Choice(list(CELLS)), "gru", "Recurrent cell."),
     ("bidirectional", bool, True, "Bidirectional encoder."),
     ("dropout", PROB, 0.2, "Dropout on embeddings, between layers and before the head."),
@@ -46,7 +43,7 @@ CLASSIFY_SPECS = [
     ("test_data", str, None, f"Test file, same format (default {CLASSIFY_DATA[1]} with the default data)."),
     ("val_fraction", click.FloatRange(0.0, 0.5, min_open=True), 0.1,
      "Training examples held out (at random, seeded) for validation and early stopping."),
-    ("out", str, "runs/classify", "Run directory."),
+    *run_specs("runs/classify", "Run directory."),
     ("tokenizer", click.Choice(["sentencepiece", "word", "char"]), "sentencepiece", "How texts become tokens."),
     ("vocab_size", POS_INT, 4000, "SentencePiece vocabulary size."),
     ("min_count", POS_INT, 2, "word/char: tokens seen fewer times in training become <unk>."),
@@ -66,7 +63,7 @@ TAG_SPECS = [
                         f"{TAG_DATA[0]})."),
     ("val_data", str, None, f"Validation file (default {TAG_DATA[1]} with the default data)."),
     ("test_data", str, None, f"Test file (default {TAG_DATA[2]} with the default data)."),
-    ("out", str, "runs/tag", "Run directory."),
+    *run_specs("runs/tag", "Run directory."),
     ("min_count", POS_INT, 2, "Words seen fewer times in training become <unk>."),
     ("lowercase", bool, False, "Lower-case words."),
     ("embedding_size", POS_INT, 100, "Word embedding size."),

@@ -23,7 +23,7 @@ from ..models.char_lm import CELLS
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
 from .apps import app_training_specs, load_app_model, repo_path, run_app
-from .options import NONNEG_INT, POS_INT, PROB, recipe_options
+from .options import NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 from ..errors import InputError
 
 DEFAULT_DATA = "data/isp-traffic-cortez/A1H.txt"
@@ -53,11 +53,8 @@ DATA_SPECS = [
 ]
 
 FORECAST_SPECS = [
-    ("out", str, "runs/forecast", "Run directory (config.json, metrics.jsonl, checkpoints/, backtest.md, "
-                                  "forecast.csv, forecast.png)."),
-    ("config", str, None, "TOML file with settings (command-line options win)."),
-    ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
-    ("quiet", bool, False, "No progress bar or summaries."),
+    *run_specs("runs/forecast", "Run directory (config.json, metrics.jsonl, checkpoints/, backtest.md, "
+                                "forecast.csv, forecast.png)."),
 ] + DATA_SPECS + [
     ("lookback", POS_INT, 168, "History steps each forecast sees (L)."),
     ("horizon", POS_INT, 24, "Steps forecast at once (H)."),
@@ -170,8 +167,13 @@ def _build(s: Dict[str, Any]):
     report.append(f"split by time: train [0, {split.n_train}), validation [{split.n_train}, {split.n_val}), test "
                   f"[{split.n_val}, {split.n}); {len(train_origins)} training windows, {len(val_origins)} validation "
                   f"windows; scaler fitted on the training part; calendar covariates {calendar or 'none'}")
+    season = _season(s, series)
+    if season == 1 and not s.get("season"):
+        report.append(f"season 1 (seasonal naive = naive): no season is known for "
+                      f"{'a series without timestamps' if series.freq is None else f'frequency {series.freq}'}; "
+                      f"give --season m if the series repeats every m steps")
     run_info = {"model": cfg.to_dict(), "scaler": scaler.to_json(), "calendar": calendar,
-                "split": [split.n_train, split.n_val, split.n], "season": _season(s, series),
+                "split": [split.n_train, split.n_val, split.n], "season": season,
                 "data": {k: s.get(k) for k in ("data", "format", "time_column", "value_columns", "freq", "start",
                                                "aggregate", "missing", "machines")},
                 "columns": series.columns}
@@ -221,7 +223,7 @@ def write_backtest(out: Path, bt, frame: ForecastFrame, s: Dict[str, Any], info:
     (out / "backtest.md").write_text(header + bt.table() + "\n\n" + bt.verdict() + "\n")
     (out / "backtest.json").write_text(json.dumps({"metrics": bt.metrics, "failures": bt.failures,
                                                    "coverage": bt.coverage, "origins": bt.origins.tolist(),
-                                                   "verdict": bt.verdict()}, indent=1))
+                                                   "verdict": bt.verdict(), "notes": bt.notes}, indent=1))
     write_forecast_csv(out / "forecast.csv", frame, bt.origins, bt.forecasts, bt.lower, bt.upper, bt.actual)
     base = ("seasonal naive", bt.forecasts["seasonal_naive"]) if "seasonal_naive" in bt.forecasts else None
     plot_forecast(out / "forecast.png", frame, bt.origins, bt.forecasts["model"], bt.lower, bt.upper,
@@ -261,7 +263,7 @@ def forecast(checkpoint: str, data: Optional[str], out: str, do_backtest: bool, 
     N = len(series)
     future_times = series.future_times(N, c.horizon)
     from ..data.timeseries import calendar_features
-    cal_future = calendar_features(future_times, run["calendar"]).astype(np.float32)
+    cal_future = calendar_features(future_times, run["calendar"], c.horizon).astype(np.float32)
     frame.calendar_values = np.concatenate([frame.calendar_values, cal_future])
     frame.targets = np.concatenate([frame.targets, np.zeros((c.horizon, c.num_series), np.float32)])
     frame.target_mask = np.concatenate([frame.target_mask, np.zeros((c.horizon, c.num_series), bool)])

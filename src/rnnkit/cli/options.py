@@ -7,6 +7,7 @@ merges the three sources, type-checking TOML values with the same click types.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
@@ -103,41 +104,118 @@ def load_toml(path: Optional[str]) -> Dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
+class Settings(dict):
+    """Resolved settings of one command; `sources[name]` says where each came from: "user" (the command
+    line), "config" (the TOML file; on --resume also the run's own config.json) or "default"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: Dict[str, str] = {}
+
+    def explicit(self, name: str) -> bool:
+        """Whether the user chose this setting (command line or config file), as opposed to its default."""
+        return self.sources.get(name, "default") != "default"
+
+
+#: the training budgets: naming any of them drops the defaults of the others (see `explicit_limits_win`)
+BUDGETS = ("max_steps", "max_epochs", "max_minutes")
+
+#: setting -> (the setting it needs, the values with which it acts): naming it while the other switches it
+#: off is an error (typically the other is a default the user did not think of: --momentum with adam)
+ACTS_ONLY_WITH: Dict[str, Tuple[str, Tuple[Any, ...]]] = {
+    "momentum": ("optimizer", ("sgd", "rmsprop")),
+    "lr_gamma": ("schedule", ("step", "plateau", "epoch_decay")),
+    "lr_step_size": ("schedule", ("step",)),
+    "lr_min": ("schedule", ("cosine",)),
+    "lr_decay_after_epochs": ("schedule", ("epoch_decay",)),
+    "plateau_patience": ("schedule", ("plateau",)),
+    "ss_k": ("scheduled_sampling", ("linear", "exponential", "inverse_sigmoid")),
+    "ss_c": ("scheduled_sampling", ("linear",)),
+    "ss_min": ("scheduled_sampling", ("linear", "exponential", "inverse_sigmoid")),
+    "quantiles": ("head", ("quantile",)),
+    "level": ("head", ("gaussian",)),
+    "teacher_forcing": ("mode", ("autoregressive", "seq2seq")),
+    "machines": ("format", ("kaggle-ipasn",)),
+}
+
+
 def resolve(ctx: click.Context, values: Dict[str, Any], toml: Dict[str, Any], base: Optional[Dict[str, Any]] = None,
-            ignore: Tuple[str, ...] = ()) -> Dict[str, Any]:
+            ignore: Tuple[str, ...] = (), base_sources: Optional[Dict[str, str]] = None) -> Settings:
     """Settings: command-line values win over the TOML file, which wins over `base`, then the defaults.
 
-    `base` is a resumed run's config.json. Unknown TOML keys are an error.
+    `base` is a resumed run's config.json settings and `base_sources` where they came from then (a value
+    that was a default stays one). Unknown TOML keys are an error. Then explicit settings win over defaults:
+    `explicit_limits_win`, `check_acts_only_with`.
     """
     params = {p.name: p for p in ctx.command.params}
     unknown = sorted(k for k in toml if k not in params or k in ignore)
     if unknown:
         raise click.BadParameter(f"unknown settings in the config file: {', '.join(unknown)}",
                                  param_hint="'--config'")
-    out: Dict[str, Any] = {}
+    out = Settings()
     for name, value in values.items():
         if name in ignore:
             continue
         source = ctx.get_parameter_source(name)
         if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.PROMPT):
-            out[name] = value
+            out[name], out.sources[name] = value, "user"
         elif name in toml:
             try:
                 out[name] = params[name].type_cast_value(ctx, toml[name])
             except click.BadParameter as err:
                 raise click.BadParameter(f"{err.message} (in the config file)", param_hint=f"'{name}'") from None
+            out.sources[name] = "config"
         elif base is not None and name in base:
             out[name] = base[name]
+            out.sources[name] = (base_sources or {}).get(name, "config")
         else:
-            out[name] = value
+            out[name], out.sources[name] = value, "default"
+    explicit_limits_win(out)
+    check_acts_only_with(out, params)
     return out
 
 
+def explicit_limits_win(s: Settings) -> None:
+    """When the user names one or more budgets (max_steps, max_epochs, max_minutes), the defaults of the
+    budgets they did not name, and of early stopping, are dropped: `--max-steps 200` must not end at a
+    default `--max-epochs 10`, nor at a default patience. (Naming only a patience keeps the default budget.)"""
+    if any(s.explicit(k) for k in BUDGETS if k in s):
+        for k in BUDGETS + ("early_stop_patience",):
+            if k in s and not s.explicit(k):
+                s[k] = None
+
+
+def check_acts_only_with(s: Settings, params: Dict[str, click.Parameter]) -> None:
+    """A setting the user named that another setting switches off is an error, not a silent no-op."""
+    for name, (needs, acting) in ACTS_ONLY_WITH.items():
+        if name in s and needs in s and s.explicit(name) and s[needs] not in acting:
+            other = params[needs].opts[0] if needs in params else needs
+            how = "the default" if not s.explicit(needs) else "as set"
+            raise click.UsageError(
+                f"{params[name].opts[0] if name in params else name} has no effect with {other} {s[needs]} "
+                f"({how}); it acts only with {other} {' or '.join(map(str, acting))}: set that too, or leave "
+                f"it out")
+
+
 #: settings never taken from a resumed run's config.json
-FLAG_ONLY = ("resume", "quiet", "config", "out")
+FLAG_ONLY = ("resume", "overwrite", "quiet", "config", "out")
+#: what every train recipe writes into its run directory; one of them there means a previous run
+RUN_MARKERS = ("config.json", "metrics.jsonl", "tensorboard", "checkpoints", "best.safetensors", "best.json")
 
 
-def resolve_run(ctx: click.Context, values: Dict[str, Any]) -> Tuple[Dict[str, Any], Path, Optional[Path]]:
+def run_specs(out_default: str, out_help: str) -> List[Spec]:
+    """The run-directory options every train recipe has."""
+    return [
+        ("out", str, out_default, out_help),
+        ("config", str, None, "TOML file with settings (command-line options win)."),
+        ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
+        ("overwrite", bool, False, "Delete a previous run's files in --out (config, metrics, TensorBoard events, "
+                                   "checkpoints, best weights) before starting a new run there."),
+        ("quiet", bool, False, "No progress bar or summaries."),
+    ]
+
+
+def resolve_run(ctx: click.Context, values: Dict[str, Any]) -> Tuple[Settings, Path, Optional[Path]]:
     """Settings of a `train` command: the TOML file, then (with --resume) the run's saved settings, then the
     command line. Returns (settings with "out", run directory, checkpoint to resume from or None)."""
     import json
@@ -147,37 +225,74 @@ def resolve_run(ctx: click.Context, values: Dict[str, Any]) -> Tuple[Dict[str, A
     toml = load_toml(values.get("config"))
     out = Path(values["out"] if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE
                else toml.get("out", values["out"]))
-    base = None
+    resume = values["resume"] if ctx.get_parameter_source("resume") == ParameterSource.COMMANDLINE \
+        else bool(toml.get("resume", values["resume"]))
+    base = base_sources = None
     record = None
-    if values["resume"]:
+    if resume:
+        check_run_dir(out)
         record = latest_checkpoint(out)
         if record is not None and (out / "config.json").is_file():
-            saved = json.loads((out / "config.json").read_text()).get("settings") or {}
-            base = {k: v for k, v in saved.items() if k not in FLAG_ONLY}
+            saved = json.loads((out / "config.json").read_text())
+            base = {k: v for k, v in (saved.get("settings") or {}).items() if k not in FLAG_ONLY}
+            base_sources = saved.get("sources")
         elif record is None and list_checkpoints(out / "checkpoints"):
             raise CheckpointError(f"--resume: no complete checkpoint in {str(out)!r} (every checkpoint there is "
                                   f"incomplete or corrupt)")
-    settings = resolve(ctx, values, toml, base, ignore=("config",))
+    settings = resolve(ctx, values, toml, base, ignore=("config",), base_sources=base_sources)
     settings["out"] = str(out)
     return settings, out, record
 
 
-def prepare_run(values: Dict[str, Any], settings: Dict[str, Any], out: Path, train_keys: Tuple[str, ...]) -> "TrainConfig":
+def check_run_dir(out: Path) -> None:
+    """--out must be a directory (or not exist yet)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file, not a directory; choose another --out")
+
+
+def previous_run(out: Path) -> List[str]:
+    """The names in `out` that a previous run left (RUN_MARKERS that exist)."""
+    return [name for name in RUN_MARKERS if (out / name).exists()]
+
+
+def prepare_run(settings: Settings, out: Path, train_keys: Tuple[str, ...]) -> "TrainConfig":
     """The common start of a `train` command after `resolve_run`: returns the TrainConfig made of the settings
-    named in `train_keys`, refuses a new run (no --resume) into a directory that already holds checkpoints, and
-    applies --threads."""
+    named in `train_keys`, refuses a new run (no --resume) into a directory that holds a previous run unless
+    --overwrite, and applies --threads."""
     import torch
 
-    from ..training.checkpoint import list_checkpoints
     from ..training.config import TrainConfig
 
     train_cfg = TrainConfig(**{k: settings[k] for k in train_keys if k in settings})
-    if not values["resume"] and list_checkpoints(out / "checkpoints"):
-        raise click.BadParameter(f"run directory {str(out)!r} already holds checkpoints; pass --resume to "
-                                 f"continue it or choose another --out", param_hint="'--out'")
-    if settings.get("threads"):
-        torch.set_num_threads(settings["threads"])
+    check_run_dir(out)
+    # under torchrun only rank 0 looks: it writes config.json, possibly before a slower rank gets here
+    left = previous_run(out) if int(os.environ.get("RANK", "0")) == 0 else []
+    if settings.get("resume") and settings.get("overwrite"):
+        raise click.BadParameter("--resume continues the run in --out and --overwrite deletes it; choose one",
+                                 param_hint="'--overwrite'")
+    if left and not settings.get("resume") and not settings.get("overwrite"):
+        raise InputError(f"--out {str(out)!r} holds a previous run ({', '.join(left)}); choose a new --out, pass "
+                         f"--resume to continue it, or --overwrite to delete its files and start again")
+    threads = settings.get("threads")
+    if threads and (settings.explicit("threads") or not os.environ.get("OMP_NUM_THREADS")):
+        torch.set_num_threads(threads)  # a default never overrides the OMP_NUM_THREADS a user exported
     return train_cfg
+
+
+def open_run_dir(out: Path, settings: Settings, record: Optional[Path], config: Dict[str, Any]) -> None:
+    """Create the run directory once everything was checked and write config.json (`config` plus the
+    settings and where each came from). A new run first deletes what a previous run left: with --overwrite,
+    or with --resume when there was no checkpoint to resume (its logs belong to steps that are lost)."""
+    import shutil
+
+    from ..training.checkpoint import write_json_atomic
+
+    if record is None:
+        for name in previous_run(out):
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", {**config, "settings": dict(settings), "sources": settings.sources})
 
 
 def run_device(device: Optional[str]) -> "torch.device":

@@ -31,7 +31,8 @@ from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 from ..training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, sub_dict, write_json_atomic
 from ..training.trainer import Trainer
-from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, prepare_run, recipe_options, resolve_run, run_device,
+from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, open_run_dir, prepare_run, recipe_options, resolve_run,
+                      run_device, run_specs,
                       training_specs)
 from .train import TRAIN_KEYS
 from ..errors import InputError
@@ -60,10 +61,7 @@ SEQ2SEQ_SPECS = [
     ("swap", bool, False, "Exchange source and target (e.g. French→English on an English–French corpus)."),
     ("valid_fraction", click.FloatRange(min=0.0, max=0.5), 0.05, "Held out for validation when --data has no split."),
     ("test_fraction", click.FloatRange(min=0.0, max=0.5), 0.05, "Held out for testing when --data has no split."),
-    ("out", str, "runs/seq2seq", "Run directory (config.json, metrics.jsonl, checkpoints/, SentencePiece models)."),
-    ("config", str, None, "TOML file with settings (command-line options win)."),
-    ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
-    ("quiet", bool, False, "No progress bar or summaries."),
+    *run_specs("runs/seq2seq", "Run directory (config.json, metrics.jsonl, checkpoints/, SentencePiece models)."),
     ("spm_type", click.Choice(MODEL_TYPES), "bpe", "SentencePiece model type."),
     ("vocab_size", POS_INT, 4000, "SentencePiece vocabulary size (per language unless shared)."),
     ("spm_shared", bool, True, "One SentencePiece model for both languages (trained on both sides)."),
@@ -241,13 +239,18 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
     s, out, record = resolve_run(ctx, values)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("train seq2seq runs in one process; torchrun is not supported for it yet")
-    train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
+    train_cfg = prepare_run(s, out, TRAIN_KEYS)
     device = run_device(s["device"])
     kind = s["scheduled_sampling"]
     schedule = SamplingSchedule(kind, s["ss_k"] if s["ss_k"] is not None else SS_DEFAULT_K[kind],
                                 s["ss_c"] if kind == "linear" else 0.0, s["ss_min"])
     say = (lambda msg: None) if s["quiet"] else (lambda msg: click.echo(msg, err=True))
 
+    own_splits = [n for n in ("valid", "test") if (Path(s["data"]) / f"{n}.tsv").is_file()]
+    for name in ("valid_fraction", "test_fraction"):
+        if own_splits and s.explicit(name):
+            raise click.BadParameter(f"has no effect: {s['data']} has its own {' and '.join(own_splits)}.tsv, "
+                                     f"which are used as they are", param_hint=f"'--{name.replace('_', '-')}'")
     splits = load_pair_splits(s["data"], s["target_data"], valid_fraction=s["valid_fraction"],
                               test_fraction=s["test_fraction"], swap=s["swap"])
     if record is not None:  # the run's own SentencePiece models, never retrained
@@ -285,16 +288,15 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
     tokenizers = tokenizers_to_json(src_tok, tgt_tok, s["spm_shared"])
     run_info = {"recipe": "seq2seq", "model": model_cfg.to_dict(), "tokenizers": tokenizers,
                 "schedule": schedule.to_dict()}
-    out.mkdir(parents=True, exist_ok=True)  # everything was checked: only now does the run directory appear
+    # everything was checked: only now does the run directory appear
+    open_run_dir(out, s, record, {"recipe": "seq2seq", "model": model_cfg.to_dict(), "schedule": schedule.to_dict(),
+                                  "data": {"train": len(enc_train), "valid": len(enc_valid or []),
+                                           "test": len(splits.test), "dropped_long": enc_train.dropped_long,
+                                           "dropped_empty": enc_train.dropped_empty,
+                                           "blank_lines": splits.skipped_blank}})
     src_tok.save(out / tokenizers["source"]["file"])
     if not s["spm_shared"]:
         tgt_tok.save(out / tokenizers["target"]["file"])
-    write_json_atomic(out / "config.json", {"recipe": "seq2seq", "settings": s, "model": model_cfg.to_dict(),
-                                            "schedule": schedule.to_dict(),
-                                            "data": {"train": len(enc_train), "valid": len(enc_valid or []),
-                                                     "test": len(splits.test), "dropped_long": enc_train.dropped_long,
-                                                     "dropped_empty": enc_train.dropped_empty,
-                                                     "blank_lines": splits.skipped_blank}})
     task = Seq2SeqTask(pad_id=0, label_smoothing=s["label_smoothing"], length_normalize=s["length_normalize"],
                        schedule=schedule)
     trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out, run_info=run_info,

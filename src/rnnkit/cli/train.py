@@ -23,9 +23,9 @@ import torch
 from ..data.streams import StreamLoader
 from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
 from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
-from ..training.checkpoint import write_json_atomic
 from ..training.trainer import Trainer
-from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, prepare_run, recipe_options, resolve_run,
+from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, open_run_dir, prepare_run, recipe_options,
+                      resolve_run, run_specs,
                       run_device, training_specs)
 
 DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
@@ -43,10 +43,7 @@ WORDLM_DEFAULTS: Dict[str, Any] = dict(
 def common_specs(data_default: Optional[str], out_default: str, model: Dict[str, Any]) -> list:
     return [
         ("data", str, data_default, "Training data."),
-        ("out", str, out_default, "Run directory (config.json, metrics.jsonl, checkpoints/)."),
-        ("config", str, None, "TOML file with settings (command-line options win)."),
-        ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
-        ("quiet", bool, False, "No progress bar or summaries."),
+        *run_specs(out_default, "Run directory (config.json, metrics.jsonl, checkpoints/)."),
         ("cell", click.Choice(list(CELLS)), model["cell"], "Recurrent cell."),
         ("hidden_size", POS_INT, model["hidden_size"], "Hidden units per layer."),
         ("num_layers", POS_INT, model["num_layers"], "Stacked layers."),
@@ -177,10 +174,11 @@ def _warm_up(model: RecurrentLM, device: torch.device) -> None:
 def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: Callable) -> None:
     s, out, record = resolve_run(ctx, values)
     if s.get("bptt_k2") is not None and s["bptt_k2"] < s["bptt"]:
-        raise click.BadParameter(f"k2 must be >= k1 (--bptt {s['bptt']}); got {s['bptt_k2']}",
+        default = "" if s.explicit("bptt") else ", the default; set --bptt to at most k2"
+        raise click.BadParameter(f"k2 must be >= k1 (--bptt {s['bptt']}{default}); got {s['bptt_k2']}",
                                  param_hint="'--bptt-k2'")
-    train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
-    if values["resume"] and record is None and not s["quiet"]:
+    train_cfg = prepare_run(s, out, TRAIN_KEYS)
+    if s["resume"] and record is None and not s["quiet"]:
         click.echo(f"rnnkit: nothing to resume in {str(out)!r}; starting a new run", err=True)
     rank, world, device = _distributed(s["device"])
     vocab_json = None
@@ -194,9 +192,8 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
     _warm_up(model, device)
     run_info = {"recipe": recipe, "model": model_cfg.to_dict(), "vocab": vocab.to_json()}
     if rank == 0:  # everything was checked: only now does the run directory appear
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", {"recipe": recipe, "settings": s, "model": model_cfg.to_dict(),
-                                                "world_size": world, "vocab_size": len(vocab)})
+        open_run_dir(out, s, record, {"recipe": recipe, "model": model_cfg.to_dict(), "world_size": world,
+                                      "vocab_size": len(vocab)})
     trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out, run_info=run_info,
                       device=device)
     if rank == 0 and not s["quiet"]:

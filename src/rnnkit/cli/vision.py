@@ -27,7 +27,7 @@ from ..data.moving_digits import MNIST_DIR, MovingDigits, VideoBatches, digit_po
 from ..models.video import (FEEDS, HEADS, VIDEO_CELLS, EncoderForecaster, VideoConfig, VideoTask, evaluate_video,
                             metrics_table, plot_per_frame, save_gif, save_strip)
 from .apps import app_training_specs, load_app_model, repo_path, run_app
-from .options import NONNEG_INT, POS_INT, PROB, recipe_options
+from .options import NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
 from ..models.char_lm import CELLS as CAPTION_CELLS  # noqa: E402
@@ -38,10 +38,7 @@ VIDEO_DEFAULTS = dict(batch_size=8, optimizer="adam", lr=1e-3, clip_norm=1.0, ma
                       checkpoint_every=200, threads=1)
 
 VIDEO_SPECS = [
-    ("out", str, "runs/video", "Run directory (checkpoints, video_metrics.md, video_strip.png, video.gif)."),
-    ("config", str, None, "TOML file with settings (command-line options win)."),
-    ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
-    ("quiet", bool, False, "No progress bar or summaries."),
+    *run_specs("runs/video", "Run directory (checkpoints, video_metrics.md, video_strip.png, video.gif)."),
     ("data", str, None, f"Directory with the MNIST IDX files (default: {MNIST_DIR})."),
     ("frame_size", POS_INT, 64, "Frames are S x S pixels (digits scale with S: 28 px at 64)."),
     ("num_digits", POS_INT, 2, "Digits bouncing in each sequence."),
@@ -230,10 +227,7 @@ CAPTION_DEFAULTS = dict(batch_size=32, optimizer="adam", lr=2e-3, clip_norm=5.0,
                         checkpoint_every=200, threads=1)
 
 CAPTION_SPECS = [
-    ("out", str, "runs/caption", "Run directory (checkpoints, caption_metrics.md, caption_examples.png)."),
-    ("config", str, None, "TOML file with settings (command-line options win)."),
-    ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
-    ("quiet", bool, False, "No progress bar or summaries."),
+    *run_specs("runs/caption", "Run directory (checkpoints, caption_metrics.md, caption_examples.png)."),
     ("data", str, None, f"Directory with the MNIST IDX files for digit scenes (default: {MNIST_DIR})."),
     ("images", str, None, "Image folder of a Flickr8k/COCO-style data set (with --captions) instead of digit "
                           "scenes."),

@@ -11,8 +11,9 @@ are missing per column, then either interpolates them (`missing="interpolate"`),
 keeps them as NaN with an `observed` mask the model and the metrics respect
 (`missing="mask"`), or refuses (`missing="error"`).
 
-Formats: CSV or Parquet with a time column and value columns (pandas); a plain
-text file with one number a line and no timestamps (the Cortez ISP series);
+Formats: CSV or Parquet with a time column (or an integer step index) and value
+columns (pandas); a plain text file with one number a line and no timestamps (the
+Cortez ISP series);
 and the Kaggle "Computer Network Traffic" file `cs448b_ipasn.csv`
 (`date,l_ipn,r_asn,f`), read by `load_kaggle_ipasn` as one daily series per
 local machine.
@@ -28,7 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .text import DataError
+from .text import DataError, read_text_file
 from ..errors import InputError
 
 PathLike = Union[str, Path]
@@ -77,8 +78,9 @@ def load_series(path: PathLike, *, time_column: Optional[str] = None, value_colu
     """Read a series file and put it on a regular grid.
 
     path: .csv / .parquet (needs `time_column`, default the first column, and value
-        columns, default every other column) or .txt (one number a line, no timestamps;
-        `start` and `freq` attach nominal timestamps, needed for calendar features).
+        columns, default every other column; a time column of integers is a step index,
+        see series_from_frame) or .txt (one number a line, no timestamps). Without
+        timestamps, `start` and `freq` attach nominal ones, needed for calendar features.
     freq: target frequency (pandas alias, e.g. "h", "5min", "D"). With it the data are
         resampled (`aggregate`: "mean" or "sum" per bucket); without it the step is
         inferred, and an index that is not on a regular grid is an error.
@@ -110,12 +112,12 @@ def load_series(path: PathLike, *, time_column: Optional[str] = None, value_colu
     if frame.shape[0] == 0:
         raise DataError(f"{str(p)!r} holds no rows")
     return series_from_frame(frame, time_column=time_column, value_columns=value_columns, freq=freq,
-                             aggregate=aggregate, missing=missing, source=str(p))
+                             aggregate=aggregate, missing=missing, source=str(p), start=start)
 
 
 def _load_txt(p: Path, *, freq: Optional[str], start: Optional[str], missing: str) -> Series:
     values = []
-    for i, line in enumerate(p.read_text().splitlines(), start=1):
+    for i, line in enumerate(read_text_file(p).splitlines(), start=1):
         s = line.strip()
         if not s:
             continue
@@ -128,9 +130,7 @@ def _load_txt(p: Path, *, freq: Optional[str], start: Optional[str], missing: st
     v = np.asarray(values, dtype=np.float64)[:, None]
     times = None
     if start is not None or freq is not None:
-        if start is None or freq is None:
-            raise InputError("a .txt series gets timestamps only from both start and freq; got "
-                             f"start={start!r}, freq={freq!r}")
+        _need_start_and_freq(start, freq, f"{str(p)}: a .txt series")
         import pandas as pd
         times = pd.date_range(pd.Timestamp(start), periods=len(v), freq=freq).values
     name = p.stem
@@ -141,8 +141,13 @@ def _load_txt(p: Path, *, freq: Optional[str], start: Optional[str], missing: st
 
 def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_columns: Optional[Sequence[str]] = None,
                       freq: Optional[str] = None, aggregate: str = "mean", missing: str = "interpolate",
-                      source: str = "data") -> Series:
-    """A pandas DataFrame with a time column and numeric value columns → Series (see load_series)."""
+                      source: str = "data", start: Optional[str] = None) -> Series:
+    """A pandas DataFrame with a time column and numeric value columns → Series (see load_series).
+
+    A time column of integers (0, 1, 2, ... or any evenly spaced integers) is a step index, not a clock
+    (pandas would read it as nanoseconds since 1970): without `start` and `freq` the series has no
+    timestamps; with both, index value k is at start + (k − first index)·freq.
+    """
     import pandas as pd
     cols = [str(c) for c in frame.columns]
     frame = frame.copy()
@@ -157,30 +162,133 @@ def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_co
     for c in value_columns:
         if c not in cols:
             raise DataError(f"{source}: no value column {c!r}; the columns are {cols}")
-    times = pd.to_datetime(frame[time_column], errors="coerce")
-    bad = times.isna() & frame[time_column].notna()
+    data = {c: _numeric_column(frame[c], c, source) for c in value_columns}
+    report = [f"{source}: {len(frame)} rows; forecasting {_columns_note(list(value_columns), cols, time_column)}"]
+    stamps = frame[time_column]
+    if pd.api.types.is_numeric_dtype(stamps) and not pd.api.types.is_bool_dtype(stamps):
+        index = _step_index(stamps, time_column, source)
+        if start is None and freq is None:
+            return _indexed_series(pd.DataFrame(data, index=index), time_column, missing, source, report)
+        _need_start_and_freq(start, freq, f"{source}: the integer index in {time_column!r}")
+        times = pd.date_range(pd.Timestamp(start), periods=int(index.max() - index.min()) + 1, freq=freq)
+        report.append(f"integer index in {time_column!r}: index {int(index.min())} is {start}, one step per "
+                      f"{freq} (nominal)")
+        times = pd.Series(times[(index - index.min()).values])
+    else:
+        if start is not None:
+            raise InputError(f"{source}: --start gives a clock to files without one; column {time_column!r} already "
+                             f"holds times (leave out --start)")
+        times = _time_column(stamps, time_column, source)
+    df = pd.DataFrame(data, index=pd.DatetimeIndex(times.values))
+    _check_sorted(df.index, time_column, source)
+    df, freq = _on_grid(df, freq, aggregate, time_column, source, report)
+    return _finish(df.values.astype(np.float64), df.index.values, freq, [str(c) for c in value_columns], missing,
+                   report)
+
+
+def _columns_note(chosen: List[str], cols: List[str], time_column: str) -> str:
+    """Which value columns are used, out of which (so a file with several says what was picked)."""
+    others = [c for c in cols if c != time_column]
+    if len(others) == 1:
+        return f"column {chosen[0]!r}"
+    how = "all value columns jointly" if chosen == others else "choose others with --value-columns"
+    return f"{', '.join(repr(c) for c in chosen)} of the value columns {others} ({how})"
+
+
+def _numeric_column(col: Any, name: str, source: str) -> np.ndarray:
+    import pandas as pd
+    num = pd.to_numeric(col, errors="coerce")
+    bad = num.isna() & col.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.values)[0])
+        raise DataError(f"{source}: column {name!r} row {row + 1}: value {col.iloc[row]!r} is not numeric")
+    return num.astype("float64").values
+
+
+def _time_column(stamps: Any, time_column: str, source: str) -> Any:
+    import pandas as pd
+    times = pd.to_datetime(stamps, errors="coerce")
+    bad = times.isna() & stamps.notna()
     if bad.any():
         row = int(np.flatnonzero(bad.values)[0])
         raise DataError(f"{source}: column {time_column!r} row {row + 1}: cannot read "
-                        f"{frame[time_column].iloc[row]!r} as a time")
+                        f"{stamps.iloc[row]!r} as a time")
     if times.isna().any():
         row = int(np.flatnonzero(times.isna().values)[0])
         raise DataError(f"{source}: column {time_column!r} row {row + 1} is empty")
-    data = {}
-    for c in value_columns:
-        col = frame[c]
-        num = pd.to_numeric(col, errors="coerce")
-        bad = num.isna() & col.notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.values)[0])
-            raise DataError(f"{source}: column {c!r} row {row + 1}: value {col.iloc[row]!r} is not numeric")
-        data[c] = num.astype("float64").values
-    df = pd.DataFrame(data, index=pd.DatetimeIndex(times.values))
-    if not df.index.is_monotonic_increasing:
-        row = int(np.flatnonzero(np.diff(df.index.values.astype("int64")) < 0)[0]) + 1
+    return times
+
+
+def _step_index(stamps: Any, time_column: str, source: str) -> Any:
+    """The integers of a numeric time column (a step index); DataError for empty or fractional entries."""
+    import pandas as pd
+    values = stamps.astype("float64")
+    bad = values.isna() | (values != np.round(values))
+    if bad.any():
+        row = int(np.flatnonzero(bad.values)[0])
+        raise DataError(f"{source}: column {time_column!r} holds numbers, not times (row {row + 1}: "
+                        f"{stamps.iloc[row]!r}); the first column (or --time-column) must hold times or an "
+                        f"integer step index")
+    return pd.Index(values.astype(np.int64))
+
+
+def _check_sorted(index: Any, time_column: str, source: str) -> None:
+    if not index.is_monotonic_increasing:
+        row = int(np.flatnonzero(np.diff(np.asarray(index).astype("int64")) < 0)[0]) + 1
         raise DataError(f"{source}: column {time_column!r} is not sorted: row {row + 1} "
-                        f"({df.index[row]}) comes after {df.index[row - 1]}")
-    report = [f"{source}: {len(df)} rows, columns {list(value_columns)}"]
+                        f"({index[row]}) comes after {index[row - 1]}")
+
+
+def _refuse_duplicates(index: Any, before: str, after: str) -> None:
+    """DataError(before + the first repeated index value + after) if the index repeats a value."""
+    if index.has_duplicates:
+        raise DataError(f"{before}{index[index.duplicated()][0]}{after}")
+
+
+def _grid_step(index: Any, time_column: str, source: str, hint: str) -> int:
+    """The step of a regular grid with gaps (int64 units of the index): the most common interval, of which
+    every interval is a multiple (nanoseconds for times); DataError naming the first odd row when there is none."""
+    values = np.asarray(index)
+    if np.issubdtype(values.dtype, np.datetime64):
+        values = values.astype("datetime64[ns]")  # pandas may keep second or microsecond resolution
+    d = np.diff(values.astype(np.int64))
+    steps, counts = np.unique(d, return_counts=True)
+    step = int(steps[np.argmax(counts)])
+    if step <= 0 or counts.max() * 2 <= len(d) or np.any(d % step):
+        odd = np.flatnonzero(d % step) if step > 0 else np.array([0])
+        row = int(odd[0]) + 1 if len(odd) else 1
+        raise DataError(f"{source}: the index in {time_column!r} is irregular (e.g. row {row + 1}: {index[row]} "
+                        f"after {index[row - 1]}; no step of which every interval is a multiple); {hint}")
+    return step
+
+
+def _indexed_series(df: Any, time_column: str, missing: str, source: str, report: List[str]) -> Series:
+    """Values on an integer step index: no timestamps; gaps in the index are missing steps."""
+    import pandas as pd
+    _check_sorted(df.index, time_column, source)
+    _refuse_duplicates(df.index, f"{source}: the integer index in {time_column!r} repeats ",
+                       "; give --start and --freq to read it as a clock and aggregate duplicates")
+    if len(df) < 2:
+        raise DataError(f"{source}: {len(df)} row is too few for a series")
+    step = _grid_step(df.index, time_column, source, "give --start and --freq to read it as a clock and resample")
+    first, last = int(df.index[0]), int(df.index[-1])
+    unix = " (if these are Unix times, convert them to dates first)" if first > 10 ** 8 else ""
+    report.append(f"column {time_column!r} holds integers ({first} .. {last}, step {step}): read as a step index, "
+                  f"not as times, so no calendar covariates; give --start and --freq for a clock{unix}")
+    df = df.reindex(pd.RangeIndex(first, last + 1, step))
+    return _finish(df.values.astype(np.float64), None, None, [str(c) for c in df.columns], missing, report)
+
+
+def _need_start_and_freq(start: Optional[str], freq: Optional[str], what: str) -> None:
+    if start is None or freq is None:
+        raise InputError(f"{what} gets timestamps only from both --start and --freq; got start={start!r}, "
+                         f"freq={freq!r}")
+
+
+def _on_grid(df: Any, freq: Optional[str], aggregate: str, time_column: str, source: str,
+             report: List[str]) -> Tuple[Any, str]:
+    """(frame on a regular time grid, its pandas frequency): resampled to `freq`, or on the inferred step."""
+    import pandas as pd
     if freq is not None:
         try:
             offset = pd.tseries.frequencies.to_offset(freq)
@@ -191,35 +299,23 @@ def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_co
         counts = rs.count()
         df = (rs.sum(min_count=1) if aggregate == "sum" else rs.mean()).where(counts > 0)
         report.append(f"resampled to {freq} ({aggregate} per bucket): {len(df)} steps")
-    else:
-        if df.index.has_duplicates:
-            dup = df.index[df.index.duplicated()][0]
-            raise DataError(f"{source}: column {time_column!r} repeats the time {dup}; pass a frequency "
-                            f"(--freq) to aggregate duplicates")
-        if len(df) < 3:
-            raise DataError(f"{source}: {len(df)} rows are too few to infer a frequency; pass --freq")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pandas 3 announces that infer_freq will return an offset
-            inferred = pd.infer_freq(df.index)
-        freq = None if inferred is None else pd.tseries.frequencies.to_offset(inferred).freqstr
-        if freq is None:
-            # a regular grid with gaps: most steps equal one step, and every step is a multiple of it
-            d = np.diff(df.index.values).astype("timedelta64[ns]").astype(np.int64)
-            steps, counts = np.unique(d, return_counts=True)
-            step = int(steps[np.argmax(counts)])
-            if step <= 0 or counts.max() * 2 <= len(d) or np.any(d % step):
-                odd = np.flatnonzero(d % step) if step > 0 else np.array([0])
-                row = int(odd[0]) + 1 if len(odd) else 1
-                raise DataError(f"{source}: the time index in {time_column!r} is irregular (e.g. row {row + 1}: "
-                                f"{df.index[row]} after {df.index[row - 1]}; no step of which every interval is a "
-                                f"multiple); pass a frequency (--freq) to resample")
-            day = 86_400_000_000_000
-            freq = f"{step // day}D".replace("1D", "D") if step % day == 0 else \
-                pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
-        offset = pd.tseries.frequencies.to_offset(freq)
-        df = df.reindex(pd.date_range(df.index[0], df.index[-1], freq=offset))
-    return _finish(df.values.astype(np.float64), df.index.values, pd.tseries.frequencies.to_offset(freq).freqstr,
-                   [str(c) for c in value_columns], missing, report)
+        return df, pd.tseries.frequencies.to_offset(freq).freqstr
+    _refuse_duplicates(df.index, f"{source}: column {time_column!r} repeats the time ",
+                       "; pass a frequency (--freq) to aggregate duplicates")
+    if len(df) < 3:
+        raise DataError(f"{source}: {len(df)} rows are too few to infer a frequency; pass --freq")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 announces that infer_freq will return an offset
+        inferred = pd.infer_freq(df.index)
+    freq = None if inferred is None else pd.tseries.frequencies.to_offset(inferred).freqstr
+    if freq is None:  # a regular grid with gaps
+        step = _grid_step(df.index, time_column, source, "pass a frequency (--freq) to resample")
+        day = 86_400_000_000_000
+        freq = f"{step // day}D".replace("1D", "D") if step % day == 0 else \
+            pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+    offset = pd.tseries.frequencies.to_offset(freq)
+    df = df.reindex(pd.date_range(df.index[0], df.index[-1], freq=offset))
+    return df, offset.freqstr
 
 
 def _finish(values: np.ndarray, times: Optional[np.ndarray], freq: Optional[str], columns: List[str], missing: str,
@@ -315,10 +411,13 @@ def load_kaggle_ipasn(path: PathLike, *, machines: Optional[Sequence[int]] = Non
 CALENDAR_FEATURES = ("hour", "dow")
 
 
-def calendar_features(times: Optional[np.ndarray], names: Sequence[str]) -> np.ndarray:
-    """(N, 2·len(names)) sin/cos encodings of hour-of-day and day-of-week at `times`."""
+def calendar_features(times: Optional[np.ndarray], names: Sequence[str], steps: int) -> np.ndarray:
+    """(steps, 2·len(names)) sin/cos encodings of hour-of-day and day-of-week at `times` (steps of them;
+    None without timestamps, which only an empty `names` accepts: then the block is (steps, 0))."""
+    if times is not None and len(times) != steps:
+        raise InputError(f"calendar_features: {len(times)} timestamps for {steps} steps")
     if not names:
-        return np.zeros((0 if times is None else len(times), 0))
+        return np.zeros((steps, 0))
     if times is None:
         raise InputError(f"calendar features {list(names)} need timestamps; this series has none "
                          f"(for a .txt file give start and freq)")
@@ -447,7 +546,7 @@ class ForecastFrame:
         parts = [self.targets]
         if mask_missing:
             parts.append(observed.astype(np.float32))
-        self.calendar_values = calendar_features(series.times, self.calendar).astype(np.float32)
+        self.calendar_values = calendar_features(series.times, self.calendar, len(series)).astype(np.float32)
         parts.append(self.calendar_values)
         self.features = np.concatenate(parts, axis=1).astype(np.float32)
 

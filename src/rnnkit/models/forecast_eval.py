@@ -38,13 +38,33 @@ METRICS = ("MAE", "RMSE", "sMAPE", "MAPE", "MASE")
 
 
 # ------------------------------------------------------------------ metrics
+#: a seasonal-naive error below this fraction of the series' size is rounding noise of an exact repeat
+MASE_SCALE_RTOL = 1e-8
+
+
+def mase_season(n_train: int, season: int) -> int:
+    """The lag m of MASE's scale: the season, or 1 when the training part is shorter than two seasons."""
+    return season if n_train > 2 * season else 1
+
+
 def mase_scale(train: np.ndarray, season: int) -> np.ndarray:
-    """Per column mean |y_t − y_{t−m}| over the training values (N_train, C); m falls back to 1 when the
-    training part is shorter than two seasons."""
-    m = season if train.shape[0] > 2 * season else 1
-    d = np.abs(train[m:] - train[:-m])
-    scale = np.nanmean(d, axis=0)
-    return np.where(scale > 0, scale, np.nan)
+    """Per column mean |y_t − y_{t−m}| over the training values (N_train, C) (m: `mase_season`); NaN where
+    that is (about) zero, i.e. the training part repeats itself exactly every m steps: dividing by it would
+    print rounding noise as a huge MASE (an exactly periodic series gave 2.4e14)."""
+    m = mase_season(train.shape[0], season)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: NaN, reported as such
+        scale = np.nanmean(np.abs(train[m:] - train[:-m]), axis=0)
+        size = np.maximum(np.nanmean(np.abs(train), axis=0), np.nanstd(train, axis=0))
+    return np.where(scale > MASE_SCALE_RTOL * size, scale, np.nan)
+
+
+def mase_notes(scale: np.ndarray, columns: Sequence[str], m: int) -> List[str]:
+    """One line per column whose MASE is undefined, saying why."""
+    rest = "; MASE is averaged over the other columns" if not np.isnan(scale).all() else ""
+    return [f"MASE undefined for {c!r}: its training part repeats itself exactly every {m} step"
+            f"{'s' if m > 1 else ''} (in-sample seasonal-naive error 0 up to rounding), so there is no error "
+            f"scale to divide by{rest}" for c, v in zip(columns, scale) if np.isnan(v)]
 
 
 def error_metrics(actual: np.ndarray, pred: np.ndarray, scale: np.ndarray) -> Dict[str, float]:
@@ -58,7 +78,7 @@ def error_metrics(actual: np.ndarray, pred: np.ndarray, scale: np.ndarray) -> Di
     with np.errstate(divide="ignore", invalid="ignore"):
         mape = 100.0 * np.nanmean(np.where(a != 0, e / np.abs(a), np.nan))
         smape = 200.0 * np.nanmean(np.where(np.abs(a) + np.abs(p) > 0, e / (np.abs(a) + np.abs(p)), 0.0))
-        mase = float(np.nanmean(e / s))
+        mase = float(np.nanmean(e / s)) if not np.isnan(s).all() else float("nan")
     return {"MAE": float(e.mean()), "RMSE": float(np.sqrt((e ** 2).mean())), "sMAPE": float(smape),
             "MAPE": float(mape), "MASE": mase}
 
@@ -141,15 +161,17 @@ class Backtest:
     failures: Dict[str, int] = field(default_factory=dict)
     coverage: Optional[float] = None
     level: float = 0.9
+    notes: List[str] = field(default_factory=list)  # e.g. why a metric is undefined
 
     def table(self) -> str:
-        """Markdown table: one row per method, the model first; a verdict line below."""
+        """Markdown table: one row per method, the model first; the notes below it."""
         lines = ["| method | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
         for name, m in self.metrics.items():
-            cells = [f"{m[k]:.4g}" for k in METRICS]
+            cells = ["undefined" if k == "MASE" and self.notes and math.isnan(m[k]) else f"{m[k]:.4g}"
+                     for k in METRICS]
             note = f" ({self.failures[name]} failed fits)" if self.failures.get(name) else ""
             lines.append(f"| {LABELS.get(name, name)}{note} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        return "\n".join(lines + [""] * bool(self.notes) + self.notes)
 
     def verdict(self) -> str:
         model = self.metrics["model"]["MAE"]
@@ -223,12 +245,13 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
     if bar is not None:
         bar.close()
     scale = mase_scale(values[:split.n_train], season)
+    notes = mase_notes(scale, frame.series.columns, mase_season(split.n_train, season))
     metrics = {name: error_metrics(actual, f, scale) for name, f in forecasts.items()}
     coverage = None
     if c.head != "point":
         ok = ~np.isnan(actual)
         coverage = float(((actual >= lower) & (actual <= upper))[ok].mean())
-    return Backtest(origins, actual, forecasts, lower, upper, metrics, failures, coverage, level)
+    return Backtest(origins, actual, forecasts, lower, upper, metrics, failures, coverage, level, notes)
 
 
 # ------------------------------------------------------------------ outputs

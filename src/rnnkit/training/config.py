@@ -32,8 +32,9 @@ class TrainConfig:
     Truncated BPTT: the data's chunk length is k1 (steps between updates);
     `bptt_k2` (>= k1, default k1) is how far back each update backpropagates.
 
-    Schedules: "cosine" decays from lr to lr_min over max_steps or max_minutes,
-    whichever runs out first (after `warmup_steps` of linear warm-up); "step"
+    Schedules: "cosine" decays from lr to lr_min over max_steps (else max_epochs
+    times the batches per epoch) or max_minutes, whichever runs out first (after
+    `warmup_steps` of linear warm-up): over the limits the run has, never a default's; "step"
     multiplies by lr_gamma every lr_step_size steps; "plateau" when the
     validation loss stops improving; "epoch_decay" every epoch after
     lr_decay_after_epochs (Zaremba et al.).
@@ -107,8 +108,6 @@ class TrainConfig:
             raise InputError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
-        if self.schedule == "cosine" and self.max_steps is None and self.max_minutes is None:
-            raise InputError("schedule 'cosine' needs max_steps or max_minutes (the length of the cosine)")
         if self.warmup_steps < 0 or (self.warmup_steps and self.schedule in ("plateau", "epoch_decay")):
             raise InputError(f"warmup_steps must be >= 0 and works with the constant, cosine and step schedules; "
                              f"got {self.warmup_steps} with {self.schedule!r}")

@@ -148,6 +148,10 @@ class Trainer:
         self.metrics_lines = 0  # lines of metrics.jsonl written up to now (a resumed run keeps exactly these)
         self.history: List[Dict[str, Any]] = []  # eval records of this process
         self._reset_streams()
+        self.total_steps = self._total_steps()
+        if config.schedule == "cosine" and self.total_steps is None and config.max_minutes is None:
+            raise InputError("schedule 'cosine' needs max_steps, max_minutes, or max_epochs with data of known "
+                             "length (the length of the cosine)")
         self.optimizer = self._build_optimizer()
         self.scheduler = self._build_scheduler()
         self._metrics_file = None
@@ -197,11 +201,21 @@ class Trainer:
         """Seconds of training so far on `config.clock`, earlier (resumed-from) runs included."""
         return self.elapsed_before + (self._clock() - self._t0 if self._t0 is not None else 0.0)
 
+    def _total_steps(self) -> Optional[int]:
+        """Optimizer steps the run is set to take: max_steps, else max_epochs × batches per epoch (None when
+        neither is known; max_minutes may still end it sooner)."""
+        c = self.config
+        if c.max_steps is not None:
+            return c.max_steps
+        if c.max_epochs is not None and _len(self.train_data):
+            return c.max_epochs * -(-_len(self.train_data) // c.grad_accum)
+        return None
+
     def _cosine_factor(self) -> float:
         c = self.config
         progress = 0.0
-        if c.max_steps is not None:
-            progress = (self.step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)
+        if self.total_steps is not None:
+            progress = (self.step - c.warmup_steps) / max(1, self.total_steps - c.warmup_steps)
         if c.max_minutes is not None:
             progress = max(progress, self.elapsed() / (60.0 * c.max_minutes))
         floor = c.lr_min / c.lr
@@ -298,13 +312,10 @@ class Trainer:
         if c.eval_every_minutes is not None:
             self._next_eval_time = self._next_eval_boundary(self.elapsed_before)
         tokens_at_start = self.tokens
-        total = c.max_steps
-        if total is None and c.max_epochs is not None and _len(self.train_data):
-            total = c.max_epochs * _len(self.train_data) // c.grad_accum
         bar = None
         if self.is_main and not c.quiet:
             from tqdm import tqdm
-            bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, leave=True)
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, leave=True)
         stop: Optional[str] = None
         micro = 0
         acc_loss = acc_count = 0.0
