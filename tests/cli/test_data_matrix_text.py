@@ -235,11 +235,22 @@ def test_classify_header_row_is_skipped(tmp_path, capsys):
     assert cfg["labels"] == ["neg", "pos"] and cfg["model"]["objective"] == "sigmoid"
 
 
+def test_classify_byte_order_mark_is_not_part_of_the_first_label(tmp_path, capsys):
+    """A UTF-8 byte-order mark (Excel, Notepad) used to make the first example's label a class of its own."""
+    data = tmp_path / "excel.tsv"
+    data.write_bytes(b"\xef\xbb\xbf" + write_tsv(data, reviews(40, ["neg", "pos"])).read_bytes())
+    run = tmp_path / "run"
+    train_classify(data, run, capsys)
+    assert config(run)["labels"] == ["neg", "pos"]
+
+
 @pytest.mark.parametrize("problem,needles", [
     ("not UTF-8", ["latin1.tsv:3: not UTF-8 text"]),
     ("missing", ["missing.tsv' does not exist"]),
     ("no label column", ["the first column does not look like labels (40 distinct values in 40 examples"]),
     ("one label", ["only one label ('pos')"]),
+    ("one label left to train on", ["after holding out 1 of 2 examples for validation, the training part has only "
+                                    "the label 'neg'"]),
 ])
 def test_classify_bad_file(tmp_path, capsys, problem, needles):
     data = tmp_path / {"not UTF-8": "latin1.tsv", "missing": "missing.tsv"}.get(problem, "train.tsv")
@@ -249,6 +260,8 @@ def test_classify_bad_file(tmp_path, capsys, problem, needles):
         write_tsv(data, [[str(i), t] for i, (_, t) in enumerate(reviews(40, ["neg", "pos"]))])
     elif problem == "one label":
         write_tsv(data, reviews(10, ["pos"]))
+    elif problem == "one label left to train on":  # used to end in a scikit-learn traceback after training
+        write_tsv(data, reviews(2, ["pos", "neg"]))
     fails(["train", "classify", "--data", data, "--out", tmp_path / "run", *APP, "--tokenizer", "word"], capsys,
           *needles)
     assert not (tmp_path / "run").exists()
@@ -297,6 +310,8 @@ def test_tag_tsv(tmp_path, capsys, tags):
     ("no blank lines", ["no blank line separates sentences, so all 10 tokens would be one sentence (at least 2 "
                         "needed); expected one token<TAB>tag a line, a blank line after each sentence"]),
     ("not UTF-8", ["train.tsv:4: not UTF-8 text"]),
+    ("one tag left to train on", ["after holding out 1 of 2 sentences for validation, the training part has only "
+                                  "the label 'X'"]),
     ("CoNLL-U row cut short", ["line 4: expected 10 tab-separated CoNLL-U columns; got 4"]),
 ])
 def test_tag_bad_file(tmp_path, capsys, problem, needles):
@@ -305,6 +320,8 @@ def test_tag_bad_file(tmp_path, capsys, problem, needles):
         data.write_text("".join(f"w{i}\tX\n" for i in range(10)))
     elif problem == "not UTF-8":
         data.write_bytes("a\tX\nb\tY\n\ncaf\xe9\tX\n".encode("latin-1"))
+    elif problem == "one tag left to train on":  # used to end in a scikit-learn traceback after training
+        data.write_text("a\tX\nb\tY\n\nc\tX\n")
     else:
         data.write_text("# sent_id = 1\n# text = Do go\n1\tDo\tdo\tAUX\tVB\t_\t2\taux\t_\t_\n2\tgo\tgo\tVERB\n")
     fails(["train", "tag", "--data", data, "--out", tmp_path / "run", *APP], capsys, str(data.name), *needles)

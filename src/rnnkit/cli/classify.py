@@ -122,6 +122,15 @@ def _held_out(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarra
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
+def _check_two_classes(path: str, kept: Counter, held_out: Optional[str]) -> None:
+    """DataError when what is left to train on (after holding out `held_out` for validation) has one class."""
+    if len(kept) < 2:
+        part = (f"after holding out {held_out} for validation, the training part has" if held_out
+                else "the training data has")
+        raise DataError(f"{path!r}: {part} only the label {next(iter(kept))!r}; give examples of at least two "
+                        f"labels")
+
+
 def _build_classify(s: Dict[str, Any]):
     train_path, test_path = _classification_files(s)
     data = read_classification(train_path)
@@ -130,6 +139,8 @@ def _build_classify(s: Dict[str, Any]):
     if len(label_vocab) < 2:
         raise DataError(f"{train_path!r}: only one label ({label_vocab.labels[0]!r}); a classifier needs two or more")
     tr, va = _held_out(len(texts), s["val_fraction"], s["seed"])
+    counts = Counter(labels[i] for i in tr)
+    _check_two_classes(train_path, counts, f"{len(va)} of {len(texts)} examples")
     train_texts = [texts[i] for i in tr]
     tok = _fit_tokenizer(s, train_texts)
     y = label_vocab.encode(labels, source=train_path, lines=lines)
@@ -142,7 +153,6 @@ def _build_classify(s: Dict[str, Any]):
     train = SequenceLoader([ids[i] for i in tr], [y[i] for i in tr], s["batch_size"], shuffle=True, seed=s["seed"],
                            max_length=s["max_length"])
     val = SequenceLoader([ids[i] for i in va], [y[i] for i in va], 256, max_length=s["max_length"])
-    counts = Counter(labels[i] for i in tr)
     report = [f"{train_path}: {len(texts)} examples ({len(tr)} train, {len(va)} validation), labels "
               f"{dict(sorted(counts.items()))}; {s['tokenizer']} vocabulary of {len(tok)}; mean "
               f"{np.mean([len(x) for x in ids]):.1f} tokens, {cut} texts cut to {s['max_length']}; "
@@ -256,6 +266,8 @@ def _build_tag(s: Dict[str, Any]):
         tr, va = _held_out(len(train), 0.1, s["seed"])
         val_sents = [train[i] for i in va]
         train, y = [train[i] for i in tr], [y[i] for i in tr]
+    _check_two_classes(train_path, Counter(t for _, tt, _ in train for t in tt),
+                       None if val_path else f"{len(val_sents)} of {len(train) + len(val_sents)} sentences")
     val_y = _encode_tags(val_sents, tags, val_path or train_path)
     if test_path:
         _encode_tags(read_tagged(test_path), tags, test_path)  # unseen test tags stop the run before training

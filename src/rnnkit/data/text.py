@@ -47,9 +47,12 @@ def _not_utf8(origin: str, raw: bytes, err: UnicodeDecodeError) -> DataError:
 
 
 def decode_utf8(raw: bytes, origin: str) -> str:
-    """`raw` as UTF-8 text; DataError naming `origin` (a file name or "<stdin>") and the line otherwise."""
+    """`raw` as UTF-8 text; DataError naming `origin` (a file name or "<stdin>") and the line otherwise.
+
+    A leading byte-order mark (what Windows editors and Excel write) is dropped: it is not text, and left
+    in it would glue itself to the first label, header cell or character."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise _not_utf8(origin, raw, err) from None
 
