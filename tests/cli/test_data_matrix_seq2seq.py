@@ -22,7 +22,8 @@ TINY = ["--hidden-size", "8", "--embedding-size", "4", "--max-steps", "2", "--qu
         "--threads", "1", "--batch-size", "8", "--eval-beam", "0", "--vocab-size", "200"]
 ENG = "I you we they see like want the a red big small cat dog house car book tree".split()
 FRA = "je tu nous ils vois aime veux le la rouge grand petit chat chien maison voiture livre arbre".split()
-KOR = "나는 너는 우리는 그들은 본다 좋아한다 원한다 빨간 큰 작은 고양이 개 집 차 책 나무".split()
+KOR = ("나는 너는 우리는 그들은 본다 좋아한다 원한다 빨간 "
+       "큰 작은 고양이 개 집 차 책 나무").split()
 EMOJI = ["😀", "🎉", "👍🏽", "🐱", "🏠"]
 
 

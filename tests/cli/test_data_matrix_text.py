@@ -100,7 +100,8 @@ def test_charlm_one_line_file(tmp_path, capsys):
 
 def test_charlm_korean_and_emoji(tmp_path, capsys):
     data = tmp_path / "ko.txt"
-    data.write_text("안녕하세요 😀 반갑습니다 🎉\n한국어 텍스트와 이모지 👍🏽 섞어서 씁니다.\n" * 8, encoding="utf-8")
+    data.write_text(("안녕하세요 😀 반갑습니다 🎉\n"
+                     "한국어 텍스트와 이모지 👍🏽 섞어서 씁니다.\n") * 8, encoding="utf-8")
     run = tmp_path / "run"
     works(["train", "charlm", "--data", data, "--out", run, *LM, "--batch-size", "4", "--val-batch-size", "2"],
           capsys)
@@ -308,7 +309,7 @@ def test_tag_tsv(tmp_path, capsys, tags):
 
 @pytest.mark.parametrize("problem,needles", [
     ("no blank lines", ["no blank line separates sentences, so all 10 tokens would be one sentence (at least 2 "
-                        "needed); expected one token<TAB>tag a line, a blank line after each sentence"]),
+                        "sentences needed); expected one token<TAB>tag a line, a blank line after each sentence"]),
     ("not UTF-8", ["train.tsv:4: not UTF-8 text"]),
     ("one tag left to train on", ["after holding out 1 of 2 sentences for validation, the training part has only "
                                   "the label 'X'"]),

@@ -140,8 +140,8 @@ def test_read_tagged_without_blank_lines(tmp_path):
     """A token-per-line file without blank lines used to end in 'no examples' (or one huge sentence)."""
     p = tmp_path / "flat.tsv"
     p.write_text("".join(f"w{i}\tX\n" for i in range(10)))
-    with pytest.raises(DataError, match="flat.tsv': no blank line separates sentences, so all 10 tokens would be "
-                                        "one sentence .at least 2 needed.; expected one token<TAB>tag a line"):
+    with pytest.raises(DataError, match="flat.tsv': no blank line separates sentences, so all 10 tokens would "
+                                        "be one sentence .at least 2 sentences needed.; expected one token<TAB>tag"):
         read_tagged(p, min_sentences=2)
     assert len(read_tagged(p)) == 1  # one short sentence is a sentence
     p.write_text("".join(f"w{i}\tX\n" for i in range(500)))

@@ -105,9 +105,10 @@ def _layout(path: Path, rows: List[Tuple[int, List[str]]]) -> Tuple[Tuple[int, O
         return (-1, None), [f"{path}: the first column looks like text and the last like labels "
                             f"({len(set(last))} distinct): read as text<TAB>label"]
     first = [c[0] for _, c in rows]
+    spaced = ", most with spaces" if sum(" " in v for v in first) > len(first) / 2 else ""
     raise DataError(f"{path}: the first column does not look like labels ({len(set(first))} distinct values in "
-                    f"{len(first)} examples{', most with spaces' if sum(' ' in v for v in first) > len(first) / 2 else ''}"
-                    f"), nor does the last; expected label<TAB>text a line, each label shared by several examples")
+                    f"{len(first)} examples{spaced}), nor does the last; expected label<TAB>text a line, each label "
+                    f"shared by several examples")
 
 
 def read_classification(path: PathLike, columns: Optional[Tuple[int, Optional[int]]] = None) -> ClassificationData:
@@ -219,7 +220,7 @@ def read_tagged(path: PathLike, min_sentences: int = 1) -> List[Tuple[List[str],
     if len(out) < min_sentences or (unsplit and len(out[0][0]) > MAX_UNSPLIT_TOKENS):
         found = (f"no blank line separates sentences, so all {len(out[0][0])} tokens would be one sentence"
                  if unsplit else f"found {len(out)} sentence{'s' if len(out) != 1 else ''}")
-        need = f" (at least {min_sentences} needed)" if len(out) < min_sentences else ""
+        need = f" (at least {min_sentences} sentences needed)" if len(out) < min_sentences else ""
         raise DataError(f"{str(p)!r}: {found}{need}; expected {expected}")
     return out
 

@@ -217,7 +217,8 @@ def _split(found: PairFile, valid_fraction: float, test_fraction: float, seed: i
     pairs = found.pairs
     need = _fewest_pairs(valid_fraction, test_fraction)
     if len(pairs) < need:
-        raise DataError(f"{description}: {len(pairs)} sentence pairs are too few to hold out {valid_fraction:.0%} "
+        many = f"{len(pairs)} sentence pairs are" if len(pairs) != 1 else "1 sentence pair is"
+        raise DataError(f"{description}: {many} too few to hold out {valid_fraction:.0%} "
                         f"for validation and {test_fraction:.0%} for testing: at least {need} are needed (or set "
                         f"the validation and test fractions to 0 to train without held-out scores, or give a "
                         f"directory with train.tsv, valid.tsv and test.tsv)")
