@@ -87,6 +87,8 @@ def test_translate_output_into_missing_folder(tatoeba_run, tmp_path, capsys):
     hyps = tmp_path / "other" / "hyps.txt"
     works(["evaluate", "--checkpoint", run, "--output", hyps], capsys)
     assert len(hyps.read_text().splitlines()) == 2
+    fails(["translate", "--checkpoint", run, "--input", source, "--output", tmp_path], capsys,
+          f"output path '{tmp_path}' is a folder; expected a file name")
 
 
 def test_translate_bad_input_and_export(tatoeba_run, tmp_path, capsys, monkeypatch):

@@ -377,6 +377,8 @@ def _read_input(path: Optional[str]) -> Tuple[List[str], str]:
 def write_output(path: str, data: bytes) -> None:
     """Write a file the user named, atomically, creating its folder if needed (like --out)."""
     target = Path(path)
+    if target.is_dir():  # else the rename of the temporary file would fail, naming that file
+        raise InputError(f"output path {path!r} is a folder; expected a file name")
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(target, data)
 
