@@ -107,7 +107,7 @@ def test_evaluate_and_chat(run, capsys, monkeypatch):
 
 
 def test_checkpoint_reload_gives_identical_translations(tmp_path):
-    pairs, _ = read_pairs(tiny_corpus(tmp_path / "p.tsv", 120))
+    pairs, _, _ = read_pairs(tiny_corpus(tmp_path / "p.tsv", 120))
     tok = train_sentencepiece([p.source for p in pairs] + [p.target for p in pairs], 120)
     cfg = Seq2SeqConfig(tok.vocab_size, tok.vocab_size, hidden_size=16, embedding_size=8, attention="general",
                         max_source_len=40, max_target_len=40)

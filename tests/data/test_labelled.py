@@ -13,11 +13,58 @@ from rnnkit.data.text import DataError
 def test_read_classification(tmp_path):
     p = tmp_path / "a.tsv"
     p.write_text("1\tgood film\n0\tbad film\n\n1\tgreat\n")
-    labels, texts = read_classification(p)
-    assert labels == ["1", "0", "1"] and texts == ["good film", "bad film", "great"]
+    data = read_classification(p)
+    assert data.labels == ["1", "0", "1"] and data.texts == ["good film", "bad film", "great"]
+    assert data.lines == [1, 2, 4] and data.notes == []
     p.write_text("1\tgood film\nno tab here\n")
     with pytest.raises(DataError, match="line 2: expected 'label<TAB>text'"):
         read_classification(p)
+
+
+REVIEWS = [("pos" if i % 2 else "neg", f"{'a fine' if i % 2 else 'a dull'} film number {i}") for i in range(30)]
+
+
+def test_classification_header_is_skipped_and_reported(tmp_path):
+    """A header row used to become a label of its own (one example; a third class)."""
+    p = tmp_path / "h.tsv"
+    p.write_text("label\ttext\n" + "".join(f"{l}\t{t}\n" for l, t in REVIEWS))
+    data = read_classification(p)
+    assert sorted(set(data.labels)) == ["neg", "pos"] and len(data.labels) == 30 and data.lines[0] == 2
+    assert data.notes == [f"{p}: line 1 is a header, skipped: label = column 1 ('label'), text = column 2 ('text')"]
+    named = tmp_path / "n.tsv"  # columns found by their names, in any order
+    named.write_text("id\treview\tsentiment\n" + "".join(f"{i}\t{t}\t{l}\n" for i, (l, t) in enumerate(REVIEWS)))
+    data = read_classification(named)
+    assert data.labels[:2] == ["neg", "pos"] and data.texts[0] == "a dull film number 0"
+    numeric = tmp_path / "stars.tsv"  # an unknown header name above numeric labels
+    numeric.write_text("stars\tblurb\n" + "".join(f"{i % 3}\t{t}\n" for i, (_, t) in enumerate(REVIEWS)))
+    assert sorted(set(read_classification(numeric).labels)) == ["0", "1", "2"]
+
+
+def test_classification_swapped_columns(tmp_path):
+    """text<TAB>label used to be read with each text as a label (a 30-class problem)."""
+    p = tmp_path / "s.tsv"
+    p.write_text("".join(f"{t}\t{l}\n" for l, t in REVIEWS))
+    data = read_classification(p)
+    assert sorted(set(data.labels)) == ["neg", "pos"] and data.texts[0] == "a dull film number 0"
+    assert data.columns == (-1, None) and "read as text<TAB>label" in data.notes[0]
+    # a small test file follows the training file's layout instead of guessing
+    small = tmp_path / "t.tsv"
+    small.write_text("a film\tpos\nanother\tneg\nthird\tmeh\n")
+    assert read_classification(small, data.columns).labels == ["pos", "neg", "meh"]
+    ids = tmp_path / "ids.tsv"  # neither end looks like labels: stop, do not guess
+    ids.write_text("".join(f"{i}\t{t} {i}\n" for i, (_, t) in enumerate(REVIEWS)))
+    with pytest.raises(DataError, match="first column does not look like labels .30 distinct values in 30"):
+        read_classification(ids)
+
+
+@pytest.mark.parametrize("reader", [read_classification, read_tagged])
+def test_not_utf8_names_file_and_line(tmp_path, reader):
+    p = tmp_path / "latin1.tsv"
+    p.write_bytes("pos\tgood\n\nneg\tcaf\xe9 noir\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.tsv:3: not UTF-8 text \(byte 7 of the line"):
+        reader(p)
+    with pytest.raises(DataError, match="missing.tsv' does not exist"):
+        reader(tmp_path / "missing.tsv")
 
 
 def test_unseen_label_named(tmp_path):
@@ -68,3 +115,35 @@ def test_loader_pads_and_covers_everything():
     assert b["labels"].tolist() == [[0, 1, 2], [2, IGNORE, IGNORE]]
     cut = SequenceLoader([[1, 2, 3, 4]], [[0, 1, 2, 3]], 1, max_length=2)
     assert next(cut.batches(0))["labels"].tolist() == [[0, 1]]
+
+
+def test_read_tagged_conllu_skips_ranges_and_empty_nodes(tmp_path):
+    """CoNLL-U used to be read as token<TAB>tag with the MISC column as the tag and comments as tokens."""
+    p = tmp_path / "ud.txt"
+    p.write_text("# sent_id = 1\n# text = Don't go.\n"
+                 "1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_\n"
+                 "1\tDo\tdo\tAUX\tVBP\t_\t3\taux\t_\t_\n"
+                 "2\tn't\tnot\tPART\tRB\t_\t3\tadvmod\t_\t_\n"
+                 "3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\tSpaceAfter=No\n"
+                 "3.1\tgo\tgo\tVERB\tVB\t_\t_\t_\t0:root\t_\n"
+                 "4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t_\t_\n\n"
+                 "# sent_id = 2\n1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n")
+    s = read_tagged(p)
+    assert s == [(["Do", "n't", "go", "."], ["AUX", "PART", "VERB", "PUNCT"], 4), (["Hi"], ["INTJ"], 11)]
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tHi\thi\tINTJ\n")
+    with pytest.raises(DataError, match="bad.conllu' line 1: expected 10 tab-separated CoNLL-U columns; got 4"):
+        read_tagged(bad)
+
+
+def test_read_tagged_without_blank_lines(tmp_path):
+    """A token-per-line file without blank lines used to end in 'no examples' (or one huge sentence)."""
+    p = tmp_path / "flat.tsv"
+    p.write_text("".join(f"w{i}\tX\n" for i in range(10)))
+    with pytest.raises(DataError, match="flat.tsv': no blank line separates sentences, so all 10 tokens would "
+                                        "be one sentence .at least 2 sentences needed.; expected one token<TAB>tag"):
+        read_tagged(p, min_sentences=2)
+    assert len(read_tagged(p)) == 1  # one short sentence is a sentence
+    p.write_text("".join(f"w{i}\tX\n" for i in range(500)))
+    with pytest.raises(DataError, match="all 500 tokens would be one sentence; expected"):
+        read_tagged(p)

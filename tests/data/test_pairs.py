@@ -25,19 +25,43 @@ def write(tmp_path: Path, name: str, data) -> Path:
 
 def test_tsv_with_extra_column_and_blank_lines(tmp_path):
     p = write(tmp_path, "p.tsv", "Hi.\tSalut.\tCC-BY attribution\n\nGo.\tVa !\n  \n")
-    pairs, blank = read_pairs(p)
+    pairs, blank, notes = read_pairs(p)
     assert [(x.source, x.target) for x in pairs] == [("Hi.", "Salut."), ("Go.", "Va !")]
     assert blank == 2
     assert pairs[1].origin.endswith("p.tsv:3")
+    assert notes == [f"{p}: source = column 1, target = column 2; unused: column 3"]
+
+
+def test_header_columns_are_chosen_and_reported(tmp_path):
+    named = write(tmp_path, "n.csv", "id,target,source\n1,un,one\n2,deux,two\n")
+    pairs, _, notes = read_pairs(named)
+    assert [(x.source, x.target) for x in pairs] == [("one", "un"), ("two", "deux")]
+    assert notes == [f"{named}: header row 'id,target,source' skipped; source = column 3 ('source'), "
+                     f"target = column 2 ('target'); unused: column 1 ('id')"]
+    positional = write(tmp_path, "p.csv", "x,y,z\nhello,bonjour,a\n")
+    pairs, _, notes = read_pairs(positional)
+    assert [(x.source, x.target) for x in pairs] == [("hello", "bonjour")]
+    assert "header row 'x,y,z' skipped; source = column 1 ('x'), target = column 2 ('y'); unused: column 3" in notes[0]
+    tsv = write(tmp_path, "h.tsv", "source\ttarget\nHi.\tSalut.\n")  # a TSV header naming the sides
+    pairs, _, notes = read_pairs(tsv)
+    assert [(x.source, x.target) for x in pairs] == [("Hi.", "Salut.")] and "header row" in notes[0]
+
+
+@pytest.mark.parametrize("n,fractions,needed", [(2, (0.05, 0.05), 11), (5, (0.1, 0.1), 6), (0, (0.0, 0.0), 1)])
+def test_too_few_pairs_to_hold_out(tmp_path, n, fractions, needed):
+    """A split that would hold out nothing (or leave nothing to train on) stops; it used to train silently."""
+    p = write(tmp_path, "p.csv", "x,y\n" + "".join(f"s{i},t{i}\n" for i in range(n)))
+    with pytest.raises(DataError, match=f"{n} sentence pairs are too few .* at least {needed} are needed"):
+        load_pair_splits(p, valid_fraction=fractions[0], test_fraction=fractions[1])
 
 
 def test_csv_and_aligned_files(tmp_path):
     p = write(tmp_path, "c.csv", 'Q,A,label\n12시 땡!,하루가 또 가네요.,0\n"a, b","c ""d""",1\n')
-    pairs, _ = read_pairs(p)
+    pairs, _, _ = read_pairs(p)
     assert [(x.source, x.target) for x in pairs] == [("12시 땡!", "하루가 또 가네요."), ("a, b", 'c "d"')]
     s = write(tmp_path, "s.txt", "one\ntwo\n")
     t = write(tmp_path, "t.txt", "un\ndeux\n")
-    pairs, _ = read_pairs(s, t)
+    pairs, _, _ = read_pairs(s, t)
     assert [(x.source, x.target) for x in pairs] == [("one", "un"), ("two", "deux")]
 
 
@@ -86,7 +110,7 @@ def test_splits_directory_and_single_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def kor_tokenizers():
-    pairs, _ = read_pairs(KOR)
+    pairs, _, _ = read_pairs(KOR)
     src = train_sentencepiece([p.source for p in pairs], 800, "bpe")
     tgt = train_sentencepiece([p.target for p in pairs], 1200, "unigram")
     return pairs, src, tgt
@@ -110,7 +134,7 @@ def test_sentencepiece_round_trip_hangul(kor_tokenizers):
 
 
 def test_sentencepiece_training_is_deterministic(tmp_path):
-    pairs, _ = read_pairs(KOR)
+    pairs, _, _ = read_pairs(KOR)
     texts = [p.target for p in pairs[:1000]]
     a = train_sentencepiece(texts, 900, "unigram")
     b = train_sentencepiece(texts, 900, "unigram")

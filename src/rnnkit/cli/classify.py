@@ -39,7 +39,8 @@ COMMON = [
 ]
 
 CLASSIFY_SPECS = [
-    ("data", str, None, f"Training file, label<TAB>text a line (default {CLASSIFY_DATA[0]})."),
+    ("data", str, None, f"Training file, label<TAB>text a line; a header row naming the columns is skipped "
+                        f"(default {CLASSIFY_DATA[0]})."),
     ("test_data", str, None, f"Test file, same format (default {CLASSIFY_DATA[1]} with the default data)."),
     ("val_fraction", click.FloatRange(0.0, 0.5, min_open=True), 0.1,
      "Training examples held out (at random, seeded) for validation and early stopping."),
@@ -59,8 +60,8 @@ CLASSIFY_SPECS = [
                                      early_stop_patience=2, eval_every=None, checkpoint_every=1000))
 
 TAG_SPECS = [
-    ("data", str, None, f"Training file, token<TAB>tag a line, blank line between sentences (default "
-                        f"{TAG_DATA[0]})."),
+    ("data", str, None, f"Training file, token<TAB>tag a line, blank line between sentences, or CoNLL-U "
+                        f"(FORM and UPOS) (default {TAG_DATA[0]})."),
     ("val_data", str, None, f"Validation file (default {TAG_DATA[1]} with the default data)."),
     ("test_data", str, None, f"Test file (default {TAG_DATA[2]} with the default data)."),
     *run_specs("runs/tag", "Run directory."),
@@ -118,14 +119,25 @@ def _held_out(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarra
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
+def _check_two_classes(path: str, kept: Counter, held_out: Optional[str]) -> None:
+    """DataError when what is left to train on (after holding out `held_out` for validation) has one class."""
+    if len(kept) < 2:
+        part = (f"after holding out {held_out} for validation, the training part has" if held_out
+                else "the training data has")
+        raise DataError(f"{path!r}: {part} only the label {next(iter(kept))!r}; give examples of at least two "
+                        f"labels")
+
+
 def _build_classify(s: Dict[str, Any]):
     train_path, test_path = _classification_files(s)
-    lines: List[int] = []
-    labels, texts = read_classification(train_path, lines)
+    data = read_classification(train_path)
+    labels, texts, lines = data.labels, data.texts, data.lines
     label_vocab = LabelVocab.from_labels(labels)
     if len(label_vocab) < 2:
         raise DataError(f"{train_path!r}: only one label ({label_vocab.labels[0]!r}); a classifier needs two or more")
     tr, va = _held_out(len(texts), s["val_fraction"], s["seed"])
+    counts = Counter(labels[i] for i in tr)
+    _check_two_classes(train_path, counts, f"{len(va)} of {len(texts)} examples")
     train_texts = [texts[i] for i in tr]
     tok = _fit_tokenizer(s, train_texts)
     y = label_vocab.encode(labels, source=train_path, lines=lines)
@@ -138,17 +150,21 @@ def _build_classify(s: Dict[str, Any]):
     train = SequenceLoader([ids[i] for i in tr], [y[i] for i in tr], s["batch_size"], shuffle=True, seed=s["seed"],
                            max_length=s["max_length"])
     val = SequenceLoader([ids[i] for i in va], [y[i] for i in va], 256, max_length=s["max_length"])
-    counts = Counter(labels[i] for i in tr)
     report = [f"{train_path}: {len(texts)} examples ({len(tr)} train, {len(va)} validation), labels "
               f"{dict(sorted(counts.items()))}; {s['tokenizer']} vocabulary of {len(tok)}; mean "
               f"{np.mean([len(x) for x in ids]):.1f} tokens, {cut} texts cut to {s['max_length']}; "
               f"{objective} objective, {s['pooling']} pooling"]
+    notes = data.notes
     if test_path:
-        test_lines: List[int] = []
-        test_labels, _ = read_classification(test_path, test_lines)
-        label_vocab.encode(test_labels, source=test_path, lines=test_lines)  # an unseen test label stops the run before training
+        test = read_classification(test_path, data.columns)
+        notes += test.notes
+        # an unseen test label stops the run before training
+        label_vocab.encode(test.labels, source=test_path, lines=test.lines)
+    for note in notes:  # how the files were read: shown even with --quiet
+        click.echo(f"rnnkit: note: {note}", err=True)
     run_info = {"model": cfg.to_dict(), "labels": label_vocab.labels, "tokenizer": tok.to_json(),
-                "data": {"train": train_path, "test": test_path, "val_fraction": s["val_fraction"]}}
+                "data": {"train": train_path, "test": test_path, "val_fraction": s["val_fraction"],
+                         "columns": list(data.columns)}}
     return SequenceClassifier(cfg), ClassifyTask(), train, val, run_info, report
 
 
@@ -174,10 +190,12 @@ def _finish_classify(model: SequenceClassifier, s: Dict[str, Any], out: Path, tr
             click.echo("rnnkit: no --test-data: scores on the validation part only")
     vocab = LabelVocab(info["labels"])
     tok = tokenizer_from_json(info["tokenizer"])
-    labels, texts = read_classification(train_path)
+    train = read_classification(train_path)
+    labels, texts = train.labels, train.texts
     tr, va = _held_out(len(texts), s["val_fraction"], s["seed"])
     if test_path:
-        eval_labels, eval_texts = read_classification(test_path)
+        test = read_classification(test_path, train.columns)
+        eval_labels, eval_texts = test.labels, test.texts
         what = f"test ({test_path})"
     else:
         eval_labels, eval_texts = [labels[i] for i in va], [texts[i] for i in va]
@@ -235,7 +253,7 @@ def _encode_tags(sentences, vocab: LabelVocab, source: str) -> List[List[int]]:
 
 def _build_tag(s: Dict[str, Any]):
     train_path, val_path, test_path = _tag_files(s)
-    train = read_tagged(train_path)
+    train = read_tagged(train_path, min_sentences=1 if val_path else 2)  # else 10% are held out
     tags = LabelVocab.from_labels(t for _, tt, _ in train for t in tt)
     tok = WordTokenizer.fit((w for w, _, _ in train), min_count=s["min_count"], lower=s["lowercase"])
     y = _encode_tags(train, tags, train_path)
@@ -245,6 +263,8 @@ def _build_tag(s: Dict[str, Any]):
         tr, va = _held_out(len(train), 0.1, s["seed"])
         val_sents = [train[i] for i in va]
         train, y = [train[i] for i in tr], [y[i] for i in tr]
+    _check_two_classes(train_path, Counter(t for _, tt, _ in train for t in tt),
+                       None if val_path else f"{len(val_sents)} of {len(train) + len(val_sents)} sentences")
     val_y = _encode_tags(val_sents, tags, val_path or train_path)
     if test_path:
         _encode_tags(read_tagged(test_path), tags, test_path)  # unseen test tags stop the run before training

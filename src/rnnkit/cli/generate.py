@@ -32,6 +32,9 @@ def generate(checkpoint: str, prime: str, length: int, temperature: float, top_k
     model, vocab, _ = load_language_model(checkpoint, torch.device(device))
     prime = prime.replace("\\n", "\n")  # a typed backslash-n means a line break
     if isinstance(vocab, CharVocab):
+        if prime == "\n" and prime not in vocab.index:
+            raise DataError("the model's training text had no line break, so the default --prime (a line break) "
+                            "cannot start a sample; give --prime with characters from that text")
         ids = vocab.encode(prime, what="--prime").tolist()
         decode = vocab.decode
     else:
@@ -41,6 +44,8 @@ def generate(checkpoint: str, prime: str, length: int, temperature: float, top_k
         if missing:
             raise DataError(f"--prime contains words not in the model's vocabulary: {missing[:5]}")
         ids = [vocab.index[w] for w in words]
+        if prime and not prime[-1].isspace():
+            prime += " "  # the first sampled word is a word of its own, not the end of the prime's last
 
         def decode(tokens):
             word = vocab.words[tokens[0]]

@@ -24,12 +24,13 @@ import torch
 
 from ..data.pairs import EncodedPairs, PairBatches, collate, encode_pairs, load_pair_splits
 from ..data.spm import MODEL_TYPES, SentencePieceTokenizer, train_sentencepiece
-from ..data.text import DataError
+from ..data.text import DataError, decode_utf8, read_lines, split_lines
 from ..models.attention import ATTENTIONS
 from ..models.char_lm import CELLS
 from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
-from ..training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, sub_dict, write_json_atomic
+from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
+                                   write_json_atomic)
 from ..training.trainer import Trainer
 from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, open_run_dir, prepare_run, recipe_options, resolve_run,
                       run_device, run_specs,
@@ -253,6 +254,8 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
                                      f"which are used as they are", param_hint=f"'--{name.replace('_', '-')}'")
     splits = load_pair_splits(s["data"], s["target_data"], valid_fraction=s["valid_fraction"],
                               test_fraction=s["test_fraction"], swap=s["swap"])
+    for note in splits.notes:  # which columns became source and target: shown even with --quiet
+        click.echo(f"rnnkit: note: {note}", err=True)
     if record is not None:  # the run's own SentencePiece models, never retrained
         meta, _ = read_checkpoint(record)
         src_tok, tgt_tok = tokenizers_from_json(meta.get("run", {}).get("tokenizers"), record)
@@ -367,20 +370,19 @@ def _opts(kw: Dict[str, Any]) -> Dict[str, Any]:
 def _read_input(path: Optional[str]) -> Tuple[List[str], str]:
     if path is None:
         raw, origin = sys.stdin.buffer.read(), "<stdin>"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(f"input file {path!r} does not exist")
-        raw, origin = p.read_bytes(), path
-    lines = []
-    for i, line in enumerate(raw.split(b"\n"), 1):
-        try:
-            lines.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as err:
-            raise DataError(f"{origin}:{i}: not UTF-8 text (byte {err.start} of the line: {err.reason})") from None
-    if lines and lines[-1] == "" and raw.endswith(b"\n"):
-        lines.pop()
-    return lines, origin
+        return [line for _, line in split_lines(decode_utf8(raw, origin))], origin
+    if not Path(path).is_file():
+        raise DataError(f"input file {path!r} does not exist")
+    return [line for _, line in read_lines(path)], path
+
+
+def write_output(path: str, data: bytes) -> None:
+    """Write a file the user named, atomically, creating its folder if needed (like --out)."""
+    target = Path(path)
+    if target.is_dir():  # else the rename of the temporary file would fail, naming that file
+        raise InputError(f"output path {path!r} is a folder; expected a file name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, data)
 
 
 @click.command()
@@ -408,8 +410,7 @@ def translate(input_path: Optional[str], output: Optional[str], plot_attention: 
             texts[i] = tgt_tok.decode(h[0].tokens) if h else ""
     body = "".join(t + "\n" for t in texts)
     if output:
-        from ..training.checkpoint import _write_atomic
-        _write_atomic(Path(output), body.encode("utf-8"))
+        write_output(output, body.encode("utf-8"))
     else:
         sys.stdout.write(body)
         sys.stdout.flush()
@@ -431,7 +432,6 @@ def plot_attention_map(weights: torch.Tensor, source: Sequence[str], target: Seq
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ..training.checkpoint import _write_atomic
     w = weights[:len(target), :len(source)].numpy()
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(source) + 1.5), max(3, 0.4 * len(target) + 1.2)))
     ax.imshow(w, cmap="Greys", vmin=0.0, vmax=max(float(w.max()), 1e-6), aspect="auto")
@@ -445,7 +445,7 @@ def plot_attention_map(weights: torch.Tensor, source: Sequence[str], target: Seq
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    _write_atomic(Path(path), buf.getvalue())
+    write_output(path, buf.getvalue())
 
 
 @click.command()
@@ -479,8 +479,7 @@ def evaluate(data: Optional[str], split: str, limit: int, output: Optional[str],
     result.update(split=split, step=meta.get("step"), decode_s=round(time.monotonic() - t0, 1),
                   method=_opts(kw)["method"], beam=kw["beam"])
     if output:
-        from ..training.checkpoint import _write_atomic
-        _write_atomic(Path(output), "".join(h + "\n" for h in hyps).encode("utf-8"))
+        write_output(output, "".join(h + "\n" for h in hyps).encode("utf-8"))
     click.echo(json.dumps(result))
 
 

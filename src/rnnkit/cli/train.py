@@ -92,8 +92,11 @@ def _build_charlm(s: Dict[str, Any], vocab_json: Optional[dict], rank: int, worl
     corpus = load_char_corpus(s["data"], s["val_fraction"], vocab)
     model_cfg = LMConfig(vocab_size=len(corpus.vocab), cell=s["cell"], hidden_size=s["hidden_size"],
                          num_layers=s["num_layers"], embedding_size=s["embedding_size"], dropout=s["dropout"])
-    train_data = StreamLoader(corpus.train, s["batch_size"], s["bptt"], rank=rank, world_size=world)
-    val_data = (StreamLoader(corpus.valid, s["val_batch_size"], 512, rank=rank, world_size=world)
+    train_data = StreamLoader(corpus.train, s["batch_size"], s["bptt"], rank=rank, world_size=world,
+                              source=f"the training part of {s['data']!r}", batch_option="--batch-size")
+    val_data = (StreamLoader(corpus.valid, s["val_batch_size"], 512, rank=rank, world_size=world,
+                             source=f"the validation part (last {s['val_fraction']:.0%}) of {s['data']!r}",
+                             batch_option="--val-batch-size")
                 if corpus.valid else None)
     return model_cfg, corpus.vocab, LanguageModelTask("char"), train_data, val_data, None
 
@@ -130,9 +133,12 @@ def _build_wordlm(s: Dict[str, Any], vocab_json: Optional[dict], rank: int, worl
     model_cfg = LMConfig(vocab_size=len(corpus.vocab), cell=s["cell"], hidden_size=s["hidden_size"],
                          num_layers=s["num_layers"], embedding_size=s["hidden_size"], dropout=s["dropout"],
                          tie_weights=s["tie_weights"], init_range=s["init_range"])
-    train_data = StreamLoader([corpus.train], s["batch_size"], s["bptt"], rank=rank, world_size=world)
-    val_data = StreamLoader([corpus.valid], s["val_batch_size"], 512, rank=rank, world_size=world)
-    test_data = StreamLoader([corpus.test], s["val_batch_size"], 512, rank=rank, world_size=world)
+    def streams(split: str, batch_option: str, bptt: int) -> StreamLoader:
+        return StreamLoader([getattr(corpus, split)], s[batch_option[2:].replace("-", "_")], bptt, rank=rank,
+                            world_size=world, source=str(Path(s["data"]) / f"{split}.txt"), batch_option=batch_option)
+
+    train_data = streams("train", "--batch-size", s["bptt"])
+    val_data, test_data = streams("valid", "--val-batch-size", 512), streams("test", "--val-batch-size", 512)
     return model_cfg, corpus.vocab, LanguageModelTask("word"), train_data, val_data, test_data
 
 

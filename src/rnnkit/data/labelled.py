@@ -1,8 +1,10 @@
 """Labelled sequences: sentence classification (label<TAB>text) and token tagging (token<TAB>tag, CoNLL-style).
 
-    classification file  one example a line: label TAB text
+    classification file  one example a line: label TAB text (a header row naming the columns is
+                         skipped; text TAB label is recognised and reported)
     tagging file         one token a line: token [TAB other columns] TAB tag (the tag is the last column);
                          a blank line ends a sentence; "-DOCSTART-" lines are skipped
+    CoNLL-U              FORM and UPOS of each word; comments, multiword ranges, empty nodes skipped
 
 Tokenizers turn text into ids (0 = <pad>, 1 = <unk>): `WordTokenizer` (whitespace,
 optionally lower-cased), `CharTokenizer`, `PieceTokenizer` (SentencePiece, trained
@@ -15,6 +17,7 @@ core `lengths=` path and never needs packing.
 from __future__ import annotations
 
 import base64
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from .text import DataError
+from .text import DataError, read_lines
 from ..errors import InputError
 
 PathLike = Union[str, Path]
@@ -33,63 +36,192 @@ IGNORE = -100
 
 
 # ------------------------------------------------------------------ reading
-def read_classification(path: PathLike, line_numbers: Optional[List[int]] = None) -> Tuple[List[str], List[str]]:
-    """(labels, texts) of a label<TAB>text file; DataError naming the line of a malformed row.
+#: header cells (case-insensitive) that name a classification file's label and text columns
+LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "polarity", "target", "y", "tag", "intent",
+               "topic", "rating")
+TEXT_NAMES = ("text", "sentence", "document", "review", "content", "comment", "utterance", "body", "x", "query",
+              "question")
 
-    `line_numbers`, when given, receives each example's line number (for later error messages)."""
+
+@dataclass
+class ClassificationData:
+    """What `read_classification` read: labels and texts, each example's line, and one note per decision
+    taken about the file's layout (a header skipped, columns swapped) for the caller to show.
+
+    `columns` is (label column, text column): a text column of None means every column but the label's."""
+
+    labels: List[str]
+    texts: List[str]
+    lines: List[int]
+    columns: Tuple[int, Optional[int]]
+    notes: List[str]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _looks_like_labels(values: Sequence[str]) -> bool:
+    """A label column repeats a few short values; free text (spaces, mostly distinct values) does not."""
+    spaced = sum(" " in v.strip() for v in values)
+    return spaced <= 0.1 * len(values) and len(set(values)) <= max(2, len(values) / 2)
+
+
+def _header_columns(path: Path, rows: List[Tuple[int, List[str]]]) -> Optional[Tuple[int, Optional[int]]]:
+    """(label, text) columns named by a header first row, or None when the first row is an example.
+
+    A header names a column (label/text/sentiment/...), or, above numeric labels, is the only non-number."""
+    if len(rows) < 2:
+        return None
+    header = [c.strip().lower() for c in rows[0][1]]
+    label = next((i for i, c in enumerate(header) if c in LABEL_NAMES), None)
+    text = next((i for i, c in enumerate(header) if c in TEXT_NAMES), None)
+    if label is None and text is None:
+        for col in (0, len(header) - 1):  # e.g. "stars<TAB>review_body" above 1..5
+            if not _is_number(header[col]) and all(len(c) > col and _is_number(c[col]) for _, c in rows[1:]):
+                label = col
+                break
+    if label is None and text is None:
+        return None
+    if label is None or text is None:
+        if len(header) != 2:
+            raise DataError(f"{path}:{rows[0][0]}: a header row {rows[0][1]!r} that names only one of the label "
+                            f"and text columns among {len(header)}; name both (label<TAB>text)")
+        label = 1 - text if label is None else label
+        text = 1 - label
+    return label, text
+
+
+def _layout(path: Path, rows: List[Tuple[int, List[str]]]) -> Tuple[Tuple[int, Optional[int]], List[str]]:
+    """(label, text) columns of a headerless file, with a note when the label is the last column."""
+    if _looks_like_labels([c[0] for _, c in rows]):
+        return (0, None), []
+    last = [c[-1] for _, c in rows]
+    if len({len(c) for _, c in rows}) == 1 and _looks_like_labels(last):
+        return (-1, None), [f"{path}: the first column looks like text and the last like labels "
+                            f"({len(set(last))} distinct): read as text<TAB>label"]
+    first = [c[0] for _, c in rows]
+    spaced = ", most with spaces" if sum(" " in v for v in first) > len(first) / 2 else ""
+    raise DataError(f"{path}: the first column does not look like labels ({len(set(first))} distinct values in "
+                    f"{len(first)} examples{spaced}), nor does the last; expected label<TAB>text a line, each label "
+                    f"shared by several examples")
+
+
+def read_classification(path: PathLike, columns: Optional[Tuple[int, Optional[int]]] = None) -> ClassificationData:
+    """Labels and texts of a label<TAB>text file; DataError naming the file and line of a malformed row.
+
+    A first row that names its columns (label<TAB>text, sentiment<TAB>review, ...) is a header: it is
+    skipped and says where the label and text are. Without one, `columns` (e.g. the training file's)
+    is used, else the layout is inferred: a first column that looks like free text and a last that looks
+    like labels are read as text<TAB>label. Each decision is reported in `notes`."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file {str(p)!r} does not exist")
-    labels, texts = [], []
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                raise DataError(f"{str(p)!r} line {i}: expected 'label<TAB>text'; got {line[:40]!r}")
-            label, text = line.split("\t", 1)
-            if not label.strip() or not text.strip():
-                raise DataError(f"{str(p)!r} line {i}: empty {'label' if not label.strip() else 'text'}")
-            labels.append(label.strip())
-            texts.append(text)
-            if line_numbers is not None:
-                line_numbers.append(i)
-    if not labels:
+    rows = [(i, line.split("\t")) for i, line in read_lines(p) if line.strip()]
+    if not rows:
         raise DataError(f"{str(p)!r} holds no examples")
-    return labels, texts
+    for i, cells in rows:
+        if len(cells) < 2:
+            raise DataError(f"{str(p)!r} line {i}: expected 'label<TAB>text'; got {cells[0][:40]!r}")
+    notes: List[str] = []
+    header = _header_columns(p, rows)
+    if header is not None:
+        names = rows[0][1]
+        notes.append(f"{p}: line {rows[0][0]} is a header, skipped: label = column {header[0] + 1} "
+                     f"({names[header[0]]!r}), text = column {header[1] + 1} ({names[header[1]]!r})")
+        rows, columns = rows[1:], header
+    elif columns is None:
+        columns, notes = _layout(p, rows)
+    label_col, text_col = columns
+    data = ClassificationData([], [], [], columns, notes)
+    for i, cells in rows:
+        if len(cells) <= max(label_col, text_col or 0):
+            raise DataError(f"{str(p)!r} line {i}: expected at least {max(label_col, text_col or 0) + 1} "
+                            f"tab-separated columns; got {len(cells)}")
+        label = cells[label_col]
+        if text_col is not None:
+            text = cells[text_col]
+        else:
+            text = "\t".join(cells[1:] if label_col == 0 else cells[:-1])
+        if not label.strip() or not text.strip():
+            raise DataError(f"{str(p)!r} line {i}: empty {'label' if not label.strip() else 'text'}")
+        data.labels.append(label.strip())
+        data.texts.append(text)
+        data.lines.append(i)
+    return data
 
 
-def read_tagged(path: PathLike) -> List[Tuple[List[str], List[str], int]]:
-    """Sentences of a token/tag file: [(tokens, tags, first line number)]."""
+#: a "sentence" longer than this in a file without blank lines means the blank lines are missing
+MAX_UNSPLIT_TOKENS = 200
+#: CoNLL-U: ten tab-separated columns; FORM (1) is the token, UPOS (3) the tag
+CONLLU_COLUMNS, CONLLU_FORM, CONLLU_UPOS = 10, 1, 3
+
+
+def _is_conllu(p: Path, lines: List[Tuple[int, str]]) -> bool:
+    """A .conllu file, or one whose first token line has CoNLL-U's ten columns and a word ID (1, 1-2, 8.1)."""
+    if p.suffix.lower() == ".conllu":
+        return True
+    first = next((t for _, t in lines if t.strip() and not t.startswith("#")), "")
+    cols = first.split("\t")
+    return len(cols) == CONLLU_COLUMNS and re.fullmatch(r"\d+([-.]\d+)?", cols[0]) is not None
+
+
+def _tagged_line(p: Path, i: int, line: str, conllu: bool) -> Optional[Tuple[str, str]]:
+    """(token, tag) of one non-blank line, or None for a line that holds no token (comment, range, empty node)."""
+    if conllu:
+        if line.startswith("#"):
+            return None
+        cols = line.split("\t")
+        if len(cols) != CONLLU_COLUMNS:
+            raise DataError(f"{str(p)!r} line {i}: expected {CONLLU_COLUMNS} tab-separated CoNLL-U columns; "
+                            f"got {len(cols)}")
+        if "-" in cols[0] or "." in cols[0]:  # a multiword token's range (1-2) or an empty node (8.1)
+            return None
+        return cols[CONLLU_FORM], cols[CONLLU_UPOS]
+    if line.startswith("-DOCSTART-"):
+        return None
+    cols = line.split("\t") if "\t" in line else line.split()
+    if len(cols) < 2:
+        raise DataError(f"{str(p)!r} line {i}: expected 'token<TAB>tag'; got {line[:40]!r}")
+    return cols[0], cols[-1]
+
+
+def read_tagged(path: PathLike, min_sentences: int = 1) -> List[Tuple[List[str], List[str], int]]:
+    """Sentences of a token/tag file or a CoNLL-U file: [(tokens, tags, first line number)].
+
+    CoNLL-U (a .conllu file, or ten-column lines with integer IDs): FORM and UPOS of each word; comments,
+    multiword-token ranges and empty nodes are skipped. DataError, naming the file, for fewer than
+    `min_sentences` sentences, or one over MAX_UNSPLIT_TOKENS tokens in a file without blank lines."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file {str(p)!r} does not exist")
+    lines = read_lines(p)
+    conllu = _is_conllu(p, lines)
     out: List[Tuple[List[str], List[str], int]] = []
     tokens: List[str] = []
     tags: List[str] = []
     start = 1
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                if tokens:
-                    out.append((tokens, tags, start))
-                tokens, tags = [], []
-                continue
-            if line.startswith("-DOCSTART-"):
-                continue
-            cols = line.split("\t") if "\t" in line else line.split()
-            if len(cols) < 2:
-                raise DataError(f"{str(p)!r} line {i}: expected 'token<TAB>tag'; got {line[:40]!r}")
-            if not tokens:
-                start = i
-            tokens.append(cols[0])
-            tags.append(cols[-1])
-    if tokens:
-        out.append((tokens, tags, start))
-    if not out:
-        raise DataError(f"{str(p)!r} holds no sentences")
+    for i, line in lines + [(len(lines) + 1, "")]:  # a blank line after the last one ends the last sentence
+        if not line.strip():
+            if tokens:
+                out.append((tokens, tags, start))
+            tokens, tags = [], []
+            continue
+        pair = _tagged_line(p, i, line, conllu)
+        if pair is None:
+            continue
+        if not tokens:
+            start = i
+        tokens.append(pair[0])
+        tags.append(pair[1])
+    expected = ("CoNLL-U: ten tab-separated columns" if conllu else "one token<TAB>tag a line") + \
+        ", a blank line after each sentence"
+    unsplit = len(out) == 1 and not any(not t.strip() for _, t in lines)
+    if len(out) < min_sentences or (unsplit and len(out[0][0]) > MAX_UNSPLIT_TOKENS):
+        found = (f"no blank line separates sentences, so all {len(out[0][0])} tokens would be one sentence"
+                 if unsplit else f"found {len(out)} sentence{'s' if len(out) != 1 else ''}")
+        need = f" (at least {min_sentences} sentences needed)" if len(out) < min_sentences else ""
+        raise DataError(f"{str(p)!r}: {found}{need}; expected {expected}")
     return out
 
 

@@ -3,13 +3,19 @@
 Formats (UTF-8):
     *.tsv / any other file   `source<TAB>target[<TAB>anything]` per line (the
                              third column, e.g. Tatoeba's attribution, is kept
-                             aside, not used)
+                             aside, not used); a first line naming the sides
+                             (source<TAB>target, src/tgt, ...) is a header
     *.csv                    a header row, then `source,target[,anything]` rows
-                             with standard CSV quoting
+                             with standard CSV quoting; header cells named
+                             source and target pick those columns
     two aligned files        line i of the source file pairs with line i of the
                              target file
     a directory              train.tsv, and optionally valid.tsv and test.tsv
                              (a fixed split), else the one .tsv/.csv it holds
+
+Which columns were read (and which header skipped) comes back as one note per
+file, for the caller to show. A file without a fixed split must be large enough
+to hold out at least one pair for each nonzero held-out fraction.
 
 Whitespace-only lines are skipped and counted. Every other problem — a line
 without a tab, an empty side, bytes that are not UTF-8, files of different
@@ -23,12 +29,12 @@ import io
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .text import DataError, read_data_bytes
+from .text import DataError, read_lines
 from ..errors import InputError
 
 PathLike = Union[str, Path]
@@ -48,21 +54,20 @@ class PairSplits:
     test: List[Pair]
     skipped_blank: int = 0
     description: str = ""
+    notes: List[str] = field(default_factory=list)
 
 
-def _lines(path: Path) -> List[Tuple[int, str]]:
-    """(line number, text) of a UTF-8 file, line endings stripped; DataError on bad bytes."""
-    raw = read_data_bytes(path)
-    out = []
-    for i, line in enumerate(raw.split(b"\n"), 1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}:{i}: not UTF-8 text (byte {err.start} of the line: {err.reason})") from None
-        out.append((i, text.rstrip("\r")))
-    if out and out[-1][1] == "" and raw.endswith(b"\n"):
-        out.pop()
-    return out
+#: header cells that name the sides (case-insensitive): a first row made of them is a header, not a pair
+SOURCE_NAMES = ("source", "src", "input", "question", "q")
+TARGET_NAMES = ("target", "tgt", "output", "answer", "a")
+
+
+class PairFile(NamedTuple):
+    """What `read_pairs` found: the pairs, the blank lines skipped, and one line per column decision made."""
+
+    pairs: List[Pair]
+    blank: int
+    notes: List[str]
 
 
 def _check_pair(path: Path, line: int, source: str, target: str) -> Pair:
@@ -72,52 +77,80 @@ def _check_pair(path: Path, line: int, source: str, target: str) -> Pair:
     return Pair(source.strip(), target.strip(), f"{path}:{line}")
 
 
-def read_pairs(path: PathLike, target_path: Optional[PathLike] = None) -> Tuple[List[Pair], int]:
-    """(pairs, number of blank lines skipped) of a TSV/CSV file, or of two aligned files."""
-    path = Path(path)
+def _named_columns(header: List[str]) -> Optional[Tuple[int, int]]:
+    """(source, target) column of a header row that names both sides, else None."""
+    names = [h.strip().lower() for h in header]
+    source = next((i for i, n in enumerate(names) if n in SOURCE_NAMES), None)
+    target = next((i for i, n in enumerate(names) if n in TARGET_NAMES), None)
+    return (source, target) if source is not None and target is not None and source != target else None
+
+
+def _columns_note(path: Path, header: Optional[List[str]], columns: Tuple[int, int], width: int) -> str:
+    """One line saying which columns were read as source and target, and which were not used."""
+    name = (lambda i: f"column {i + 1} ({header[i]!r})") if header else (lambda i: f"column {i + 1}")
+    unused = [name(i) for i in range(width) if i not in columns]
+    return (f"{path}: " + (f"header row {','.join(header)!r} skipped; " if header else "")
+            + f"source = {name(columns[0])}, target = {name(columns[1])}"
+            + (f"; unused: {', '.join(unused)}" if unused else ""))
+
+
+def _read_aligned(path: Path, target_path: Path) -> PairFile:
+    src, tgt = read_lines(path), read_lines(target_path)
+    if len(src) != len(tgt):
+        raise DataError(f"aligned files differ in length: {str(path)!r} has {len(src)} lines, "
+                        f"{str(target_path)!r} has {len(tgt)}")
     pairs: List[Pair] = []
     blank = 0
-    if target_path is not None:
-        target_path = Path(target_path)
-        src, tgt = _lines(path), _lines(target_path)
-        if len(src) != len(tgt):
-            raise DataError(f"aligned files differ in length: {str(path)!r} has {len(src)} lines, "
-                            f"{str(target_path)!r} has {len(tgt)}")
-        for (i, s), (_, t) in zip(src, tgt):
-            if not s.strip() and not t.strip():
-                blank += 1
-                continue
-            if not s.strip() or not t.strip():
-                which, p = ("source", path) if not s.strip() else ("target", target_path)
-                raise DataError(f"{p}:{i}: one-sided pair: the {which} line is empty")
-            pairs.append(Pair(s.strip(), t.strip(), f"{path}:{i}"))
-        return pairs, blank
-    if path.suffix.lower() == ".csv":
-        lines = _lines(path)  # checks UTF-8 line by line first
-        reader = csv.reader(io.StringIO("\n".join(t for _, t in lines) + "\n"))
-        header = True
-        for row in reader:
-            if header:
-                header = False
-                continue
-            n = reader.line_num
-            if not any(cell.strip() for cell in row):
-                blank += 1
-                continue
-            if len(row) < 2:
-                raise DataError(f"{path}:{n}: expected at least 2 comma-separated columns (source,target); "
-                                f"got {len(row)}")
-            pairs.append(_check_pair(path, n, row[0], row[1]))
-        return pairs, blank
-    for i, text in _lines(path):
-        if not text.strip():
+    for (i, s), (_, t) in zip(src, tgt):
+        if not s.strip() and not t.strip():
             blank += 1
             continue
-        cols = text.split("\t")
-        if len(cols) < 2:
-            raise DataError(f"{path}:{i}: expected at least 2 tab-separated columns (source<TAB>target); got 1")
-        pairs.append(_check_pair(path, i, cols[0], cols[1]))
-    return pairs, blank
+        if not s.strip() or not t.strip():
+            which, p = ("source", path) if not s.strip() else ("target", target_path)
+            raise DataError(f"{p}:{i}: one-sided pair: the {which} line is empty")
+        pairs.append(Pair(s.strip(), t.strip(), f"{path}:{i}"))
+    return PairFile(pairs, blank, [])
+
+
+def _rows(path: Path) -> List[Tuple[int, List[str]]]:
+    """(line number, cells) of the CSV (standard quoting) or tab-separated file `path`; blank rows included."""
+    lines = read_lines(path)  # checks UTF-8 first, naming the line
+    if path.suffix.lower() != ".csv":
+        return [(i, text.split("\t")) for i, text in lines]
+    reader = csv.reader(io.StringIO("\n".join(t for _, t in lines) + "\n"))
+    return [(reader.line_num, row) for row in reader]
+
+
+def read_pairs(path: PathLike, target_path: Optional[PathLike] = None) -> PairFile:
+    """Pairs of a TSV/CSV file, or of two aligned files; `notes` say which columns were read and skipped.
+
+    A CSV file's first row is its header: columns named source/target (or src/tgt, input/output,
+    question/answer, q/a) are used wherever they stand, else the first two columns. A TSV file's first
+    row is a header only when it names both sides that way."""
+    path = Path(path)
+    if target_path is not None:
+        return _read_aligned(path, Path(target_path))
+    kind = "comma" if path.suffix.lower() == ".csv" else "tab"
+    rows = _rows(path)
+    first = next(((i, row) for i, row in rows if any(c.strip() for c in row)), None)
+    named = _named_columns(first[1]) if first else None
+    header = first[1] if first and (kind == "comma" or named) else None
+    columns = named or (0, 1)
+    pairs: List[Pair] = []
+    blank = width = 0
+    for i, row in rows:
+        if header is not None and i == first[0]:
+            continue
+        if not any(cell.strip() for cell in row):
+            blank += 1
+            continue
+        if len(row) <= max(columns):
+            raise DataError(f"{path}:{i}: expected at least {max(columns) + 1} {kind}-separated columns "
+                            f"(source{',' if kind == 'comma' else '<TAB>'}target); got {len(row)}")
+        width = max(width, len(row))
+        pairs.append(_check_pair(path, i, row[columns[0]], row[columns[1]]))
+    notes = [_columns_note(path, header, columns, width)] if header is not None or width > 2 else []
+    return PairFile(pairs, blank, notes)
 
 
 def load_pair_splits(data: PathLike, target_data: Optional[PathLike] = None, *, valid_fraction: float = 0.05,
@@ -130,34 +163,29 @@ def load_pair_splits(data: PathLike, target_data: Optional[PathLike] = None, *, 
     valid/test/train by the fractions. `swap` exchanges source and target.
     """
     path = Path(data)
-    blank = 0
     if not path.exists():
         raise DataError(f"data path {str(path)!r} does not exist")
     if path.is_dir():
         if target_data is not None:
             raise DataError("--target-data needs --data to be a file, not a directory")
         if (path / "train.tsv").is_file():
-            parts = {}
-            for name in ("train", "valid", "test"):
-                f = path / f"{name}.tsv"
-                if f.is_file():
-                    parts[name], b = read_pairs(f)
-                    blank += b
-                else:
-                    parts[name] = []
-            splits = PairSplits(parts["train"], parts["valid"], parts["test"], blank, f"{path}/{{train,valid,test}}.tsv")
-            if not splits.valid and not splits.test:
-                splits = _split(splits.train, valid_fraction, test_fraction, split_seed, blank, str(path / "train.tsv"))
+            parts = {name: read_pairs(path / f"{name}.tsv") if (path / f"{name}.tsv").is_file() else PairFile([], 0, [])
+                     for name in ("train", "valid", "test")}
+            blank = sum(f.blank for f in parts.values())
+            notes = [n for f in parts.values() for n in f.notes]
+            if not parts["valid"].pairs and not parts["test"].pairs:
+                splits = _split(parts["train"], valid_fraction, test_fraction, split_seed, str(path / "train.tsv"))
+            else:
+                splits = PairSplits(parts["train"].pairs, parts["valid"].pairs, parts["test"].pairs, blank,
+                                    f"{path}/{{train,valid,test}}.tsv", notes)
         else:
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tsv", ".csv"))
             if len(files) != 1:
                 raise DataError(f"data directory {str(path)!r} must hold train.tsv (and valid.tsv, test.tsv) or "
                                 f"exactly one .tsv/.csv file; found {[p.name for p in files]}")
-            pairs, blank = read_pairs(files[0])
-            splits = _split(pairs, valid_fraction, test_fraction, split_seed, blank, str(files[0]))
+            splits = _split(read_pairs(files[0]), valid_fraction, test_fraction, split_seed, str(files[0]))
     else:
-        pairs, blank = read_pairs(path, target_data)
-        splits = _split(pairs, valid_fraction, test_fraction, split_seed, blank, str(path))
+        splits = _split(read_pairs(path, target_data), valid_fraction, test_fraction, split_seed, str(path))
     if not splits.train:
         raise DataError(f"{splits.description}: no training pairs")
     if swap:
@@ -167,20 +195,41 @@ def load_pair_splits(data: PathLike, target_data: Optional[PathLike] = None, *, 
     return splits
 
 
-def _split(pairs: List[Pair], valid_fraction: float, test_fraction: float, seed: int, blank: int,
-           description: str) -> PairSplits:
+def _split_sizes(n: int, valid_fraction: float, test_fraction: float) -> Tuple[int, int]:
+    return int(round(n * valid_fraction)), int(round(n * test_fraction))
+
+
+def _fewest_pairs(valid_fraction: float, test_fraction: float) -> int:
+    """The fewest pairs that leave one for training and one for each nonzero held-out fraction."""
+    n = 1
+    while True:
+        v, t = _split_sizes(n, valid_fraction, test_fraction)
+        if n - v - t >= 1 and (v or not valid_fraction) and (t or not test_fraction):
+            return n
+        n += 1
+
+
+def _split(found: PairFile, valid_fraction: float, test_fraction: float, seed: int, description: str) -> PairSplits:
+    """Shuffle (seeded) and cut into valid/test/train; DataError if a nonzero fraction would hold out nothing."""
     if not 0 <= valid_fraction < 1 or not 0 <= test_fraction < 1 or valid_fraction + test_fraction >= 1:
         raise InputError(f"valid_fraction and test_fraction must be in [0, 1) with a sum below 1; got "
                          f"{valid_fraction} and {test_fraction}")
+    pairs = found.pairs
+    need = _fewest_pairs(valid_fraction, test_fraction)
+    if len(pairs) < need:
+        many = f"{len(pairs)} sentence pairs are" if len(pairs) != 1 else "1 sentence pair is"
+        raise DataError(f"{description}: {many} too few to hold out {valid_fraction:.0%} "
+                        f"for validation and {test_fraction:.0%} for testing: at least {need} are needed (or set "
+                        f"the validation and test fractions to 0 to train without held-out scores, or give a "
+                        f"directory with train.tsv, valid.tsv and test.tsv)")
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
-    n_valid = int(round(len(pairs) * valid_fraction))
-    n_test = int(round(len(pairs) * test_fraction))
+    n_valid, n_test = _split_sizes(len(pairs), valid_fraction, test_fraction)
     valid = [pairs[i] for i in order[:n_valid]]
     test = [pairs[i] for i in order[n_valid:n_valid + n_test]]
     train = [pairs[i] for i in order[n_valid + n_test:]]
-    return PairSplits(train, valid, test, blank, f"{description} (split {len(train)}/{len(valid)}/{len(test)} "
-                                                 f"with seed {seed})")
+    return PairSplits(train, valid, test, found.blank, f"{description} (split {len(train)}/{len(valid)}/{len(test)} "
+                                                       f"with seed {seed})", found.notes)
 
 
 # ---------------------------------------------------------------- encoding

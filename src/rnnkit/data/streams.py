@@ -72,6 +72,8 @@ class StreamLoader:
         batch_size: streams per process (B).
         bptt: chunk length k1 (steps per trainer step).
         rank, world_size: this process's block of rows in the global layout.
+        source, batch_option: how errors name the data (e.g. "the training part of 'x.txt'") and the
+            setting that sets `batch_size` (e.g. "--batch-size").
 
     `batches(epoch, start)` yields the chunks of one epoch from chunk `start`
     (for resuming); every epoch walks the same layout (the state carry needs
@@ -79,7 +81,7 @@ class StreamLoader:
     """
 
     def __init__(self, documents: Sequence[Tensor], batch_size: int, bptt: int, *, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, source: str = "StreamLoader", batch_option: str = "batch_size") -> None:
         owner = type(self).__name__
         for name, value in (("batch_size", batch_size), ("bptt", bptt), ("world_size", world_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -93,6 +95,7 @@ class StreamLoader:
             if d.dim() != 1 or d.dtype != torch.int64:
                 raise InputError(f"{owner}: document {i} must be a 1-D int64 tensor; got {d.dtype} {tuple(d.shape)}")
         self.batch_size, self.bptt, self.rank, self.world_size = batch_size, bptt, rank, world_size
+        self.source, self.batch_option = source, batch_option
         total_rows = batch_size * world_size
         if len(docs) == 1:
             self._single(docs[0], total_rows)
@@ -105,8 +108,10 @@ class StreamLoader:
     def _single(self, tokens: Tensor, rows: int) -> None:
         per_row = (tokens.numel() - 1) // rows
         if per_row < 1:
-            raise InputError(f"StreamLoader: {tokens.numel()} tokens are too few for {rows} streams "
-                             f"(batch_size x world_size); use a smaller batch or more data")
+            fit = max(tokens.numel() - 1, 0) // self.world_size
+            raise InputError(f"{self.source}: {tokens.numel()} tokens are too few for {rows} streams "
+                             f"({self.batch_option} x world_size); "
+                             + (f"use {self.batch_option} {fit} or less, or more data" if fit else "use more data"))
         n = per_row * rows
         self.inputs = tokens[:n].view(rows, per_row)
         self.targets = tokens[1:n + 1].view(rows, per_row)

@@ -38,16 +38,45 @@ def read_data_bytes(path: Path) -> bytes:
     return raw
 
 
+def _not_utf8(origin: str, raw: bytes, err: UnicodeDecodeError) -> DataError:
+    """The error for bytes that are not UTF-8: file, line and the byte's place in it."""
+    line = raw.count(b"\n", 0, err.start) + 1
+    column = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
+    return DataError(f"{origin}:{line}: not UTF-8 text (byte {column} of the line: {err.reason}); "
+                     f"save the file as UTF-8")
+
+
+def decode_utf8(raw: bytes, origin: str) -> str:
+    """`raw` as UTF-8 text; DataError naming `origin` (a file name or "<stdin>") and the line otherwise.
+
+    A leading byte-order mark (what Windows editors and Excel write) is dropped: it is not text, and left
+    in it would glue itself to the first label, header cell or character."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(origin, raw, err) from None
+
+
 def read_text_file(path: PathLike) -> str:
-    """The UTF-8 text of one file; DataError if missing, empty, binary or not UTF-8."""
+    """The UTF-8 text of one file; DataError if missing, empty, binary or not UTF-8 (naming file and line)."""
     path = Path(path)
     raw = read_data_bytes(path)
     if b"\x00" in raw[:65536]:
         raise DataError(f"data file {str(path)!r} looks binary (it contains NUL bytes); expected UTF-8 text")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"data file {str(path)!r} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    return decode_utf8(raw, str(path))
+
+
+def split_lines(text: str) -> List[Tuple[int, str]]:
+    """(line number, line) of `text`, split at \\n only (\\r before it is dropped), without a final empty line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [(i, line.rstrip("\r")) for i, line in enumerate(lines, 1)]
+
+
+def read_lines(path: PathLike) -> List[Tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file; DataError naming the file (and line) for every problem."""
+    return split_lines(read_text_file(path))
 
 
 def read_corpus(path: PathLike) -> List[Tuple[str, str]]:
@@ -201,7 +230,7 @@ def load_word_corpus(directory: PathLike, vocab: Optional[WordVocab] = None) -> 
                         f"got {str(directory)!r}" + ("" if directory.exists() else " (it does not exist)"))
     texts = {}
     for split in ("train", "valid", "test"):
-        texts[split] = read_text_file(directory / f"{split}.txt").splitlines()
+        texts[split] = [line for _, line in read_lines(directory / f"{split}.txt")]
     if vocab is None:
         vocab = WordVocab.from_lines(texts["train"])
     ids = {s: vocab.encode_lines(lines, what=f"{directory / (s + '.txt')}") for s, lines in texts.items()}
