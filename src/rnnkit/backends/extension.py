@@ -192,14 +192,27 @@ def _build() -> None:
         if fcntl is not None:
             _wait_for_flock(guard, directory)
             (directory / "lock").unlink(missing_ok=True)
-        cpp_load(name=name, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=cflags,
-                 extra_ldflags=ldflags, extra_include_paths=[str(CSRC)], build_directory=str(directory),
+        sources = _stable_sources(directory)
+        cpp_load(name=name, sources=[str(sources / s) for s in SOURCES], extra_cflags=cflags,
+                 extra_ldflags=ldflags, extra_include_paths=[str(sources)], build_directory=str(directory),
                  is_python_module=False, verbose=False)
     _state["build_seconds"] = time.perf_counter() - start
     if fresh:
         log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
     os.utime(directory)  # "last used": what prune_stale_builds reads, here and in other checkouts
     prune_stale_builds(keep=directory)
+
+
+def _stable_sources(directory: Path) -> Path:
+    """The kernel sources copied into the build directory, built from there: torch's builder records source
+    paths, so two checkouts of the same sources (same key) building from their own paths would each make it
+    rebuild. The key hashes the contents, so copies already there are the same files."""
+    target = directory / "src"
+    target.mkdir(exist_ok=True)
+    for name in ("common.h",) + SOURCES:
+        if not (target / name).exists():
+            shutil.copyfile(CSRC / name, target / name)
+    return target
 
 
 def prune_stale_builds(keep: Path, max_age_days: float = STALE_BUILD_DAYS) -> List[Path]:
