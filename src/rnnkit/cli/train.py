@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import click
@@ -23,12 +22,12 @@ import torch
 from ..data.streams import StreamLoader
 from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
 from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
+from ..recipes import TINYSHAKESPEARE
 from ..training.checkpoint import write_json_atomic
 from ..training.trainer import Trainer
-from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, prepare_run, recipe_options, resolve_run,
-                      run_device, training_specs)
+from .options import (CONFIG_SPEC, INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, prepare_run,
+                      recipe_options, resolve_run, run_device, training_specs)
 
-DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 
 CHARLM_DEFAULTS: Dict[str, Any] = dict(
     batch_size=32, bptt=128, optimizer="adam", lr=2e-3, clip_norm=5.0, eval_every=200, checkpoint_every=500,
@@ -42,9 +41,9 @@ WORDLM_DEFAULTS: Dict[str, Any] = dict(
 
 def common_specs(data_default: Optional[str], out_default: str, model: Dict[str, Any]) -> list:
     return [
-        ("data", str, data_default, "Training data."),
+        ("data", INPUT_PATH, data_default, "Training data."),
         ("out", str, out_default, "Run directory (config.json, metrics.jsonl, checkpoints/)."),
-        ("config", str, None, "TOML file with settings (command-line options win)."),
+        CONFIG_SPEC,
         ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
         ("quiet", bool, False, "No progress bar or summaries."),
         ("cell", click.Choice(list(CELLS)), model["cell"], "Recurrent cell."),
@@ -61,16 +60,8 @@ def train() -> None:
     """Train a model (recipes: charlm, wordlm)."""
 
 
-def default_corpus() -> str:
-    """The embedded corpus: relative to the working directory, else to the source checkout."""
-    if Path(DEFAULT_CORPUS).exists():
-        return DEFAULT_CORPUS
-    checkout = Path(__file__).resolve().parents[3] / DEFAULT_CORPUS
-    return str(checkout) if checkout.exists() else DEFAULT_CORPUS
-
-
 # ---------------------------------------------------------------- charlm
-CHARLM_SPECS = common_specs(default_corpus(), "runs/charlm", dict(cell="lstm", hidden_size=256, num_layers=1,
+CHARLM_SPECS = common_specs(str(TINYSHAKESPEARE), "runs/charlm", dict(cell="lstm", hidden_size=256, num_layers=1,
                                                                 dropout=0.0)) + [
     ("embedding_size", NONNEG_INT, 64, "Character embedding size (0 = one-hot input)."),
     ("val_fraction", click.FloatRange(min=0.0, max=0.5, min_open=True), 0.1,

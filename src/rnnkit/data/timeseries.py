@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .text import DataError
+from .._optional import missing_extra, require
 from ..errors import InputError
 
 PathLike = Union[str, Path]
@@ -66,11 +67,15 @@ class Series:
         """Timestamps of steps start .. start+count-1 (may run past the end of the data)."""
         if self.times is None or self.freq is None:
             return None
-        import pandas as pd
+        pd = _pandas()
         return pd.date_range(pd.Timestamp(self.times[0]), periods=start + count, freq=self.freq)[start:].values
 
 
 # ------------------------------------------------------------------ loading
+def _pandas():
+    return require("pandas", extra="forecast", purpose="time series")
+
+
 def load_series(path: PathLike, *, time_column: Optional[str] = None, value_columns: Optional[Sequence[str]] = None,
                 freq: Optional[str] = None, aggregate: str = "mean", missing: str = "interpolate",
                 start: Optional[str] = None) -> Series:
@@ -94,12 +99,12 @@ def load_series(path: PathLike, *, time_column: Optional[str] = None, value_colu
         raise FileNotFoundError(f"series file {str(p)!r} does not exist")
     if p.suffix == ".txt":
         return _load_txt(p, freq=freq, start=start, missing=missing)
-    import pandas as pd
+    pd = _pandas()
     if p.suffix == ".parquet":
         try:
             frame = pd.read_parquet(p)
-        except ImportError as err:
-            raise DataError(f"reading {str(p)!r} needs pyarrow or fastparquet ({err}); pip install pyarrow") from None
+        except ImportError as err:  # pandas reads parquet with pyarrow (or fastparquet)
+            raise missing_extra("pyarrow", extra="parquet", purpose=f"reading {str(p)!r}", reason=str(err)) from None
     elif p.suffix in (".csv", ".tsv"):
         try:
             frame = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
@@ -131,7 +136,7 @@ def _load_txt(p: Path, *, freq: Optional[str], start: Optional[str], missing: st
         if start is None or freq is None:
             raise InputError("a .txt series gets timestamps only from both start and freq; got "
                              f"start={start!r}, freq={freq!r}")
-        import pandas as pd
+        pd = _pandas()
         times = pd.date_range(pd.Timestamp(start), periods=len(v), freq=freq).values
     name = p.stem
     return _finish(v, times, freq, [name], missing, [f"{str(p)}: {len(v)} evenly spaced values"
@@ -143,7 +148,7 @@ def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_co
                       freq: Optional[str] = None, aggregate: str = "mean", missing: str = "interpolate",
                       source: str = "data") -> Series:
     """A pandas DataFrame with a time column and numeric value columns → Series (see load_series)."""
-    import pandas as pd
+    pd = _pandas()
     cols = [str(c) for c in frame.columns]
     frame = frame.copy()
     frame.columns = cols
@@ -237,7 +242,7 @@ def _finish(values: np.ndarray, times: Optional[np.ndarray], freq: Optional[str]
             raise DataError(f"{total} missing steps ({where}; longest gap {longest} steps); choose "
                             f"missing='interpolate' or 'mask'")
         if missing == "interpolate":
-            import pandas as pd
+            pd = _pandas()
             values = pd.DataFrame(values).interpolate(method="linear", limit_direction="both").values
             report.append(f"missing steps: {where} (longest gap {longest}); filled by linear interpolation")
         else:
@@ -267,7 +272,7 @@ def load_kaggle_ipasn(path: PathLike, *, machines: Optional[Sequence[int]] = Non
     many there were; `absent="missing"` treats it as unknown and hands it to the
     `missing` policy.
     """
-    import pandas as pd
+    pd = _pandas()
     if absent not in ("zero", "missing"):
         raise InputError(f"absent must be 'zero' or 'missing'; got {absent!r}")
     p = Path(path)
@@ -322,7 +327,7 @@ def calendar_features(times: Optional[np.ndarray], names: Sequence[str]) -> np.n
     if times is None:
         raise InputError(f"calendar features {list(names)} need timestamps; this series has none "
                          f"(for a .txt file give start and freq)")
-    import pandas as pd
+    pd = _pandas()
     idx = pd.DatetimeIndex(times)
     out = []
     for name in names:
