@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-
 import rnnkit.recipes
 from rnnkit.cli import main
 from rnnkit.recipes import RECIPES, TINYSHAKESPEARE

@@ -104,7 +104,7 @@ def load_series(path: PathLike, *, time_column: Optional[str] = None, value_colu
         try:
             frame = pd.read_parquet(p)
         except ImportError as err:  # pandas reads parquet with pyarrow (or fastparquet)
-            raise missing_extra("pyarrow", extra="parquet", purpose=f"reading {str(p)!r}", reason=str(err)) from None
+            raise missing_extra("pyarrow", extra="parquet", purpose=f"reading {str(p)!r}") from err
     elif p.suffix in (".csv", ".tsv"):
         try:
             frame = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
