@@ -16,6 +16,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import InputError
+from ..recipes import find_recipe, is_recipe, missing_data, recipe_names
 
 if TYPE_CHECKING:  # for the hints only: this module imports torch and training lazily, inside functions
     import torch
@@ -107,8 +108,6 @@ def load_toml(path: Optional[str], ctx: click.Context) -> Dict[str, Any]:
     package). A packaged recipe whose input is not installed, and not replaced on the command line, is
     an error saying where to get it.
     """
-    from ..recipes import find_recipe, is_recipe, missing_data, recipe_names
-
     if path is None:
         return {}
     p = Path(path) if Path(path).is_file() else find_recipe(path)
