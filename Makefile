@@ -1,8 +1,9 @@
 # rnnkit: set-up-included commands for a fresh machine (Python 3.11 and gcc are all it needs).
 #
-#   make demo    create .venv, install rnnkit, train a char-level LSTM on tinyshakespeare (~3 min), sample, plot
+#   make demo    create .venv, install rnnkit[plots,fast], train a char-level LSTM on tinyshakespeare (~3 min),
+#                sample, plot
 #   make demo-adding  the adding problem: which cells learn 100-step dependencies
-#   make test    create .venv, install rnnkit with its test extra, run the test suite on 2 workers,
+#   make test    create .venv, install rnnkit[test] (every extra + the test tools), run the suite on 2 workers,
 #                then the fused float32 comparisons once more as an AVX2 CPU would run them
 #   make test-portable  the backend-parity tests under every CPU setting this machine can imitate
 #   make test-slow  the few tests that take over a minute (not part of make test)
@@ -27,11 +28,11 @@ STAMP_BENCH := $(VENV)/.stamp-bench
 
 DEMO_RUN := runs/demo-charlm
 
-# The char-LM demo: train (config in configs/charlm-demo.toml), then two samples, the validation
+# The char-LM demo: train (the packaged recipe src/rnnkit/recipes/charlm-demo.toml), then two samples, the validation
 # curve and the loss-curve PNG; the checkpoint stays in $(DEMO_RUN)/checkpoints.
 demo: $(STAMP_BASE)
 	rm -rf $(DEMO_RUN)
-	$(PY) -m rnnkit train charlm --config configs/charlm-demo.toml --out $(DEMO_RUN)
+	$(PY) -m rnnkit train charlm --config charlm-demo --out $(DEMO_RUN)
 	@echo; echo "=== sample, temperature 0.5 ==="
 	@$(PY) -m rnnkit generate --checkpoint $(DEMO_RUN) --prime "ROMEO:" --temperature 0.5 --length 500 --seed 1
 	@echo; echo "=== sample, temperature 1.0 ==="
@@ -67,7 +68,7 @@ $(VENV)/bin/python:
 $(STAMP_BASE): pyproject.toml | $(VENV)/bin/python
 	$(PIP) install "setuptools>=68" wheel
 	$(PIP) install "$(TORCH)"
-	$(PIP) install --no-build-isolation -e .
+	$(PIP) install --no-build-isolation -e ".[plots,fast]"  # the core, the demo's PNG, the fused kernels' build
 	touch $@
 
 # the benchmark's optional peer (the sru package; torch is already pinned, so pip keeps it)

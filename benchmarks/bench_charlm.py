@@ -28,13 +28,13 @@ from torch import nn
 from torch.nn import functional as F
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from timing import bench_interleaved, machine  # noqa: E402
 
 from rnnkit.data.streams import StreamLoader  # noqa: E402
 from rnnkit.data.text import load_char_corpus  # noqa: E402
 from rnnkit.models import LanguageModelTask, LMConfig, RecurrentLM  # noqa: E402
+from rnnkit.recipes import TINYSHAKESPEARE  # noqa: E402
 from rnnkit.training import TrainConfig, Trainer  # noqa: E402
 
 SECTION_START = "<!-- bench_charlm:start -->"
@@ -65,7 +65,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    corpus = load_char_corpus(ROOT / "data/tinyshakespeare/input.txt")
+    corpus = load_char_corpus(TINYSHAKESPEARE)
     V = len(corpus.vocab)
     loader = StreamLoader(corpus.train, args.batch_size, args.bptt)
     tokens_per_step = args.batch_size * args.bptt

@@ -41,6 +41,7 @@ from timing import bench_interleaved, machine  # noqa: E402
 import rnnkit  # noqa: E402
 from rnnkit.export import export_onnx, quantize_onnx  # noqa: E402
 from rnnkit.export.quantize import bits_per_token  # noqa: E402
+from rnnkit.recipes import TINYSHAKESPEARE  # noqa: E402
 
 # (T, B, I, H): the LSTM grid (I = H), the same shapes as bench_cells.py's. Each shape costs an
 # inductor compile (forward, and forward+backward): one to two minutes on 2 busy cores.
@@ -204,7 +205,7 @@ def int8_accuracy(checkpoint: Optional[str], train_steps: int, tmp: Path, quick:
     from rnnkit.cli import main as cli_main
     from rnnkit.cli.loading import load_language_model
 
-    text_path = HERE.parent / "data" / "tinyshakespeare" / "input.txt"
+    text_path = TINYSHAKESPEARE
     if checkpoint is None:
         run = tmp / "charlm"
         t0 = time.perf_counter()

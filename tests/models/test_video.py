@@ -182,12 +182,11 @@ def test_cli_bad_settings_are_one_line_errors(tmp_path, capsys):
 
 
 def test_recipe_configs_name_only_known_settings():
-    """configs/video-*.toml and configs/caption-*.toml: every key is an option of its command."""
+    """The packaged recipes video-*.toml and caption-*.toml: every key is an option of its command."""
     import tomllib
-    from pathlib import Path
 
     from rnnkit.cli.vision import train_caption, train_video
-    root = Path(__file__).resolve().parents[2] / "configs"
+    from rnnkit.recipes import RECIPES as root
     files = sorted(root.glob("video-*.toml")) + sorted(root.glob("caption-*.toml"))
     assert len(files) >= 3
     for f in files:

@@ -55,7 +55,7 @@ def test_train_wordlm_cli(tmp_path, capsys):
     d = write_ptb(tmp_path / "ptb")
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
-        main(["train", "wordlm", "--config", "configs/zaremba-small.toml", "--data", str(d), "--out", str(out),
+        main(["train", "wordlm", "--config", "zaremba-small", "--data", str(d), "--out", str(out),
               "--hidden-size", "24", "--max-epochs", "6", "--lr-decay-after-epochs", "2", "--quiet",
               "--no-tensorboard", "--batch-size", "4", "--bptt", "10", "--val-batch-size", "2",
               "--checkpoint-every", "50", "--tie-weights"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
 from ..errors import InputError
+from .._optional import pyplot
 
 PathLike = Union[str, Path]
 
@@ -41,9 +42,7 @@ def eval_table(evals: List[dict]) -> str:
 
 def plot_run(run_dir: PathLike, out: PathLike = None, smooth: int = 20) -> Path:
     """Write the run's loss curves (training, smoothed; validation) to a PNG; returns its path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="plots", purpose="plotting loss curves")
 
     train, evals = read_metrics(run_dir)
     if not train:

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from ..cells import (ElmanCell, GRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell, PeepholeLSTMCell,
                      RecurrentCell, SRUCell)
 from ..cells.base import linear
+from .._optional import pyplot
 
 
 def gradient_flow(cell: RecurrentCell, x: Tensor, readout: Callable[[Tensor], Tensor],
@@ -114,9 +115,7 @@ def _gates(cell: RecurrentCell, u: Tensor, state) -> Dict[str, Tensor]:
 def plot_gradflow(results: Dict[str, Dict[str, Dict[str, Tensor]]], path, title: str = "") -> None:
     """One PNG: left, ||∂L_T/∂s_t|| over t on a log scale for every cell (h solid, c dashed);
     right, mean gate activations over t. results[cell] = {"grad": {...}, "gates": {...}}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="plots", purpose="the gradient-flow plot")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=120)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

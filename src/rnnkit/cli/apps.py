@@ -36,14 +36,6 @@ def app_training_specs(defaults: Dict[str, Any]) -> list:
     return [(n, t, dv, h.replace("Streams per batch", "Examples per batch")) for n, t, dv, h in specs]
 
 
-def repo_path(relative: str) -> str:
-    """An embedded data path: relative to the working directory, else to the source checkout."""
-    if Path(relative).exists():
-        return relative
-    checkout = Path(__file__).resolve().parents[3] / relative
-    return str(checkout) if checkout.exists() else relative
-
-
 def save_weights(path: Path, model: nn.Module) -> None:
     from safetensors.torch import save as st_save
     _write_atomic(path, st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))

@@ -19,6 +19,7 @@ import click
 import numpy as np
 import torch
 
+from .._optional import require, require_extra
 from ..data.labelled import (CharTokenizer, LabelVocab, PieceTokenizer, SequenceLoader, WordTokenizer,
                              read_classification, read_tagged)
 from ..data.text import DataError
@@ -26,11 +27,13 @@ from ..models.char_lm import CELLS
 from ..models.classify import (OBJECTIVES, POOLINGS, ClassifierConfig, ClassifyTask, SequenceClassifier,
                                classification_scores, plot_confusion)
 from ..models.tagger import (SequenceTagger, TaggerConfig, TagTask, entity_scores, is_bio, predict_tags)
-from .apps import app_training_specs, repo_path, run_app
-from .options import POS_INT, PROB, recipe_options, run_specs
+from ..recipes import repository_data
+from .apps import app_training_specs, run_app
+from .options import INPUT_PATH, POS_INT, PROB, recipe_options, run_specs
 
 CLASSIFY_DATA = ("data/nsmc/train.tsv", "data/nsmc/test.tsv")
 TAG_DATA = ("data/ud-english-ewt/train.tsv", "data/ud-english-ewt/dev.tsv", "data/ud-english-ewt/test.tsv")
+BASELINE = "the logistic-regression baseline"
 
 COMMON = [
     ("cell", click.Choice(list(CELLS)), "gru", "Recurrent cell."),
@@ -39,9 +42,9 @@ COMMON = [
 ]
 
 CLASSIFY_SPECS = [
-    ("data", str, None, f"Training file, label<TAB>text a line; a header row naming the columns is skipped "
-                        f"(default {CLASSIFY_DATA[0]})."),
-    ("test_data", str, None, f"Test file, same format (default {CLASSIFY_DATA[1]} with the default data)."),
+    ("data", INPUT_PATH, None, f"Training file, label<TAB>text a line; a header row naming the columns is "
+                               f"skipped (default {CLASSIFY_DATA[0]})."),
+    ("test_data", INPUT_PATH, None, f"Test file, same format (default {CLASSIFY_DATA[1]} with the default data)."),
     ("val_fraction", click.FloatRange(0.0, 0.5, min_open=True), 0.1,
      "Training examples held out (at random, seeded) for validation and early stopping."),
     *run_specs("runs/classify", "Run directory."),
@@ -60,10 +63,10 @@ CLASSIFY_SPECS = [
                                      early_stop_patience=2, eval_every=None, checkpoint_every=1000))
 
 TAG_SPECS = [
-    ("data", str, None, f"Training file, token<TAB>tag a line, blank line between sentences, or CoNLL-U "
-                        f"(FORM and UPOS) (default {TAG_DATA[0]})."),
-    ("val_data", str, None, f"Validation file (default {TAG_DATA[1]} with the default data)."),
-    ("test_data", str, None, f"Test file (default {TAG_DATA[2]} with the default data)."),
+    ("data", INPUT_PATH, None, f"Training file, token<TAB>tag a line, blank line between sentences, or CoNLL-U "
+                               f"(FORM and UPOS) (default {TAG_DATA[0]})."),
+    ("val_data", INPUT_PATH, None, f"Validation file (default {TAG_DATA[1]} with the default data)."),
+    ("test_data", INPUT_PATH, None, f"Test file (default {TAG_DATA[2]} with the default data)."),
     *run_specs("runs/tag", "Run directory."),
     ("min_count", POS_INT, 2, "Words seen fewer times in training become <unk>."),
     ("lowercase", bool, False, "Lower-case words."),
@@ -103,7 +106,7 @@ def _write_results(out: Path, quiet: bool, header: str, rows: Dict[str, Dict[str
 def _classification_files(s: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     if s.get("data"):
         return s["data"], s.get("test_data")
-    return repo_path(CLASSIFY_DATA[0]), s.get("test_data") or repo_path(CLASSIFY_DATA[1])
+    return repository_data(CLASSIFY_DATA[0]), s.get("test_data") or repository_data(CLASSIFY_DATA[1])
 
 
 def _fit_tokenizer(s: Dict[str, Any], texts: List[str]):
@@ -180,8 +183,8 @@ def _predict(model: SequenceClassifier, loader: SequenceLoader) -> Tuple[np.ndar
 
 
 def _finish_classify(model: SequenceClassifier, s: Dict[str, Any], out: Path, trainer) -> None:
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
+    CountVectorizer = require("sklearn.feature_extraction.text", extra="nlp", purpose=BASELINE).CountVectorizer
+    LogisticRegression = require("sklearn.linear_model", extra="nlp", purpose=BASELINE).LogisticRegression
     from ..data.labelled import tokenizer_from_json
     info = trainer.run_info
     train_path, test_path = info["data"]["train"], info["data"]["test"]
@@ -233,6 +236,7 @@ def train_classify(ctx: click.Context, **values: Any) -> None:
     (accuracy, F1) go to OUT/results.md next to a majority-class baseline and a
     bag-of-words logistic regression on the same split; OUT/confusion.png.
     """
+    require_extra("nlp", "rnnkit train classify")
     run_app(ctx, "classify", values, _build_classify, _finish_classify)
 
 
@@ -240,8 +244,8 @@ def train_classify(ctx: click.Context, **values: Any) -> None:
 def _tag_files(s: Dict[str, Any]) -> Tuple[str, Optional[str], Optional[str]]:
     if s.get("data"):
         return s["data"], s.get("val_data"), s.get("test_data")
-    return (repo_path(TAG_DATA[0]), s.get("val_data") or repo_path(TAG_DATA[1]),
-            s.get("test_data") or repo_path(TAG_DATA[2]))
+    return (repository_data(TAG_DATA[0]), s.get("val_data") or repository_data(TAG_DATA[1]),
+            s.get("test_data") or repository_data(TAG_DATA[2]))
 
 
 def _encode_tags(sentences, vocab: LabelVocab, source: str) -> List[List[int]]:
@@ -294,8 +298,8 @@ def _window_features(words: List[str], i: int) -> Dict[str, float]:
 
 
 def _finish_tag(model: SequenceTagger, s: Dict[str, Any], out: Path, trainer) -> None:
-    from sklearn.feature_extraction import DictVectorizer
-    from sklearn.linear_model import LogisticRegression
+    DictVectorizer = require("sklearn.feature_extraction", extra="nlp", purpose=BASELINE).DictVectorizer
+    LogisticRegression = require("sklearn.linear_model", extra="nlp", purpose=BASELINE).LogisticRegression
     from ..data.labelled import tokenizer_from_json
     info = trainer.run_info
     tags = LabelVocab(info["tags"])
@@ -361,6 +365,7 @@ def train_tag(ctx: click.Context, **values: Any) -> None:
     Reports token accuracy, and entity-level precision/recall/F1 when the tags are BIO
     (CoNLL NER files: token ... tag per line, blank line between sentences).
     """
+    require_extra("nlp", "rnnkit train tag", ("sklearn",))
     run_app(ctx, "tag", values, _build_tag, _finish_tag)
 
 

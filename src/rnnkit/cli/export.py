@@ -10,6 +10,7 @@ from typing import Optional
 import click
 import torch
 
+from .._optional import require_extra
 from .loading import load_language_model
 
 
@@ -34,6 +35,7 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
     """Export a trained char-LM or word-LM (tokens (time, batch) -> logits), a classify / tag run
     (tokens (batch, time) and lengths (batch,) -> logits) or a forecast run (input, future -> theta),
     with dynamic batch and time axes."""
+    require_extra("deploy", "rnnkit export", ("onnx", "onnxruntime") if check or quantize != "none" else ("onnx",))
     from ..export.onnx import check_onnx, export_onnx
     from ..training.checkpoint import load_checkpoint
 

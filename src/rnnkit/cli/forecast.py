@@ -16,14 +16,16 @@ import click
 import numpy as np
 import torch
 
+from .._optional import require_extra
 from ..data.text import DataError
 from ..data.timeseries import (CALENDAR_FEATURES, MISSING_POLICIES, ForecastFrame, Scaler, Series, WindowLoader,
                                load_kaggle_ipasn, load_series, split_by_time, window_origins)
 from ..models.char_lm import CELLS
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
-from .apps import app_training_specs, load_app_model, repo_path, run_app
-from .options import NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
+from ..recipes import repository_data
+from .apps import app_training_specs, load_app_model, run_app
+from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 from ..errors import InputError
 
 DEFAULT_DATA = "data/isp-traffic-cortez/A1H.txt"
@@ -36,7 +38,7 @@ FORECAST_DEFAULTS = dict(batch_size=32, optimizer="adam", lr=3e-3, clip_norm=1.0
                          early_stop_patience=8, checkpoint_every=500)
 
 DATA_SPECS = [
-    ("data", str, None, f"Series file: .csv/.parquet (time + value columns), .txt (one number a line) or the "
+    ("data", INPUT_PATH, None, f"Series file: .csv/.parquet (time + value columns), .txt (one number a line) or the "
                         f"Kaggle cs448b_ipasn.csv (--format kaggle-ipasn). Default: {DEFAULT_DATA}."),
     ("format", click.Choice(["auto", "kaggle-ipasn"]), "auto", "File format."),
     ("time_column", str, None, "Time column (default: the first column)."),
@@ -93,7 +95,7 @@ def _split_list(text: Optional[str]) -> Optional[List[str]]:
 
 def load_from_settings(s: Dict[str, Any], report: Optional[List[str]] = None) -> Series:
     """The series the settings name (shared by training and `rnnkit forecast`)."""
-    path = s.get("data") or repo_path(DEFAULT_DATA)
+    path = s.get("data") or repository_data(DEFAULT_DATA)
     if s.get("format") == "kaggle-ipasn":
         machines = _split_list(s.get("machines"))
         try:
@@ -191,6 +193,7 @@ def train_forecast(ctx: click.Context, **values: Any) -> None:
     rolling origins over the test part next to naive, seasonal-naive, Holt-Winters and
     SARIMA forecasts of the same windows (OUT/backtest.md, forecast.csv, forecast.png).
     """
+    require_extra("forecast", "rnnkit train forecast")
     run_app(ctx, "forecast", values, _build, _finish)
 
 
@@ -248,6 +251,7 @@ def load_forecaster(path: str, device: torch.device):
               show_default=True, help="Central interval of the gaussian head.")
 def forecast(checkpoint: str, data: Optional[str], out: str, do_backtest: bool, level: float) -> None:
     """Forecast the next H steps past the end of a series with a trained forecaster (CSV + PNG)."""
+    require_extra("forecast", "rnnkit forecast")
     model, run = load_forecaster(checkpoint, torch.device("cpu"))
     c = model.config
     s = dict(run["data"])

@@ -9,6 +9,7 @@ from typing import Dict, Optional
 import click
 import torch
 
+from .._optional import require_extra
 from ..analysis.gradflow import gate_activations, gradient_flow, plot_gradflow, summary_line
 from ..data.synthetic import ADDING_BASELINE_MSE, adding_problem
 from ..models.char_lm import CELLS
@@ -56,6 +57,7 @@ def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, t
     batches, then measured on the same held-out batch: the Elman RNN's gradient vanishes
     over T steps, the LSTM's (through c) and GRU's fall far less.
     """
+    require_extra("plots", "rnnkit gradflow")
     out_path = Path(out)
     if checkpoint is not None:
         results, title = _from_checkpoint(checkpoint, text, T)

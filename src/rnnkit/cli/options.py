@@ -8,7 +8,7 @@ merges the three sources, type-checking TOML values with the same click types.
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
@@ -16,11 +16,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import InputError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
+from ..recipes import find_recipe, is_recipe, missing_data, recipe_names
 
 if TYPE_CHECKING:  # for the hints only: this module imports torch and training lazily, inside functions
     import torch
@@ -33,6 +29,19 @@ POS_INT = click.IntRange(min=1)
 NONNEG_INT = click.IntRange(min=0)
 POS_FLOAT = click.FloatRange(min=0.0, min_open=True)
 PROB = click.FloatRange(min=0.0, max=1.0, max_open=True)
+
+
+class InputPath(click.Path):
+    """A file or folder a command reads. Given in a config file, it is relative to that file's folder."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=str)
+
+
+INPUT_PATH = InputPath()
+#: every train command's --config
+CONFIG_SPEC: Spec = ("config", str, None, "TOML file, or the name of a packaged recipe (e.g. charlm-demo), with "
+                                         "settings; command-line options win.")
 
 
 def training_specs(d: Dict[str, Any]) -> List[Spec]:
@@ -91,17 +100,33 @@ def recipe_options(specs: List[Spec]) -> Callable:
     return decorate
 
 
-def load_toml(path: Optional[str]) -> Dict[str, Any]:
+def load_toml(path: Optional[str], ctx: click.Context) -> Dict[str, Any]:
+    """The settings of --config: a TOML file, or the name of a packaged recipe (an existing file wins).
+
+    Inputs it names (INPUT_PATH options) resolve against the file's folder, so the config works from any
+    directory; --out stays relative to the working directory (a packaged recipe must not write into the
+    package). A packaged recipe whose input is not installed, and not replaced on the command line, is
+    an error saying where to get it.
+    """
     if path is None:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise click.BadParameter(f"config file {path!r} does not exist", param_hint="'--config'")
+    p = Path(path) if Path(path).is_file() else find_recipe(path)
+    if p is None:
+        raise click.BadParameter(f"config file {path!r} does not exist, nor is it a packaged recipe "
+                                 f"({', '.join(recipe_names())})", param_hint="'--config'")
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise click.BadParameter(f"config file {path!r} is not valid TOML: {err}", param_hint="'--config'")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    settings = {k.replace("-", "_"): v for k, v in data.items()}
+    inputs = sorted(q.name for q in ctx.command.params if isinstance(q.type, InputPath) and q.name in settings)
+    for name in inputs:
+        if isinstance(settings[name], str):  # "/abs" stays absolute: Path("dir") / "/abs" is "/abs"
+            settings[name] = os.path.normpath(p.resolve().parent / settings[name])
+            if (is_recipe(p) and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE
+                    and not Path(settings[name]).exists()):
+                raise missing_data(p, settings[name], "--" + name.replace("_", "-"))
+    return settings
 
 
 class Settings(dict):
@@ -207,7 +232,7 @@ def run_specs(out_default: str, out_help: str) -> List[Spec]:
     """The run-directory options every train recipe has."""
     return [
         ("out", str, out_default, out_help),
-        ("config", str, None, "TOML file with settings (command-line options win)."),
+        CONFIG_SPEC,
         ("resume", bool, False, "Continue the run in --out from its latest complete checkpoint."),
         ("overwrite", bool, False, "Delete a previous run's files in --out (config, metrics, TensorBoard events, "
                                    "checkpoints, best weights) before starting a new run there."),
@@ -222,7 +247,7 @@ def resolve_run(ctx: click.Context, values: Dict[str, Any]) -> Tuple[Settings, P
 
     from ..training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 
-    toml = load_toml(values.get("config"))
+    toml = load_toml(values.get("config"), ctx)
     out = Path(values["out"] if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE
                else toml.get("out", values["out"]))
     resume = values["resume"] if ctx.get_parameter_source("resume") == ParameterSource.COMMANDLINE \

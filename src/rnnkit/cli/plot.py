@@ -6,6 +6,7 @@ from typing import Optional
 
 import click
 
+from .._optional import require_extra
 from ..analysis.curves import eval_table, plot_run, read_metrics
 
 
@@ -14,6 +15,7 @@ from ..analysis.curves import eval_table, plot_run, read_metrics
 @click.option("--out", default=None, help="PNG path (default: RUN_DIR/loss_curve.png).")
 def plot(run_dir: str, out: Optional[str]) -> None:
     """Print a run's validation curve and write its loss-curve PNG."""
+    require_extra("plots", "rnnkit plot")
     _, evals = read_metrics(run_dir)
     click.echo(eval_table(evals))
     path = plot_run(run_dir, out)

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import click
 import torch
 
+from .._optional import pyplot, require, require_extra
 from ..data.pairs import EncodedPairs, PairBatches, collate, encode_pairs, load_pair_splits
 from ..data.spm import MODEL_TYPES, SentencePieceTokenizer, train_sentencepiece
 from ..data.text import DataError, decode_utf8, read_lines, split_lines
@@ -29,12 +30,12 @@ from ..models.attention import ATTENTIONS
 from ..models.char_lm import CELLS
 from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
+from ..recipes import repository_data
 from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
                                    write_json_atomic)
 from ..training.trainer import Trainer
-from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, open_run_dir, prepare_run, recipe_options, resolve_run,
-                      run_device, run_specs,
-                      training_specs)
+from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, open_run_dir, prepare_run, recipe_options,
+                      resolve_run, run_device, run_specs, training_specs)
 from .train import TRAIN_KEYS
 from ..errors import InputError
 
@@ -47,18 +48,11 @@ SEQ2SEQ_DEFAULTS: Dict[str, Any] = dict(
 SS_DEFAULT_K = {"none": 1.0, "linear": 1.0, "exponential": 0.9995, "inverse_sigmoid": 300.0}
 
 
-def default_pairs() -> str:
-    if Path(DEFAULT_PAIRS).exists():
-        return DEFAULT_PAIRS
-    checkout = Path(__file__).resolve().parents[3] / DEFAULT_PAIRS
-    return str(checkout) if checkout.exists() else DEFAULT_PAIRS
-
-
 SEQ2SEQ_SPECS = [
-    ("data", str, default_pairs(), "Pairs: a directory with train.tsv (+ valid.tsv, test.tsv), a .tsv "
+    ("data", INPUT_PATH, repository_data(DEFAULT_PAIRS), "Pairs: a directory with train.tsv (+ valid.tsv, test.tsv), a .tsv "
                                    "(source<TAB>target[<TAB>...]) or .csv file, or the source side of two aligned "
                                    "files (see --target-data)."),
-    ("target_data", str, None, "Target side, aligned line by line with --data."),
+    ("target_data", INPUT_PATH, None, "Target side, aligned line by line with --data."),
     ("swap", bool, False, "Exchange source and target (e.g. French→English on an English–French corpus)."),
     ("valid_fraction", click.FloatRange(min=0.0, max=0.5), 0.05, "Held out for validation when --data has no split."),
     ("test_fraction", click.FloatRange(min=0.0, max=0.5), 0.05, "Held out for testing when --data has no split."),
@@ -205,7 +199,7 @@ def translate_ids(model: Seq2Seq, sources: Sequence[Sequence[int]], batch_size: 
 
 def score(hypotheses: Sequence[str], references: Sequence[str]) -> Dict[str, float]:
     """Corpus BLEU and chrF (sacrebleu, default settings: 13a tokenization)."""
-    import sacrebleu
+    sacrebleu = require("sacrebleu", extra="nlp", purpose="BLEU and chrF")
     bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)])
     chrf = sacrebleu.corpus_chrf(list(hypotheses), [list(references)])
     return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "sentences": len(hypotheses)}
@@ -237,6 +231,7 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
     Default: English→French on the embedded Tatoeba subset (data: www.manythings.org/anki and tatoeba.org,
     CC BY 2.0 FR). Validation: val_loss, val_ppl (teacher-forced); at the end, BLEU and chrF on the test split.
     """
+    require_extra("nlp", "rnnkit train seq2seq")
     s, out, record = resolve_run(ctx, values)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("train seq2seq runs in one process; torchrun is not supported for it yet")
@@ -395,6 +390,7 @@ def translate(input_path: Optional[str], output: Optional[str], plot_attention: 
 
     Every line is checked (UTF-8, length) before anything is decoded or written.
     """
+    require_extra("nlp", "rnnkit translate")
     device = torch.device(kw["device"])
     model, src_tok, tgt_tok, _, _ = load_seq2seq(kw["checkpoint"], device)
     lines, origin = _read_input(input_path)
@@ -429,9 +425,7 @@ def plot_attention_map(weights: torch.Tensor, source: Sequence[str], target: Seq
     """Heat map of attention weights (target rows × source columns) to a PNG file, atomically."""
     import io as _io
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="nlp", purpose="the attention plot")
     w = weights[:len(target), :len(source)].numpy()
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(source) + 1.5), max(3, 0.4 * len(target) + 1.2)))
     ax.imshow(w, cmap="Greys", vmin=0.0, vmax=max(float(w.max()), 1e-6), aspect="auto")
@@ -457,6 +451,7 @@ def plot_attention_map(weights: torch.Tensor, source: Sequence[str], target: Seq
 @click.option("--output", default=None, help="Also write the hypotheses here, one per line, atomically.")
 def evaluate(data: Optional[str], split: str, limit: int, output: Optional[str], **kw: Any) -> None:
     """BLEU and chrF (sacrebleu) of a seq2seq checkpoint on a held-out split; prints one JSON line."""
+    require_extra("nlp", "rnnkit evaluate")
     device = torch.device(kw["device"])
     model, src_tok, tgt_tok, meta, record = load_seq2seq(kw["checkpoint"], device)
     settings: Dict[str, Any] = {}
@@ -487,6 +482,7 @@ def evaluate(data: Optional[str], split: str, limit: int, output: Optional[str],
 @decode_flags
 def chat(**kw: Any) -> None:
     """Talk to a seq2seq model: one message per line, its reply below (stdin works too, for scripts)."""
+    require_extra("nlp", "rnnkit chat")
     device = torch.device(kw["device"])
     model, src_tok, tgt_tok, _, _ = load_seq2seq(kw["checkpoint"], device)
     options = _opts(kw)

@@ -23,12 +23,11 @@ import torch
 from ..data.streams import StreamLoader
 from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
 from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
+from ..recipes import TINYSHAKESPEARE
 from ..training.trainer import Trainer
-from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, open_run_dir, prepare_run, recipe_options,
-                      resolve_run, run_specs,
-                      run_device, training_specs)
+from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, open_run_dir, prepare_run,
+                      recipe_options, resolve_run, run_device, run_specs, training_specs)
 
-DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 
 CHARLM_DEFAULTS: Dict[str, Any] = dict(
     batch_size=32, bptt=128, optimizer="adam", lr=2e-3, clip_norm=5.0, eval_every=200, checkpoint_every=500,
@@ -42,7 +41,7 @@ WORDLM_DEFAULTS: Dict[str, Any] = dict(
 
 def common_specs(data_default: Optional[str], out_default: str, model: Dict[str, Any]) -> list:
     return [
-        ("data", str, data_default, "Training data."),
+        ("data", INPUT_PATH, data_default, "Training data."),
         *run_specs(out_default, "Run directory (config.json, metrics.jsonl, checkpoints/)."),
         ("cell", click.Choice(list(CELLS)), model["cell"], "Recurrent cell."),
         ("hidden_size", POS_INT, model["hidden_size"], "Hidden units per layer."),
@@ -58,16 +57,8 @@ def train() -> None:
     """Train a model (recipes: charlm, wordlm)."""
 
 
-def default_corpus() -> str:
-    """The embedded corpus: relative to the working directory, else to the source checkout."""
-    if Path(DEFAULT_CORPUS).exists():
-        return DEFAULT_CORPUS
-    checkout = Path(__file__).resolve().parents[3] / DEFAULT_CORPUS
-    return str(checkout) if checkout.exists() else DEFAULT_CORPUS
-
-
 # ---------------------------------------------------------------- charlm
-CHARLM_SPECS = common_specs(default_corpus(), "runs/charlm", dict(cell="lstm", hidden_size=256, num_layers=1,
+CHARLM_SPECS = common_specs(str(TINYSHAKESPEARE), "runs/charlm", dict(cell="lstm", hidden_size=256, num_layers=1,
                                                                 dropout=0.0)) + [
     ("embedding_size", NONNEG_INT, 64, "Character embedding size (0 = one-hot input)."),
     ("val_fraction", click.FloatRange(min=0.0, max=0.5, min_open=True), 0.1,
@@ -133,6 +124,7 @@ def _build_wordlm(s: Dict[str, Any], vocab_json: Optional[dict], rank: int, worl
     model_cfg = LMConfig(vocab_size=len(corpus.vocab), cell=s["cell"], hidden_size=s["hidden_size"],
                          num_layers=s["num_layers"], embedding_size=s["hidden_size"], dropout=s["dropout"],
                          tie_weights=s["tie_weights"], init_range=s["init_range"])
+
     def streams(split: str, batch_option: str, bptt: int) -> StreamLoader:
         return StreamLoader([getattr(corpus, split)], s[batch_option[2:].replace("-", "_")], bptt, rank=rank,
                             world_size=world, source=str(Path(s["data"]) / f"{split}.txt"), batch_option=batch_option)

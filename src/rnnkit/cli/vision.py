@@ -23,11 +23,13 @@ import click
 import numpy as np
 import torch
 
+from .._optional import require_extra
 from ..data.moving_digits import MNIST_DIR, MovingDigits, VideoBatches, digit_pools
 from ..models.video import (FEEDS, HEADS, VIDEO_CELLS, EncoderForecaster, VideoConfig, VideoTask, evaluate_video,
                             metrics_table, plot_per_frame, save_gif, save_strip)
-from .apps import app_training_specs, load_app_model, repo_path, run_app
-from .options import NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
+from ..recipes import repository_data
+from .apps import app_training_specs, load_app_model, run_app
+from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
 from ..models.char_lm import CELLS as CAPTION_CELLS  # noqa: E402
@@ -39,7 +41,7 @@ VIDEO_DEFAULTS = dict(batch_size=8, optimizer="adam", lr=1e-3, clip_norm=1.0, ma
 
 VIDEO_SPECS = [
     *run_specs("runs/video", "Run directory (checkpoints, video_metrics.md, video_strip.png, video.gif)."),
-    ("data", str, None, f"Directory with the MNIST IDX files (default: {MNIST_DIR})."),
+    ("data", INPUT_PATH, None, f"Directory with the MNIST IDX files (default: {MNIST_DIR})."),
     ("frame_size", POS_INT, 64, "Frames are S x S pixels (digits scale with S: 28 px at 64)."),
     ("num_digits", POS_INT, 2, "Digits bouncing in each sequence."),
     ("input_frames", POS_INT, 10, "Frames the encoder reads (k)."),
@@ -76,7 +78,7 @@ def _video_config(s: Dict[str, Any]) -> VideoConfig:
 
 
 def _mnist_dir(s: Dict[str, Any]) -> str:
-    return s.get("data") or repo_path(MNIST_DIR)
+    return s.get("data") or repository_data(MNIST_DIR)
 
 
 def _video_source(s: Dict[str, Any], split: str, pools=None) -> MovingDigits:
@@ -164,6 +166,7 @@ def train_video(ctx: click.Context, **values: Any) -> None:
     Validation: BCE per pixel (val_loss). At the end: per-frame MSE, BCE, SSIM on
     the test split next to copy-last-frame and mean-frame baselines.
     """
+    require_extra("vision", "rnnkit train video")
     run_app(ctx, "video", values, _build_video, _finish_video, select=_video_selection)
 
 
@@ -204,6 +207,7 @@ def load_frames_file(path: str, config: VideoConfig) -> torch.Tensor:
 def predict_video(checkpoint: str, input_: Optional[str], index: int, strip: str, gif: str,
                   npy: Optional[str]) -> None:
     """Predict the next frames of a sequence with a trained video model."""
+    require_extra("vision", "rnnkit predict-video")
     model, run = load_video_model(checkpoint, torch.device("cpu"))
     c = model.config
     if input_ is not None:
@@ -223,15 +227,17 @@ def predict_video(checkpoint: str, input_: Optional[str], index: int, strip: str
 
 
 # ------------------------------------------------------------------ caption
+#: what the caption commands use of the vision extra: images, BLEU, the figures (not SSIM)
+CAPTION_NEEDS = ("PIL", "sacrebleu", "matplotlib")
 CAPTION_DEFAULTS = dict(batch_size=32, optimizer="adam", lr=2e-3, clip_norm=5.0, max_minutes=10.0, eval_every=200,
                         checkpoint_every=200, threads=1)
 
 CAPTION_SPECS = [
     *run_specs("runs/caption", "Run directory (checkpoints, caption_metrics.md, caption_examples.png)."),
-    ("data", str, None, f"Directory with the MNIST IDX files for digit scenes (default: {MNIST_DIR})."),
-    ("images", str, None, "Image folder of a Flickr8k/COCO-style data set (with --captions) instead of digit "
+    ("data", INPUT_PATH, None, f"Directory with the MNIST IDX files for digit scenes (default: {MNIST_DIR})."),
+    ("images", INPUT_PATH, None, "Image folder of a Flickr8k/COCO-style data set (with --captions) instead of digit "
                           "scenes."),
-    ("captions", str, None, "Captions file for --images: Flickr8k token file, captions.txt CSV or COCO JSON."),
+    ("captions", INPUT_PATH, None, "Captions file for --images: Flickr8k token file, captions.txt CSV or COCO JSON."),
     ("image_size", POS_INT, 60, "Images are resized (scenes drawn) to S x S."),
     ("max_digits", click.IntRange(1, 3), 3, "Digit scenes: 1 to this many digits."),
     ("cell", click.Choice(list(CAPTION_CELLS)), "lstm", "Decoder cell."),
@@ -435,6 +441,7 @@ def train_caption(ctx: click.Context, **values: Any) -> None:
     scenes) exact digit/relation match on the test split, greedy and beam, next to a
     no-attention baseline trained for --baseline-minutes.
     """
+    require_extra("vision", "rnnkit train caption", CAPTION_NEEDS)
     run_app(ctx, "caption", values, _build_caption, _finish_caption)
 
 
@@ -455,6 +462,7 @@ def load_captioner(path: str):
                                                              "(one row per image).")
 def caption(checkpoint: str, images: tuple, beam_size: int, plot: Optional[str]) -> None:
     """Caption image files with a trained captioner."""
+    require_extra("vision", "rnnkit caption", CAPTION_NEEDS)
     from ..data.captions import load_image
     model, vocab, _ = load_captioner(checkpoint)
     c = model.config

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._optional import require
 from .moving_digits import SPLIT_CODES, DigitPool, resize_digits
 from .text import DataError
 from ..errors import InputError
@@ -231,7 +232,7 @@ def load_caption_folder(images: PathLike, captions_file: PathLike) -> CaptionFol
 
 def load_image(path: PathLike, size: int, channels: int) -> np.ndarray:
     """(channels, size, size) float32 in [0, 1]; DataError naming the file if it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
+    Image = require("PIL.Image", extra="vision", purpose="reading images")
 
     try:
         with Image.open(path) as im:
@@ -239,7 +240,7 @@ def load_image(path: PathLike, size: int, channels: int) -> np.ndarray:
             a = np.asarray(im, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise DataError(f"image {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (Image.UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"image {str(path)!r} cannot be decoded ({type(err).__name__}: {err})") from None
     return a[None] if channels == 1 else a.transpose(2, 0, 1).copy()
 

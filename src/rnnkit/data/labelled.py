@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
+from .._optional import require
 from .text import DataError, read_lines
 from ..errors import InputError
 
@@ -313,13 +314,13 @@ class PieceTokenizer:
     kind = "sentencepiece"
 
     def __init__(self, model_proto: bytes) -> None:
-        import sentencepiece as spm
+        spm = require("sentencepiece", extra="nlp", purpose="SentencePiece tokens")
         self.proto = model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
     def fit(cls, texts: Sequence[str], vocab_size: int = 4000, seed: int = 0) -> "PieceTokenizer":
-        import sentencepiece as spm
+        spm = require("sentencepiece", extra="nlp", purpose="SentencePiece tokens")
         import io
         buf = io.BytesIO()
         # ids: 0 <pad>, 1 <unk> like the other tokenizers; no BOS/EOS (a classifier needs neither)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Union
 
 from .text import DataError
+from .._optional import require
 from ..errors import InputError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -26,7 +27,7 @@ class SentencePieceTokenizer:
     """Text <-> subword ids with a trained SentencePiece model (given as its serialized bytes)."""
 
     def __init__(self, model_bytes: bytes) -> None:
-        import sentencepiece as spm
+        spm = require("sentencepiece", extra="nlp", purpose="SentencePiece tokens")
         if not model_bytes:
             raise InputError("SentencePieceTokenizer: the model is empty")
         self.model_bytes = bytes(model_bytes)
@@ -95,7 +96,7 @@ def train_sentencepiece(sentences: Iterable[str], vocab_size: int, model_type: s
     (hard_vocab_limit off) rather than an error. character_coverage 1.0 keeps
     every character (Hangul syllables included); lower it for huge alphabets.
     """
-    import sentencepiece as spm
+    spm = require("sentencepiece", extra="nlp", purpose="SentencePiece tokens")
     if model_type not in MODEL_TYPES:
         raise InputError(f"spm model type must be one of {MODEL_TYPES}; got {model_type!r}")
     if not isinstance(vocab_size, int) or vocab_size < 8:

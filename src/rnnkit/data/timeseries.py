@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._optional import missing_extra, require
 from .text import DataError, read_text_file
 from ..errors import InputError
 
@@ -67,11 +68,15 @@ class Series:
         """Timestamps of steps start .. start+count-1 (may run past the end of the data)."""
         if self.times is None or self.freq is None:
             return None
-        import pandas as pd
+        pd = _pandas()
         return pd.date_range(pd.Timestamp(self.times[0]), periods=start + count, freq=self.freq)[start:].values
 
 
 # ------------------------------------------------------------------ loading
+def _pandas():
+    return require("pandas", extra="forecast", purpose="time series")
+
+
 def load_series(path: PathLike, *, time_column: Optional[str] = None, value_columns: Optional[Sequence[str]] = None,
                 freq: Optional[str] = None, aggregate: str = "mean", missing: str = "interpolate",
                 start: Optional[str] = None) -> Series:
@@ -96,12 +101,12 @@ def load_series(path: PathLike, *, time_column: Optional[str] = None, value_colu
         raise FileNotFoundError(f"series file {str(p)!r} does not exist")
     if p.suffix == ".txt":
         return _load_txt(p, freq=freq, start=start, missing=missing)
-    import pandas as pd
+    pd = _pandas()
     if p.suffix == ".parquet":
         try:
             frame = pd.read_parquet(p)
-        except ImportError as err:
-            raise DataError(f"reading {str(p)!r} needs pyarrow or fastparquet ({err}); pip install pyarrow") from None
+        except ImportError as err:  # pandas reads parquet with pyarrow (or fastparquet)
+            raise missing_extra("pyarrow", extra="parquet", purpose=f"reading {str(p)!r}") from err
     elif p.suffix in (".csv", ".tsv"):
         try:
             frame = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
@@ -131,7 +136,7 @@ def _load_txt(p: Path, *, freq: Optional[str], start: Optional[str], missing: st
     times = None
     if start is not None or freq is not None:
         _need_start_and_freq(start, freq, f"{str(p)}: a .txt series")
-        import pandas as pd
+        pd = _pandas()
         times = pd.date_range(pd.Timestamp(start), periods=len(v), freq=freq).values
     name = p.stem
     return _finish(v, times, freq, [name], missing, [f"{str(p)}: {len(v)} evenly spaced values"
@@ -148,7 +153,7 @@ def series_from_frame(frame: Any, *, time_column: Optional[str] = None, value_co
     (pandas would read it as nanoseconds since 1970): without `start` and `freq` the series has no
     timestamps; with both, index value k is at start + (k − first index)·freq.
     """
-    import pandas as pd
+    pd = _pandas()
     cols = [str(c) for c in frame.columns]
     frame = frame.copy()
     frame.columns = cols
@@ -333,7 +338,7 @@ def _finish(values: np.ndarray, times: Optional[np.ndarray], freq: Optional[str]
             raise DataError(f"{total} missing steps ({where}; longest gap {longest} steps); choose "
                             f"missing='interpolate' or 'mask'")
         if missing == "interpolate":
-            import pandas as pd
+            pd = _pandas()
             values = pd.DataFrame(values).interpolate(method="linear", limit_direction="both").values
             report.append(f"missing steps: {where} (longest gap {longest}); filled by linear interpolation")
         else:
@@ -363,7 +368,7 @@ def load_kaggle_ipasn(path: PathLike, *, machines: Optional[Sequence[int]] = Non
     many there were; `absent="missing"` treats it as unknown and hands it to the
     `missing` policy.
     """
-    import pandas as pd
+    pd = _pandas()
     if absent not in ("zero", "missing"):
         raise InputError(f"absent must be 'zero' or 'missing'; got {absent!r}")
     p = Path(path)
@@ -421,7 +426,7 @@ def calendar_features(times: Optional[np.ndarray], names: Sequence[str], steps: 
     if times is None:
         raise InputError(f"calendar features {list(names)} need timestamps; this series has none "
                          f"(for a .txt file give start and freq)")
-    import pandas as pd
+    pd = _pandas()
     idx = pd.DatetimeIndex(times)
     out = []
     for name in names:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import layers
+from .._optional import pyplot
 from ..data.synthetic import ADDING_BASELINE_MSE, adding_problem
 from ..models.regressor import RegressionTask
 from ..training import TrainConfig, Trainer, TrainingError
@@ -190,10 +191,7 @@ def format_table(curves: Sequence[Curve], baseline: float = ADDING_BASELINE_MSE)
 
 def plot_curves(curves: Sequence[Curve], path: Path, config: AddingConfig) -> None:
     """Held-out MSE (log scale) against training seconds and steps, one line per cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="plots", purpose="the adding-problem plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2), sharey=True)
     clock = "wall-clock" if config.clock == "wall" else "CPU"

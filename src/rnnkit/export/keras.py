@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .._optional import require
 from ..cells import GRUCell, LSTMCell, RecurrentCell
 from ..recurrent import Recurrent
 from ..errors import InputError
@@ -44,11 +45,7 @@ class KerasWeightsError(InputError):
 
 
 def _h5py():
-    try:
-        import h5py
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("Keras weight files need h5py: pip install 'rnnkit[deploy]'") from err
-    return h5py
+    return require("h5py", extra="deploy", purpose="Keras weight files")
 
 
 def _natural(path: str) -> Tuple:

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._optional import require
 from ..cells import (ConvGRUCell, ConvLSTMCell, ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell,
                      MinGRUCell, PeepholeLSTMCell, RecurrentCell, SRUCell)
 from ..cells.layernorm_lstm import EPS as LN_EPS
@@ -65,12 +66,8 @@ class ExportError(InputError):
 
 
 def _onnx():
-    try:
-        import onnx
-        from onnx import helper
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("ONNX export needs the `onnx` package: pip install 'rnnkit[deploy]'") from err
-    return onnx, helper
+    onnx = require("onnx", extra="deploy", purpose="ONNX export")
+    return onnx, onnx.helper
 
 
 # --------------------------------------------------------------- graph builder
@@ -91,7 +88,7 @@ class _Graph:
         if self.parent is not None:
             return self.parent.const(value, hint)
         _, helper = _onnx()
-        from onnx import numpy_helper
+        numpy_helper = require("onnx.numpy_helper", extra="deploy", purpose="ONNX export")
 
         if isinstance(value, Tensor):
             value = value.detach().cpu().numpy()
@@ -879,7 +876,7 @@ def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = 
     Optional inputs the file has but the call omits are filled like the model does: lengths = T for
     every row, zero initial state.
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime", extra="deploy", purpose="running an ONNX file")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]

@@ -21,13 +21,15 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .._optional import require
 
 PathLike = Union[str, Path]
 
 
 def quantize_onnx(source: PathLike, target: PathLike, *, per_channel: bool = False) -> Path:
     """Write an int8 (dynamic) copy of the ONNX file `source` to `target`; returns `target`."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantization = require("onnxruntime.quantization", extra="deploy", purpose="int8 quantisation")
+    QuantType, quantize_dynamic = quantization.QuantType, quantization.quantize_dynamic
 
     target = Path(target)
     # onnxruntime advises shape-inference pre-processing on the root logger; our graphs are typed already
@@ -56,7 +58,7 @@ def bits_per_token(path: PathLike, tokens: torch.Tensor, *, window: int = 128, b
     tokens: 1-D int64 stream, cut into `batch` parallel streams read in windows of `window`
     steps, the state carried between windows (as the trainer evaluates).
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime", extra="deploy", purpose="running an ONNX file")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.captions import BOS, EOS, PAD
+from .._optional import pyplot, require
 from ..training.trainer import LossResult
 from .attention import Attention
 from .char_lm import CELLS, make_cell
@@ -210,7 +211,8 @@ def caption_metrics(hypotheses: List[str], references: List[List[str]],
     exactly the right digits (as a multiset), `layout_exact` those also in the right order and
     orientation (see data.captions.parse_caption; an unparsable caption counts as wrong).
     """
-    from sacrebleu.metrics import BLEU, CHRF
+    metrics = require("sacrebleu.metrics", extra="vision", purpose="caption BLEU and chrF")
+    BLEU, CHRF = metrics.BLEU, metrics.CHRF
 
     from ..data.captions import parse_caption
 
@@ -240,9 +242,7 @@ def plot_attention(path, images: List[Tensor], words: List[List[str]], alphas: L
     """
     import math
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="vision", purpose="the caption figure")
 
     rows = len(images)
     panels = [["(image)"] + w + (["<eos>"] if a is not None and a.shape[0] > len(w) else [])

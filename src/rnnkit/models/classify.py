@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._optional import pyplot, require
 from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
 from ..errors import InputError
 
@@ -116,7 +117,8 @@ class ClassifyTask:
 # ------------------------------------------------------------------ metrics
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> Dict[str, float]:
     """accuracy, macro F1 and (two classes) F1 of class 1."""
-    from sklearn.metrics import accuracy_score, f1_score
+    metrics = require("sklearn.metrics", extra="nlp", purpose="classification scores")
+    accuracy_score, f1_score = metrics.accuracy_score, metrics.f1_score
     out = {"accuracy": float(accuracy_score(y_true, y_pred)),
            "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(num_classes)),
                                       zero_division=0))}
@@ -127,10 +129,8 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, num_classes: i
 
 def plot_confusion(path, y_true: np.ndarray, y_pred: np.ndarray, labels: List[str], title: str = "") -> np.ndarray:
     """Write a confusion-matrix PNG (rows: true, columns: predicted); returns the matrix."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
+    plt = pyplot(extra="nlp", purpose="the confusion-matrix plot")
+    confusion_matrix = require("sklearn.metrics", extra="nlp", purpose="the confusion matrix").confusion_matrix
     cm = confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
     k = len(labels)
     fig, ax = plt.subplots(figsize=(2.5 + 0.45 * k, 2.2 + 0.45 * k))

@@ -27,9 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .._optional import pyplot, require
 from ..data.timeseries import ForecastFrame, Split, window_origins
 from .forecast import Forecaster
-from ..errors import InputError
+from ..errors import InputError, MissingExtraError
 
 BASELINES = ("naive", "seasonal_naive", "holt_winters", "arima")
 LABELS = {"model": "model", "naive": "naive (last value)", "seasonal_naive": "seasonal naive",
@@ -109,7 +110,8 @@ def seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray
 def holt_winters(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """Holt-Winters without trend (a trend extrapolated over a day overshoots on traffic), multiplicative
     season for positive series, additive otherwise."""
-    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+    ExponentialSmoothing = require("statsmodels.tsa.holtwinters", extra="forecast",
+                                   purpose="the Holt-Winters baseline").ExponentialSmoothing
     h = _filled(history)
     seasonal = ("mul" if h.min() > 0 else "add") if len(h) >= 2 * season and season > 1 else None
     with warnings.catch_warnings():
@@ -122,7 +124,7 @@ def holt_winters(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
 
 def seasonal_arima(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """SARIMA(2,0,1)(0,1,0)_m: ARMA(2,1) with a constant on d_t = y_t − y_{t−m}, then undifferenced."""
-    from statsmodels.tsa.arima.model import ARIMA
+    ARIMA = require("statsmodels.tsa.arima.model", extra="forecast", purpose="the SARIMA baseline").ARIMA
     h = _filled(history)
     m = season if len(h) > 3 * season else 1
     d = h[m:] - h[:-m]
@@ -237,6 +239,8 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
                 hist = values[max(0, o - fit_window):o, j]
                 try:
                     out[i, :, j] = fn(hist, H, season)
+                except MissingExtraError:  # statsmodels absent: not a failed fit
+                    raise
                 except Exception:  # noqa: BLE001 — a failed classical fit is counted and shown, not fatal
                     failures[name] = failures.get(name, 0) + 1
                 if bar is not None:
@@ -258,7 +262,7 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
 def write_forecast_csv(path: Path, frame: ForecastFrame, origins: np.ndarray, forecasts: Dict[str, np.ndarray],
                        lower: np.ndarray, upper: np.ndarray, actual: Optional[np.ndarray] = None) -> None:
     """Long format: origin, time (or step index), step, series, actual, lower, upper, one column per method."""
-    import pandas as pd
+    pd = require("pandas", extra="forecast", purpose="writing forecasts.csv")
     s = frame.series
     H = lower.shape[1]
     rows = []
@@ -281,9 +285,7 @@ def plot_forecast(path: Path, frame: ForecastFrame, origins: np.ndarray, point: 
                   baseline: Optional[Tuple[str, np.ndarray]] = None, title: str = "", level: float = 0.9,
                   max_series: int = 3) -> None:
     """PNG: history before the first origin, each origin's forecast with its interval band, actuals."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="forecast", purpose="the forecast plot")
     s = frame.series
     H = point.shape[1]
     C = min(s.num_series, max_series)

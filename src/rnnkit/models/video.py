@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._optional import pyplot, require
 from ..layers_conv import ConvGRU, ConvLSTM
 from ..training.trainer import LossResult
 from ..errors import InputError
@@ -259,7 +260,7 @@ def mean_frame(inputs: Tensor, n: int) -> Tensor:
 
 def frame_metrics(pred: Tensor, truth: Tensor) -> Dict[str, np.ndarray]:
     """Per future frame j (averaged over sequences): mse, bce (means per pixel), ssim. pred, truth (n, B, C, S, S)."""
-    from skimage.metrics import structural_similarity
+    structural_similarity = require("skimage.metrics", extra="vision", purpose="SSIM").structural_similarity
 
     p, t = pred.detach().double().cpu(), truth.detach().double().cpu()
     mse = ((p - t) ** 2).mean(dim=(1, 2, 3, 4)).numpy()
@@ -310,9 +311,7 @@ def metrics_table(results: Dict[str, Dict[str, List[float]]]) -> str:
 
 def save_strip(path, inputs: Tensor, truth: Tensor, pred: Tensor, title: str = "") -> None:
     """PNG with three rows: input frames | true future | predicted future. Tensors (T, C, S, S) of one sequence."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="vision", purpose="the frame strip")
 
     rows = [("input", inputs), ("truth", truth), ("prediction", pred)]
     cols = max(r[1].shape[0] for r in rows)
@@ -337,7 +336,7 @@ def save_strip(path, inputs: Tensor, truth: Tensor, pred: Tensor, title: str = "
 
 def save_gif(path, inputs: Tensor, truth: Tensor, pred: Tensor, frame_ms: int = 200) -> None:
     """Animated GIF, truth | prediction side by side (the inputs play on both sides first)."""
-    from PIL import Image
+    Image = require("PIL.Image", extra="vision", purpose="GIFs")
 
     def img(left: Tensor, right: Tensor) -> Image.Image:
         a = (torch.cat([left[0], torch.ones_like(left[0][:, :2]), right[0]], dim=1).clamp(0, 1) * 255).byte()
@@ -349,9 +348,7 @@ def save_gif(path, inputs: Tensor, truth: Tensor, pred: Tensor, frame_ms: int = 
 
 def plot_per_frame(path, results: Dict[str, Dict[str, List[float]]]) -> None:
     """Per-frame MSE and SSIM of every predictor."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(extra="vision", purpose="the per-frame plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for name, m in results.items():

@@ -3,7 +3,7 @@
 The same network as the char-level model (`RecurrentLM`): embedding → stacked
 LSTM → linear head; the paper's recipes differ only in sizes, uniform
 initialisation, dropout on non-recurrent connections, and SGD with an epoch
-schedule (configs/zaremba-small.toml, configs/zaremba-medium.toml). Weight tying
+schedule (recipes zaremba-small, zaremba-medium). Weight tying
 (Press & Wolf 2017; Inan et al. 2017) is optional.
 """
 

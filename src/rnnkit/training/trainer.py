@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Tupl
 import torch
 from torch import Tensor, nn
 
+from .._optional import require
 from ..data.streams import StreamBatch
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -513,11 +514,12 @@ class Trainer:
         self._metrics_file = open(path, "a", buffering=1)
         if self.config.tensorboard:
             try:
+                require("tensorboard", extra="tensorboard", purpose="TensorBoard logging")
                 from torch.utils.tensorboard import SummaryWriter
                 self._tb = SummaryWriter(str(self.out_dir / "tensorboard"),
                                          purge_step=self.step + 1 if resumed else None)
             except Exception as err:  # tensorboard missing or broken: metrics.jsonl still has everything
-                print(f"rnnkit: TensorBoard logging disabled ({err})")
+                print(f"rnnkit: {err}; logging to metrics.jsonl only")
                 self._tb = None
 
     def _close_logs(self) -> None:
