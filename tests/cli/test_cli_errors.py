@@ -215,3 +215,14 @@ def test_empty_existing_out_is_fine(tmp_path, capsys):
     code, _, err = run_cli(["train", "charlm", "--data", corpus(tmp_path), "--out", out, *SMALL], capsys)
     assert code in (0, None), err
     assert (out / "config.json").is_file() and (out / "README").read_text() == "not rnnkit's\n"
+
+
+@pytest.mark.parametrize("recipe", ["charlm", "wordlm", "seq2seq", "forecast", "classify", "tag", "video", "caption"])
+def test_missing_data_named_in_one_line(tmp_path, capsys, recipe):
+    """Every train recipe: --data naming nothing stops with one line naming the path, before any run file."""
+    missing = tmp_path / "no-such" / "data.txt"
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", recipe, "--data", missing, "--out", out, "--max-steps", "1"], capsys)
+    assert_one_line_error(code, err, "no-such")
+    assert "Traceback" not in err
+    assert not (out / "config.json").exists()

@@ -17,7 +17,7 @@ def read_metrics(run_dir: PathLike) -> Tuple[List[dict], List[dict]]:
     """(train records, eval records) of a run; lines cut short by a kill are skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist (is {str(run_dir)!r} a run directory?)")
+        raise InputError(f"{str(path)!r} does not exist (is {str(run_dir)!r} a run directory?)")
     train, evals = [], []
     for line in path.read_text().splitlines():
         try:

@@ -179,7 +179,7 @@ def load_frames_file(path: str, config: VideoConfig) -> torch.Tensor:
     """A .npy of frames (T, S, S) or (T, 1, S, S), uint8 0..255 or float in [0, 1] -> (T, 1, 1, S, S)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"frames file {path!r} does not exist")
+        raise InputError(f"frames file {path!r} does not exist")
     try:
         a = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as err:

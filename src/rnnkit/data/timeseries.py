@@ -98,7 +98,7 @@ def load_series(path: PathLike, *, time_column: Optional[str] = None, value_colu
         raise InputError(f"aggregate must be 'mean' or 'sum'; got {aggregate!r}")
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"series file {str(p)!r} does not exist")
+        raise DataError(f"series file {str(p)!r} does not exist")
     if p.suffix == ".txt":
         return _load_txt(p, freq=freq, start=start, missing=missing)
     pd = _pandas()
@@ -373,7 +373,7 @@ def load_kaggle_ipasn(path: PathLike, *, machines: Optional[Sequence[int]] = Non
         raise InputError(f"absent must be 'zero' or 'missing'; got {absent!r}")
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"series file {str(p)!r} does not exist")
+        raise DataError(f"series file {str(p)!r} does not exist")
     frame = pd.read_csv(p)
     need = ["date", "l_ipn", "r_asn", "f"]
     for c in need:
