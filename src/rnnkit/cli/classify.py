@@ -259,7 +259,6 @@ def _build_tag(s: Dict[str, Any]):
     train_path, val_path, test_path = _tag_files(s)
     train = read_tagged(train_path, min_sentences=1 if val_path else 2)  # else 10% are held out
     tags = LabelVocab.from_labels(t for _, tt, _ in train for t in tt)
-    tok = WordTokenizer.fit((w for w, _, _ in train), min_count=s["min_count"], lower=s["lowercase"])
     y = _encode_tags(train, tags, train_path)
     if val_path:
         val_sents = read_tagged(val_path)
@@ -267,6 +266,8 @@ def _build_tag(s: Dict[str, Any]):
         tr, va = _held_out(len(train), 0.1, s["seed"])
         val_sents = [train[i] for i in va]
         train, y = [train[i] for i in tr], [y[i] for i in tr]
+    # the words of the held-out sentences stay out of the vocabulary, as a test set's would
+    tok = WordTokenizer.fit((w for w, _, _ in train), min_count=s["min_count"], lower=s["lowercase"])
     _check_two_classes(train_path, Counter(t for _, tt, _ in train for t in tt),
                        None if val_path else f"{len(val_sents)} of {len(train) + len(val_sents)} sentences")
     val_y = _encode_tags(val_sents, tags, val_path or train_path)
