@@ -229,3 +229,13 @@ def test_seq2seq_fractions_with_its_own_split_files(tmp_path, rnnkit):
     code, _, err = rnnkit(["train", "seq2seq", "--data", data, "--out", tmp_path / "r", "--valid-fraction", "0.2"])
     assert code == 2 and "--valid-fraction" in err and "its own valid.tsv" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_aggregate_without_freq_is_an_error(tmp_path, rnnkit):
+    """--aggregate combines the values of one --freq bucket; without --freq it did nothing, silently."""
+    series = tmp_path / "series.txt"
+    series.write_text("\n".join(str(i % 7) for i in range(200)) + "\n")
+    code, _, err = rnnkit(["train", "forecast", "--data", series, "--aggregate", "sum", "--out", tmp_path / "r",
+                           "--max-steps", "1"])
+    assert code == 2 and "--aggregate has no effect without --freq" in err, err
+    assert not (tmp_path / "r" / "config.json").exists()

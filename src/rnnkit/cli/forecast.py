@@ -25,7 +25,7 @@ from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, Forecast
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
 from ..recipes import repository_data
 from .apps import app_training_specs, load_app_model, run_app
-from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
+from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, Settings, recipe_options, run_specs
 from ..errors import InputError
 
 DEFAULT_DATA = "data/isp-traffic-cortez/A1H.txt"
@@ -110,6 +110,9 @@ def load_from_settings(s: Dict[str, Any], report: Optional[List[str]] = None) ->
             start, freq = CORTEZ_A[name]
             if report is not None:
                 report.append(f"{name}: nominal timestamps from {start} every {freq} (Cortez series A)")
+        if freq is None and isinstance(s, Settings) and s.explicit("aggregate"):
+            raise click.UsageError("--aggregate has no effect without --freq (it says how values in one --freq "
+                                   "bucket are combined): set --freq too, or leave it out")
         series = load_series(path, time_column=s.get("time_column"), value_columns=_split_list(s.get("value_columns")),
                              freq=freq, aggregate=s.get("aggregate", "mean"), missing=s.get("missing", "interpolate"),
                              start=start)
