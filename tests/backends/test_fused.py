@@ -28,6 +28,13 @@ def kernels() -> None:
         pytest.skip(f"fused kernels unavailable: {reason}")
 
 
+@pytest.fixture
+def step_gemm():
+    """Force a route of the kernels' recurrent GEMM for one test (set back to auto after)."""
+    yield rnnkit.backends.set_step_gemm
+    rnnkit.backends.set_step_gemm("auto")
+
+
 DTYPES = [torch.float64, torch.float32]
 #: options each mode may use: (recurrent dropout + DropConnect allowed, zoneout names)
 REGULARISERS = {
@@ -286,9 +293,10 @@ def test_layernorm_float32_accuracy_at_larger_sizes(mode: str) -> None:
 
 
 @pytest.mark.parametrize("route", ["blas", "onednn", "small"])
-def test_every_step_gemm_route_matches_reference(route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_step_gemm_route_matches_reference(route: str, step_gemm) -> None:
     """The recurrent GEMM has three routes chosen by size (common.h: StepGemm); force each one."""
-    monkeypatch.setenv("RNNKIT_STEP_GEMM", route)
+    step_gemm(route)
+    assert extension.step_gemm_route() == route  # the kernels were told
     for mode in ("LSTM", "GRU", "GRU_BEFORE", "RNN_TANH", "LayerNormLSTM", "LayerNormGRU"):
         cfg = _cfg(mode, torch.float32, input_size=7, hidden_size=70, options=(("recurrent_dropout", 0.25),))
         _check(cfg, seq_len=5, batch=6, lengths=[5, 2, 4, 5, 1, 3])

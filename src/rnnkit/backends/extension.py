@@ -14,6 +14,7 @@ fall back to the reference backend at the cost of one line.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -46,7 +47,26 @@ BUILD_WAIT_SECONDS = 180.0
 #: build directories of other kernel versions unused for this long are removed when a build loads
 STALE_BUILD_DAYS = 14.0
 
-_state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None, "march": None}
+_state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None, "march": None,
+                "step_gemm": "auto", "library": None}
+#: the recurrent GEMM's routes inside the kernels (common.h: GemmRoute); auto chooses by size
+STEP_GEMM_ROUTES = {"auto": -1, "blas": 0, "onednn": 1, "small": 2}
+
+
+def set_step_gemm(route: str) -> None:
+    """Force the route of the kernels' per-step recurrent GEMM: "blas", "onednn" (float32, where torch
+    has it) or "small" (the hand-written kernel for tiny products), or "auto" (the default: by size).
+
+    For tests and benchmarks: every route computes the same product in its own summation order.
+
+    >>> from rnnkit.backends import set_step_gemm
+    >>> set_step_gemm("auto")
+    """
+    if route not in STEP_GEMM_ROUTES:
+        raise InputError(f"set_step_gemm: route must be one of {', '.join(STEP_GEMM_ROUTES)}; got {route!r}")
+    _state["step_gemm"] = route
+    if _state["library"] is not None:
+        _state["library"].rnnkit_set_step_gemm(STEP_GEMM_ROUTES[route])
 
 
 def set_target_cpu(march: Optional[str]) -> None:
@@ -111,22 +131,37 @@ def _flags() -> tuple[List[str], List[str]]:
     return cflags, ldflags
 
 
+def _ninja_dir() -> Optional[str]:
+    """The folder of a ninja binary: "" when one is on PATH, the `ninja` pip package's, or None."""
+    if shutil.which("ninja") is not None:
+        return ""
+    try:  # the `ninja` pip package puts its binary next to the interpreter
+        import ninja  # type: ignore
+    except ImportError:
+        return None
+    return ninja.BIN_DIR if Path(ninja.BIN_DIR, "ninja").exists() else None
+
+
 def _missing_tool() -> Optional[str]:
     """Name the missing build tool, or None when a compiler and ninja are found."""
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         return f"no C++ compiler: {cxx!r} not found on PATH (install g++ or clang, or set CXX)"
-    if shutil.which("ninja") is None:
-        try:  # the `ninja` pip package puts its binary next to the interpreter
-            import ninja  # type: ignore
-
-            if Path(ninja.BIN_DIR, "ninja").exists():
-                os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-                return None
-        except ImportError:
-            pass
+    if _ninja_dir() is None:
         return "ninja not found (pip install ninja)"
     return None
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """torch's builder runs `ninja` from PATH: put the pip package's folder there for the build only."""
+    folder, saved = _ninja_dir(), os.environ.get("PATH", "")
+    if folder:
+        os.environ["PATH"] = folder + os.pathsep + saved
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
 
 
 def build_key() -> str:
@@ -193,14 +228,25 @@ def _build() -> None:
             _wait_for_flock(guard, directory)
             (directory / "lock").unlink(missing_ok=True)
         sources = _stable_sources(directory)
-        cpp_load(name=name, sources=[str(sources / s) for s in SOURCES], extra_cflags=cflags,
-                 extra_ldflags=ldflags, extra_include_paths=[str(sources)], build_directory=str(directory),
-                 is_python_module=False, verbose=False)
+        with _ninja_on_path():
+            cpp_load(name=name, sources=[str(sources / s) for s in SOURCES], extra_cflags=cflags,
+                     extra_ldflags=ldflags, extra_include_paths=[str(sources)], build_directory=str(directory),
+                     is_python_module=False, verbose=False)
     _state["build_seconds"] = time.perf_counter() - start
+    _state["library"] = ctypes.CDLL(str(directory / f"{name}.so"))  # the handle torch loaded it with
+    _state["library"].rnnkit_set_step_gemm(STEP_GEMM_ROUTES[_state["step_gemm"]])
     if fresh:
         log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
     os.utime(directory)  # "last used": what prune_stale_builds reads, here and in other checkouts
     prune_stale_builds(keep=directory)
+
+
+def step_gemm_route() -> Optional[str]:
+    """The route the loaded kernels were told to take (None before they are loaded)."""
+    if _state["library"] is None:
+        return None
+    code = _state["library"].rnnkit_step_gemm()
+    return next(name for name, value in STEP_GEMM_ROUTES.items() if value == code)
 
 
 def _stable_sources(directory: Path) -> Path:

@@ -27,8 +27,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -95,12 +95,13 @@ inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, R alpha
 //    (torch's mkldnn linear ops, called through the dispatcher); MKL re-packs W
 //    on every call and runs 1.2–2x slower on these per-step shapes;
 //  - everything else, and every float64 product: BLAS.
-// RNNKIT_STEP_GEMM=blas|onednn|small forces one route where it applies (tests).
+// rnnkit.backends.set_step_gemm("blas"|"onednn"|"small") forces one route where it applies (tests,
+// benchmarks); "auto" (-1) chooses by size. One value per process (inline: shared by every kernel file).
 enum class GemmRoute { Blas, OneDnn, Small };
 
-inline const char* step_gemm_override() {
-  const char* v = std::getenv("RNNKIT_STEP_GEMM");
-  return (v != nullptr && *v != '\0' && std::strcmp(v, "auto") != 0) ? v : nullptr;
+inline std::atomic<int>& forced_step_gemm() {
+  static std::atomic<int> route{-1};
+  return route;
 }
 
 // torch's oneDNN linear operators, when this torch build has them
@@ -213,9 +214,10 @@ class StepGemm {
  private:
   GemmRoute choose(int64_t max_rows) const {
     const bool onednn_ok = std::is_same_v<R, float> && OneDnnLinear::get().available();
-    if (const char* forced = step_gemm_override()) {
-      if (std::strcmp(forced, "small") == 0) return GemmRoute::Small;
-      if (std::strcmp(forced, "onednn") == 0 && onednn_ok) return GemmRoute::OneDnn;
+    const int forced = forced_step_gemm().load();
+    if (forced >= 0) {
+      if (forced == int(GemmRoute::Small)) return GemmRoute::Small;
+      if (forced == int(GemmRoute::OneDnn) && onednn_ok) return GemmRoute::OneDnn;
       return GemmRoute::Blas;
     }
     if (!std::is_same_v<R, float>) return GemmRoute::Blas;  // float64 is the accuracy path

@@ -265,3 +265,7 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
 }
 
 }  // namespace rnnkit
+
+// The setter behind rnnkit.backends.set_step_gemm (called through ctypes): -1 auto, else a GemmRoute.
+extern "C" void rnnkit_set_step_gemm(int route) { rnnkit::forced_step_gemm().store(route); }
+extern "C" int rnnkit_step_gemm() { return rnnkit::forced_step_gemm().load(); }
