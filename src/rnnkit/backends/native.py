@@ -3,7 +3,7 @@
 It takes a configuration only where it is exactly torch's: a plain LSTMCell
 (proj_size included), a reset-after GRUCell or an ElmanCell, without
 recurrent dropout or zoneout (DropConnect is fine: the dropped weight_hh is
-simply passed in). Each call runs one layer and direction through
+simply passed in, as are the weights a torch-named layer read for this call). Each call runs one layer and direction through
 `torch._VF.lstm/gru/rnn_tanh/rnn_relu` with num_layers=1; variable lengths go
 through torch's packed-sequence kernels.
 
@@ -32,14 +32,12 @@ PREFERRED, NOT_PREFERRED = 20, 5
 
 def _params(spec: RunSpec) -> Tuple[List[Tensor], bool]:
     """Weights in torch's flat order: w_ih, w_hh[, b_ih, b_hh][, w_hr]."""
-    cell = spec.cell
-    w_hh = spec.weights.get("weight_hh", cell.weight_hh)
-    params = [cell.weight_ih, w_hh]
-    has_bias = cell.bias_ih is not None
+    params = [spec.weight("weight_ih"), spec.weight("weight_hh")]
+    has_bias = spec.weight("bias_ih") is not None
     if has_bias:
-        params += [cell.bias_ih, cell.bias_hh]
-    if isinstance(cell, LSTMCell) and cell.weight_hr is not None:
-        params.append(cell.weight_hr)
+        params += [spec.weight("bias_ih"), spec.weight("bias_hh")]
+    if isinstance(spec.cell, LSTMCell) and spec.weight("weight_hr") is not None:
+        params.append(spec.weight("weight_hr"))
     return params, has_bias
 
 
@@ -67,9 +65,6 @@ class NativeBackend:
             return "recurrent dropout is not part of torch's kernels"
         if spec.has_zoneout:
             return "zoneout is not part of torch's kernels"
-        extra = set(spec.weights) - {"weight_hh"}
-        if extra:
-            return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"
         if not spec.inputs.is_floating_point():
             return f"floating-point input needed; got {spec.inputs.dtype}"
         if spec.lengths is not None and torch.compiler.is_compiling():
