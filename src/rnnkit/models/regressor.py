@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..cells import LayerNormLSTMCell, LSTMCell, SRUCell
