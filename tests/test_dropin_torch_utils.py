@@ -46,7 +46,8 @@ def _run(layer: nn.Module, seed: int = 1) -> Dict[str, Tensor]:
     x = torch.randn(T, B, I, dtype=F64, generator=gen, requires_grad=True)
     out_size = (layer.proj_size or H) * 2
     h0 = torch.randn(4, B, layer.proj_size or H, dtype=F64, generator=gen, requires_grad=True)
-    state = (h0, torch.randn(4, B, H, dtype=F64, generator=gen, requires_grad=True)) if layer.mode == "LSTM" else (h0,)
+    two = layer.mode in ("LSTM", "LayerNormLSTM")  # state (h, c)
+    state = (h0, torch.randn(4, B, H, dtype=F64, generator=gen, requires_grad=True)) if two else (h0,)
     y, final = layer(x, hx=state if len(state) > 1 else state[0])
     finals = final if isinstance(final, tuple) else (final,)
     loss = (y * torch.randn(T, B, out_size, dtype=F64, generator=gen)).sum() + sum(f.square().sum() for f in finals)
@@ -229,3 +230,22 @@ def test_generic_layers_keep_their_cells_names() -> None:
     generic = rnnkit.Recurrent(rnnkit.LSTMCell(I, H))
     assert "cells.0.weight_hh" in dict(generic.named_parameters())
     generic.load_state_dict(nn.LSTM(I, H).state_dict())  # torch's state_dict loads into the generic layer too
+
+
+@pytest.mark.parametrize("name", ["PeepholeLSTM", "LayerNormLSTM", "SRU", "MinGRU"])
+def test_parametrized_cell_of_another_layer_keeps_the_fast_backend(name: str, fused_or_none: str) -> None:
+    """weight_norm on a cell's weight (the other layers keep theirs in cells): the kernels read the
+    computed weight instead of falling back to the reference loop, with the reference loop's numbers."""
+    layers = []
+    for backend in ("auto", "reference"):
+        torch.manual_seed(0)
+        layer = getattr(rnnkit, name)(I, H, num_layers=2, bidirectional=True, dtype=F64, backend=backend)
+        parametrizations.weight_norm(layer.cells[1], "weight_ih")
+        prune.l1_unstructured(layer.cells[2], "weight_ih", 0.3)
+        layers.append(layer)
+    fast, reference = layers
+    want, got = _run(reference), _run(fast)
+    assert list(got) == list(want)
+    for key in want:
+        assert_close(got[key], want[key], f"{name}: {key}")
+    assert fast.last_backend == fused_or_none

@@ -53,6 +53,13 @@ class RunSpec:
         return any(z is not None for z in self.zoneout)
 
 
+def cell_type(cell: RecurrentCell) -> type:
+    """The cell's class, seen through the subclass torch.nn.utils.parametrize puts on a parametrized cell
+    (same math, a weight computed from its parametrization), so the kernels still take that cell."""
+    kind = type(cell)
+    return kind.__bases__[0] if "parametrizations" in cell._modules else kind
+
+
 class Backend(Protocol):
     name: str
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
                      PeepholeLSTMCell, RecurrentCell, SRUCell)
 from . import extension
-from .base import RunSpec
+from .base import RunSpec, cell_type
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
@@ -210,21 +210,21 @@ class FusedBackend:
 
     def accepts(self, spec: RunSpec) -> Optional[str]:
         cell = spec.cell
-        if type(cell) not in _FAMILIES:
-            return f"no fused kernel for {type(cell).__name__} (only rnnkit's built-in cells, not subclasses)"
+        if cell_type(cell) not in _FAMILIES:
+            return f"no fused kernel for {cell_type(cell).__name__} (only rnnkit's built-in cells, not subclasses)"
         reason = check_common(spec, self.name)
         if reason is not None:
             return reason
         if spec.recurrent_mask is not None and not cell.recurrent_input_size:
-            return f"{type(cell).__name__} has no recurrent matrix, so a recurrent mask is not defined for it"
+            return f"{cell_type(cell).__name__} has no recurrent matrix, so a recurrent mask is not defined for it"
         extra = set(spec.weights) - {"weight_hh"}
-        if extra and _FAMILIES[type(cell)] not in _READS_EVERY_WEIGHT:
-            return (f"weight overrides for {type(cell).__name__} are supported for weight_hh only; "
+        if extra and _FAMILIES[cell_type(cell)] not in _READS_EVERY_WEIGHT:
+            return (f"weight overrides for {cell_type(cell).__name__} are supported for weight_hh only; "
                     f"got {sorted(extra)}")
         return extension.load()
 
     def run(self, spec: RunSpec) -> Result:
-        runner = _FAMILIES[type(spec.cell)]
+        runner = _FAMILIES[cell_type(spec.cell)]
         order = _length_order(spec)
         if order is None:
             return runner(spec)
