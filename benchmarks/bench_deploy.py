@@ -121,7 +121,7 @@ def step_latency(H: int, layers: int, steps: int, reps: int, tmp: Path) -> dict:
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(cell, name).data.copy_(getattr(ours, f"{name}_l{l}"))
     xs = torch.randn(steps, 1, I)
-    path = export_onnx(ours, tmp / f"step_{H}_{layers}.onnx", lengths=False)
+    path = export_onnx(ours, tmp / f"step_{H}_{layers}.onnx", initial_state=True)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -171,7 +171,7 @@ def onnx_sequence(T: int, B: int, H: int, reps: int, tmp: Path) -> dict:
     ours = rnnkit.LSTM(H, H, num_layers=2).eval()
     ref = torch.nn.LSTM(H, H, num_layers=2).eval()
     ref.load_state_dict(ours.state_dict())
-    fp32 = export_onnx(ours, tmp / "seq.onnx")
+    fp32 = export_onnx(ours, tmp / "seq.onnx", lengths=True, initial_state=True)
     int8 = quantize_onnx(fp32, tmp / "seq.int8.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -219,7 +219,7 @@ def int8_accuracy(checkpoint: Optional[str], train_steps: int, tmp: Path, quick:
     text = text_path.read_text(encoding="utf-8")
     tail = text[int(len(text) * 0.9):][: 20000 if quick else 100000]
     tokens = vocab.encode(tail, what="held-out text")
-    fp32 = export_onnx(model, tmp / "lm.onnx")
+    fp32 = export_onnx(model, tmp / "lm.onnx", initial_state=True)  # bits_per_token carries the state
     int8 = quantize_onnx(fp32, tmp / "lm.int8.onnx")
     result = {"checkpoint": checkpoint, "config": model.config.to_dict(), "tokens": int(tokens.numel()),
               "bpc": {"onnxruntime fp32": bits_per_token(fp32, tokens), "onnxruntime int8": bits_per_token(int8, tokens)},

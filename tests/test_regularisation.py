@@ -311,8 +311,8 @@ def test_dropconnect_drops_weight_hh_once_per_forward(mode: str) -> None:
     drawn = []
     original = layer._dropped_weights
 
-    def spy(c):
-        weights = original(c)
+    def spy(c, held):
+        weights = original(c, held)
         drawn.append(weights)
         return weights
 
@@ -320,12 +320,14 @@ def test_dropconnect_drops_weight_hh_once_per_forward(mode: str) -> None:
     x = torch.randn(4, 2, 3, dtype=F64)
     torch.manual_seed(8)
     out, _ = layer(x)
-    ((name, w),) = drawn[0].items()
-    assert name == "weight_hh"
+    w = drawn[0]["weight_hh"]
+    assert all(v is getattr(cell, k) for k, v in drawn[0].items() if k != "weight_hh"), "only weight_hh is dropped"
     kept = w != 0
     assert kept.any() and not kept.all()
     assert_close(w[kept], cell.weight_hh[kept] / (1 - p), "kept weights scaled")
-    by_hand, _ = torch.func.functional_call(layer.eval(), {"cells.0.weight_hh": w}, (x,))
+    # the layer's name for it: weight_hh_l0 on the torch-named drop-ins, cells.0.weight_hh on the others
+    (name,) = [n for n, q in layer.named_parameters() if q is cell.weight_hh]
+    by_hand, _ = torch.func.functional_call(layer.eval(), {name: w}, (x,))
     assert_close(out, by_hand, "the dropped matrix is used at every step")
     assert cell.weight_hh.count_nonzero() == cell.weight_hh.numel(), "the parameter itself is untouched"
 

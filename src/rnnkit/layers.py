@@ -1,44 +1,109 @@
 """Sequence layers with torch.nn's constructor arguments.
 
 `RNN`, `LSTM` and `GRU` are drop-ins for torch.nn.RNN/LSTM/GRU: the same
-positional and keyword arguments, shapes, state tuples, parameter names and gate
-order, so `layer.load_state_dict(torch_module.state_dict())` gives the same
-numbers. The other layers run rnnkit's extra cells with the same features.
+positional and keyword arguments (`forward(input, hx=None)`), shapes, state
+tuples, gate order and parameters, registered on the layer under torch's names
+(`weight_ih_l0`, `bias_hh_l1_reverse`, `weight_hr_l0`), so
+`layer.load_state_dict(torch_module.state_dict())` gives the same numbers and
+torch's utilities that take a parameter by name (prune, parametrize,
+weight_norm, spectral_norm, setattr, init, optimizer groups by name) act as on
+torch.nn; the fast backends still run. The other layers run rnnkit's extra cells
+with the same features; their parameters stay in their cells
+(`cells.0.weight_hh`), their state_dict uses the flat names.
+
 All of them also take rnnkit's regularisation keywords (`input_dropout`,
 `output_dropout`, `recurrent_dropout`, `zoneout_hidden`, `zoneout_cell`,
-`weight_dropout`) and `backend=`; see `rnnkit.Recurrent`.
+`weight_dropout`), `backend=` (see `rnnkit.Recurrent`) and two Keras-style
+initialisation options, applied after torch's initialisation (and again by
+`reset_parameters()`); the defaults leave torch's:
+
+    forget_bias=1.0          the gate that keeps the previous state starts at σ(1.0)
+                             (Jozefowicz et al. 2015; Keras's unit_forget_bias): LSTM's f,
+                             GRU's update gate z (h_t = … + z ⊙ h_{t-1}; Keras has no GRU
+                             analogue), SRU's f, minGRU's 1 − z; RNN has no gate (an error)
+    recurrent_init="orthogonal"  torch.nn.init.orthogonal_ on each gate block of weight_hh
+                             (Keras's recurrent_initializer); SRU and minGRU have no weight_hh
+
+>>> lstm = LSTM(3, 8, forget_bias=1.0, recurrent_init="orthogonal")
+>>> lstm.bias_ih_l0[8:16].tolist() == [1.0] * 8
+True
 """
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Real
+from typing import Any, Optional, Sequence, Union
+
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
 from .cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
                     PeepholeLSTMCell, SRUCell)
 from .recurrent import Recurrent
-from .errors import InputTypeError
+from .cells.base import State
+from .errors import InputError, InputTypeError
+
+RECURRENT_INITS = ("uniform", "orthogonal")
 
 
 class _TorchStyle(Recurrent):
-    """Shared constructor: torch.nn.RNNBase's arguments around a cell factory."""
+    """Shared constructor: torch.nn.RNNBase's arguments around a cell factory, and torch's forward."""
 
     mode = ""
     proj_size = 0  # torch.nn.RNNBase has it on every layer; LSTM overrides it
 
     def _setup(self, make_cell, input_size: int, hidden_size: int, num_layers: int, bias: bool,
-               batch_first: bool, dropout: float, bidirectional: bool, **options: Any) -> None:
+               batch_first: bool, dropout: float, bidirectional: bool, *, forget_bias: Optional[float] = None,
+               recurrent_init: str = "uniform", **options: Any) -> None:
+        owner = type(self).__name__
         if not isinstance(bias, bool):
-            raise InputTypeError(f"{type(self).__name__}: bias must be a bool; got {bias!r}")
+            raise InputTypeError(f"{owner}: bias must be a bool; got {bias!r}")
+        if forget_bias is not None and (isinstance(forget_bias, bool) or not isinstance(forget_bias, Real)):
+            raise InputTypeError(f"{owner}: forget_bias must be a number or None; got {forget_bias!r}")
+        if recurrent_init not in RECURRENT_INITS:
+            raise InputError(f"{owner}: recurrent_init must be one of {RECURRENT_INITS}; got {recurrent_init!r}")
         super().__init__(make_cell, num_layers, bidirectional=bidirectional, batch_first=batch_first,
                          dropout=dropout, input_size=input_size, **options)
         self.bias = bias
         self.hidden_size = hidden_size
+        self.forget_bias = None if forget_bias is None else float(forget_bias)
+        self.recurrent_init = recurrent_init
+        self._init_options()
+
+    def _init_options(self) -> None:
+        """forget_bias and recurrent_init on every cell (nothing, and no random draw, at the defaults)."""
+        for cell in self.cells:
+            try:
+                if self.recurrent_init == "orthogonal":
+                    cell.init_recurrent_orthogonal()
+                if self.forget_bias is not None:
+                    cell.init_forget_bias(self.forget_bias)
+            except InputError as err:
+                raise InputError(f"{type(self).__name__}: {err}") from None
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter afresh as at construction, forget_bias and recurrent_init included."""
+        super().reset_parameters()
+        self._init_options()
+
+    def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[State] = None, *,
+                lengths: Optional[Union[Tensor, Sequence[int]]] = None, mask: Optional[Tensor] = None,
+                padding_side: str = "right"):
+        """torch.nn's forward(input, hx=None), plus rnnkit's lengths=, mask=, padding_side= (see
+        Recurrent.forward, where hx is called state)."""
+        return super().forward(input, hx, lengths=lengths, mask=mask, padding_side=padding_side)
+
+    def extra_repr(self) -> str:
+        extra = [f"forget_bias={self.forget_bias}"] if self.forget_bias is not None else []
+        extra += [f"recurrent_init={self.recurrent_init!r}"] if self.recurrent_init != "uniform" else []
+        return ", ".join([super().extra_repr()] + extra)
 
 
 class RNN(_TorchStyle):
     """Elman RNN layer, a drop-in for torch.nn.RNN (see ElmanCell for the equations)."""
 
     mode = "RNN_TANH"
+    torch_names = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -53,6 +118,7 @@ class LSTM(_TorchStyle):
     """LSTM layer, a drop-in for torch.nn.LSTM, proj_size included (see LSTMCell)."""
 
     mode = "LSTM"
+    torch_names = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
@@ -68,9 +134,11 @@ class PeepholeLSTM(LSTM):
     """Peephole LSTM layer (Gers & Schmidhuber 2000) with torch.nn.LSTM's arguments.
 
     Adds `weight_peephole_l{k}` (3H,) per layer and direction; see PeepholeLSTMCell.
+    Not a torch.nn layer, so its parameters stay in its cells (`cells.0.weight_peephole`).
     """
 
     cell_class = PeepholeLSTMCell
+    torch_names = False
 
 
 class GRU(_TorchStyle):
@@ -81,6 +149,7 @@ class GRU(_TorchStyle):
     """
 
     mode = "GRU"
+    torch_names = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,

@@ -8,12 +8,16 @@ tensor per state tensor of the cell (a tuple if the cell has several, as LSTM's
 
 Parameters live in the cells (`self.cells[layer * D + direction]`); the layer's
 state_dict uses torch.nn's flat names (`weight_ih_l0`, `bias_hh_l1_reverse`), so
-a torch.nn.LSTM state_dict loads unchanged.
+a torch.nn.LSTM state_dict loads unchanged. A layer class with `torch_names = True`
+(the drop-ins rnnkit.RNN/LSTM/GRU) holds the parameters itself under those names
+instead, so torch's utilities that find a parameter by name (prune, parametrize,
+weight_norm, setattr) work on it; its cells read them from the layer.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -66,6 +70,11 @@ class Recurrent(nn.Module):
     Every dropout is active only in train(); zoneout is deterministic in eval().
     """
 
+    #: hold the cells' parameters on the layer under torch.nn's names (weight_hh_l0, ...). Each forward
+    #: reads every one of them once (a parametrization is computed, a pruning mask applied, once per
+    #: call, as torch.nn.RNNBase does) and hands them to the backend, so the fast backends still run.
+    torch_names: bool = False
+
     def __init__(
         self,
         cell: Union[RecurrentCell, CellFactory],
@@ -108,14 +117,19 @@ class Recurrent(nn.Module):
         self.input_size = first.input_size
         self.hidden_size = first.hidden_size
         self.output_size = first.output_size
+        if self.torch_names:
+            for index, cell in enumerate(self.cells):
+                cell.hand_parameters_to(self, {param: self._flat_key(index, param)
+                                               for param, _ in cell.named_parameters(recurse=False)})
+        else:
+            self.register_state_dict_post_hook(_state_dict_to_flat_names)
+            self.register_load_state_dict_pre_hook(_state_dict_from_flat_names)
+            self.register_load_state_dict_post_hook(_report_flat_names)
         self._check_regularisation(first)
         #: name of the backend that ran the last forward (e.g. "reference").
         self.last_backend: Optional[str] = None
         #: why `auto` passed over faster backends in the last forward, by backend.
         self.last_skipped: Dict[str, str] = {}
-        self.register_state_dict_post_hook(_state_dict_to_flat_names)
-        self.register_load_state_dict_pre_hook(_state_dict_from_flat_names)
-        self.register_load_state_dict_post_hook(_report_flat_names)
 
     # ----------------------------------------------------------- construction
     def _build_cells(self, cell: Union[RecurrentCell, CellFactory], input_size: Optional[int]) -> List[RecurrentCell]:
@@ -195,7 +209,7 @@ class Recurrent(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             match = _FLAT_NAME.match(name)
-            if match and "cells" in self._modules:
+            if match and "cells" in self._modules and not self.torch_names:  # (those are the layer's own)
                 layer, direction = int(match["layer"]), 1 if match["reverse"] else 0
                 if layer < self.num_layers and direction < self.num_directions:
                     cell = self.cells[layer * self.num_directions + direction]
@@ -206,15 +220,21 @@ class Recurrent(nn.Module):
     @property
     def all_weights(self) -> List[List[Tensor]]:
         """Parameters per layer and direction, as torch.nn.RNNBase.all_weights."""
-        return [[p for p in cell.parameters()] for cell in self.cells]
+        return [list(cell.parameters()) + list(cell.held_weights().values()) for cell in self.cells]
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn (rnnkit keeps no flat copy)."""
 
     def reset_parameters(self) -> None:
-        """Draw every cell's parameters afresh (each cell's own initialisation), as torch.nn.RNNBase does."""
-        for cell in self.cells:
-            cell.reset_parameters()
+        """Draw every cell's parameters afresh (each cell's own initialisation), as torch.nn.RNNBase does;
+        with torch_names exactly torch's: U(−1/√H, 1/√H) on every parameter, parametrized originals too."""
+        if not self.torch_names:
+            for cell in self.cells:
+                cell.reset_parameters()
+            return
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
 
     def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
         """Zero state in the layer's layout: (L·D, B, S_k) per state tensor."""
@@ -357,7 +377,8 @@ class Recurrent(nn.Module):
         x = x_t
         finals: List[Tuple[Tensor, ...]] = []
         for cell, old in zip(self.cells, states):
-            y, new = cell.step(cell.project(x), cell.pack_state(old))
+            with cell.using_weights(cell.held_weights()):  # a parametrized weight computed once per call
+                y, new = cell.step(cell.project(x), cell.pack_state(old))
             new = cell.unpack_state(new)
             if any(keep.get(name, 0.0) for name in cell.state_names):
                 new = tuple(n + keep.get(name, 0.0) * (o - n) for name, n, o in zip(cell.state_names, new, old))
@@ -383,7 +404,7 @@ class Recurrent(nn.Module):
                 cell = self.cells[index]
                 inputs = x if direction == 0 else _reverse_padded(x, lengths)
                 spec = RunSpec(cell=cell, inputs=inputs, state=states[index], lengths=lengths,
-                               weights=self._dropped_weights(cell),
+                               weights=self._dropped_weights(cell, cell.held_weights()),
                                recurrent_mask=self._recurrent_mask(cell, x),
                                zoneout=self._zoneout(cell, x))
                 backend, self.last_skipped = registry.select(self.backend, spec)
@@ -401,11 +422,12 @@ class Recurrent(nn.Module):
         return x, stacked
 
     # ------------------------------------------------------- regularisation
-    def _dropped_weights(self, cell: RecurrentCell) -> Dict[str, Tensor]:
+    def _dropped_weights(self, cell: RecurrentCell, weights: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """`weights` (those the layer holds for the cell, read once) with DropConnect on weight_hh in train()."""
         if not (self.training and self.weight_dropout):
-            return {}
-        w, keep = cell.weight_hh, 1.0 - self.weight_dropout
-        return {"weight_hh": w * (_bernoulli(w.shape, keep, w) / keep)}
+            return weights
+        w, keep = weights.get("weight_hh", cell.weight_hh), 1.0 - self.weight_dropout
+        return {**weights, "weight_hh": w * (_bernoulli(w.shape, keep, w) / keep)}
 
     def _recurrent_mask(self, cell: RecurrentCell, x: Tensor) -> Optional[Tensor]:
         if not (self.training and self.recurrent_dropout):

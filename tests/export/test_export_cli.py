@@ -35,8 +35,13 @@ def test_export_command_writes_a_checked_onnx_file(cell: str, tmp_path: Path, ca
     main(["export", "--checkpoint", str(record), "--format", "onnx", "--output", str(out), "--quantize", "int8"])
     text = capsys.readouterr().out
     assert "max |diff|" in text and out.exists() and (tmp_path / "lm.int8.onnx").exists()
+    assert "inputs tokens (time, batch)\n" in text  # by default what model(tokens) takes, nothing more
     assert json.loads((tmp_path / "lm.vocab.json").read_text())["tokens"] == list("abcdefg \n")
     tokens = torch.randint(0, 9, (12, 2))
+    assert check_onnx(model, out, tokens) <= 1e-5
+    main(["export", "--checkpoint", str(record), "--output", str(out), "--lengths", "--initial-state"])
+    state = "h0, c0" if cell in ("lstm", "lnlstm") else "h0"
+    assert f"inputs tokens (time, batch), lengths (batch,), {state} (layers" in capsys.readouterr().out
     assert check_onnx(model, out, tokens, torch.tensor([12, 5])) <= 1e-5
 
 
@@ -51,7 +56,7 @@ def test_export_command_bad_checkpoint_is_one_line(tmp_path: Path, capsys) -> No
 def test_int8_quantisation_changes_little(tmp_path: Path) -> None:
     record, model = _checkpoint(tmp_path, "lstm")
     from rnnkit.export import export_onnx
-    fp32 = export_onnx(model, tmp_path / "m.onnx")
+    fp32 = export_onnx(model, tmp_path / "m.onnx", initial_state=True)  # the state carried between windows
     int8 = quantize_onnx(fp32, tmp_path / "m.int8.onnx")
     tokens = torch.randint(0, 9, (400,))
     a, b = bits_per_token(fp32, tokens, window=16, batch=4), bits_per_token(int8, tokens, window=16, batch=4)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
 import rnnkit  # noqa: E402
 from helpers import ALL_MODES, LayerConfig  # noqa: E402
-from rnnkit.export import ExportError, build_onnx, check_onnx, export_onnx  # noqa: E402
+from rnnkit.errors import InputError  # noqa: E402
+from rnnkit.export import ExportError, build_onnx, check_onnx, export_onnx, run_onnx  # noqa: E402
 from rnnkit.models.char_lm import LMConfig, RecurrentLM  # noqa: E402
 
 TOL = 1e-5
@@ -49,7 +51,7 @@ def _check_many(layer, path: Path, cfg: LayerConfig) -> None:
 def test_every_family_stacked_bidirectional(mode: str, native_ops: bool, tmp_path: Path) -> None:
     cfg = LayerConfig(mode=mode, input_size=3, hidden_size=4, num_layers=2, bidirectional=True, dtype=torch.float32)
     layer = cfg.build("auto").eval()
-    path = export_onnx(layer, tmp_path / f"{mode}.onnx", native_ops=native_ops)
+    path = export_onnx(layer, tmp_path / f"{mode}.onnx", native_ops=native_ops, lengths=True, initial_state=True)
     ops = _op_types(path)
     if native_ops and mode in NATIVE_OP:
         assert NATIVE_OP[mode] in ops and "Scan" not in ops
@@ -69,7 +71,7 @@ def test_every_family_stacked_bidirectional(mode: str, native_ops: bool, tmp_pat
 ], ids=["proj", "peephole_proj", "nobias_batch_first", "gru_before_nobias", "sru_highway_identity", "zoneout"])
 def test_special_configurations(cfg: LayerConfig, tmp_path: Path) -> None:
     layer = cfg.build("auto").eval()
-    path = export_onnx(layer, tmp_path / "m.onnx")
+    path = export_onnx(layer, tmp_path / "m.onnx", lengths=True, initial_state=True)
     _check_many(layer, path, cfg)
 
 
@@ -78,7 +80,8 @@ def test_special_configurations(cfg: LayerConfig, tmp_path: Path) -> None:
 def test_language_model(cell: str, embedding_size: int, tmp_path: Path) -> None:
     model = RecurrentLM(LMConfig(vocab_size=9, cell=cell, hidden_size=6, num_layers=2,
                                  embedding_size=embedding_size)).eval()
-    path = export_onnx(model, tmp_path / "lm.onnx", torch.randint(0, 9, (4, 2)))  # sample input: checked on export
+    path = export_onnx(model, tmp_path / "lm.onnx", torch.randint(0, 9, (4, 2)),  # sample input: checked on export
+                       lengths=True, initial_state=True)
     tokens = torch.randint(0, 9, (7, 3))
     assert check_onnx(model, path, tokens) <= TOL
     assert check_onnx(model, path, tokens, torch.tensor([7, 1, 4])) <= TOL
@@ -88,13 +91,44 @@ def test_language_model(cell: str, embedding_size: int, tmp_path: Path) -> None:
     assert graph.output[0].name == "logits"
 
 
-def test_optional_inputs_can_be_left_out(tmp_path: Path) -> None:
-    layer = rnnkit.GRU(3, 4, num_layers=2).eval()
-    path = export_onnx(layer, tmp_path / "g.onnx", lengths=False, initial_state=False)
+@pytest.mark.parametrize("make,state_names", [
+    (lambda: rnnkit.GRU(3, 4, num_layers=2), ["h_n"]),
+    (lambda: rnnkit.LSTM(3, 4, bidirectional=True, batch_first=True), ["h_n", "c_n"]),
+    (lambda: rnnkit.SRU(3, 4), ["c_n"]),
+], ids=["gru", "lstm_bidir_batch_first", "sru_scan"])
+def test_default_export_takes_only_the_input(make, state_names, tmp_path: Path) -> None:
+    """What a torch.onnx.export user does first: session.run(None, {"input": x}) on the default file."""
+    layer = make().eval()
+    x = torch.randn(2, 6, 3) if layer.batch_first else torch.randn(6, 2, 3)
+    path = export_onnx(layer, tmp_path / "m.onnx", x)  # the sample call model(x): input only
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input"]
-    assert [o.name for o in graph.output] == ["output", "h_n"]
-    assert check_onnx(layer, path, torch.randn(6, 2, 3)) <= TOL
+    assert [o.name for o in graph.output] == ["output"] + state_names
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        y, final = layer(x)
+    for g, want in zip(got, [y] + list(final if isinstance(final, tuple) else (final,))):
+        assert np.abs(g - want.numpy()).max() <= TOL
+    assert check_onnx(layer, path, x) <= TOL  # run_onnx / check_onnx take the input-only file too
+    with pytest.raises(InputError, match="no lengths input.*lengths=True"):
+        check_onnx(layer, path, x, torch.tensor([6, 3]))
+    with pytest.raises(InputError, match="no initial state input.*initial_state=True"):
+        run_onnx(path, x, state=layer.initial_state(2))
+
+
+def test_lengths_and_state_are_opt_in_one_at_a_time(tmp_path: Path) -> None:
+    layer = rnnkit.LSTM(3, 4, num_layers=2).eval()
+    x, lengths = torch.randn(5, 3, 3), torch.tensor([5, 2, 4])
+    state = tuple(0.5 * torch.randn(2, 3, 4) for _ in range(2))
+    with_lengths = export_onnx(layer, tmp_path / "l.onnx", lengths=True)
+    assert [i.name for i in onnx.load(str(with_lengths)).graph.input] == ["input", "lengths"]
+    assert check_onnx(layer, with_lengths, x, lengths) <= TOL
+    assert check_onnx(layer, with_lengths, x) <= TOL  # omitted lengths: every row full, as the model
+    with_state = export_onnx(layer, tmp_path / "s.onnx", initial_state=True)
+    assert [i.name for i in onnx.load(str(with_state)).graph.input] == ["input", "h0", "c0"]
+    assert check_onnx(layer, with_state, x, state=state) <= TOL
+    assert check_onnx(layer, with_state, x) <= TOL  # omitted state: zeros, as the model
 
 
 def test_dynamic_axes_are_named(tmp_path: Path) -> None:
@@ -144,7 +178,7 @@ def test_conv_layers(make, spatial_sizes, tmp_path: Path) -> None:
     with torch.no_grad():  # values of both signs everywhere, peepholes included
         for p in layer.parameters():
             p.uniform_(-0.5, 0.5)
-    path = export_onnx(layer, tmp_path / "conv.onnx")
+    path = export_onnx(layer, tmp_path / "conv.onnx", lengths=True, initial_state=True)
     assert {"Scan", "Conv"} <= _op_types(path)
     C = layer.input_size
     for spatial in spatial_sizes:

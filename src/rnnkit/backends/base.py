@@ -23,8 +23,11 @@ class RunSpec:
                      each valid prefix for a reverse direction.
     state:           initial state, one (B, S_k) tensor per entry of cell.state_sizes.
     lengths:         (B,) int64 on inputs.device, or None when every row has T steps.
-    weights:         parameters that replace the cell's own for this run (DropConnect),
-                     by the cell's parameter name; empty when none.
+    weights:         tensors that replace the cell's parameters for this run, by the cell's
+                     parameter name: every parameter of a cell whose layer holds them
+                     (torch-named drop-ins, read once per forward, parametrized or
+                     pruned as the layer has them), DropConnect's weight_hh; empty when
+                     none. A backend reads each parameter here first, then on the cell.
     recurrent_mask:  (B, cell.recurrent_input_size) multiplies h_{t-1} inside the
                      recurrent product, or None.
     zoneout:         one `Zoneout` entry per state tensor.
@@ -41,9 +44,20 @@ class RunSpec:
     recurrent_mask: Optional[Tensor] = None
     zoneout: Tuple[Zoneout, ...] = ()
 
+    def weight(self, name: str) -> Optional[Tensor]:
+        """The cell's parameter `name` for this run (None where the cell has it off, e.g. bias=False)."""
+        return self.weights[name] if name in self.weights else getattr(self.cell, name)
+
     @property
     def has_zoneout(self) -> bool:
         return any(z is not None for z in self.zoneout)
+
+
+def cell_type(cell: RecurrentCell) -> type:
+    """The cell's class, seen through the subclass torch.nn.utils.parametrize puts on a parametrized cell
+    (same math, a weight computed from its parametrization), so the kernels still take that cell."""
+    kind = type(cell)
+    return kind.__bases__[0] if "parametrizations" in cell._modules else kind
 
 
 class Backend(Protocol):

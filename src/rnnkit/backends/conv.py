@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from ..cells.conv_base import gate_major, group_major, to_group_major
 from ..cells.conv_gru import ConvGRUCell
 from ..cells.conv_lstm import ConvLSTMCell
-from .base import RunSpec
+from .base import RunSpec, cell_type
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
@@ -281,8 +281,8 @@ class ConvBackend:
 
     def accepts(self, spec: RunSpec) -> Optional[str]:
         cell = spec.cell
-        if type(cell) not in _FAMILIES:
-            return f"the conv backend runs ConvLSTMCell and ConvGRUCell only; got {type(cell).__name__}"
+        if cell_type(cell) not in _FAMILIES:
+            return f"the conv backend runs ConvLSTMCell and ConvGRUCell only; got {cell_type(cell).__name__}"
         if not spec.inputs.is_floating_point():
             return f"the conv backend needs floating-point input; got {spec.inputs.dtype}"
         if spec.has_zoneout:
@@ -293,7 +293,7 @@ class ConvBackend:
         return None
 
     def run(self, spec: RunSpec) -> Result:
-        return _FAMILIES[type(spec.cell)](spec)
+        return _FAMILIES[cell_type(spec.cell)](spec)
 
 
 # Below the reference backend, so `auto` does not pick it: measured on CPU (benchmarks/bench_conv.py) it

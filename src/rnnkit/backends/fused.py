@@ -25,14 +25,10 @@ from torch import Tensor
 from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
                      PeepholeLSTMCell, RecurrentCell, SRUCell)
 from . import extension
-from .base import RunSpec
+from .base import RunSpec, cell_type
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
-
-
-def _weight(spec: RunSpec, name: str) -> Optional[Tensor]:
-    return spec.weights.get(name, getattr(spec.cell, name))
 
 
 def _bias_sum(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
@@ -65,13 +61,14 @@ def _run_lstm(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = input_projection(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, 4H)
+    u = input_projection(spec.inputs, spec.weight("weight_ih"),
+                         _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T, B, 4H)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
-    peep = cell.weight_peephole if isinstance(cell, PeepholeLSTMCell) else None
-    w_hh = _weight(spec, "weight_hh")
-    save = _needs_grad(u, w_hh, cell.weight_hr, peep, h0, c0)
-    y, h_n, c_n, *_ = ops.lstm_forward(u, w_hh, cell.weight_hr, peep, h0, c0, lengths, rmask, zh, zc, save)
+    peep = spec.weight("weight_peephole") if isinstance(cell, PeepholeLSTMCell) else None
+    w_hh, w_hr = spec.weight("weight_hh"), spec.weight("weight_hr")
+    save = _needs_grad(u, w_hh, w_hr, peep, h0, c0)
+    y, h_n, c_n, *_ = ops.lstm_forward(u, w_hh, w_hr, peep, h0, c0, lengths, rmask, zh, zc, save)
     return y, (h_n, c_n)
 
 
@@ -80,11 +77,11 @@ def _run_gru(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = input_projection(spec.inputs, cell.weight_ih, cell.bias_ih)  # (T, B, 3H)
+    u = input_projection(spec.inputs, spec.weight("weight_ih"), spec.weight("bias_ih"))  # (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
-    w_hh = _weight(spec, "weight_hh")
-    save = _needs_grad(u, w_hh, cell.bias_hh, spec.state[0])
-    y, h_n, _ = ops.gru_forward(u, w_hh, cell.bias_hh, spec.state[0], lengths, rmask, zh, cell.reset == "after", save)
+    w_hh, b_hh = spec.weight("weight_hh"), spec.weight("bias_hh")
+    save = _needs_grad(u, w_hh, b_hh, spec.state[0])
+    y, h_n, _ = ops.gru_forward(u, w_hh, b_hh, spec.state[0], lengths, rmask, zh, cell.reset == "after", save)
     return y, (h_n,)
 
 
@@ -93,9 +90,10 @@ def _run_elman(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = input_projection(spec.inputs, cell.weight_ih, _bias_sum(cell.bias_ih, cell.bias_hh))  # (T, B, H)
+    u = input_projection(spec.inputs, spec.weight("weight_ih"),
+                         _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T, B, H)
     (zh,) = _keeps(spec, T, B)
-    w_hh = _weight(spec, "weight_hh")
+    w_hh = spec.weight("weight_hh")
     save = _needs_grad(u, w_hh, spec.state[0])
     y, h_n, _ = ops.elman_forward(u, w_hh, spec.state[0], lengths, rmask, zh, cell.nonlinearity == "relu", save)
     return y, (h_n,)
@@ -109,7 +107,7 @@ def _run_ln_lstm(spec: RunSpec) -> Result:
     u = cell.project(spec.inputs)  # LN(W_ih x; γ_ih) + b, (T, B, 4H)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
-    y, h_n, c_n, *_ = ops.ln_lstm_forward(u, _weight(spec, "weight_hh"), cell.ln_hh_weight, cell.ln_cell_weight,
+    y, h_n, c_n, *_ = ops.ln_lstm_forward(u, spec.weight("weight_hh"), cell.ln_hh_weight, cell.ln_cell_weight,
                                           cell.ln_cell_bias, h0, c0, lengths, rmask, zh, zc)
     return y, (h_n, c_n)
 
@@ -121,7 +119,7 @@ def _run_ln_gru(spec: RunSpec) -> Result:
     T, B, lengths, rmask = _common(spec)
     u = cell.project(spec.inputs)  # LN(W_ih x; γ_ih) + b_ih, (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
-    y, h_n, *_ = ops.ln_gru_forward(u, _weight(spec, "weight_hh"), cell.ln_hh_weight, cell.bias_hh, spec.state[0],
+    y, h_n, *_ = ops.ln_gru_forward(u, spec.weight("weight_hh"), cell.ln_hh_weight, cell.bias_hh, spec.state[0],
                                     lengths, rmask, zh)
     return y, (h_n,)
 
@@ -188,8 +186,9 @@ _FAMILIES: Dict[Type[RecurrentCell], Callable[[RunSpec], Result]] = {
     SRUCell: _run_sru,
     MinGRUCell: _run_mingru,
 }
-#: parameters a RunSpec may override (DropConnect) per family runner
-_OVERRIDABLE = {"weight_hh"}
+#: runners that read every parameter through spec.weight (so a RunSpec may replace any of them); the
+#: others read the cell's own through cell.project and take only DropConnect's weight_hh
+_READS_EVERY_WEIGHT = {_run_lstm, _run_gru, _run_elman}
 
 
 def check_common(spec: RunSpec, name: str) -> Optional[str]:
@@ -211,20 +210,21 @@ class FusedBackend:
 
     def accepts(self, spec: RunSpec) -> Optional[str]:
         cell = spec.cell
-        if type(cell) not in _FAMILIES:
-            return f"no fused kernel for {type(cell).__name__} (only rnnkit's built-in cells, not subclasses)"
+        if cell_type(cell) not in _FAMILIES:
+            return f"no fused kernel for {cell_type(cell).__name__} (only rnnkit's built-in cells, not subclasses)"
         reason = check_common(spec, self.name)
         if reason is not None:
             return reason
         if spec.recurrent_mask is not None and not cell.recurrent_input_size:
-            return f"{type(cell).__name__} has no recurrent matrix, so a recurrent mask is not defined for it"
-        extra = set(spec.weights) - _OVERRIDABLE
-        if extra:
-            return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"
+            return f"{cell_type(cell).__name__} has no recurrent matrix, so a recurrent mask is not defined for it"
+        extra = set(spec.weights) - {"weight_hh"}
+        if extra and _FAMILIES[cell_type(cell)] not in _READS_EVERY_WEIGHT:
+            return (f"weight overrides for {cell_type(cell).__name__} are supported for weight_hh only; "
+                    f"got {sorted(extra)}")
         return extension.load()
 
     def run(self, spec: RunSpec) -> Result:
-        runner = _FAMILIES[type(spec.cell)]
+        runner = _FAMILIES[cell_type(spec.cell)]
         order = _length_order(spec)
         if order is None:
             return runner(spec)

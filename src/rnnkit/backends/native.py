@@ -3,9 +3,9 @@
 It takes a configuration only where it is exactly torch's: a plain LSTMCell
 (proj_size included), a reset-after GRUCell or an ElmanCell, without
 recurrent dropout or zoneout (DropConnect is fine: the dropped weight_hh is
-simply passed in). Each call runs one layer and direction through
-`torch._VF.lstm/gru/rnn_tanh/rnn_relu` with num_layers=1; variable lengths go
-through torch's packed-sequence kernels.
+simply passed in, as are the weights a torch-named layer read for this call).
+Each call runs one layer and direction through `torch._VF.lstm/gru/rnn_tanh/rnn_relu`
+with num_layers=1; variable lengths go through torch's packed-sequence kernels.
 
 `auto` prefers this backend only where it was measured to win (see
 `auto_priority` and benchmarks/RESULTS.md): on GPU always, on CPU for the plain
@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..cells import ElmanCell, GRUCell, LSTMCell
-from .base import RunSpec
+from .base import RunSpec, cell_type
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
@@ -32,21 +32,19 @@ PREFERRED, NOT_PREFERRED = 20, 5
 
 def _params(spec: RunSpec) -> Tuple[List[Tensor], bool]:
     """Weights in torch's flat order: w_ih, w_hh[, b_ih, b_hh][, w_hr]."""
-    cell = spec.cell
-    w_hh = spec.weights.get("weight_hh", cell.weight_hh)
-    params = [cell.weight_ih, w_hh]
-    has_bias = cell.bias_ih is not None
+    params = [spec.weight("weight_ih"), spec.weight("weight_hh")]
+    has_bias = spec.weight("bias_ih") is not None
     if has_bias:
-        params += [cell.bias_ih, cell.bias_hh]
-    if isinstance(cell, LSTMCell) and cell.weight_hr is not None:
-        params.append(cell.weight_hr)
+        params += [spec.weight("bias_ih"), spec.weight("bias_hh")]
+    if isinstance(spec.cell, LSTMCell) and spec.weight("weight_hr") is not None:
+        params.append(spec.weight("weight_hr"))
     return params, has_bias
 
 
 def _function(cell):
-    if type(cell) is LSTMCell:
+    if cell_type(cell) is LSTMCell:
         return torch._VF.lstm
-    if type(cell) is GRUCell:
+    if cell_type(cell) is GRUCell:
         return torch._VF.gru
     return torch._VF.rnn_tanh if cell.nonlinearity == "tanh" else torch._VF.rnn_relu
 
@@ -58,7 +56,7 @@ class NativeBackend:
 
     def accepts(self, spec: RunSpec) -> Optional[str]:
         cell = spec.cell
-        kind = type(cell)
+        kind = cell_type(cell)
         if kind not in (LSTMCell, GRUCell, ElmanCell):
             return f"torch has no kernel for {kind.__name__} (only LSTMCell, GRUCell, ElmanCell)"
         if kind is GRUCell and cell.reset != "after":
@@ -67,9 +65,6 @@ class NativeBackend:
             return "recurrent dropout is not part of torch's kernels"
         if spec.has_zoneout:
             return "zoneout is not part of torch's kernels"
-        extra = set(spec.weights) - {"weight_hh"}
-        if extra:
-            return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"
         if not spec.inputs.is_floating_point():
             return f"floating-point input needed; got {spec.inputs.dtype}"
         if spec.lengths is not None and torch.compiler.is_compiling():
@@ -87,7 +82,7 @@ class NativeBackend:
         if spec.inputs.device.type != "cpu":
             return PREFERRED  # cuDNN; the fused kernels are CPU-only
         cell = spec.cell
-        plain_lstm = (type(cell) is LSTMCell and cell.weight_hr is None and spec.lengths is None
+        plain_lstm = (cell_type(cell) is LSTMCell and spec.weight("weight_hr") is None and spec.lengths is None
                       and spec.inputs.dtype == torch.float32)
         return PREFERRED if plain_lstm else NOT_PREFERRED
 
@@ -95,7 +90,7 @@ class NativeBackend:
         cell = spec.cell
         fn = _function(cell)
         params, has_bias = _params(spec)
-        is_lstm = type(cell) is LSTMCell
+        is_lstm = cell_type(cell) is LSTMCell
         hx = tuple(s.unsqueeze(0) for s in spec.state)  # (1, B, S) per state tensor
         hx_arg = hx if is_lstm else hx[0]
         train = torch.is_grad_enabled()

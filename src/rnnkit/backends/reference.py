@@ -11,45 +11,39 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import RunSpec
 
 
-class _Loop(nn.Module):
-    """Wraps the cell so that `torch.func.functional_call` can swap its weights."""
-
-    def __init__(self, cell: nn.Module) -> None:
-        super().__init__()
-        self.cell = cell
-
-    def forward(self, spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-        cell = self.cell
-        inputs, state = spec.inputs, tuple(spec.state)
-        T = inputs.shape[0]
-        valid = None
-        if spec.lengths is not None:
-            steps = torch.arange(T, device=inputs.device)
-            valid = (steps[:, None] < spec.lengths[None, :])  # (T, B)
-            valid = valid.view(T, -1, *([1] * (inputs.dim() - 2))).unbind(0)  # T × (B, 1, ...) as one step's x
-        zoneout = [z.unbind(0) if isinstance(z, Tensor) else z for z in spec.zoneout] or [None] * len(state)
-        outputs = []
-        for t, u_t in enumerate(cell.project(inputs).unbind(0)):
-            # user cells may define step(u, state) without the mask argument (the documented protocol)
-            y, new = (cell.step(u_t, cell.pack_state(state)) if spec.recurrent_mask is None
-                      else cell.step(u_t, cell.pack_state(state), spec.recurrent_mask))
-            new = cell.unpack_state(new)
-            if spec.has_zoneout:
-                new = tuple(_zoneout(n, s, z if z is None or isinstance(z, float) else z[t])
-                            for n, s, z in zip(new, state, zoneout))
-                if cell.outputs_state:
-                    y = new[0]
-            if valid is not None:
-                new = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state))
-                y = torch.where(valid[t], y, torch.zeros((), dtype=y.dtype, device=y.device))
-            state = new
-            outputs.append(y)
-        return torch.stack(outputs), state
+def _loop(spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    """The step loop: (outputs (T, B, O), final state tuple); see RunSpec."""
+    cell = spec.cell
+    inputs, state = spec.inputs, tuple(spec.state)
+    T = inputs.shape[0]
+    valid = None
+    if spec.lengths is not None:
+        steps = torch.arange(T, device=inputs.device)
+        valid = (steps[:, None] < spec.lengths[None, :])  # (T, B)
+        valid = valid.view(T, -1, *([1] * (inputs.dim() - 2))).unbind(0)  # T × (B, 1, ...) as one step's x
+    zoneout = [z.unbind(0) if isinstance(z, Tensor) else z for z in spec.zoneout] or [None] * len(state)
+    outputs = []
+    for t, u_t in enumerate(cell.project(inputs).unbind(0)):
+        # user cells may define step(u, state) without the mask argument (the documented protocol)
+        y, new = (cell.step(u_t, cell.pack_state(state)) if spec.recurrent_mask is None
+                  else cell.step(u_t, cell.pack_state(state), spec.recurrent_mask))
+        new = cell.unpack_state(new)
+        if spec.has_zoneout:
+            new = tuple(_zoneout(n, s, z if z is None or isinstance(z, float) else z[t])
+                        for n, s, z in zip(new, state, zoneout))
+            if cell.outputs_state:
+                y = new[0]
+        if valid is not None:
+            new = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state))
+            y = torch.where(valid[t], y, torch.zeros((), dtype=y.dtype, device=y.device))
+        state = new
+        outputs.append(y)
+    return torch.stack(outputs), state
 
 
 def _zoneout(new: Tensor, old: Tensor, keep: Optional[object]) -> Tensor:
@@ -66,8 +60,7 @@ class ReferenceBackend:
         return None
 
     def run(self, spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-        loop = _Loop(spec.cell)
-        if spec.weights:
-            overrides = {f"cell.{k}": v for k, v in spec.weights.items()}
-            return torch.func.functional_call(loop, overrides, (spec,), strict=False)
-        return loop(spec)
+        if not spec.weights:
+            return _loop(spec)
+        with spec.cell.using_weights(spec.weights):  # the cell's step reads them as its own
+            return _loop(spec)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..cells import MinGRUCell
-from .base import RunSpec
+from .base import RunSpec, cell_type
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
@@ -42,8 +42,9 @@ class ScanBackend:
     name = "scan"
 
     def accepts(self, spec: RunSpec) -> Optional[str]:
-        if type(spec.cell) is not MinGRUCell:
-            return f"the scan backend runs cells with a linear recurrence (MinGRUCell); got {type(spec.cell).__name__}"
+        if cell_type(spec.cell) is not MinGRUCell:
+            return (f"the scan backend runs cells with a linear recurrence (MinGRUCell); "
+                    f"got {cell_type(spec.cell).__name__}")
         if spec.recurrent_mask is not None:
             return "MinGRUCell has no recurrent matrix, so a recurrent mask is not defined for it"
         if spec.weights:

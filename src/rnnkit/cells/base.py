@@ -15,8 +15,9 @@ accepts a whole sequence (T, B, I) and then returns (T, B, K).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,11 @@ class RecurrentCell(nn.Module):
 
     `recurrent_input_size` is the width of the vector that multiplies W_hh (the
     size of a recurrent-dropout mask), or 0 for cells without a recurrent matrix.
+
+    A cell may hand its parameters to the layer that runs it (`hand_parameters_to`,
+    what the drop-ins rnnkit.RNN/LSTM/GRU do to hold them under torch's names):
+    `cell.weight_hh` then reads the layer's `weight_hh_l0`, parametrized or pruned
+    as it is there, and assigning it assigns the layer's. There is one copy.
     """
 
     input_size: int
@@ -48,11 +54,57 @@ class RecurrentCell(nn.Module):
     state_sizes: Tuple[int, ...]
     outputs_state: bool = True
     recurrent_input_size: int = 0
+    #: where `init_forget_bias` writes: (bias parameter names, the H-block of the gate that keeps the
+    #: previous state, +1 if that gate is σ(bias) or −1 if it is 1 − σ(bias)); None: no such gate.
+    keep_gate: Optional[Tuple[Tuple[str, ...], int, int]] = None
     #: number of feature axes of x_t after the batch axis (1 for vectors; a
     #: convolutional cell would have 3: channels, height, width). With more than
     #: one, the first feature axis holds `input_size` channels and the state
     #: tensors keep the input's trailing (spatial) axes: (B, S_k, *spatial).
     feature_dims: int = 1
+
+    # ------------------------------------------------------------- parameters
+    def hand_parameters_to(self, owner: nn.Module, names: Dict[str, str]) -> None:
+        """Move the parameters named in `names` to `owner`, registered there as `names[param]`;
+        `self.<param>` reads (and assignment writes) `owner.<names[param]>` from now on."""
+        for param, owner_name in names.items():
+            owner.register_parameter(owner_name, self._parameters.pop(param))
+        self.__dict__["_parameter_owner"] = (owner, dict(names))
+
+    def held_weights(self) -> Dict[str, Tensor]:
+        """The parameters the owner holds for this cell, each read once now (a parametrization or a
+        pruning mask is applied by this read); {} for a cell that holds its own."""
+        linked = self.__dict__.get("_parameter_owner")
+        if linked is None:
+            return {}
+        owner, names = linked
+        return {param: getattr(owner, owner_name) for param, owner_name in names.items()}
+
+    @contextlib.contextmanager
+    def using_weights(self, weights: Dict[str, Tensor]) -> Iterator[None]:
+        """Within the block `self.<name>` is `weights[name]` (DropConnect, or the owner's weights read
+        once per forward); nothing is registered or assigned, so the parameters are untouched."""
+        shadowed = {name: self.__dict__[name] for name in weights if name in self.__dict__}
+        self.__dict__.update(weights)  # instance attributes come before nn.Module's parameter lookup
+        try:
+            yield
+        finally:
+            for name in weights:
+                del self.__dict__[name]
+            self.__dict__.update(shadowed)
+
+    def __getattr__(self, name: str):
+        linked = self.__dict__.get("_parameter_owner")
+        if linked is not None and name in linked[1]:
+            return getattr(linked[0], linked[1][name])
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        linked = self.__dict__.get("_parameter_owner")
+        if linked is not None and name in linked[1]:
+            setattr(linked[0], linked[1][name], value)
+        else:
+            super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ state
     def initial_state(
@@ -63,7 +115,7 @@ class RecurrentCell(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> State:
         """Zeros: one (B, S) tensor per entry of `state_sizes` (a tuple if several)."""
-        ref = next(self.parameters(), None)
+        ref = next(iter(self._parameter_tensors()), None)
         device = device if device is not None else (ref.device if ref is not None else None)
         dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)
         zeros = tuple(torch.zeros(batch_size, s, device=device, dtype=dtype) for s in self.state_sizes)
@@ -117,8 +169,42 @@ class RecurrentCell(nn.Module):
     def reset_parameters(self) -> None:
         """torch.nn's initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H))."""
         bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
-        for p in self.parameters():
+        for p in self._parameter_tensors():
             nn.init.uniform_(p, -bound, bound)
+
+    @torch.no_grad()
+    def init_forget_bias(self, value: float) -> None:
+        """Start the gate that keeps the previous state at σ(value) (Jozefowicz et al. 2015; Keras's
+        unit_forget_bias is value 1): its block of the first bias in `keep_gate` becomes ±value and of
+        the others 0, so the gate's total bias is value; every other entry keeps its initialisation."""
+        owner = type(self).__name__
+        if self.keep_gate is None:
+            raise InputError(f"{owner} has no gate that keeps the previous state, so forget_bias does not apply")
+        names, block, sign = self.keep_gate
+        biases = [getattr(self, name) for name in names]
+        if any(b is None for b in biases):
+            raise InputError(f"{owner}: forget_bias needs the gate biases; the cell was built with bias=False")
+        rows = slice(block * self.hidden_size, (block + 1) * self.hidden_size)
+        biases[0][rows] = sign * value
+        for other in biases[1:]:
+            other[rows] = 0.0
+
+    @torch.no_grad()
+    def init_recurrent_orthogonal(self) -> None:
+        """torch.nn.init.orthogonal_ on each H-row gate block of weight_hh (Saxe et al. 2014; Keras's
+        recurrent_initializer="orthogonal"), so every gate's recurrent map starts norm-preserving."""
+        weight = getattr(self, "weight_hh", None)
+        if not isinstance(weight, Tensor):
+            raise InputError(f"{type(self).__name__} has no recurrent matrix weight_hh, so an orthogonal "
+                             f"recurrent initialisation does not apply")
+        for block in weight.split(self.hidden_size):
+            nn.init.orthogonal_(block)
+
+    def _parameter_tensors(self) -> list:
+        """Its own parameters, then those its owner holds for it that are plain parameters there
+        (a parametrized or pruned one is computed, not stored: its owner re-initialises the original)."""
+        held = [w for w in self.held_weights().values() if isinstance(w, nn.Parameter)]
+        return list(self.parameters()) + held
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"

@@ -26,6 +26,8 @@ class GRUCell(RecurrentCell):
     weight_ih: (3H, I), weight_hh: (3H, H), bias_ih, bias_hh: (3H,); gate order r, z, n (torch's).
     """
 
+    keep_gate = (("bias_ih", "bias_hh"), 1, 1)  # z, the second block: h_t = … + z_t ⊙ h_{t-1}
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, reset: str = "after",
                  device=None, dtype=None) -> None:
         super().__init__()

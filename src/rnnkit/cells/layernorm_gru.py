@@ -25,6 +25,8 @@ class LayerNormGRUCell(RecurrentCell):
     weight_ih: (3H, I), weight_hh: (3H, H), bias_ih, bias_hh: (3H,), ln_ih_weight, ln_hh_weight: (3H,).
     """
 
+    keep_gate = (("bias_ih", "bias_hh"), 1, 1)  # z, the second block: h_t = … + z_t ⊙ h_{t-1}
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)

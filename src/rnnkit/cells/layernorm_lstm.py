@@ -30,6 +30,7 @@ class LayerNormLSTMCell(RecurrentCell):
     """
 
     state_names = ("h", "c")
+    keep_gate = (("bias",), 1, 1)  # f, the second block
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ class LSTMCell(RecurrentCell):
     """
 
     state_names = ("h", "c")
+    keep_gate = (("bias_ih", "bias_hh"), 1, 1)  # f, the second block
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, proj_size: int = 0,
                  device=None, dtype=None) -> None:

@@ -23,6 +23,8 @@ class MinGRUCell(RecurrentCell):
     weight_ih: (2H, I), bias_ih: (2H,); block order z, h̃.
     """
 
+    keep_gate = (("bias_ih",), 0, -1)  # h_t = (1 − z_t) ⊙ h_{t-1} + …: the keep gate is 1 − σ(b_z)
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)

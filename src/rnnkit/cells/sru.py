@@ -30,6 +30,7 @@ class SRUCell(RecurrentCell):
 
     state_names = ("c",)
     outputs_state = False
+    keep_gate = (("bias",), 0, 1)  # b_f, the first block
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()

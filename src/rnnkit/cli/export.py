@@ -21,10 +21,10 @@ from .loading import load_language_model
               help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Output file (default: model.onnx next to the checkpoint).")
-@click.option("--lengths/--no-lengths", default=True, show_default=True,
-              help="Give the graph a `lengths` (batch,) int64 input for padded batches.")
-@click.option("--initial-state/--no-initial-state", default=True, show_default=True,
-              help="Give the graph initial-state inputs (h0[, c0]) for streaming.")
+@click.option("--lengths/--no-lengths", default=False, show_default=True,
+              help="Give a language model's graph a `lengths` (batch,) int64 input for padded batches.")
+@click.option("--initial-state/--no-initial-state", default=False, show_default=True,
+              help="Give a language model's graph initial-state inputs (h0[, c0]) for streaming.")
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
               help="int8: dynamic int8 quantisation of the weights (onnxruntime.quantization), written as a "
                    "second file *.int8.onnx.")
@@ -57,7 +57,10 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
     export_onnx(model, path, lengths=lengths, initial_state=initial_state)
     sidecar = path.with_suffix(".vocab.json")
     sidecar.write_text(json.dumps(vocab.to_json(), ensure_ascii=False) + "\n", encoding="utf-8")
-    click.echo(f"wrote {path} (+ {sidecar.name})")
+    states = ", ".join(f"{n}0" for n in model.rnn.cells[0].state_names)
+    inputs = ("tokens (time, batch)" + (", lengths (batch,)" if lengths else "")
+              + (f", {states} (layers·directions, batch, size)" if initial_state else ""))
+    click.echo(f"wrote {path} (+ {sidecar.name}); inputs {inputs}")
     if check:
         gen = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, model.config.vocab_size, (16, 3), generator=gen)

@@ -1,11 +1,13 @@
 """ONNX export of rnnkit layers and language models, built from the module's weights.
 
 The graph is written with `onnx.helper`, not traced, so every configuration has
-dynamic batch and time axes and an optional lengths input:
+dynamic batch and time axes. By default it takes what `model(x)` takes, so
+`session.run(None, {"input": x})` runs it; lengths and the initial state are
+graph inputs only on request (`lengths=True`, `initial_state=True`):
 
     inputs:  input (T, B, I) — (B, T, I) with batch_first; for a RecurrentLM,
-             tokens (T, B) int64 —, then lengths (B,) int64 (optional), then the
-             initial state h0[, c0] (L·D, B, S_k) (optional)
+             tokens (T, B) int64 —, then lengths (B,) int64 (lengths=True), then
+             the initial state h0[, c0] (L·D, B, S_k) (initial_state=True)
     outputs: output (T, B, D·O) — logits (T, B, V) for a RecurrentLM —, then the
              final state h_n[, c_n] (L·D, B, S_k)
 
@@ -755,13 +757,14 @@ def _video_graph(g: _Graph, model: nn.Module, native_ops: bool) -> Tuple[list, l
 
 
 # ------------------------------------------------------------------- public API
-def build_onnx(model: nn.Module, *, lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
+def build_onnx(model: nn.Module, *, lengths: bool = False, initial_state: bool = False, native_ops: bool = True,
                opset: int = OPSET):
     """The ONNX ModelProto of a `Recurrent` layer or a `RecurrentLM` (see the module docstring for its I/O),
     or of a `SequenceClassifier` / `SequenceTagger` (inputs tokens (B, T) int64 and lengths (B,), both
     required; output logits as the model's forward returns them).
 
-    lengths, initial_state: add the optional `lengths` / `h0[, c0]` graph inputs (layers and LMs).
+    lengths, initial_state: add the `lengths` / `h0[, c0]` graph inputs (layers and LMs); without them the
+        graph runs every row over all T steps from a zero state, as `model(x)` does.
     native_ops: use ONNX LSTM/GRU/RNN where the configuration is exactly theirs
         (False: every layer as a Scan, e.g. to compare the two).
     """
@@ -845,12 +848,13 @@ def _finish(onnx, helper, g: _Graph, name: str, graph_inputs: list, graph_output
 
 
 def export_onnx(model: nn.Module, path: Union[str, Path], sample_input: Optional[Tensor] = None, *,
-                lengths: bool = True, initial_state: bool = True, native_ops: bool = True,
+                lengths: bool = False, initial_state: bool = False, native_ops: bool = True,
                 atol: float = 1e-4) -> Path:
     """Write `model` as an ONNX file with dynamic batch and time axes (see `build_onnx` for what it takes).
 
-    Graph inputs: input (T, B, I) (tokens (T, B) for a RecurrentLM), then lengths (B,) int64 and h0[, c0]
-    (L·D, B, S) when `lengths` / `initial_state`; outputs: output (logits), then h_n[, c_n].
+    Graph inputs: input (T, B, I) (tokens (T, B) for a RecurrentLM) — what `model(x)` takes, so
+    `session.run(None, {"input": x})` runs the file —, then lengths (B,) int64 with `lengths=True` and
+    h0[, c0] (L·D, B, S) with `initial_state=True`; outputs: output (logits), then h_n[, c_n].
     SequenceClassifier / SequenceTagger: tokens (B, T) and lengths (B,) -> logits.
     If `sample_input` is given, the file is run in onnxruntime on it and compared with the model
     (eval mode); a difference above `atol` raises. Returns the path.
@@ -873,8 +877,8 @@ def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = 
              state=None, future: Optional[Tensor] = None) -> List[np.ndarray]:
     """Run an exported file in onnxruntime (CPU). -> [output, final state tensors...] as numpy arrays.
 
-    Optional inputs the file has but the call omits are filled like the model does: lengths = T for
-    every row, zero initial state.
+    Inputs the file has but the call omits are filled like the model does: lengths = T for every row,
+    zero initial state. Lengths or a state the file has no input for are an error (not dropped).
     """
     ort = require("onnxruntime", extra="deploy", purpose="running an ONNX file")
 
@@ -884,6 +888,13 @@ def run_onnx(path: Union[str, Path], input: Tensor, lengths: Optional[Tensor] = 
     batch_axis = 0 if session.get_inputs()[0].shape[0] == "batch" else 1
     B, T = input.shape[batch_axis], input.shape[1 - batch_axis]
     states = [] if state is None else list(state if isinstance(state, (tuple, list)) else (state,))
+    state_inputs = [n for n in names[1:] if n not in ("lengths", "future")]
+    for given, has, flag in ((lengths is not None, "lengths" in names, "lengths"),
+                             (bool(states), bool(state_inputs), "initial_state")):
+        if given and not has:
+            raise InputError(f"{path} has no {flag.replace('initial_', 'initial ')} input (its inputs: "
+                             f"{', '.join(names)}); export it with {flag}=True (rnnkit export "
+                             f"--{flag.replace('_', '-')}) to pass one")
     for meta in session.get_inputs()[1:]:
         if meta.name == "future":  # a Forecaster's calendar of the target steps (B, H, K)
             feeds["future"] = future.detach().cpu().to(torch.float32).numpy()

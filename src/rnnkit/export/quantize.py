@@ -70,6 +70,9 @@ def bits_per_token(path: PathLike, tokens: torch.Tensor, *, window: int = 128, b
     stream = tokens[: n * batch + 1].numpy().astype(np.int64)
     xs = stream[:-1].reshape(batch, n).T  # (n, batch)
     ys = stream[1:].reshape(batch, n).T
+    if not state_inputs and n > window:
+        raise InputError(f"bits_per_token carries the state between windows, but {path} has no initial-state "
+                         f"input; export it with initial_state=True (rnnkit export --initial-state)")
     states = [np.zeros((i.shape[0], batch, i.shape[2]), dtype=np.float32) for i in state_inputs]
     total, count = 0.0, 0
     for start in range(0, n, window):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..cells import LayerNormLSTMCell, LSTMCell, SRUCell
@@ -30,25 +29,16 @@ class SequenceRegressor(nn.Module):
         return self.head(y[-1])  # (B, O)
 
 
-@torch.no_grad()
 def set_forget_bias(cell: nn.Module, value: float) -> bool:
     """Start the forget gate at σ(value) (Gers et al. 2000; Keras's unit_forget_bias=True is 1.0).
 
-    LSTM family: the f block of the biases sums to `value`; SRU: b_f = value. Other cells
-    have no forget gate and are left alone (returns False).
+    LSTM family and SRU (the cells with a forget gate proper; see RecurrentCell.init_forget_bias);
+    other cells, and cells without biases, are left alone (returns False).
     """
-    H = cell.hidden_size
-    if isinstance(cell, LSTMCell) and cell.bias_ih is not None:
-        cell.bias_ih[H:2 * H] = value
-        cell.bias_hh[H:2 * H] = 0.0
-        return True
-    if isinstance(cell, LayerNormLSTMCell) and cell.bias is not None:
-        cell.bias[H:2 * H] = value
-        return True
-    if isinstance(cell, SRUCell) and cell.bias is not None:
-        cell.bias[:H] = value
-        return True
-    return False
+    if not isinstance(cell, (LSTMCell, LayerNormLSTMCell, SRUCell)) or getattr(cell, cell.keep_gate[0][0]) is None:
+        return False
+    cell.init_forget_bias(value)
+    return True
 
 
 class RegressionTask:
