@@ -197,9 +197,11 @@ def as_state(parts):
 
 
 def _loss_weights(t: Tensor, salt: int) -> Tensor:
-    """A fixed random tensor shaped like t, so the loss weighs every element differently."""
+    """A fixed random tensor shaped like t, so the loss weighs every element differently. The same numbers
+    at every dtype (torch draws other numbers per dtype): drawn in float32 and rounded to bfloat16 values,
+    which float32 and float64 hold exactly, so a float64 truth run weighs exactly the same loss."""
     g = torch.Generator().manual_seed(1000 + salt + 7 * t.numel())
-    return torch.randn(t.shape, generator=g, dtype=t.dtype)
+    return torch.randn(t.shape, generator=g, dtype=torch.float32).to(torch.bfloat16).to(t.dtype)
 
 
 def forward_and_grads(layer: nn.Module, batch: Batch, *, train: bool = False, seed: Optional[int] = None,

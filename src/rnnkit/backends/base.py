@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Protocol, Tuple, Union
 
+import torch
 from torch import Tensor
 
 from ..cells.base import RecurrentCell
@@ -43,6 +44,9 @@ class RunSpec:
     weights: Dict[str, Tensor] = field(default_factory=dict)
     recurrent_mask: Optional[Tensor] = None
     zoneout: Tuple[Zoneout, ...] = ()
+    #: mixed precision: the dtype the input projection's GEMM runs in (bfloat16 under autocast), while
+    #: everything else runs in the inputs' float32; None: the inputs' own dtype throughout
+    projection_dtype: Optional[torch.dtype] = None
 
     def weight(self, name: str) -> Optional[Tensor]:
         """The cell's parameter `name` for this run (None where the cell has it off, e.g. bias=False)."""

@@ -55,14 +55,33 @@ def _keeps(spec: RunSpec, T: int, B: int) -> Tuple[Optional[Tensor], ...]:
     zs = spec.zoneout or (None,) * len(spec.cell.state_sizes)
     return tuple(zoneout_keep(z, T, B, S, spec.inputs) for z, S in zip(zs, spec.cell.state_sizes))
 
+def _project(spec: RunSpec, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """x W^T + b for all steps, one GEMM (rnnkit::input_projection); in spec.projection_dtype where set
+    (bfloat16 inputs and weights, float32 accumulation inside the GEMM), returned as float32."""
+    from .fused_ops import input_projection
+
+    low = spec.projection_dtype
+    if low is None:
+        return input_projection(spec.inputs, weight, bias)
+    return input_projection(spec.inputs.to(low), weight.to(low), None if bias is None else bias.to(low)).float()
+
+
+def _cell_projection(spec: RunSpec) -> Tensor:
+    """cell.project(x) for all steps; under spec.projection_dtype its GEMMs run in that dtype (autocast:
+    layer norm stays float32), returned as float32."""
+    if spec.projection_dtype is None:
+        return spec.cell.project(spec.inputs)
+    with torch.autocast("cpu", dtype=spec.projection_dtype):
+        return spec.cell.project(spec.inputs).float()
+
+
 
 def _run_lstm(spec: RunSpec) -> Result:
-    from .fused_ops import input_projection, ops
+    from .fused_ops import ops
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = input_projection(spec.inputs, spec.weight("weight_ih"),
-                         _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T, B, 4H)
+    u = _project(spec, spec.weight("weight_ih"), _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,4H)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = spec.weight("weight_peephole") if isinstance(cell, PeepholeLSTMCell) else None
@@ -73,11 +92,11 @@ def _run_lstm(spec: RunSpec) -> Result:
 
 
 def _run_gru(spec: RunSpec) -> Result:
-    from .fused_ops import input_projection, ops
+    from .fused_ops import ops
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = input_projection(spec.inputs, spec.weight("weight_ih"), spec.weight("bias_ih"))  # (T, B, 3H)
+    u = _project(spec, spec.weight("weight_ih"), spec.weight("bias_ih"))  # (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
     w_hh, b_hh = spec.weight("weight_hh"), spec.weight("bias_hh")
     save = _needs_grad(u, w_hh, b_hh, spec.state[0])
@@ -86,12 +105,11 @@ def _run_gru(spec: RunSpec) -> Result:
 
 
 def _run_elman(spec: RunSpec) -> Result:
-    from .fused_ops import input_projection, ops
+    from .fused_ops import ops
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = input_projection(spec.inputs, spec.weight("weight_ih"),
-                         _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T, B, H)
+    u = _project(spec, spec.weight("weight_ih"), _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,H)
     (zh,) = _keeps(spec, T, B)
     w_hh = spec.weight("weight_hh")
     save = _needs_grad(u, w_hh, spec.state[0])
@@ -104,7 +122,7 @@ def _run_ln_lstm(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = cell.project(spec.inputs)  # LN(W_ih x; γ_ih) + b, (T, B, 4H)
+    u = _cell_projection(spec)  # LN(W_ih x; γ_ih) + b, (T, B, 4H)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     y, h_n, c_n, *_ = ops.ln_lstm_forward(u, spec.weight("weight_hh"), cell.ln_hh_weight, cell.ln_cell_weight,
@@ -117,7 +135,7 @@ def _run_ln_gru(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = cell.project(spec.inputs)  # LN(W_ih x; γ_ih) + b_ih, (T, B, 3H)
+    u = _cell_projection(spec)  # LN(W_ih x; γ_ih) + b_ih, (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
     y, h_n, *_ = ops.ln_gru_forward(u, spec.weight("weight_hh"), cell.ln_hh_weight, cell.bias_hh, spec.state[0],
                                     lengths, rmask, zh)
@@ -125,7 +143,7 @@ def _run_ln_gru(spec: RunSpec) -> Result:
 
 
 def _run_sru(spec: RunSpec) -> Result:
-    from .fused_ops import input_projection, ops
+    from .fused_ops import ops
 
     cell = spec.cell
     T, B, lengths, _ = _common(spec)
@@ -135,7 +153,7 @@ def _run_sru(spec: RunSpec) -> Result:
     if bias is not None:
         rows = cell.weight_ih.shape[0]
         bias = torch.cat([bias.new_zeros(H), bias, bias.new_zeros(rows - 3 * H)])
-    u = input_projection(spec.inputs, cell.weight_ih, bias)  # (T, B, 3H), or 4H with a highway projection
+    u = _project(spec, cell.weight_ih, bias)  # (T, B, 3H), or 4H with a highway projection
     highway = None if cell.highway_projection else spec.inputs
     (zc,) = _keeps(spec, T, B)
     y, c_n, _ = ops.sru_forward(u, highway, cell.weight_c, spec.state[0], lengths, zc)
@@ -145,9 +163,8 @@ def _run_sru(spec: RunSpec) -> Result:
 def _run_mingru(spec: RunSpec) -> Result:
     from .fused_ops import ops
 
-    cell = spec.cell
     T, B, lengths, _ = _common(spec)
-    u = cell.project(spec.inputs)  # W_z x + b_z, W_h x + b_h: (T, B, 2H)
+    u = _cell_projection(spec)  # W_z x + b_z, W_h x + b_h: (T, B, 2H)
     (zh,) = _keeps(spec, T, B)
     y, h_n = ops.mingru_forward(u, spec.state[0], lengths, zh)
     return y, (h_n,)
@@ -191,13 +208,37 @@ _FAMILIES: Dict[Type[RecurrentCell], Callable[[RunSpec], Result]] = {
 _READS_EVERY_WEIGHT = {_run_lstm, _run_gru, _run_elman}
 
 
-def check_common(spec: RunSpec, name: str) -> Optional[str]:
+#: half-precision dtypes the fused kernels take by running in float32 around a half-precision projection
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _low_precision(spec: RunSpec) -> Optional[torch.dtype]:
+    """The half-precision dtype this run's results take (half-precision inputs, or float32 inputs under
+    CPU autocast), or None for a plain float32/float64 run."""
+    dtype = spec.inputs.dtype
+    if dtype in LOW_PRECISION:
+        return dtype
+    if dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return None
+
+
+def _float32_weights(spec: RunSpec) -> Dict[str, Tensor]:
+    """Every parameter of the run's cell (overrides first), as float32 tensors (casts autograd follows)."""
+    cell = spec.cell
+    names = set(spec.weights) | {n for n, p in cell._parameters.items() if p is not None}
+    names |= set(cell._modules.get("parametrizations") or {})
+    return {name: spec.weight(name).float() for name in names if spec.weight(name) is not None}
+
+
+def check_common(spec: RunSpec, name: str, dtypes: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+                 ) -> Optional[str]:
     """Reasons shared by the CPU kernel backends (device, dtype, layout)."""
     x = spec.inputs
     if x.device.type != "cpu":
         return f"the {name} backend runs on CPU only; got input on {x.device}"
-    if x.dtype not in (torch.float32, torch.float64):
-        return f"the {name} backend supports float32 and float64; got {x.dtype}"
+    if x.dtype not in dtypes:
+        return f"the {name} backend supports {', '.join(str(d).replace('torch.', '') for d in dtypes)}; got {x.dtype}"
     if spec.cell.feature_dims != 1:
         return f"the {name} backend handles vector inputs only (feature_dims=1)"
     return None
@@ -212,7 +253,7 @@ class FusedBackend:
         cell = spec.cell
         if cell_type(cell) not in _FAMILIES:
             return f"no fused kernel for {cell_type(cell).__name__} (only rnnkit's built-in cells, not subclasses)"
-        reason = check_common(spec, self.name)
+        reason = check_common(spec, self.name, (torch.float32, torch.float64) + LOW_PRECISION)
         if reason is not None:
             return reason
         if spec.recurrent_mask is not None and not cell.recurrent_input_size:
@@ -224,6 +265,24 @@ class FusedBackend:
         return extension.load()
 
     def run(self, spec: RunSpec) -> Result:
+        low = _low_precision(spec)
+        if low is None:
+            return self._run(spec)
+        # Mixed precision (autocast, or half-precision parameters and inputs): the input projection's GEMM
+        # in `low` with float32 accumulation, the time loop, cell state and gate math in float32 (the
+        # kernels' own), outputs and final state in `low` as autocast expects.
+        with torch.autocast("cpu", enabled=False):
+            weights = _float32_weights(spec)
+            spec32 = dataclasses.replace(
+                spec, inputs=spec.inputs.float(), state=tuple(s.float() for s in spec.state), weights=weights,
+                recurrent_mask=None if spec.recurrent_mask is None else spec.recurrent_mask.float(),
+                zoneout=tuple(z.float() if isinstance(z, Tensor) else z for z in spec.zoneout),
+                projection_dtype=low)
+            with spec.cell.using_weights(weights):  # cell.project reads the float32 copies
+                y, final = self._run(spec32)
+        return y.to(low), tuple(f.to(low) for f in final)
+
+    def _run(self, spec: RunSpec) -> Result:
         runner = _FAMILIES[cell_type(spec.cell)]
         order = _length_order(spec)
         if order is None:

@@ -21,6 +21,7 @@ one GEMM (or one reduction) over all steps.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -70,6 +71,17 @@ for _name, _schema in _SCHEMAS.items():
 ops = torch.ops.rnnkit
 
 
+def _register_autograd(op: str, backward, setup_context) -> None:
+    """torch.library.register_autograd, with the backward run outside autocast: its products are the
+    kernels' own dtypes (a `loss.backward()` inside `torch.autocast` would otherwise cast half of them)."""
+    @functools.wraps(backward)
+    def backward_without_autocast(ctx, *grads):
+        with torch.autocast("cpu", enabled=False):
+            return backward(ctx, *grads)
+
+    torch.library.register_autograd(op, backward_without_autocast, setup_context=setup_context)
+
+
 # ---------------------------------------------------------------- input projection
 #: products of at least this many multiply-adds (rows·K·N) go to oneDNN; below, its per-call cost outweighs it
 ONEDNN_MIN_MACS = 1 << 21
@@ -117,8 +129,8 @@ def _input_projection_backward(ctx, dy):
     return dx, dw, db
 
 
-torch.library.register_autograd("rnnkit::input_projection", _input_projection_backward,
-                                setup_context=_input_projection_setup)
+_register_autograd("rnnkit::input_projection", _input_projection_backward,
+                   setup_context=_input_projection_setup)
 
 
 def input_projection(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -197,7 +209,7 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
     return dg, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None, None
 
 
-torch.library.register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
+_register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
 
 
 # ----------------------------------------------------------------------- GRU
@@ -253,7 +265,7 @@ def _gru_backward(ctx, dy, dh_n, _unused):
     return du, d_w_hh, d_b_hh, dh0, None, None, None, None, None
 
 
-torch.library.register_autograd("rnnkit::gru_forward", _gru_backward, setup_context=_gru_setup)
+_register_autograd("rnnkit::gru_forward", _gru_backward, setup_context=_gru_setup)
 
 
 # --------------------------------------------------------------------- Elman
@@ -285,7 +297,7 @@ def _elman_backward(ctx, dy, dh_n, _unused):
     return du, d_w_hh, dh0, None, None, None, None, None
 
 
-torch.library.register_autograd("rnnkit::elman_forward", _elman_backward, setup_context=_elman_setup)
+_register_autograd("rnnkit::elman_forward", _elman_backward, setup_context=_elman_setup)
 
 
 # ------------------------------------------------------------ layer-norm LSTM
@@ -321,7 +333,7 @@ def _ln_lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
     return du, d_w_hh, dg_hh, dg_c, db_c, dh0, dc0, None, None, None, None
 
 
-torch.library.register_autograd("rnnkit::ln_lstm_forward", _ln_lstm_backward, setup_context=_ln_lstm_setup)
+_register_autograd("rnnkit::ln_lstm_forward", _ln_lstm_backward, setup_context=_ln_lstm_setup)
 
 
 # ------------------------------------------------------------- layer-norm GRU
@@ -357,7 +369,7 @@ def _ln_gru_backward(ctx, dy, dh_n, *_unused):
     return du, d_w_hh, dg_hh, (db_hh if ctx.has_bias else None), dh0, None, None, None
 
 
-torch.library.register_autograd("rnnkit::ln_gru_forward", _ln_gru_backward, setup_context=_ln_gru_setup)
+_register_autograd("rnnkit::ln_gru_forward", _ln_gru_backward, setup_context=_ln_gru_setup)
 
 
 # ----------------------------------------------------------------------- SRU
@@ -389,7 +401,7 @@ def _sru_backward(ctx, dy, dc_n, _unused):
     return du, (dhw if highway is not None else None), dv, dc0, None, None
 
 
-torch.library.register_autograd("rnnkit::sru_forward", _sru_backward, setup_context=_sru_setup)
+_register_autograd("rnnkit::sru_forward", _sru_backward, setup_context=_sru_setup)
 
 
 # -------------------------------------------------------------------- minGRU
@@ -416,7 +428,7 @@ def _mingru_backward(ctx, dy, dh_n):
     return du, dh0, None, None
 
 
-torch.library.register_autograd("rnnkit::mingru_forward", _mingru_backward, setup_context=_mingru_setup)
+_register_autograd("rnnkit::mingru_forward", _mingru_backward, setup_context=_mingru_setup)
 
 
 def zoneout_keep(z, T: int, B: int, S: int, like: Tensor) -> Optional[Tensor]:

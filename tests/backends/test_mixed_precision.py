@@ -1,0 +1,126 @@
+"""bfloat16 on the fused backend: under `torch.autocast("cpu", dtype=torch.bfloat16)` and with bfloat16
+parameters and inputs, every family runs its fused kernels (no crash, no fall back to the reference loop).
+
+What runs in bfloat16 is the input projection's GEMM (float32 accumulation); the time loop, cell state
+and gate math stay float32, and results come back in bfloat16 as autocast expects.
+
+The bound is derived from bfloat16 rounding, not tuned: a float64 reference run on the projection's
+operands perturbed as bfloat16 perturbs them (rounded to bfloat16 under autocast; nudged by one bfloat16
+half-ulp where they are bfloat16 values already) measures what one such rounding does to this computation
+(layer norm over a few units amplifies it, a long sum damps it); the fused result may add the rounding of
+the projection's output and of the results themselves:
+
+    error(fused, truth) <= 3 * error(perturbed-operand reference, truth) + 2 ** -7
+
+errors relative to max(1, the largest |truth| of each entry).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import ALL_MODES, LayerConfig, forward_and_grads, make_batch
+from rnnkit.backends import extension
+
+pytestmark = pytest.mark.usefixtures("kernels")
+
+BF16_ULP = 2.0 ** -7  # two bfloat16 roundings of a value of magnitude <= 1 (8 significant bits)
+
+
+@pytest.fixture(scope="module")
+def kernels() -> None:
+    reason = extension.load()
+    if reason is not None:
+        pytest.skip(f"fused kernels unavailable: {reason}")
+
+
+def _error(actual: torch.Tensor, truth: torch.Tensor) -> float:
+    return float((actual.double() - truth).abs().max() / truth.abs().max().clamp(min=1.0))
+
+
+def _projection_operands(cfg: LayerConfig) -> tuple:
+    """Parameter names the input projection reads (the ones rounded to bfloat16 on the mixed path)."""
+    return ("weight_ih", "bias_ih", "bias_hh") if cfg.mode not in ("LayerNormLSTM", "LayerNormGRU", "SRU",
+                                                                    "MinGRU") else ("weight_ih", "bias")
+
+
+def _rounded(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.bfloat16).double()
+
+
+def _nudged(tensor: torch.Tensor) -> torch.Tensor:
+    """Each entry moved by one bfloat16 half-ulp (relative 2^-9), up or down at random (seeded)."""
+    g = torch.Generator().manual_seed(tensor.numel())
+    sign = torch.randint(0, 2, tensor.shape, generator=g).double() * 2 - 1
+    return tensor.double() * (1 + sign * 2.0 ** -9)
+
+
+def _check(actual: dict, truth: dict, perturbed: dict, context: str) -> None:
+    assert set(actual) == set(truth), context
+    for key in truth:
+        bound = 3 * _error(perturbed[key], truth[key]) + BF16_ULP
+        error = _error(actual[key], truth[key])
+        assert error <= bound, f"{context} {key}: error {error:.3g} > bound {bound:.3g}"
+
+
+def _truths(cfg: LayerConfig, layer, data, perturb) -> tuple:
+    """(float64 reference on the same values, float64 reference on the projection's operands perturbed)."""
+    operands = _projection_operands(cfg)
+    cfg64 = LayerConfig(**{**cfg.__dict__, "dtype": torch.float64})
+    results = []
+    for rounded in (False, True):
+        ref = cfg64.build("reference")
+        state = {k: v.double() for k, v in layer.state_dict().items()}
+        if rounded:
+            state = {k: perturb(v) if any(k.startswith(n) or f".{n}" in k for n in operands) else v
+                     for k, v in state.items()}
+        ref.load_state_dict(state)
+        batch = make_batch(cfg64, 6, 3, lengths=[6, 3, 4], with_state=True)
+        batch.x = perturb(data.x) if rounded else data.x.double()
+        batch.state = tuple(s.double() for s in data.state)
+        results.append(forward_and_grads(ref, batch))
+    return tuple(results)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_autocast_runs_fused_with_bf16_projection(mode: str) -> None:
+    cfg = LayerConfig(mode, input_size=5, hidden_size=6, num_layers=2, bidirectional=True, dtype=torch.float32)
+    layer = cfg.build("fused")
+    data = make_batch(cfg, 6, 3, lengths=[6, 3, 4], with_state=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = forward_and_grads(layer, data)  # backward inside autocast too: users do that
+    assert layer.last_backend == "fused"
+    assert actual["output"].dtype == torch.bfloat16 and actual["state.0"].dtype == torch.bfloat16
+    assert all(p.grad.dtype == torch.float32 for p in layer.parameters())  # float32 master weights
+    truth, perturbed = _truths(cfg, layer, data, _rounded)
+    _check(actual, truth, perturbed, f"{mode} autocast")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_bf16_parameters_run_fused(mode: str) -> None:
+    cfg = LayerConfig(mode, input_size=5, hidden_size=6, num_layers=2, dtype=torch.float32)
+    layer = cfg.build("fused").to(torch.bfloat16)
+    data = make_batch(cfg, 6, 3, lengths=[6, 3, 4], with_state=True)
+    data.x, data.state = data.x.bfloat16(), tuple(s.bfloat16() for s in data.state)
+    actual = forward_and_grads(layer, data)
+    assert layer.last_backend == "fused"
+    assert actual["output"].dtype == torch.bfloat16
+    assert all(p.grad.dtype == torch.bfloat16 for p in layer.parameters())
+    # parameters and inputs are bfloat16 values already: the float64 run on them is the truth itself
+    truth, perturbed = _truths(cfg, layer, data, _nudged)
+    _check(actual, truth, perturbed, f"{mode} bf16 parameters")
+
+
+def test_autocast_float16_and_eval_mode() -> None:
+    cfg = LayerConfig("LSTM", input_size=5, hidden_size=6, dtype=torch.float32)
+    layer = cfg.build("fused").eval()
+    x = torch.randn(4, 2, 5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        y, (h, c) = layer(x)
+    assert layer.last_backend == "fused" and y.dtype == h.dtype == c.dtype == torch.float16
+    with torch.no_grad():
+        reference = cfg.build("reference")
+        reference.load_state_dict(layer.state_dict())
+        expected, _ = reference(x)
+    assert float((y.float() - expected).abs().max()) <= 2.0 ** -8  # float16 keeps 11 significant bits
