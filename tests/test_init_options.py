@@ -145,3 +145,24 @@ def test_reset_parameters_applies_the_options_again() -> None:
 def test_options_that_do_not_apply_are_errors(call, error, match: str) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("layer_class,gates", [(rnnkit.ConvLSTM, 4), (rnnkit.ConvGRU, 3)])
+def test_conv_layers_take_the_init_options(layer_class, gates):
+    """ConvLSTM/ConvGRU are gated cells too: forget_bias sets the keep gate's block (f, or GRU's z),
+    recurrent_init="orthogonal" makes each gate's recurrent kernel, flattened to Hc rows, orthonormal."""
+    torch.manual_seed(0)
+    plain = layer_class(2, 4, 3, num_layers=2)
+    torch.manual_seed(0)
+    layer = layer_class(2, 4, 3, num_layers=2, forget_bias=1.5, recurrent_init="orthogonal")
+    for cell, before in zip(layer.cells, plain.cells):
+        assert cell.bias_ih[4:8].tolist() == [1.5] * 4 and cell.bias_hh[4:8].tolist() == [0.0] * 4
+        keep = torch.ones(gates * 4, dtype=torch.bool)
+        keep[4:8] = False
+        assert torch.equal(cell.bias_ih[keep], before.bias_ih[keep])  # every other entry as initialised
+        for block in cell.weight_hh.split(4):
+            rows = block.reshape(4, -1)
+            assert torch.allclose(rows @ rows.T, torch.eye(4), atol=1e-5)
+    assert "forget_bias=1.5" in repr(layer)
+    with pytest.raises(ValueError, match="recurrent_init must be one of"):
+        layer_class(2, 4, recurrent_init="xavier")

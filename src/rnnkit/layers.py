@@ -46,26 +46,21 @@ from .errors import InputError, InputTypeError
 RECURRENT_INITS = ("uniform", "orthogonal")
 
 
-class _TorchStyle(Recurrent):
-    """Shared constructor: torch.nn.RNNBase's arguments around a cell factory, and torch's forward."""
+def check_init_options(owner: str, forget_bias: Optional[float], recurrent_init: str) -> None:
+    if forget_bias is not None and (isinstance(forget_bias, bool) or not isinstance(forget_bias, Real)):
+        raise InputTypeError(f"{owner}: forget_bias must be a number or None; got {forget_bias!r}")
+    if recurrent_init not in RECURRENT_INITS:
+        raise InputError(f"{owner}: recurrent_init must be one of {RECURRENT_INITS}; got {recurrent_init!r}")
 
-    mode = ""
-    proj_size = 0  # torch.nn.RNNBase has it on every layer; LSTM overrides it
 
-    def _setup(self, make_cell, input_size: int, hidden_size: int, num_layers: int, bias: bool,
-               batch_first: bool, dropout: float, bidirectional: bool, *, forget_bias: Optional[float] = None,
-               recurrent_init: str = "uniform", **options: Any) -> None:
-        owner = type(self).__name__
-        if not isinstance(bias, bool):
-            raise InputTypeError(f"{owner}: bias must be a bool; got {bias!r}")
-        if forget_bias is not None and (isinstance(forget_bias, bool) or not isinstance(forget_bias, Real)):
-            raise InputTypeError(f"{owner}: forget_bias must be a number or None; got {forget_bias!r}")
-        if recurrent_init not in RECURRENT_INITS:
-            raise InputError(f"{owner}: recurrent_init must be one of {RECURRENT_INITS}; got {recurrent_init!r}")
-        super().__init__(make_cell, num_layers, bidirectional=bidirectional, batch_first=batch_first,
-                         dropout=dropout, input_size=input_size, **options)
-        self.bias = bias
-        self.hidden_size = hidden_size
+class InitOptions(Recurrent):
+    """A layer with the Keras-style initialisation options (forget_bias, recurrent_init) on every cell,
+    applied after the cells' own initialisation and again by `reset_parameters()`."""
+
+    forget_bias: Optional[float] = None
+    recurrent_init: str = "uniform"
+
+    def apply_init_options(self, forget_bias: Optional[float], recurrent_init: str) -> None:
         self.forget_bias = None if forget_bias is None else float(forget_bias)
         self.recurrent_init = recurrent_init
         self._init_options()
@@ -86,6 +81,30 @@ class _TorchStyle(Recurrent):
         super().reset_parameters()
         self._init_options()
 
+    def extra_repr(self) -> str:
+        extra = [f"forget_bias={self.forget_bias}"] if self.forget_bias is not None else []
+        extra += [f"recurrent_init={self.recurrent_init!r}"] if self.recurrent_init != "uniform" else []
+        return ", ".join([super().extra_repr()] + extra)
+
+
+class _TorchStyle(InitOptions):
+    """Shared constructor: torch.nn.RNNBase's arguments around a cell factory, and torch's forward."""
+
+    mode = ""
+    proj_size = 0  # torch.nn.RNNBase has it on every layer; LSTM overrides it
+
+    def _setup(self, make_cell, input_size: int, hidden_size: int, num_layers: int, bias: bool,
+               batch_first: bool, dropout: float, bidirectional: bool, *, forget_bias: Optional[float] = None,
+               recurrent_init: str = "uniform", **options: Any) -> None:
+        if not isinstance(bias, bool):
+            raise InputTypeError(f"{type(self).__name__}: bias must be a bool; got {bias!r}")
+        check_init_options(type(self).__name__, forget_bias, recurrent_init)
+        super().__init__(make_cell, num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                         dropout=dropout, input_size=input_size, **options)
+        self.bias = bias
+        self.hidden_size = hidden_size
+        self.apply_init_options(forget_bias, recurrent_init)
+
     def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[State] = None, *,
                 lengths: Optional[Union[Tensor, Sequence[int]]] = None, mask: Optional[Tensor] = None,
                 padding_side: str = "right"):
@@ -93,10 +112,6 @@ class _TorchStyle(Recurrent):
         Recurrent.forward, where hx is called state)."""
         return super().forward(input, hx, lengths=lengths, mask=mask, padding_side=padding_side)
 
-    def extra_repr(self) -> str:
-        extra = [f"forget_bias={self.forget_bias}"] if self.forget_bias is not None else []
-        extra += [f"recurrent_init={self.recurrent_init!r}"] if self.recurrent_init != "uniform" else []
-        return ", ".join([super().extra_repr()] + extra)
 
 
 class RNN(_TorchStyle):

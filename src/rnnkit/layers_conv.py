@@ -19,11 +19,11 @@ import torch
 from .cells.conv_base import IntOrTuple
 from .cells.conv_gru import ConvGRUCell
 from .cells.conv_lstm import ConvLSTMCell
-from .recurrent import Recurrent
 from .errors import InputError
+from .layers import InitOptions, check_init_options
 
 
-class _ConvLayer(Recurrent):
+class _ConvLayer(InitOptions):
     def initial_state(self, batch_size: int, spatial_size: Optional[Sequence[int]] = None, *, device=None,
                       dtype=None):
         """Zero state (num_layers·D, B, Hc, *spatial_size) per state tensor (spatial_size: the input's)."""
@@ -47,13 +47,19 @@ class ConvLSTM(_ConvLayer):
         peephole: Hadamard peepholes W_c· ⊙ C; peephole_size makes them full spatial maps.
         dims: spatial axes (1, 2 or 3).
         bias, dilation, groups: of both convolutions of every cell.
+        forget_bias: the forget gate f starts at σ(forget_bias) (see rnnkit.LSTM).
+        recurrent_init: "orthogonal" for torch.nn.init.orthogonal_ on each gate's recurrent kernel
+            (flattened to Hc rows), or "uniform" (the default: the cells' own).
         **options: rnnkit.Recurrent's keywords (dropout, recurrent_dropout, zoneout_*, backend, ...).
     """
 
     def __init__(self, input_channels: int, hidden_channels: int, kernel_size: IntOrTuple = 3, num_layers: int = 1,
                  batch_first: bool = False, bidirectional: bool = False, peephole: bool = False, dims: int = 2, *,
                  bias: bool = True, dilation: IntOrTuple = 1, groups: int = 1,
-                 peephole_size: Optional[Sequence[int]] = None, device=None, dtype=None, **options: Any) -> None:
+                 peephole_size: Optional[Sequence[int]] = None, forget_bias: Optional[float] = None,
+                 recurrent_init: str = "uniform", device=None, dtype=None, **options: Any) -> None:
+        check_init_options(type(self).__name__, forget_bias, recurrent_init)
+
         def make(size: int) -> ConvLSTMCell:
             return ConvLSTMCell(size, hidden_channels, kernel_size, dims=dims, bias=bias, dilation=dilation,
                                 groups=groups, peephole=peephole, peephole_size=peephole_size, device=device,
@@ -62,14 +68,19 @@ class ConvLSTM(_ConvLayer):
         super().__init__(make, num_layers, bidirectional=bidirectional, batch_first=batch_first,
                          input_size=input_channels, **options)
         self.dims, self.peephole = dims, peephole
+        self.apply_init_options(forget_bias, recurrent_init)
 
 
 class ConvGRU(_ConvLayer):
-    """Stacked convolutional GRU (see ConvGRUCell for the equations); arguments as ConvLSTM, no peepholes."""
+    """Stacked convolutional GRU (see ConvGRUCell for the equations); arguments as ConvLSTM, no peepholes;
+    forget_bias starts the update gate z (z = 1 keeps the old state) at σ(forget_bias), as rnnkit.GRU."""
 
     def __init__(self, input_channels: int, hidden_channels: int, kernel_size: IntOrTuple = 3, num_layers: int = 1,
                  batch_first: bool = False, bidirectional: bool = False, dims: int = 2, *, bias: bool = True,
-                 dilation: IntOrTuple = 1, groups: int = 1, device=None, dtype=None, **options: Any) -> None:
+                 dilation: IntOrTuple = 1, groups: int = 1, forget_bias: Optional[float] = None,
+                 recurrent_init: str = "uniform", device=None, dtype=None, **options: Any) -> None:
+        check_init_options(type(self).__name__, forget_bias, recurrent_init)
+
         def make(size: int) -> ConvGRUCell:
             return ConvGRUCell(size, hidden_channels, kernel_size, dims=dims, bias=bias, dilation=dilation,
                                groups=groups, device=device, dtype=dtype)
@@ -77,3 +88,4 @@ class ConvGRU(_ConvLayer):
         super().__init__(make, num_layers, bidirectional=bidirectional, batch_first=batch_first,
                          input_size=input_channels, **options)
         self.dims = dims
+        self.apply_init_options(forget_bias, recurrent_init)

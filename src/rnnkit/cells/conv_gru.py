@@ -32,6 +32,7 @@ class ConvGRUCell(ConvCell):
 
     state_names = ("h",)
     num_gates = 3
+    keep_gate = (("bias_ih", "bias_hh"), 1, 1)  # z, the second block: h_t = … + z_t ⊙ h_{t-1}
 
     def __init__(self, input_size: int, hidden_size: int, kernel_size: IntOrTuple = 3, *, dims: int = 2,
                  bias: bool = True, dilation: IntOrTuple = 1, groups: int = 1, device=None, dtype=None) -> None:

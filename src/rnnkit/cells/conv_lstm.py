@@ -38,6 +38,7 @@ class ConvLSTMCell(ConvCell):
 
     state_names = ("h", "c")
     num_gates = 4
+    keep_gate = (("bias_ih", "bias_hh"), 1, 1)  # f, the second block
 
     def __init__(self, input_size: int, hidden_size: int, kernel_size: IntOrTuple = 3, *, dims: int = 2,
                  bias: bool = True, dilation: IntOrTuple = 1, groups: int = 1, peephole: bool = False,
