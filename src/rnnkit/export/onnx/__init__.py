@@ -31,14 +31,8 @@ The package: `graph.py` the builder (`Graph`), `steps.py` each cell's step body
 the Recurrent layer, `registry.py` which builder writes which model class,
 `apps.py` and `video.py` the application graphs.
 
-Each layer is one ONNX operator where the configuration is exactly the
-operator's (same equations, nothing added):
-
-    LSTMCell (no proj_size)      ONNX LSTM, gate order i, o, f, c (torch: i, f, g, o)
-    PeepholeLSTMCell (no proj)   ONNX LSTM with P = [p_i, p_o, p_f]
-    GRUCell reset="after"        ONNX GRU linear_before_reset=1, gates z, r, h (torch: r, z, n)
-    GRUCell reset="before"       ONNX GRU linear_before_reset=0
-    ElmanCell                    ONNX RNN (Tanh or Relu)
+Each layer is one ONNX LSTM/GRU/RNN operator where the configuration is exactly
+the operator's (same equations, nothing added; the table is in `native.py`).
 
 Everything else — proj_size, SRU, the layer-norm cells, minGRU, ConvLSTM and
 ConvGRU (1-D, 2-D, 3-D, peepholes, dilation, groups), zoneout (its eval-mode
