@@ -228,6 +228,46 @@ def test_models_the_exporter_cannot_write_name_the_feature_and_the_alternative()
         build_onnx(SequenceRegressor("lstm", 3, 4))
 
 
+class _Wrapped(torch.nn.Module):
+    """A model the exporter has no graph for: a GRU and a linear head on every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = rnnkit.GRU(3, 5)
+        self.head = torch.nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0])
+
+
+def test_a_model_class_exports_once_its_graph_is_registered(tmp_path: Path, monkeypatch) -> None:
+    from rnnkit.export.onnx import recurrent_graph, register_graph, registry
+
+    torch.manual_seed(0)
+    model = _Wrapped().eval()
+    with pytest.raises(ExportError, match=r"_Wrapped.*model\.rnn can each be exported.*register_graph"):
+        build_onnx(model)
+    monkeypatch.setattr(registry, "_GRAPHS", dict(registry._GRAPHS))  # the registration ends with the test
+
+    @register_graph(_Wrapped)
+    def _graph(g, model: _Wrapped, options) -> None:
+        x = g.input("input", ["time", "batch", 3])
+        y, _ = recurrent_graph(g, model.rnn, x, None, None, options.native_ops)
+        g.output("logits", g.matmul_t(y, model.head.weight, model.head.bias, "head"), ["time", "batch", 2])
+
+    class _Subclass(_Wrapped):  # takes its nearest registered base's graph
+        pass
+
+    for exported in (model, _Subclass().eval()):
+        path = export_onnx(exported, tmp_path / "wrapped.onnx", torch.randn(4, 2, 3))  # checked on export
+        assert [i.name for i in onnx.load(str(path)).graph.input] == ["input"]
+        assert check_onnx(exported, path, torch.randn(7, 5, 3)) <= TOL  # other T and B: dynamic axes
+    # a class still unregistered keeps the refusal, which now lists the registered model too
+    with pytest.raises(ExportError, match=r"SequenceRegressor.*register_graph \(.*_Wrapped\).*model\.rnn"):
+        from rnnkit.models.regressor import SequenceRegressor
+        build_onnx(SequenceRegressor("lstm", 3, 4))
+
+
 @pytest.mark.parametrize("mode", ["direct", "autoregressive", "seq2seq"])
 @pytest.mark.parametrize("head,masked,K,cell,layers", [
     ("point", False, 1, "lstm", 1), ("gaussian", True, 2, "gru", 2), ("quantile", False, 0, "sru", 2)])

@@ -137,12 +137,15 @@ class Forecaster(nn.Module):
             return theta.view(h.shape[0], c.horizon, c.num_series, c.params_per_value)
         return theta.view(*h.shape[:-1], c.num_series, c.params_per_value)
 
+    @property
+    def point_index(self) -> int:
+        """Where the point forecast (mean or median) sits among the P parameters of each value."""
+        c = self.config
+        return c.quantiles.index(0.5) if c.head == "quantile" else 0
+
     def point(self, theta: Tensor) -> Tensor:
         """The point forecast (mean or median) of θ (..., C, P) → (..., C)."""
-        c = self.config
-        if c.head == "quantile":
-            return theta[..., c.quantiles.index(0.5)]
-        return theta[..., 0]
+        return theta[..., self.point_index]
 
     def _ar_input(self, y: Tensor, future_k: Tensor) -> Tensor:
         """The autoregressive input for a step whose value is y (B, C): [y, flags = 1, calendar]."""

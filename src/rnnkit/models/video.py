@@ -99,14 +99,15 @@ class AdvectionHead(nn.Module):
 
     forward(h (B, Hc, s, s), prev (B, C, S, S) in [0, 1]) -> next frame (B, C, S, S) in [0, 1]
     (a convex combination of moved copies of `prev` and black, so it stays in [0, 1]).
+    The kernels are read from h average-pooled to `pool_size`×`pool_size`.
     """
 
-    POOL = 4  # the kernels are read from h average-pooled to POOL×POOL: where things are, coarsely
+    pool_size = 4  # the kernels are read from h average-pooled to this grid: where things are, coarsely
 
     def __init__(self, hidden_channels: int, channels: int, patch_size: int, kernels: int, size: int) -> None:
         super().__init__()
         self.kernels, self.size, self.patch_size = kernels, size, patch_size
-        self.kernel_logits = nn.Linear(hidden_channels * self.POOL ** 2, kernels * size * size)
+        self.kernel_logits = nn.Linear(hidden_channels * self.pool_size ** 2, kernels * size * size)
         self.mask_logits = nn.Conv2d(hidden_channels, (kernels + 1) * patch_size ** 2, 1)
         with torch.no_grad():  # start as "copy the previous frame": every kernel peaked at its centre
             self.kernel_logits.weight.mul_(0.1)
@@ -116,7 +117,7 @@ class AdvectionHead(nn.Module):
 
     def forward(self, h: Tensor, prev: Tensor) -> Tensor:
         M, K = self.kernels, self.size
-        pooled = F.adaptive_avg_pool2d(h, self.POOL).flatten(1)
+        pooled = F.adaptive_avg_pool2d(h, self.pool_size).flatten(1)
         kernels = torch.softmax(self.kernel_logits(pooled).view(h.shape[0], M, K * K), dim=-1)
         N, C, S = prev.shape[0], prev.shape[1], prev.shape[-1]
         # one grouped convolution: group (n, c) moves channel c of sequence n by its own M kernels
@@ -129,7 +130,13 @@ class AdvectionHead(nn.Module):
 
 
 class EncoderForecaster(nn.Module):
-    """Shi et al.'s encoder–forecaster. forward(frames (k, B, C, S, S)) -> logits (n, B, C, S, S)."""
+    """Shi et al.'s encoder–forecaster. forward(frames (k, B, C, S, S)) -> logits (n, B, C, S, S).
+
+    With the advection head the logits are those of the moved frame's probabilities squeezed into
+    [logit_eps, 1 − logit_eps] (smoothly, so exact 0/1 keep a gradient).
+    """
+
+    logit_eps = 1e-4
 
     def __init__(self, config: VideoConfig) -> None:
         super().__init__()
@@ -213,12 +220,10 @@ class EncoderForecaster(nn.Module):
         return torch.sigmoid(self(frames))
 
 
-LOGIT_EPS = 1e-4
-
-
 def _logit(probs: Tensor) -> Tensor:
     """Logits of probabilities squeezed into [eps, 1 − eps] (smoothly, so exact 0/1 keep a gradient)."""
-    p = LOGIT_EPS + (1 - 2 * LOGIT_EPS) * probs
+    eps = EncoderForecaster.logit_eps
+    p = eps + (1 - 2 * eps) * probs
     return torch.log(p) - torch.log1p(-p)
 
 
