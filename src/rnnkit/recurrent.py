@@ -63,6 +63,9 @@ class Recurrent(nn.Module):
         input_size: the features of x_t; required with a factory, checked with a cell.
 
     Every dropout is active only in train(); zoneout is deterministic in eval().
+    The seven probabilities are held as one frozen `layer.regularisation`
+    (rnnkit.regularisation.Regularisation); `layer.dropout` etc. read it, and
+    setting one replaces it, checked again.
     """
 
     #: hold the cells' parameters on the layer under torch.nn's names (weight_hh_l0, ...). Each forward
