@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
+from rnnkit.errors import InputError
 from helpers import ALL_MODES, LayerConfig, as_state, assert_close, make_batch, state_parts
 
 F64 = torch.float64
@@ -347,3 +348,78 @@ def test_inter_layer_dropout_only_between_layers() -> None:
 def test_probabilities_outside_unit_interval_raise(name: str, value) -> None:
     with pytest.raises(ValueError, match=rf"{name} must be a probability in \[0, 1\); got"):
         rnnkit.LSTM(3, 4, num_layers=2, **{name: value})
+
+
+# ------------------------------------------------------- the Regularisation object
+def test_regularisation_object_validates_and_is_frozen() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from rnnkit.regularisation import Regularisation
+
+    with pytest.raises(InputError, match=r"^Regularisation: zoneout_cell must be a probability in \[0, 1\); "
+                                                r"got 1\.0$"):
+        Regularisation(zoneout_cell=1.0)
+    with pytest.raises(InputError, match=r"^GRU: weight_dropout must be .* got True$"):
+        Regularisation(weight_dropout=True, owner="GRU")
+    reg = Regularisation(dropout=0, input_dropout=0.5)
+    assert reg.dropout == 0.0 and isinstance(reg.dropout, float)
+    with pytest.raises(FrozenInstanceError):
+        reg.dropout = 0.5  # type: ignore[misc]
+    with pytest.raises(InputError, match=r"^LSTM: zoneout_hidden needs a state named 'h'; SRUCell has"):
+        Regularisation(zoneout_hidden=0.1, owner="LSTM").check_cell(rnnkit.SRUCell(3, 3))
+    with pytest.raises(InputError, match=r"recurrent_dropout needs a cell with a recurrent matrix"):
+        Regularisation(recurrent_dropout=0.1).check_cell(rnnkit.MinGRUCell(3, 4))
+
+
+def test_regularisation_reports_what_is_active() -> None:
+    from rnnkit.regularisation import Regularisation
+
+    assert Regularisation().active() == () and str(Regularisation()) == ""
+    reg = Regularisation(weight_dropout=0.5, dropout=0.25, zoneout_hidden=0.1)
+    assert reg.active() == ("dropout", "zoneout_hidden", "weight_dropout")  # the constructor's order
+    assert str(reg) == "dropout=0.25, zoneout_hidden=0.1, weight_dropout=0.5"
+    layer = rnnkit.LSTM(3, 4, num_layers=2, dropout=0.25, zoneout_hidden=0.1, weight_dropout=0.5)
+    assert layer.regularisation == reg
+    assert "num_layers=2, dropout=0.25, zoneout_hidden=0.1, weight_dropout=0.5, backend='auto'" in repr(layer)
+    with pytest.raises(InputError, match=r"step cannot draw per-sequence masks for dropout, zoneout_hidden, "
+                                                r"weight_dropout one step"):
+        layer.train().step(torch.randn(2, 3))
+
+
+def test_layer_attributes_read_and_replace_the_regularisation() -> None:
+    layer = rnnkit.GRU(3, 4, num_layers=2)
+    assert layer.dropout == 0.0 and layer.regularisation.active() == ()
+    layer.dropout = 0.5
+    assert layer.regularisation.dropout == 0.5 and "dropout=0.5" in repr(layer)
+    with pytest.raises(InputError, match=r"^GRU: output_dropout must be a probability in \[0, 1\); got 2$"):
+        layer.output_dropout = 2
+    with pytest.raises(InputError, match=r"^GRU: zoneout_cell needs a state named 'c'"):
+        layer.zoneout_cell = 0.1
+    assert layer.regularisation.active() == ("dropout",)  # a refused value leaves the layer as it was
+
+
+def test_regularisation_masks() -> None:
+    from rnnkit.regularisation import Regularisation
+
+    reg = Regularisation(input_dropout=0.5, recurrent_dropout=0.5, zoneout_cell=0.25, weight_dropout=0.5)
+    cell = rnnkit.LSTMCell(3, 4)
+    x = torch.randn(6, 5, 3)
+    assert reg.drop_input(x, training=False) is x and reg.recurrent_mask(cell, x, training=False) is None
+    assert reg.zoneout(cell, x, training=False) == (None, 0.25)  # eval: the expectation
+    weights = {"weight_ih": cell.weight_ih}
+    assert reg.dropped_weights(cell, weights, training=False) is weights
+    dropped = reg.drop_input(x, training=True)
+    mask = dropped / x
+    assert torch.allclose(mask, mask[:1].expand_as(mask)), "one input mask per sequence, shared over time"
+    assert set(mask.round(decimals=4).unique().tolist()) == {0.0, 2.0}
+    h_mask, c_mask = reg.zoneout(cell, x, training=True)
+    assert h_mask is None and c_mask.shape == (6, 5, 4) and set(c_mask.unique().tolist()) == {0.0, 1.0}
+    assert reg.recurrent_mask(cell, x, training=True).shape == (5, 4)
+    w = reg.dropped_weights(cell, weights, training=True)
+    assert w["weight_ih"] is cell.weight_ih and w["weight_hh"].shape == cell.weight_hh.shape
+    # drawn in float32 at every dtype: one seed, the same masks in float64
+    torch.manual_seed(3)
+    in32 = reg.zoneout(cell, x, training=True)[1]
+    torch.manual_seed(3)
+    in64 = reg.zoneout(cell, x.double(), training=True)[1]
+    assert in64.dtype == torch.float64 and torch.equal(in64.float(), in32)

@@ -18,29 +18,24 @@ from __future__ import annotations
 
 import copy
 import math
-import re
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import flat_names
 from .backends import registry
-from .backends.base import RunSpec, Zoneout
+from .backends.base import RunSpec, Zoneout, zoneout_step
 from .cells.base import RecurrentCell, State
 from .errors import InputError, InputTypeError
+from .input_layout import Lengths, normalise_input
+from .regularisation import Regularisation, regularisation_attributes
 
 CellFactory = Callable[[int], RecurrentCell]
-_FLAT_NAME = re.compile(r"^(?P<param>[A-Za-z0-9_]+?)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
-_CELL_KEY = re.compile(r"(?P<head>^|\.)cells\.(?P<index>\d+)\.(?P<param>[A-Za-z0-9_]+)$")
 
 
-def _check_probability(owner: str, name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise InputError(f"{owner}: {name} must be a probability in [0, 1); got {value!r}")
-    return float(value)
-
-
+@regularisation_attributes  # layer.dropout, layer.zoneout_hidden, ...: read from layer.regularisation
 class Recurrent(nn.Module):
     """Run any cell over a sequence.
 
@@ -68,6 +63,9 @@ class Recurrent(nn.Module):
         input_size: the features of x_t; required with a factory, checked with a cell.
 
     Every dropout is active only in train(); zoneout is deterministic in eval().
+    The seven probabilities are held as one frozen `layer.regularisation`
+    (rnnkit.regularisation.Regularisation); `layer.dropout` etc. read it, and
+    setting one replaces it, checked again.
     """
 
     #: hold the cells' parameters on the layer under torch.nn's names (weight_hh_l0, ...). Each forward
@@ -104,13 +102,8 @@ class Recurrent(nn.Module):
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
         self.batch_first = batch_first
-        self.dropout = _check_probability(owner, "dropout", dropout)
-        self.input_dropout = _check_probability(owner, "input_dropout", input_dropout)
-        self.output_dropout = _check_probability(owner, "output_dropout", output_dropout)
-        self.recurrent_dropout = _check_probability(owner, "recurrent_dropout", recurrent_dropout)
-        self.zoneout_hidden = _check_probability(owner, "zoneout_hidden", zoneout_hidden)
-        self.zoneout_cell = _check_probability(owner, "zoneout_cell", zoneout_cell)
-        self.weight_dropout = _check_probability(owner, "weight_dropout", weight_dropout)
+        regularisation = Regularisation(dropout, input_dropout, output_dropout, recurrent_dropout, zoneout_hidden,
+                                        zoneout_cell, weight_dropout, owner=owner)
         self.backend = backend
         self.cells = nn.ModuleList(self._build_cells(cell, input_size))
         first = self.cells[0]
@@ -122,10 +115,10 @@ class Recurrent(nn.Module):
                 cell.hand_parameters_to(self, {param: self._flat_key(index, param)
                                                for param, _ in cell.named_parameters(recurse=False)})
         else:
-            self.register_state_dict_post_hook(_state_dict_to_flat_names)
-            self.register_load_state_dict_pre_hook(_state_dict_from_flat_names)
-            self.register_load_state_dict_post_hook(_report_flat_names)
-        self._check_regularisation(first)
+            flat_names.register_hooks(self)
+        regularisation.check_cell(first)
+        #: the dropout and zoneout probabilities; each is also an attribute (layer.dropout, ...).
+        self.regularisation = regularisation
         #: name of the backend that ran the last forward (e.g. "reference").
         self.last_backend: Optional[str] = None
         #: why `auto` passed over faster backends in the last forward, by backend.
@@ -177,21 +170,6 @@ class Recurrent(nn.Module):
             size = self.num_directions * cells[-1].output_size
         return cells
 
-    def _check_regularisation(self, cell: RecurrentCell) -> None:
-        owner = type(self).__name__
-        if self.recurrent_dropout and not cell.recurrent_input_size:
-            raise InputError(f"{owner}: recurrent_dropout needs a cell with a recurrent matrix; "
-                             f"{type(cell).__name__} has none")
-        if self.weight_dropout and not isinstance(getattr(cell, "weight_hh", None), Tensor):
-            raise InputError(f"{owner}: weight_dropout (DropConnect on weight_hh) needs a cell with weight_hh; "
-                             f"{type(cell).__name__} has none")
-        if self.zoneout_hidden and "h" not in cell.state_names:
-            raise InputError(f"{owner}: zoneout_hidden needs a state named 'h'; "
-                             f"{type(cell).__name__} has {cell.state_names}")
-        if self.zoneout_cell and "c" not in cell.state_names:
-            raise InputError(f"{owner}: zoneout_cell needs a state named 'c'; "
-                             f"{type(cell).__name__} has {cell.state_names}")
-
     # --------------------------------------------------------------- helpers
     @property
     def state_sizes(self) -> Tuple[int, ...]:
@@ -208,13 +186,11 @@ class Recurrent(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            match = _FLAT_NAME.match(name)
-            if match and "cells" in self._modules and not self.torch_names:  # (those are the layer's own)
-                layer, direction = int(match["layer"]), 1 if match["reverse"] else 0
-                if layer < self.num_layers and direction < self.num_directions:
-                    cell = self.cells[layer * self.num_directions + direction]
-                    if hasattr(cell, match["param"]):
-                        return getattr(cell, match["param"])
+            found = "cells" in self._modules and not self.torch_names and flat_names.cell_index(self, name)
+            if found:  # (with torch_names those are the layer's own)
+                cell = self.cells[found[0]]
+                if hasattr(cell, found[1]):
+                    return getattr(cell, found[1])
             raise
 
     @property
@@ -258,7 +234,7 @@ class Recurrent(nn.Module):
         input: Union[Tensor, PackedSequence],
         state: Optional[State] = None,
         *,
-        lengths: Optional[Union[Tensor, Sequence[int]]] = None,
+        lengths: Optional[Lengths] = None,
         mask: Optional[Tensor] = None,
         padding_side: str = "right",
     ) -> Tuple[Union[Tensor, PackedSequence], State]:
@@ -279,54 +255,12 @@ class Recurrent(nn.Module):
             positions; final state (L·D, B, S_k) per state tensor, each row's
             state after its last valid step.
         """
-        owner = type(self).__name__
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            if lengths is not None or mask is not None:
-                raise InputError(f"{owner}: a PackedSequence carries its own lengths; do not pass lengths= or mask=")
-            x, lengths_t = _unpack_packed(input)  # tensor ops only: no graph break under torch.compile
-            self._check_input(input.data)  # features, dtype, device: (N, I) reads as unbatched
-            lengths_t = lengths_t.to(x.device)
-            unbatched = False
-            padding_side = "right"
-        else:
-            x, unbatched = self._check_input(input)
-            if self.batch_first and not unbatched:
-                x = x.transpose(0, 1)
-            if unbatched:
-                x = x.unsqueeze(1)
-            if padding_side not in ("right", "left"):
-                raise InputError(f"{owner}: padding_side must be 'right' or 'left'; got {padding_side!r}")
-            if unbatched and (lengths is not None or mask is not None):
-                raise InputError(f"{owner}: lengths= and mask= need batched input (T, B, I); got unbatched "
-                                 f"input of shape {tuple(input.shape)}")
-            lengths_t = self._check_lengths(x, lengths, mask, padding_side)
-        T, B = x.shape[0], x.shape[1]
-        states = self._check_state(state, B, x, unbatched)
-
-        if lengths_t is not None and padding_side == "left":
-            x = _shift_left_padding(x, lengths_t, to_right=True)
-        # Under torch.compile / torch.export these two shortcuts would read tensor values on the host
-        # (a graph break); the masked loop over all T steps gives the same numbers.
-        compiling = torch.compiler.is_compiling()
-        if lengths_t is not None and not compiling and bool((lengths_t == T).all()):
-            lengths_t = None  # every row is full: the masked loop is not needed
-        T_run = T if lengths_t is None or compiling else int(lengths_t.max())
-        out, final = self._run_stack(x[:T_run], states, lengths_t)
-        if T_run < T:
-            out = torch.cat([out, out.new_zeros(T - T_run, *out.shape[1:])])
-
-        if lengths_t is not None and padding_side == "left":
-            out = _shift_left_padding(out, lengths_t, to_right=False)
-        if packed:
-            output: Union[Tensor, PackedSequence] = _repack_packed(out, input)
-        else:
-            if unbatched:
-                out = out.squeeze(1)
-            elif self.batch_first:
-                out = out.transpose(0, 1)
-            output = out
-        final = tuple(s.squeeze(1) for s in final) if unbatched else final
+        x, lengths, layout = normalise_input(input, lengths=lengths, mask=mask, padding_side=padding_side,
+                                             batch_first=self.batch_first, owner=type(self).__name__,
+                                             check=self._check_input)  # x (T, B, I) right-padded
+        states = self._check_state(state, x.shape[1], x, layout.unbatched)
+        out, final = self._run_to_longest(x, states, lengths)
+        output, final = layout.restore(out, final)
         return output, self.cells[0].pack_state(final)
 
     def step(self, x_t: Tensor, state: Optional[State] = None) -> Tuple[Tensor, State]:
@@ -356,8 +290,7 @@ class Recurrent(nn.Module):
             raise InputError(f"{owner}.step needs a unidirectional layer: the reverse direction of a bidirectional "
                              f"layer starts at the end of the sequence, which a stream has not seen yet. Run "
                              f"forward() over the whole sequence instead.")
-        active = [name for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout",
-                                    "zoneout_hidden", "zoneout_cell", "weight_dropout") if getattr(self, name)]
+        active = self.regularisation.active()
         if self.training and active:
             raise InputError(f"{owner}.step cannot draw per-sequence masks for {', '.join(active)} one step at a "
                              f"time; call .eval() for inference (or train with forward())")
@@ -373,28 +306,41 @@ class Recurrent(nn.Module):
         if p_device is not None and x_t.device != p_device:
             raise InputError(f"{owner}.step expects x_t on {p_device} (where the parameters are); got {x_t.device}")
         states = self._check_state(state, x_t.shape[0], x_t.unsqueeze(0), unbatched=False)
-        keep = {"h": self.zoneout_hidden, "c": self.zoneout_cell}  # eval: s = p·s_{t-1} + (1−p)·s̃_t
         x = x_t
         finals: List[Tuple[Tensor, ...]] = []
         for cell, old in zip(self.cells, states):
             with cell.using_weights(cell.held_weights()):  # a parametrized weight computed once per call
                 y, new = cell.step(cell.project(x), cell.pack_state(old))
             new = cell.unpack_state(new)
-            if any(keep.get(name, 0.0) for name in cell.state_names):
-                new = tuple(n + keep.get(name, 0.0) * (o - n) for name, n, o in zip(cell.state_names, new, old))
-                if cell.outputs_state:
-                    y = new[0]
+            keeps = self.regularisation.zoneout(cell, x, training=False)  # eval: the expectation p, or None
+            if any(keep is not None for keep in keeps):
+                y, new = zoneout_step(cell, y, new, old, keeps)
             finals.append(new)
             x = y
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
         return x, self.cells[0].pack_state(stacked)
 
+    def _run_to_longest(self, x: Tensor, states: Tuple[Tuple[Tensor, ...], ...],
+                        lengths: Optional[Tensor]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """As _run_stack, without the masked loop when every row is full and without the steps past the
+        longest row (zero outputs there)."""
+        # Under torch.compile / torch.export these two shortcuts would read tensor values on the host
+        # (a graph break); the masked loop over all T steps gives the same numbers.
+        T = x.shape[0]
+        compiling = torch.compiler.is_compiling()
+        if lengths is not None and not compiling and bool((lengths == T).all()):
+            lengths = None  # every row is full: the masked loop is not needed
+        T_run = T if lengths is None or compiling else int(lengths.max())
+        out, final = self._run_stack(x[:T_run], states, lengths)
+        if T_run < T:
+            out = torch.cat([out, out.new_zeros(T - T_run, *out.shape[1:])])
+        return out, final
+
     def _run_stack(self, x: Tensor, states: Tuple[Tuple[Tensor, ...], ...],
                    lengths: Optional[Tensor]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
         """x (T, B, I) right-padded -> (outputs (T, B, D·O), final (L·D, B, S_k) per state tensor)."""
-        D = self.num_directions
-        if self.training and self.input_dropout:
-            x = x * _variational_mask(x, self.input_dropout)
+        D, regularisation = self.num_directions, self.regularisation
+        x = regularisation.drop_input(x, self.training)
         finals: List[Tuple[Tensor, ...]] = []
         names: List[str] = []
         for layer in range(self.num_layers):
@@ -413,45 +359,28 @@ class Recurrent(nn.Module):
                 outs.append(y if direction == 0 else _reverse_padded(y, lengths))
                 finals.append(final)
             x = outs[0] if D == 1 else torch.cat(outs, dim=2)  # (T, B, D·O, *spatial)
-            if self.training and self.dropout and layer < self.num_layers - 1:
-                x = x * (_bernoulli(x.shape, 1.0 - self.dropout, x) / (1.0 - self.dropout))
-        if self.training and self.output_dropout:
-            x = x * _variational_mask(x, self.output_dropout)
+            if layer < self.num_layers - 1:
+                x = regularisation.drop_between_layers(x, self.training)
+        x = regularisation.drop_output(x, self.training)
         self.last_backend = names[0] if len(set(names)) == 1 else ",".join(names)
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
         return x, stacked
 
     # ------------------------------------------------------- regularisation
+    # The masks, drawn by self.regularisation; methods of the layer so that a test can watch them.
     def _dropped_weights(self, cell: RecurrentCell, weights: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """`weights` (those the layer holds for the cell, read once) with DropConnect on weight_hh in train()."""
-        if not (self.training and self.weight_dropout):
-            return weights
-        w, keep = weights.get("weight_hh", cell.weight_hh), 1.0 - self.weight_dropout
-        return {**weights, "weight_hh": w * (_bernoulli(w.shape, keep, w) / keep)}
+        return self.regularisation.dropped_weights(cell, weights, self.training)
 
     def _recurrent_mask(self, cell: RecurrentCell, x: Tensor) -> Optional[Tensor]:
-        if not (self.training and self.recurrent_dropout):
-            return None
-        keep = 1.0 - self.recurrent_dropout
-        shape = (x.shape[1], cell.recurrent_input_size, *x.shape[3:])
-        return _bernoulli(shape, keep, x) / keep
+        return self.regularisation.recurrent_mask(cell, x, self.training)
 
     def _zoneout(self, cell: RecurrentCell, x: Tensor) -> Tuple[Zoneout, ...]:
-        probs = {"h": self.zoneout_hidden, "c": self.zoneout_cell}
-        result: List[Zoneout] = []
-        for name, size in zip(cell.state_names, cell.state_sizes):
-            p = probs.get(name, 0.0)
-            if not p:
-                result.append(None)
-            elif self.training:
-                shape = (x.shape[0], x.shape[1], size, *x.shape[3:])
-                result.append(_bernoulli(shape, p, x))
-            else:
-                result.append(p)
-        return tuple(result)
+        return self.regularisation.zoneout(cell, x, self.training)
 
     # ------------------------------------------------------------ validation
-    def _check_input(self, input: Tensor) -> Tuple[Tensor, bool]:
+    def _check_input(self, input: Tensor) -> bool:
+        """Raise unless `input` has the layer's features, dtype and device and at least one step and row;
+        return whether it is unbatched."""
         owner = type(self).__name__
         if not isinstance(input, Tensor):
             raise InputTypeError(f"{owner} expects input to be a Tensor or PackedSequence; got {type(input).__name__}")
@@ -482,37 +411,7 @@ class Recurrent(nn.Module):
             raise InputError(f"{owner} expects at least one time step; got input of shape {tuple(input.shape)}")
         if B == 0:
             raise InputError(f"{owner} got an empty batch (batch size 0), input of shape {tuple(input.shape)}")
-        return input, unbatched
-
-    def _check_lengths(self, x: Tensor, lengths, mask: Optional[Tensor], padding_side: str) -> Optional[Tensor]:
-        owner = type(self).__name__
-        T, B = x.shape[0], x.shape[1]
-        if mask is not None:
-            if lengths is not None:
-                raise InputError(f"{owner}: pass lengths= or mask=, not both")
-            lengths = _mask_to_lengths(owner, mask, T, B, padding_side)
-        if lengths is None:
-            return None
-        if not isinstance(lengths, Tensor):
-            try:
-                lengths = torch.as_tensor(lengths)
-            except (TypeError, ValueError) as err:
-                raise InputTypeError(f"{owner}: lengths must be a 1-D integer tensor or sequence; got {lengths!r}") from err
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise InputTypeError(f"{owner}: lengths must hold integers; got dtype {lengths.dtype}")
-        if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise InputError(f"{owner}: lengths must have shape ({B},), one length per sequence in the batch; "
-                             f"got shape {tuple(lengths.shape)}")
-        lengths = lengths.to(device=x.device, dtype=torch.int64)
-        if torch.compiler.is_compiling():  # same check without reading values on the host (no graph break)
-            torch._assert_async(((lengths >= 1) & (lengths <= T)).all(),
-                                f"{owner}: every length must be in [1, {T}] (the input has {T} time steps)")
-            return lengths
-        low, high = int(lengths.min()), int(lengths.max())
-        if low < 1 or high > T:
-            raise InputError(f"{owner}: every entry of lengths must be in [1, {T}] (the input has {T} time steps); "
-                             f"got min {low}, max {high}")
-        return lengths
+        return unbatched
 
     def _check_state(self, state: Optional[State], B: int, x: Tensor,
                      unbatched: bool) -> Tuple[Tuple[Tensor, ...], ...]:
@@ -556,27 +455,13 @@ class Recurrent(nn.Module):
         for name in ("bidirectional", "batch_first"):
             if getattr(self, name):
                 parts.append(f"{name}=True")
-        for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout", "zoneout_hidden",
-                     "zoneout_cell", "weight_dropout"):
-            if getattr(self, name):
-                parts.append(f"{name}={getattr(self, name)}")
+        if self.regularisation.active():
+            parts.append(str(self.regularisation))
         parts.append(f"backend={self.backend!r}")
         return ", ".join(parts)
 
 
 # ------------------------------------------------------------------ helpers
-def _variational_mask(x: Tensor, p: float) -> Tensor:
-    """One dropout mask per sequence, shared over time: (1, B, F) for x (T, B, F)."""
-    keep = 1.0 - p
-    return _bernoulli((1,) + tuple(x.shape[1:]), keep, x) / keep
-
-
-def _bernoulli(shape: Sequence[int], p: float, like: Tensor) -> Tensor:
-    """0/1 draws with probability p, in `like`'s dtype and device. Drawn in float32 whatever the dtype,
-    so one seed gives the same masks at every precision (a float64 run repeats a float32 run's dropout)."""
-    return torch.bernoulli(torch.full(tuple(shape), p, device=like.device, dtype=torch.float32)).to(like.dtype)
-
-
 def _reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     """Reverse each row's valid prefix in time; padded steps stay where they are."""
     if lengths is None:
@@ -585,112 +470,3 @@ def _reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
     index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
     return x.gather(0, index.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x))
-
-
-def _shift_left_padding(x: Tensor, lengths: Tensor, to_right: bool) -> Tensor:
-    """Move each row's valid steps from the end to the start (to_right) or back."""
-    T = x.shape[0]
-    t = torch.arange(T, device=x.device)[:, None]
-    shift = (T - lengths)[None, :]  # (1, B)
-    index = (t + shift) % T if to_right else (t - shift) % T
-    return x.gather(0, index.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x))
-
-
-def _mask_to_lengths(owner: str, mask: Tensor, T: int, B: int, padding_side: str) -> Tensor:
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise InputTypeError(f"{owner}: mask must be a bool tensor of shape ({B}, {T}); got {got}")
-    if tuple(mask.shape) != (B, T):
-        raise InputError(f"{owner}: mask must have shape (batch, time) = ({B}, {T}); got {tuple(mask.shape)}")
-    lengths = mask.sum(dim=1)
-    if bool((lengths == 0).any()):
-        raise InputError(f"{owner}: mask must mark at least one valid (True) step in every row; rows "
-                         f"{(lengths == 0).nonzero().flatten().tolist()} have none")
-    t = torch.arange(T, device=mask.device)[None, :]
-    expected = t < lengths[:, None] if padding_side == "right" else t >= (T - lengths)[:, None]
-    if not bool((expected == mask).all()):
-        raise InputError(f"{owner}: mask must mark one contiguous run of valid steps at the {padding_side} "
-                         f"side of each row (padding_side={padding_side!r})")
-    return lengths
-
-
-# torch's pad_packed_sequence / pack_padded_sequence read batch_sizes on the host (.tolist(), output
-# shapes from values), which breaks torch.compile graphs; these index with tensor ops, shapes from
-# T = len(batch_sizes), B = len(sorted_indices) and N = len(data) only.
-def _unpack_packed(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
-    """A PackedSequence -> (x (T, B, *F) right-padded with zeros, lengths (B,) int64), in the caller's batch order."""
-    data, sorted_indices, unsorted_indices = packed.data, packed.sorted_indices, packed.unsorted_indices
-    batch_sizes = packed.batch_sizes.to(data.device)
-    T = batch_sizes.shape[0]
-    # enforce_sorted=True packs carry no sorted_indices: then B is a value (traced as a data-dependent size)
-    B = sorted_indices.shape[0] if sorted_indices is not None else int(packed.batch_sizes[0])
-    b = torch.arange(B, device=data.device)
-    valid = b[None, :] < batch_sizes[:, None]  # (T, B), sorted order
-    index = torch.where(valid, (torch.cumsum(batch_sizes, 0) - batch_sizes)[:, None] + b[None, :], 0)
-    x = data[index.reshape(-1)].reshape(T, B, *data.shape[1:])
-    x = torch.where(valid.reshape(T, B, *([1] * (data.dim() - 1))), x, 0)
-    lengths = valid.sum(0)
-    if unsorted_indices is not None:
-        x, lengths = x.index_select(1, unsorted_indices), lengths.index_select(0, unsorted_indices)
-    return x, lengths
-
-
-def _repack_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
-    """out (T, B, *F) in the caller's batch order -> a PackedSequence with `like`'s batch_sizes and indices."""
-    T, B = out.shape[0], out.shape[1]
-    if like.sorted_indices is not None:
-        out = out.index_select(1, like.sorted_indices)
-    batch_sizes = like.batch_sizes.to(out.device)
-    ends = torch.cumsum(batch_sizes, 0)
-    n = torch.arange(like.data.shape[0], device=out.device)  # packed row n is step t, sorted row b
-    t = torch.searchsorted(ends, n, right=True)
-    b = n - (ends - batch_sizes)[t]
-    data = out.reshape(T * B, *out.shape[2:])[t * B + b]
-    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
-
-
-# ------------------------------------------------ torch-style state_dict keys
-def _state_dict_to_flat_names(module: Recurrent, state_dict, prefix: str, local_metadata) -> None:
-    items = list(state_dict.items())
-    for key, _ in items:
-        if key.startswith(prefix + "cells."):
-            del state_dict[key]
-    for key, value in items:
-        if key.startswith(prefix + "cells."):
-            index, param = key[len(prefix) + len("cells."):].split(".", 1)
-            name = module._flat_key(int(index), param) if "." not in param else key
-            state_dict[prefix + name] = value
-        elif key in state_dict:  # keep order for keys that are not ours
-            state_dict[key] = state_dict.pop(key)
-
-
-def _state_dict_from_flat_names(module: Recurrent, state_dict, prefix: str, local_metadata, strict,
-                                missing_keys, unexpected_keys, error_msgs) -> None:
-    # the cells report size mismatches under their own keys (cells.2.weight_hh); _report_flat_names renames them
-    module.__dict__["_load_messages"] = (prefix, error_msgs)
-    for key in list(state_dict.keys()):
-        if not key.startswith(prefix):
-            continue
-        match = _FLAT_NAME.match(key[len(prefix):])
-        if not match:
-            continue
-        layer, direction = int(match["layer"]), 1 if match["reverse"] else 0
-        if layer < module.num_layers and direction < module.num_directions:
-            index = layer * module.num_directions + direction
-            state_dict[f"{prefix}cells.{index}.{match['param']}"] = state_dict.pop(key)
-
-
-def _report_flat_names(module: Recurrent, incompatible_keys) -> None:
-    """Name missing parameters as the caller knows them (weight_hh_l1, not cells.1.weight_hh)."""
-
-    def rename(key: str) -> str:
-        match = _CELL_KEY.search(key)
-        if not match or "." in match["param"]:
-            return key
-        flat = module._flat_key(int(match["index"]), match["param"])
-        return key[: match.start()] + match["head"] + flat
-
-    incompatible_keys.missing_keys[:] = [rename(k) for k in incompatible_keys.missing_keys]
-    prefix, error_msgs = module.__dict__.pop("_load_messages", ("", []))
-    cell_key = re.compile(re.escape(prefix) + r"cells\.(\d+)\.([A-Za-z0-9_]+)\b")
-    error_msgs[:] = [cell_key.sub(lambda m: prefix + module._flat_key(int(m[1]), m[2]), msg) for msg in error_msgs]

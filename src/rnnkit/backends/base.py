@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Protocol, Tuple, Union
+from typing import Dict, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -55,6 +55,14 @@ class RunSpec:
     @property
     def has_zoneout(self) -> bool:
         return any(z is not None for z in self.zoneout)
+
+
+def zoneout_step(cell: RecurrentCell, y: Tensor, new: Tuple[Tensor, ...], old: Tuple[Tensor, ...],
+                 keeps: Sequence[Zoneout]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    """One step's zoneout: s_t = keep·s_{t-1} + (1 − keep)·s̃_t per state tensor, keep a (B, S) 0/1 mask
+    (training), p (eval) or None (off); a cell whose output is its first state outputs the result."""
+    new = tuple(n if keep is None else n + keep * (o - n) for n, o, keep in zip(new, old, keeps))
+    return (new[0] if cell.outputs_state else y), new
 
 
 def cell_type(cell: RecurrentCell) -> type:

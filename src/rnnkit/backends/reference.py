@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .base import RunSpec
+from .base import RunSpec, zoneout_step
 
 
 def _loop(spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
@@ -34,23 +34,14 @@ def _loop(spec: RunSpec) -> Tuple[Tensor, Tuple[Tensor, ...]]:
                   else cell.step(u_t, cell.pack_state(state), spec.recurrent_mask))
         new = cell.unpack_state(new)
         if spec.has_zoneout:
-            new = tuple(_zoneout(n, s, z if z is None or isinstance(z, float) else z[t])
-                        for n, s, z in zip(new, state, zoneout))
-            if cell.outputs_state:
-                y = new[0]
+            y, new = zoneout_step(cell, y, new, state, [z if z is None or isinstance(z, float) else z[t]
+                                                        for z in zoneout])
         if valid is not None:
             new = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state))
             y = torch.where(valid[t], y, torch.zeros((), dtype=y.dtype, device=y.device))
         state = new
         outputs.append(y)
     return torch.stack(outputs), state
-
-
-def _zoneout(new: Tensor, old: Tensor, keep: Optional[object]) -> Tensor:
-    """s_t = keep·s_{t-1} + (1 − keep)·s̃_t: keep is a 0/1 mask (training) or p (eval)."""
-    if keep is None:
-        return new
-    return new + keep * (old - new)
 
 
 class ReferenceBackend:
