@@ -27,7 +27,7 @@ from ..data.pairs import EncodedPairs, PairBatches, collate, encode_pairs, load_
 from ..data.spm import MODEL_TYPES, SentencePieceTokenizer, train_sentencepiece
 from ..data.text import DataError, decode_utf8, read_lines, split_lines
 from ..models.attention import ATTENTIONS
-from ..models.char_lm import CELLS
+from ..cells import CELLS
 from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 from ..recipes import repository_data

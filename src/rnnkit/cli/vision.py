@@ -32,7 +32,7 @@ from .apps import app_training_specs, load_app_model, run_app
 from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
-from ..models.char_lm import CELLS as CAPTION_CELLS  # noqa: E402
+from ..cells import CELLS as CAPTION_CELLS  # noqa: E402
 from ..errors import InputError
 
 # ------------------------------------------------------------------ video

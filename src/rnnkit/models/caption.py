@@ -35,7 +35,8 @@ from ..data.captions import BOS, EOS, PAD
 from .._optional import pyplot, require
 from ..training.trainer import LossResult
 from .attention import Attention
-from .char_lm import CELLS, make_cell
+from ..checks import check_positive_ints, check_probability
+from ..cells.registry import check_cell, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search
 from .seq2seq import SamplingSchedule
 from ..errors import InputError
@@ -60,20 +61,15 @@ class CaptionConfig:
     max_len: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "channels", "image_size", "cnn_width", "cnn_blocks", "embedding_size",
-                     "hidden_size", "attention_size", "max_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"CaptionConfig: {name} must be a positive int; got {v!r}")
-        if self.cell not in CELLS:
-            raise InputError(f"CaptionConfig: cell must be one of {list(CELLS)}; got {self.cell!r}")
+        check_positive_ints(self, ("vocab_size", "channels", "image_size", "cnn_width", "cnn_blocks",
+                                   "embedding_size", "hidden_size", "attention_size", "max_len"), owner="CaptionConfig")
+        check_cell(self.cell, owner="CaptionConfig")
         if self.attention not in CAPTION_ATTENTIONS:
             raise InputError(f"CaptionConfig: attention must be one of {CAPTION_ATTENTIONS}; got {self.attention!r}")
         if self.image_size >> self.cnn_blocks < 1:
             raise InputError(f"CaptionConfig: {self.cnn_blocks} pooling blocks leave no grid of a "
                              f"{self.image_size}-pixel image")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"CaptionConfig: dropout must be in [0, 1); got {self.dropout}")
+        check_probability("dropout", self.dropout, owner="CaptionConfig")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

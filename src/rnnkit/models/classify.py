@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._optional import pyplot, require
-from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
+from ..checks import check_int, check_positive_ints
+from .token_encoder import TokenEncoderModel, check_cell_and_dropout
 from ..errors import InputError
 
 POOLINGS = ("last", "mean", "max")
@@ -65,8 +66,7 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("vocab_size", "embedding_size", "hidden_size", "num_layers"))
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise InputError(f"num_classes must be an int >= 2; got {self.num_classes!r}")
+        check_int("num_classes", self.num_classes, minimum=2)
         if self.objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
         if self.objective == "sigmoid" and self.num_classes != 2:

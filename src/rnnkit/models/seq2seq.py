@@ -45,7 +45,8 @@ from torch.nn import functional as F
 
 from ..recurrent import Recurrent
 from .attention import ATTENTIONS, Attention
-from .char_lm import CELLS, make_cell
+from ..checks import check_int, check_positive_ints
+from ..cells.registry import check_cell, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search, sample_search
 from ..errors import InputError
 
@@ -77,17 +78,12 @@ class Seq2SeqConfig:
     max_target_len: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("source_vocab_size", "target_vocab_size", "embedding_size", "hidden_size", "num_layers",
-                     "max_source_len", "max_target_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise InputError(f"{name} must be a positive int; got {v!r}")
-        if self.decoder_layers is not None and (not isinstance(self.decoder_layers, int) or self.decoder_layers <= 0):
-            raise InputError(f"decoder_layers must be a positive int or None; got {self.decoder_layers!r}")
-        for name in ("cell", "encoder_cell"):
-            v = getattr(self, name)
-            if v is not None and v not in CELLS:
-                raise InputError(f"{name} must be one of {', '.join(CELLS)}; got {v!r}")
+        check_positive_ints(self, ("source_vocab_size", "target_vocab_size", "embedding_size", "hidden_size",
+                                   "num_layers", "max_source_len", "max_target_len"))
+        check_int("decoder_layers", self.decoder_layers, allow_none=True)
+        check_cell(self.cell)
+        if self.encoder_cell is not None:
+            check_cell(self.encoder_cell, setting="encoder_cell")
         if self.bridge not in BRIDGES:
             raise InputError(f"bridge must be one of {BRIDGES}; got {self.bridge!r}")
         if self.attention not in ATTENTIONS:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._optional import pyplot, require
+from ..checks import check_positive_ints, check_probability
 from ..layers_conv import ConvGRU, ConvLSTM
 from ..training.trainer import LossResult
 from ..errors import InputError
@@ -70,11 +71,9 @@ class VideoConfig:
     advect_size: int = 9
 
     def __post_init__(self) -> None:
-        for name in ("frame_size", "channels", "patch_size", "hidden_channels", "num_layers", "kernel_size",
-                     "input_frames", "output_frames", "advect_kernels", "advect_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"VideoConfig: {name} must be a positive int; got {v!r}")
+        check_positive_ints(self, ("frame_size", "channels", "patch_size", "hidden_channels", "num_layers",
+                                   "kernel_size", "input_frames", "output_frames", "advect_kernels", "advect_size"),
+                            owner="VideoConfig")
         if self.frame_size % self.patch_size:
             raise InputError(f"VideoConfig: frame_size {self.frame_size} must be divisible by patch_size "
                              f"{self.patch_size}")
@@ -226,8 +225,7 @@ class VideoTask:
     """Splits each (T, B, C, S, S) batch into k inputs and n targets; loss = BCE summed over pixels."""
 
     def __init__(self, config: VideoConfig, teacher_forcing: float = 0.0) -> None:
-        if not 0.0 <= teacher_forcing <= 1.0:
-            raise InputError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
+        check_probability("teacher_forcing", teacher_forcing, include_one=True)
         self.k, self.n, self.teacher_forcing = config.input_frames, config.output_frames, teacher_forcing
 
     def split(self, batch: Tensor) -> Tuple[Tensor, Tensor]:
