@@ -315,7 +315,7 @@ def _caption_config(s: Dict[str, Any], vocab_size: int, channels: int, attention
 
 def _caption_task(s: Dict[str, Any]):
     from ..models.caption import CaptionTask
-    from ..models.seq2seq import SamplingSchedule
+    from ..models.scheduled_sampling import SamplingSchedule
     return CaptionTask(alpha_c=s["alpha_c"], schedule=SamplingSchedule(s["sampling"], s["sampling_k"],
                                                                        s["sampling_c"], s["sampling_min"]))
 

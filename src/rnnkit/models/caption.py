@@ -38,7 +38,7 @@ from .attention import Attention
 from ..checks import check_positive_ints, check_probability
 from ..cells.registry import check_cell, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search
-from .seq2seq import SamplingSchedule
+from .scheduled_sampling import SamplingSchedule, feed_previous
 from ..errors import InputError
 
 CAPTION_ATTENTIONS = ("bahdanau", "none")
@@ -166,8 +166,10 @@ class CaptionModel(nn.Module):
         """(logits (B, T, V) for tokens[:, 1:], attention (B, T, L)); tokens (B, T+1) start with <bos>.
 
         With teacher_forcing < 1, each step after the first feeds the gold previous word with
-        that probability, else a word sampled from the model's previous distribution (detached).
+        that probability, else a word sampled from the model's previous distribution (detached);
+        padding is always fed as padding (see scheduled_sampling.feed_previous).
         """
+        check_probability("teacher_forcing", teacher_forcing, include_one=True)
         state = self.encode(images)
         T = tokens.shape[1] - 1
         inp = tokens[:, 0]
@@ -178,9 +180,7 @@ class CaptionModel(nn.Module):
             alphas.append(alpha)
             inp = tokens[:, t + 1]
             if teacher_forcing < 1.0 and t + 1 < T:
-                sampled = torch.multinomial(torch.softmax(out.detach().float(), -1), 1).squeeze(1)
-                gold = torch.rand(inp.shape, device=inp.device) < teacher_forcing
-                inp = torch.where(gold, inp, sampled)
+                inp = feed_previous(inp, out, teacher_forcing, pad_id=PAD)
         return torch.stack(logits, 1), torch.stack(alphas, 1)
 
     @torch.no_grad()
