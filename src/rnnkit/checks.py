@@ -12,7 +12,7 @@ expected and what came:
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import InputError
 
@@ -75,3 +75,15 @@ def check_probability(name: str, value: Any, *, include_one: bool = False, owner
         0.0 <= value <= 1.0 if include_one else 0.0 <= value < 1.0)
     if not ok:
         raise InputError(f"{_prefix(owner)}{name} must be in [0, 1{']' if include_one else ')'}; got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any], *, owner: str = "") -> None:
+    """Raise InputError unless `value` is one of `choices`.
+
+    >>> check_choice("head", "mean", ("point", "quantile"))
+    Traceback (most recent call last):
+    ...
+    rnnkit.errors.InputError: head must be one of ('point', 'quantile'); got 'mean'
+    """
+    if value not in choices:
+        raise InputError(f"{_prefix(owner)}{name} must be one of {choices}; got {value!r}")

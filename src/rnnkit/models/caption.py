@@ -35,7 +35,7 @@ from ..data.captions import BOS, EOS, PAD
 from .._optional import pyplot, require
 from ..training.trainer import LossResult
 from .attention import Attention
-from ..checks import check_positive_ints, check_probability
+from ..checks import check_choice, check_positive_ints, check_probability
 from ..cells.registry import check_cell, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search
 from .scheduled_sampling import SamplingSchedule, feed_previous
@@ -64,8 +64,7 @@ class CaptionConfig:
         check_positive_ints(self, ("vocab_size", "channels", "image_size", "cnn_width", "cnn_blocks",
                                    "embedding_size", "hidden_size", "attention_size", "max_len"), owner="CaptionConfig")
         check_cell(self.cell, owner="CaptionConfig")
-        if self.attention not in CAPTION_ATTENTIONS:
-            raise InputError(f"CaptionConfig: attention must be one of {CAPTION_ATTENTIONS}; got {self.attention!r}")
+        check_choice("attention", self.attention, CAPTION_ATTENTIONS, owner="CaptionConfig")
         if self.image_size >> self.cnn_blocks < 1:
             raise InputError(f"CaptionConfig: {self.cnn_blocks} pooling blocks leave no grid of a "
                              f"{self.image_size}-pixel image")

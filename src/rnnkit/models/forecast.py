@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..recurrent import Recurrent
-from ..checks import check_int, check_positive_ints, check_probability
+from ..checks import check_choice, check_int, check_positive_ints, check_probability
 from ..cells.registry import check_cell, make_cell
 from ..errors import InputError
 
@@ -74,10 +74,8 @@ class ForecastConfig:
         if self.num_features != expected:
             raise InputError(f"num_features must be {expected} (series values{', flags' if self.masked else ''} "
                              f"and {self.num_calendar} calendar features); got {self.num_features}")
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {MODES}; got {self.mode!r}")
-        if self.head not in HEADS:
-            raise InputError(f"head must be one of {HEADS}; got {self.head!r}")
+        check_choice("mode", self.mode, MODES)
+        check_choice("head", self.head, HEADS)
         check_cell(self.cell)
         check_probability("dropout", self.dropout)
         check_probability("teacher_forcing", self.teacher_forcing, include_one=True)

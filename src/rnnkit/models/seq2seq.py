@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from ..recurrent import Recurrent
 from .attention import ATTENTIONS, Attention
-from ..checks import check_int, check_positive_ints, check_probability
+from ..checks import check_choice, check_int, check_positive_ints, check_probability
 from ..cells.registry import check_cell, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search, sample_search
 from .scheduled_sampling import SCHEDULES, SamplingSchedule, feed_previous  # noqa: F401 (SCHEDULES: its old home)
@@ -85,10 +85,8 @@ class Seq2SeqConfig:
         check_cell(self.cell)
         if self.encoder_cell is not None:
             check_cell(self.encoder_cell, setting="encoder_cell")
-        if self.bridge not in BRIDGES:
-            raise InputError(f"bridge must be one of {BRIDGES}; got {self.bridge!r}")
-        if self.attention not in ATTENTIONS:
-            raise InputError(f"attention must be one of {ATTENTIONS}; got {self.attention!r}")
+        check_choice("bridge", self.bridge, BRIDGES)
+        check_choice("attention", self.attention, ATTENTIONS)
         if self.attention == "none" and self.bridge == "none":
             raise InputError("attention 'none' with bridge 'none' gives the decoder no view of the source; "
                              "use bridge 'copy' or 'learned'")

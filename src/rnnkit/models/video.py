@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._optional import pyplot, require
-from ..checks import check_positive_ints, check_probability
+from ..checks import check_choice, check_positive_ints, check_probability
 from ..layers_conv import ConvGRU, ConvLSTM
 from ..training.trainer import LossResult
 from ..errors import InputError
@@ -77,12 +77,9 @@ class VideoConfig:
         if self.frame_size % self.patch_size:
             raise InputError(f"VideoConfig: frame_size {self.frame_size} must be divisible by patch_size "
                              f"{self.patch_size}")
-        if self.cell not in VIDEO_CELLS:
-            raise InputError(f"VideoConfig: cell must be one of {VIDEO_CELLS}; got {self.cell!r}")
-        if self.forecaster_input not in FEEDS:
-            raise InputError(f"VideoConfig: forecaster_input must be one of {FEEDS}; got {self.forecaster_input!r}")
-        if self.head not in HEADS:
-            raise InputError(f"VideoConfig: head must be one of {HEADS}; got {self.head!r}")
+        check_choice("cell", self.cell, VIDEO_CELLS, owner="VideoConfig")
+        check_choice("forecaster_input", self.forecaster_input, FEEDS, owner="VideoConfig")
+        check_choice("head", self.head, HEADS, owner="VideoConfig")
         for name in ("kernel_size", "advect_size"):
             if getattr(self, name) % 2 == 0:
                 raise InputError(f"VideoConfig: {name} must be odd; got {getattr(self, name)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
 
-from ..checks import check_int, check_positive_ints, check_positive_number
+from ..checks import check_choice, check_int, check_positive_ints, check_positive_number
 from ..errors import InputError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -87,22 +87,18 @@ class TrainConfig:
         check_positive_ints(self, ("grad_accum", "log_every", "lr_step_size", "keep_checkpoints"))
         check_positive_number("max_minutes", self.max_minutes, allow_none=True)
         check_positive_number("eval_every_minutes", self.eval_every_minutes, allow_none=True)
-        if self.clock not in CLOCKS:
-            raise InputError(f"clock must be one of {CLOCKS}; got {self.clock!r}")
+        check_choice("clock", self.clock, CLOCKS)
         check_positive_number("lr", self.lr)
         for name in ("clip_norm", "clip_value"):
             check_positive_number(name, getattr(self, name), allow_none=True)
         if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
             raise InputError("set at least one of max_steps, max_epochs, max_minutes")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         if self.warmup_steps < 0 or (self.warmup_steps and self.schedule in ("plateau", "epoch_decay")):
             raise InputError(f"warmup_steps must be >= 0 and works with the constant, cosine and step schedules; "
                              f"got {self.warmup_steps} with {self.schedule!r}")
-        if self.loss_normalization not in NORMALIZATIONS:
-            raise InputError(f"loss_normalization must be one of {NORMALIZATIONS}; got {self.loss_normalization!r}")
+        check_choice("loss_normalization", self.loss_normalization, NORMALIZATIONS)
         if not 0.0 < self.lr_gamma <= 1.0:
             raise InputError(f"lr_gamma must be in (0, 1]; got {self.lr_gamma}")
         for name in ("weight_decay", "momentum", "lr_min", "lr_decay_after_epochs", "plateau_patience", "warmup_steps"):
