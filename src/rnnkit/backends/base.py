@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Protocol, Sequence, Tuple, Union
+from typing import AbstractSet, Dict, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -70,6 +70,16 @@ def cell_type(cell: RecurrentCell) -> type:
     (same math, a weight computed from its parametrization), so the kernels still take that cell."""
     kind = type(cell)
     return kind.__bases__[0] if "parametrizations" in cell._modules else kind
+
+
+def unsupported_weights(spec: RunSpec, supported: AbstractSet[str] = frozenset()) -> Optional[str]:
+    """The reason a backend cannot run `spec` when its weight overrides name a parameter outside
+    `supported` (the ones the backend reads from `spec.weights`), else None."""
+    extra = sorted(set(spec.weights) - set(supported))
+    if not extra:
+        return None
+    scope = f"supported for {', '.join(sorted(supported))} only" if supported else "not supported"
+    return f"weight overrides for {cell_type(spec.cell).__name__} are {scope}; got {extra}"
 
 
 class Backend(Protocol):

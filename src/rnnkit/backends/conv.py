@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from ..cells.conv_base import gate_major, group_major, to_group_major
 from ..cells.conv_gru import ConvGRUCell
 from ..cells.conv_lstm import ConvLSTMCell
-from .base import RunSpec, cell_type
+from .base import RunSpec, cell_type, unsupported_weights
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
@@ -287,10 +287,7 @@ class ConvBackend:
             return f"the conv backend needs floating-point input; got {spec.inputs.dtype}"
         if spec.has_zoneout:
             return "zoneout on convolutional cells runs on the reference backend"
-        extra = set(spec.weights) - {"weight_hh"}
-        if extra:
-            return f"weight overrides are supported for weight_hh only; got {sorted(extra)}"
-        return None
+        return unsupported_weights(spec, {"weight_hh"})
 
     def run(self, spec: RunSpec) -> Result:
         return _FAMILIES[cell_type(spec.cell)](spec)

@@ -24,17 +24,12 @@ from torch import Tensor
 
 from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
                      PeepholeLSTMCell, RecurrentCell, SRUCell)
+from ..cells.base import bias_sum
 from . import extension
-from .base import RunSpec, cell_type
+from .base import RunSpec, cell_type, unsupported_weights
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
-
-
-def _bias_sum(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
-    if a is None:
-        return b
-    return a if b is None else a + b
 
 
 def _common(spec: RunSpec):
@@ -81,7 +76,7 @@ def _run_lstm(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = _project(spec, spec.weight("weight_ih"), _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,4H)
+    u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,4H)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = spec.weight("weight_peephole") if isinstance(cell, PeepholeLSTMCell) else None
@@ -109,7 +104,7 @@ def _run_elman(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = _project(spec, spec.weight("weight_ih"), _bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,H)
+    u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,H)
     (zh,) = _keeps(spec, T, B)
     w_hh = spec.weight("weight_hh")
     save = _needs_grad(u, w_hh, spec.state[0])
@@ -258,10 +253,10 @@ class FusedBackend:
             return reason
         if spec.recurrent_mask is not None and not cell.recurrent_input_size:
             return f"{cell_type(cell).__name__} has no recurrent matrix, so a recurrent mask is not defined for it"
-        extra = set(spec.weights) - {"weight_hh"}
-        if extra and _FAMILIES[cell_type(cell)] not in _READS_EVERY_WEIGHT:
-            return (f"weight overrides for {cell_type(cell).__name__} are supported for weight_hh only; "
-                    f"got {sorted(extra)}")
+        if _FAMILIES[cell_type(cell)] not in _READS_EVERY_WEIGHT:
+            reason = unsupported_weights(spec, {"weight_hh"})
+            if reason is not None:
+                return reason
         return extension.load()
 
     def run(self, spec: RunSpec) -> Result:

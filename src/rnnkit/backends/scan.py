@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..cells import MinGRUCell
-from .base import RunSpec, cell_type
+from .base import RunSpec, cell_type, unsupported_weights
 from .registry import register
 
 Result = Tuple[Tensor, Tuple[Tensor, ...]]
@@ -47,9 +47,7 @@ class ScanBackend:
                     f"got {cell_type(spec.cell).__name__}")
         if spec.recurrent_mask is not None:
             return "MinGRUCell has no recurrent matrix, so a recurrent mask is not defined for it"
-        if spec.weights:
-            return f"weight overrides are not supported; got {sorted(spec.weights)}"
-        return None
+        return unsupported_weights(spec)
 
     def auto_priority(self, spec: RunSpec, registered: int) -> int:
         return 15 if spec.inputs.device.type != "cpu" else registered

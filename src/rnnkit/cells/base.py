@@ -224,5 +224,13 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     return torch.nn.functional.linear(x, weight, bias)
 
 
+def bias_sum(bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]) -> Optional[Tensor]:
+    """b_ih + b_hh, the one bias an input projection can carry when both add to the same gates
+    (either may be None: a cell built with bias=False, or a cell with one bias)."""
+    if bias_ih is None:
+        return bias_hh
+    return bias_ih if bias_hh is None else bias_ih + bias_hh
+
+
 def masked(h: Tensor, mask: Optional[Tensor]) -> Tensor:
     return h if mask is None else h * mask

@@ -23,7 +23,7 @@ from .._optional import require, require_extra
 from ..data.labelled import (CharTokenizer, LabelVocab, PieceTokenizer, SequenceLoader, WordTokenizer,
                              read_classification, read_tagged)
 from ..data.text import DataError
-from ..models.char_lm import CELLS
+from ..cells import CELLS
 from ..models.classify import (OBJECTIVES, POOLINGS, ClassifierConfig, ClassifyTask, SequenceClassifier,
                                classification_scores, plot_confusion)
 from ..models.tagger import (SequenceTagger, TaggerConfig, TagTask, entity_scores, is_bio, predict_tags)

@@ -20,7 +20,7 @@ from .._optional import require_extra
 from ..data.text import DataError
 from ..data.timeseries import (CALENDAR_FEATURES, MISSING_POLICIES, ForecastFrame, Scaler, Series, WindowLoader,
                                load_kaggle_ipasn, load_series, split_by_time, window_origins)
-from ..models.char_lm import CELLS
+from ..cells import CELLS
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
 from ..recipes import repository_data

@@ -12,7 +12,7 @@ import torch
 from .._optional import require_extra
 from ..analysis.gradflow import gate_activations, gradient_flow, plot_gradflow, summary_line
 from ..data.synthetic import ADDING_BASELINE_MSE, adding_problem
-from ..models.char_lm import CELLS
+from ..cells import CELLS
 from ..models.regressor import RegressionTask, SequenceRegressor
 from ..training.config import TrainConfig
 from ..training.sources import GeneratedBatches

@@ -27,9 +27,10 @@ from ..data.pairs import EncodedPairs, PairBatches, collate, encode_pairs, load_
 from ..data.spm import MODEL_TYPES, SentencePieceTokenizer, train_sentencepiece
 from ..data.text import DataError, decode_utf8, read_lines, split_lines
 from ..models.attention import ATTENTIONS
-from ..models.char_lm import CELLS
+from ..cells import CELLS
 from ..models.decoding import Hypothesis
-from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
+from ..models.scheduled_sampling import SCHEDULES, SamplingSchedule
+from ..models.seq2seq import BRIDGES, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 from ..recipes import repository_data
 from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
                                    write_json_atomic)

@@ -22,7 +22,8 @@ import torch
 
 from ..data.streams import StreamLoader
 from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
-from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
+from ..cells import CELLS
+from ..models.char_lm import LanguageModelTask, LMConfig, RecurrentLM
 from ..recipes import TINYSHAKESPEARE
 from ..training.trainer import Trainer
 from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, open_run_dir, prepare_run,

@@ -32,7 +32,7 @@ from .apps import app_training_specs, load_app_model, run_app
 from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
-from ..models.char_lm import CELLS as CAPTION_CELLS  # noqa: E402
+from ..cells import CELLS as CAPTION_CELLS  # noqa: E402
 from ..errors import InputError
 
 # ------------------------------------------------------------------ video
@@ -315,7 +315,7 @@ def _caption_config(s: Dict[str, Any], vocab_size: int, channels: int, attention
 
 def _caption_task(s: Dict[str, Any]):
     from ..models.caption import CaptionTask
-    from ..models.seq2seq import SamplingSchedule
+    from ..models.scheduled_sampling import SamplingSchedule
     return CaptionTask(alpha_c=s["alpha_c"], schedule=SamplingSchedule(s["sampling"], s["sampling_k"],
                                                                        s["sampling_c"], s["sampling_min"]))
 

@@ -40,6 +40,7 @@ from torch import Tensor
 from .._optional import require
 from .moving_digits import SPLIT_CODES, DigitPool, resize_digits
 from .text import DataError
+from ..checks import check_int
 from ..errors import InputError
 
 PathLike = Union[str, Path]
@@ -143,8 +144,7 @@ class DigitScenes:
     """
 
     def __init__(self, pool: DigitPool, image_size: int = 60, *, max_digits: int = 3, seed: int = 0) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 12:
-            raise InputError(f"DigitScenes: image_size must be an int >= 12; got {image_size!r}")
+        check_int("image_size", image_size, minimum=12, owner="DigitScenes")
         if max_digits not in (1, 2, 3):
             raise InputError(f"DigitScenes: max_digits must be 1, 2 or 3; got {max_digits!r}")
         self.pool, self.image_size, self.max_digits, self.seed = pool, image_size, max_digits, seed

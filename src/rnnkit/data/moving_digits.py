@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .text import DataError
+from ..checks import check_int
 from ..errors import InputError
 
 PathLike = Union[str, Path]
@@ -111,8 +112,7 @@ class MovingDigits:
     def __init__(self, pool: DigitPool, frame_size: int = 64, *, num_digits: int = 2, seq_len: int = 20,
                  digit_size: Optional[int] = None, speed: float = 0.1, seed: int = 0) -> None:
         for name, value in (("frame_size", frame_size), ("num_digits", num_digits), ("seq_len", seq_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"MovingDigits: {name} must be a positive int; got {value!r}")
+            check_int(name, value, owner="MovingDigits")
         digit_size = digit_size or max(4, round(28 * frame_size / 64))
         if digit_size > frame_size:
             raise InputError(f"MovingDigits: digit_size {digit_size} does not fit a {frame_size}-pixel frame")
@@ -161,9 +161,8 @@ class VideoBatches:
     """
 
     def __init__(self, source: MovingDigits, batch_size: int, batches_per_epoch: int, *, fixed: bool) -> None:
-        for name, value in (("batch_size", batch_size), ("batches_per_epoch", batches_per_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"VideoBatches: {name} must be a positive int; got {value!r}")
+        check_int("batch_size", batch_size, owner="VideoBatches")
+        check_int("batches_per_epoch", batches_per_epoch, owner="VideoBatches")
         self.source, self.batch_size, self.batches_per_epoch, self.fixed = source, batch_size, batches_per_epoch, fixed
 
     def __len__(self) -> int:

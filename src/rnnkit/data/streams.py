@@ -24,6 +24,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from ..errors import InputError
 
 #: target value that contributes no loss (torch's cross_entropy default).
@@ -84,8 +85,7 @@ class StreamLoader:
                  world_size: int = 1, source: str = "StreamLoader", batch_option: str = "batch_size") -> None:
         owner = type(self).__name__
         for name, value in (("batch_size", batch_size), ("bptt", bptt), ("world_size", world_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{owner}: {name} must be a positive int; got {value!r}")
+            check_int(name, value, owner=owner)
         if not 0 <= rank < world_size:
             raise InputError(f"{owner}: rank must be in [0, {world_size}); got {rank}")
         docs = [d for d in documents]

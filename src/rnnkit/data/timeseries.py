@@ -31,6 +31,7 @@ import numpy as np
 
 from .._optional import missing_extra, require
 from .text import DataError, read_text_file
+from ..checks import check_int
 from ..errors import InputError
 
 PathLike = Union[str, Path]
@@ -475,9 +476,8 @@ def split_by_time(n: int, lookback: int, horizon: int, val_fraction: float, test
 
 
 def check_window(n: int, lookback: int, horizon: int) -> None:
-    for name, v in (("lookback", lookback), ("horizon", horizon)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise InputError(f"{name} must be a positive int; got {v!r}")
+    check_int("lookback", lookback)
+    check_int("horizon", horizon)
     if lookback + horizon > n:
         raise InputError(f"lookback {lookback} + horizon {horizon} is longer than the series ({n} steps)")
 
@@ -521,8 +521,7 @@ class Scaler:
 
 def window_origins(first: int, last: int, lookback: int, horizon: int, stride: int = 1) -> np.ndarray:
     """Origins t with history [t − L, t) and targets [t, t + H) inside [0, last): t ∈ [max(first, L), last − H]."""
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0:
-        raise InputError(f"stride must be a positive int; got {stride!r}")
+    check_int("stride", stride)
     lo = max(first, lookback)
     hi = last - horizon
     if hi < lo:

@@ -1,8 +1,10 @@
 """Models built on rnnkit.Recurrent, each with the small task the trainer needs."""
 
-from .char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM, make_cell, sample
+from ..cells.registry import CELLS, make_cell
+from .char_lm import LanguageModelTask, LMConfig, RecurrentLM, sample
 from .word_lm import word_lm, word_task
-from .seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
+from .scheduled_sampling import SamplingSchedule
+from .seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 
 __all__ = ["CELLS", "LMConfig", "RecurrentLM", "LanguageModelTask", "make_cell", "sample", "word_lm", "word_task",
            "Seq2Seq", "Seq2SeqConfig", "Seq2SeqTask", "SamplingSchedule"]

@@ -35,9 +35,10 @@ from ..data.captions import BOS, EOS, PAD
 from .._optional import pyplot, require
 from ..training.trainer import LossResult
 from .attention import Attention
-from .char_lm import CELLS, make_cell
+from ..checks import check_choice, check_positive_ints, check_probability
+from ..cells.registry import check_cell, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search
-from .seq2seq import SamplingSchedule
+from .scheduled_sampling import SamplingSchedule, feed_previous
 from ..errors import InputError
 
 CAPTION_ATTENTIONS = ("bahdanau", "none")
@@ -60,20 +61,14 @@ class CaptionConfig:
     max_len: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "channels", "image_size", "cnn_width", "cnn_blocks", "embedding_size",
-                     "hidden_size", "attention_size", "max_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"CaptionConfig: {name} must be a positive int; got {v!r}")
-        if self.cell not in CELLS:
-            raise InputError(f"CaptionConfig: cell must be one of {list(CELLS)}; got {self.cell!r}")
-        if self.attention not in CAPTION_ATTENTIONS:
-            raise InputError(f"CaptionConfig: attention must be one of {CAPTION_ATTENTIONS}; got {self.attention!r}")
+        check_positive_ints(self, ("vocab_size", "channels", "image_size", "cnn_width", "cnn_blocks",
+                                   "embedding_size", "hidden_size", "attention_size", "max_len"), owner="CaptionConfig")
+        check_cell(self.cell, owner="CaptionConfig")
+        check_choice("attention", self.attention, CAPTION_ATTENTIONS, owner="CaptionConfig")
         if self.image_size >> self.cnn_blocks < 1:
             raise InputError(f"CaptionConfig: {self.cnn_blocks} pooling blocks leave no grid of a "
                              f"{self.image_size}-pixel image")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"CaptionConfig: dropout must be in [0, 1); got {self.dropout}")
+        check_probability("dropout", self.dropout, owner="CaptionConfig")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -170,8 +165,10 @@ class CaptionModel(nn.Module):
         """(logits (B, T, V) for tokens[:, 1:], attention (B, T, L)); tokens (B, T+1) start with <bos>.
 
         With teacher_forcing < 1, each step after the first feeds the gold previous word with
-        that probability, else a word sampled from the model's previous distribution (detached).
+        that probability, else a word sampled from the model's previous distribution (detached);
+        padding is always fed as padding (see scheduled_sampling.feed_previous).
         """
+        check_probability("teacher_forcing", teacher_forcing, include_one=True)
         state = self.encode(images)
         T = tokens.shape[1] - 1
         inp = tokens[:, 0]
@@ -182,9 +179,7 @@ class CaptionModel(nn.Module):
             alphas.append(alpha)
             inp = tokens[:, t + 1]
             if teacher_forcing < 1.0 and t + 1 < T:
-                sampled = torch.multinomial(torch.softmax(out.detach().float(), -1), 1).squeeze(1)
-                gold = torch.rand(inp.shape, device=inp.device) < teacher_forcing
-                inp = torch.where(gold, inp, sampled)
+                inp = feed_previous(inp, out, teacher_forcing, pad_id=PAD)
         return torch.stack(logits, 1), torch.stack(alphas, 1)
 
     @torch.no_grad()

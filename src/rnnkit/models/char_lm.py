@@ -13,37 +13,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
-                     PeepholeLSTMCell, RecurrentCell, SRUCell)
+from ..checks import check_int, check_positive_ints, check_probability
+from ..cells.registry import CELLS, check_cell, make_cell  # noqa: F401 (CELLS: its old home)
 from ..data.streams import IGNORE_INDEX, StreamBatch
 from ..recurrent import Recurrent
 from .decoding import check_sampling, sample_next
 from ..errors import InputError
-
-#: cell names accepted by the models and the CLI.
-CELLS: Dict[str, Callable[[int, int], RecurrentCell]] = {
-    "rnn": ElmanCell,
-    "lstm": LSTMCell,
-    "peephole": PeepholeLSTMCell,
-    "gru": GRUCell,
-    "sru": SRUCell,
-    "lnlstm": LayerNormLSTMCell,
-    "lngru": LayerNormGRUCell,
-    "mingru": MinGRUCell,
-}
-
-
-def make_cell(name: str, input_size: int, hidden_size: int) -> RecurrentCell:
-    """A cell by name (see CELLS)."""
-    if name not in CELLS:
-        raise InputError(f"unknown cell {name!r}; expected one of {', '.join(CELLS)}")
-    return CELLS[name](input_size, hidden_size)
 
 
 @dataclass
@@ -60,16 +41,10 @@ class LMConfig:
     init_range: Optional[float] = None  # U(-r, r) for every parameter (Zaremba); None: the cells' own init
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise InputError(f"{name} must be a positive int; got {v!r}")
-        if isinstance(self.embedding_size, bool) or not isinstance(self.embedding_size, int) or self.embedding_size < 0:
-            raise InputError(f"embedding_size must be an int >= 0 (0 = one-hot input); got {self.embedding_size!r}")
-        if self.cell not in CELLS:
-            raise InputError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
+        check_positive_ints(self, ("vocab_size", "hidden_size", "num_layers"))
+        check_int("embedding_size", self.embedding_size, minimum=0, hint=" (0 = one-hot input)")
+        check_cell(self.cell)
+        check_probability("dropout", self.dropout)
         if self.tie_weights and self.embedding_size != self.hidden_size:
             raise InputError(f"tie_weights needs embedding_size == hidden_size; got {self.embedding_size} "
                              f"and {self.hidden_size}")

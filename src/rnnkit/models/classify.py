@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._optional import pyplot, require
-from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
+from ..checks import check_choice, check_int, check_positive_ints
+from .token_encoder import TokenEncoderModel, check_cell_and_dropout
 from ..errors import InputError
 
 POOLINGS = ("last", "mean", "max")
@@ -65,14 +66,11 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("vocab_size", "embedding_size", "hidden_size", "num_layers"))
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise InputError(f"num_classes must be an int >= 2; got {self.num_classes!r}")
-        if self.objective not in OBJECTIVES:
-            raise InputError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
+        check_int("num_classes", self.num_classes, minimum=2)
+        check_choice("objective", self.objective, OBJECTIVES)
         if self.objective == "sigmoid" and self.num_classes != 2:
             raise InputError(f"the sigmoid objective is for two classes; got {self.num_classes} (use softmax)")
-        if self.pooling not in POOLINGS:
-            raise InputError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
+        check_choice("pooling", self.pooling, POOLINGS)
         check_cell_and_dropout(self)
 
     def to_dict(self) -> dict:

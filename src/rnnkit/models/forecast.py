@@ -36,7 +36,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..recurrent import Recurrent
-from .char_lm import CELLS, make_cell
+from ..checks import check_choice, check_int, check_positive_ints, check_probability
+from ..cells.registry import check_cell, make_cell
 from ..errors import InputError
 
 MODES = ("direct", "autoregressive", "seq2seq")
@@ -67,26 +68,17 @@ class ForecastConfig:
     teacher_forcing: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("num_series", "num_features", "lookback", "horizon", "hidden_size", "num_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise InputError(f"{name} must be a positive int; got {v!r}")
-        if self.num_calendar < 0:
-            raise InputError(f"num_calendar must be >= 0; got {self.num_calendar}")
+        check_positive_ints(self, ("num_series", "num_features", "lookback", "horizon", "hidden_size", "num_layers"))
+        check_int("num_calendar", self.num_calendar, minimum=0)
         expected = self.num_series * (2 if self.masked else 1) + self.num_calendar
         if self.num_features != expected:
             raise InputError(f"num_features must be {expected} (series values{', flags' if self.masked else ''} "
                              f"and {self.num_calendar} calendar features); got {self.num_features}")
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {MODES}; got {self.mode!r}")
-        if self.head not in HEADS:
-            raise InputError(f"head must be one of {HEADS}; got {self.head!r}")
-        if self.cell not in CELLS:
-            raise InputError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
-        if not 0.0 <= self.teacher_forcing <= 1.0:
-            raise InputError(f"teacher_forcing must be in [0, 1]; got {self.teacher_forcing}")
+        check_choice("mode", self.mode, MODES)
+        check_choice("head", self.head, HEADS)
+        check_cell(self.cell)
+        check_probability("dropout", self.dropout)
+        check_probability("teacher_forcing", self.teacher_forcing, include_one=True)
         self.quantiles = [float(q) for q in self.quantiles]
         if self.head == "quantile":
             qs = self.quantiles

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..cells import LayerNormLSTMCell, LSTMCell, SRUCell
 from ..recurrent import Recurrent
-from .char_lm import make_cell
+from ..cells.registry import make_cell
 
 
 class SequenceRegressor(nn.Module):

@@ -45,8 +45,10 @@ from torch.nn import functional as F
 
 from ..recurrent import Recurrent
 from .attention import ATTENTIONS, Attention
-from .char_lm import CELLS, make_cell
+from ..checks import check_choice, check_int, check_positive_ints, check_probability
+from ..cells.registry import check_cell, make_cell
 from .decoding import Hypothesis, beam_search, greedy_search, sample_search
+from .scheduled_sampling import SCHEDULES, SamplingSchedule, feed_previous  # noqa: F401 (SCHEDULES: its old home)
 from ..errors import InputError
 
 BRIDGES = ("none", "copy", "learned")
@@ -77,21 +79,14 @@ class Seq2SeqConfig:
     max_target_len: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("source_vocab_size", "target_vocab_size", "embedding_size", "hidden_size", "num_layers",
-                     "max_source_len", "max_target_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise InputError(f"{name} must be a positive int; got {v!r}")
-        if self.decoder_layers is not None and (not isinstance(self.decoder_layers, int) or self.decoder_layers <= 0):
-            raise InputError(f"decoder_layers must be a positive int or None; got {self.decoder_layers!r}")
-        for name in ("cell", "encoder_cell"):
-            v = getattr(self, name)
-            if v is not None and v not in CELLS:
-                raise InputError(f"{name} must be one of {', '.join(CELLS)}; got {v!r}")
-        if self.bridge not in BRIDGES:
-            raise InputError(f"bridge must be one of {BRIDGES}; got {self.bridge!r}")
-        if self.attention not in ATTENTIONS:
-            raise InputError(f"attention must be one of {ATTENTIONS}; got {self.attention!r}")
+        check_positive_ints(self, ("source_vocab_size", "target_vocab_size", "embedding_size", "hidden_size",
+                                   "num_layers", "max_source_len", "max_target_len"))
+        check_int("decoder_layers", self.decoder_layers, allow_none=True)
+        check_cell(self.cell)
+        if self.encoder_cell is not None:
+            check_cell(self.encoder_cell, setting="encoder_cell")
+        check_choice("bridge", self.bridge, BRIDGES)
+        check_choice("attention", self.attention, ATTENTIONS)
         if self.attention == "none" and self.bridge == "none":
             raise InputError("attention 'none' with bridge 'none' gives the decoder no view of the source; "
                              "use bridge 'copy' or 'learned'")
@@ -270,22 +265,17 @@ class Seq2Seq(nn.Module):
         if target_in.dim() != 2 or target_in.shape[0] != source.shape[0]:
             raise InputError(f"Seq2Seq expects target_in of shape (batch={source.shape[0]}, time); got "
                              f"{tuple(target_in.shape)}")
-        if not 0.0 <= teacher_forcing <= 1.0:
-            raise InputError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
+        check_probability("teacher_forcing", teacher_forcing, include_one=True)
         state = self.encode(source, source_lengths)
-        B, T = target_in.shape
+        T = target_in.shape[1]
         outs: List[Tensor] = []
         attn: List[Tensor] = []
         for t in range(T):
             tokens = target_in[:, t]
             if t > 0 and teacher_forcing < 1.0:
                 with torch.no_grad():
-                    last = self.head(outs[-1].detach()).float()  # no dropout: the model's own best guess
-                    own = torch.multinomial(torch.softmax(last, -1), 1).squeeze(1)
-                    use_own = torch.rand(B, device=tokens.device) >= teacher_forcing
-                    # padding stays padding: a finished target must not start emitting again
-                    use_own &= tokens != self.config.pad_id
-                tokens = torch.where(use_own, own, tokens)
+                    last = self.head(outs[-1])  # no dropout: the model's own best guess
+                tokens = feed_previous(tokens, last, teacher_forcing, pad_id=self.config.pad_id)
             out, state, w = self._advance(tokens, state)
             outs.append(out)
             if w is not None:
@@ -326,51 +316,6 @@ class Seq2Seq(nn.Module):
 
 
 # ------------------------------------------------------------- training task
-SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
-
-
-@dataclass
-class SamplingSchedule:
-    """Scheduled sampling (Bengio et al. 2015): ε_i, the probability of feeding the gold token at step i.
-
-        "none"             ε_i = 1 (teacher forcing)
-        "linear"           ε_i = max(minimum, k − c·i)
-        "exponential"      ε_i = max(minimum, k^i)          (k < 1)
-        "inverse_sigmoid"  ε_i = max(minimum, k / (k + exp(i / k)))   (k >= 1)
-    """
-
-    kind: str = "none"
-    k: float = 1.0
-    c: float = 0.0
-    minimum: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in SCHEDULES:
-            raise InputError(f"scheduled sampling must be one of {SCHEDULES}; got {self.kind!r}")
-        if not 0.0 <= self.minimum <= 1.0:
-            raise InputError(f"the schedule's minimum must be in [0, 1]; got {self.minimum}")
-        if self.kind == "linear" and (self.c < 0 or not 0 < self.k <= 1):
-            raise InputError(f"linear schedule needs 0 < k <= 1 and c >= 0; got k={self.k}, c={self.c}")
-        if self.kind == "exponential" and not 0 < self.k < 1:
-            raise InputError(f"exponential schedule needs 0 < k < 1; got k={self.k}")
-        if self.kind == "inverse_sigmoid" and not self.k >= 1:
-            raise InputError(f"inverse_sigmoid schedule needs k >= 1; got k={self.k}")
-
-    def __call__(self, step: int) -> float:
-        if self.kind == "none":
-            return 1.0
-        if self.kind == "linear":
-            eps = self.k - self.c * step
-        elif self.kind == "exponential":
-            eps = self.k ** step
-        else:
-            eps = self.k / (self.k + math.exp(min(step / self.k, 700.0)))
-        return max(self.minimum, min(1.0, eps))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class Seq2SeqTask:
     """Cross-entropy of the target tokens for the trainer (padding skipped).
 

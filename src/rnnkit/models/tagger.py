@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.labelled import IGNORE
-from .token_encoder import TokenEncoderModel, check_cell_and_dropout, check_positive_ints
+from ..checks import check_positive_ints
+from .token_encoder import TokenEncoderModel, check_cell_and_dropout
 from ..errors import InputError
 
 

@@ -9,29 +9,20 @@ which checkpoints (state_dict keys) and the ONNX exporter rely on.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..recurrent import Recurrent
-from .char_lm import CELLS, make_cell
+from ..checks import check_positive_ints, check_probability  # noqa: F401 (check_positive_ints: its old home)
+from ..cells.registry import check_cell, make_cell
 from ..errors import InputError
-
-
-def check_positive_ints(config: Any, names: Sequence[str]) -> None:
-    """Raise ValueError naming the first of `names` on `config` that is not a positive int (bools refused)."""
-    for name in names:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise InputError(f"{name} must be a positive int; got {v!r}")
 
 
 def check_cell_and_dropout(config: Any) -> None:
     """Raise ValueError when `config.cell` is not in CELLS or `config.dropout` is outside [0, 1)."""
-    if config.cell not in CELLS:
-        raise InputError(f"unknown cell {config.cell!r}; expected one of {', '.join(CELLS)}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise InputError(f"dropout must be in [0, 1); got {config.dropout}")
+    check_cell(config.cell)
+    check_probability("dropout", config.dropout)
 
 
 class TokenEncoderModel(nn.Module):

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._optional import pyplot, require
+from ..checks import check_choice, check_positive_ints, check_probability
 from ..layers_conv import ConvGRU, ConvLSTM
 from ..training.trainer import LossResult
 from ..errors import InputError
@@ -70,20 +71,15 @@ class VideoConfig:
     advect_size: int = 9
 
     def __post_init__(self) -> None:
-        for name in ("frame_size", "channels", "patch_size", "hidden_channels", "num_layers", "kernel_size",
-                     "input_frames", "output_frames", "advect_kernels", "advect_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"VideoConfig: {name} must be a positive int; got {v!r}")
+        check_positive_ints(self, ("frame_size", "channels", "patch_size", "hidden_channels", "num_layers",
+                                   "kernel_size", "input_frames", "output_frames", "advect_kernels", "advect_size"),
+                            owner="VideoConfig")
         if self.frame_size % self.patch_size:
             raise InputError(f"VideoConfig: frame_size {self.frame_size} must be divisible by patch_size "
                              f"{self.patch_size}")
-        if self.cell not in VIDEO_CELLS:
-            raise InputError(f"VideoConfig: cell must be one of {VIDEO_CELLS}; got {self.cell!r}")
-        if self.forecaster_input not in FEEDS:
-            raise InputError(f"VideoConfig: forecaster_input must be one of {FEEDS}; got {self.forecaster_input!r}")
-        if self.head not in HEADS:
-            raise InputError(f"VideoConfig: head must be one of {HEADS}; got {self.head!r}")
+        check_choice("cell", self.cell, VIDEO_CELLS, owner="VideoConfig")
+        check_choice("forecaster_input", self.forecaster_input, FEEDS, owner="VideoConfig")
+        check_choice("head", self.head, HEADS, owner="VideoConfig")
         for name in ("kernel_size", "advect_size"):
             if getattr(self, name) % 2 == 0:
                 raise InputError(f"VideoConfig: {name} must be odd; got {getattr(self, name)}")
@@ -231,8 +227,7 @@ class VideoTask:
     """Splits each (T, B, C, S, S) batch into k inputs and n targets; loss = BCE summed over pixels."""
 
     def __init__(self, config: VideoConfig, teacher_forcing: float = 0.0) -> None:
-        if not 0.0 <= teacher_forcing <= 1.0:
-            raise InputError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
+        check_probability("teacher_forcing", teacher_forcing, include_one=True)
         self.k, self.n, self.teacher_forcing = config.input_frames, config.output_frames, teacher_forcing
 
     def split(self, batch: Tensor) -> Tuple[Tensor, Tensor]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
 
+from ..checks import check_choice, check_int, check_positive_ints, check_positive_number
 from ..errors import InputError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -81,38 +81,24 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        def positive(name: str, value: Any, allow_none: bool = True, integer: bool = True) -> None:
-            if value is None and allow_none:
-                return
-            ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-            if not ok or value <= 0:
-                kind = "a positive int" if integer else "a positive number"
-                raise InputError(f"{name} must be {kind}; got {value!r}")
-
         for name in ("max_steps", "max_epochs", "eval_every", "checkpoint_every", "early_stop_patience",
                      "bptt_k2"):
-            positive(name, getattr(self, name))
-        for name in ("grad_accum", "log_every", "lr_step_size", "keep_checkpoints"):
-            positive(name, getattr(self, name), allow_none=False)
-        positive("max_minutes", self.max_minutes, integer=False)
-        positive("eval_every_minutes", self.eval_every_minutes, integer=False)
-        if self.clock not in CLOCKS:
-            raise InputError(f"clock must be one of {CLOCKS}; got {self.clock!r}")
-        positive("lr", self.lr, allow_none=False, integer=False)
+            check_int(name, getattr(self, name), allow_none=True)
+        check_positive_ints(self, ("grad_accum", "log_every", "lr_step_size", "keep_checkpoints"))
+        check_positive_number("max_minutes", self.max_minutes, allow_none=True)
+        check_positive_number("eval_every_minutes", self.eval_every_minutes, allow_none=True)
+        check_choice("clock", self.clock, CLOCKS)
+        check_positive_number("lr", self.lr)
         for name in ("clip_norm", "clip_value"):
-            positive(name, getattr(self, name), integer=False)
+            check_positive_number(name, getattr(self, name), allow_none=True)
         if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
             raise InputError("set at least one of max_steps, max_epochs, max_minutes")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         if self.warmup_steps < 0 or (self.warmup_steps and self.schedule in ("plateau", "epoch_decay")):
             raise InputError(f"warmup_steps must be >= 0 and works with the constant, cosine and step schedules; "
                              f"got {self.warmup_steps} with {self.schedule!r}")
-        if self.loss_normalization not in NORMALIZATIONS:
-            raise InputError(f"loss_normalization must be one of {NORMALIZATIONS}; got {self.loss_normalization!r}")
+        check_choice("loss_normalization", self.loss_normalization, NORMALIZATIONS)
         if not 0.0 < self.lr_gamma <= 1.0:
             raise InputError(f"lr_gamma must be in (0, 1]; got {self.lr_gamma}")
         for name in ("weight_decay", "momentum", "lr_min", "lr_decay_after_epochs", "plateau_patience", "warmup_steps"):

@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..errors import InputError
+from ..checks import check_int
 
 
 class GeneratedBatches:
@@ -17,8 +17,7 @@ class GeneratedBatches:
     """
 
     def __init__(self, make: Callable[[torch.Generator], Any], batches_per_epoch: int, seed: int = 0) -> None:
-        if isinstance(batches_per_epoch, bool) or not isinstance(batches_per_epoch, int) or batches_per_epoch < 1:
-            raise InputError(f"GeneratedBatches: batches_per_epoch must be a positive int; got {batches_per_epoch!r}")
+        check_int("batches_per_epoch", batches_per_epoch, owner="GeneratedBatches")
         self.make, self.batches_per_epoch, self.seed = make, batches_per_epoch, seed
 
     def __len__(self) -> int:

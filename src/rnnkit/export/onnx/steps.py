@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ...cells import (ConvGRUCell, ConvLSTMCell, ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell,
                       MinGRUCell, PeepholeLSTMCell, RecurrentCell, SRUCell)
+from ...cells.base import bias_sum
 from .graph import Graph, f32
 
 #: per family: (projection in the outer graph, step in the body). The step gets the body graph,
@@ -24,14 +25,8 @@ Project = Callable[[Graph, RecurrentCell, str], str]
 Step = Callable[[Graph, RecurrentCell, str, List[str]], Tuple[str, List[str]]]
 
 
-def _bias_sum(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
-    if a is None:
-        return b
-    return a if b is None else a + b
-
-
 def _lstm_project(g: Graph, cell: LSTMCell, x: str) -> str:
-    return g.matmul_t(x, f32(cell.weight_ih), _bias_sum(f32(cell.bias_ih), f32(cell.bias_hh)), "w_ih")
+    return g.matmul_t(x, f32(cell.weight_ih), bias_sum(f32(cell.bias_ih), f32(cell.bias_hh)), "w_ih")
 
 
 def _lstm_gate_math(g: Graph, gates: List[str], c: str, peep) -> Tuple[str, str]:
