@@ -4,7 +4,7 @@
 #                sample, plot
 #   make demo-adding  the adding problem: which cells learn 100-step dependencies
 #   make test    create .venv, install rnnkit[test] (every extra + the test tools), run the suite on 2 workers,
-#                then the fused float32 comparisons once more as an AVX2 CPU would run them
+#                the docstrings' examples, then the fused float32 comparisons as an AVX2 CPU would run them
 #   make test-portable  the backend-parity tests under every CPU setting this machine can imitate
 #   make test-slow  the few tests that take over a minute (not part of make test)
 #   make bench   run the cell benchmarks (after make demo or make test)
@@ -45,6 +45,7 @@ demo-adding: $(STAMP_BASE)
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -n 2 -m "not slow" tests/
+	$(PY) -m pytest --doctest-modules src/rnnkit
 	$(PY) tests/portable_matrix.py --quick
 
 # ISA x threads rows (tests/portable_matrix.py): torch, oneDNN, MKL and rnnkit's kernels as on other CPUs
