@@ -64,6 +64,15 @@ class RecurrentCell(nn.Module):
     feature_dims: int = 1
 
     # ------------------------------------------------------------- parameters
+    def set_sizes(self, input_size: int, hidden_size: int, num_states: int = 1, recurrent: bool = True) -> None:
+        """Check and record the sizes of a vector cell whose output is h: input I, hidden H (= output),
+        `num_states` state tensors of H units, and whether W_hh multiplies h (recurrent_input_size H)."""
+        check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
+        self.state_sizes = (hidden_size,) * num_states
+        if recurrent:
+            self.recurrent_input_size = hidden_size
+
     def hand_parameters_to(self, owner: nn.Module, names: Dict[str, str]) -> None:
         """Move the parameters named in `names` to `owner`, registered there as `names[param]`;
         `self.<param>` reads (and assignment writes) `owner.<names[param]>` from now on."""

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import RecurrentCell, check_sizes, linear, masked
+from .base import RecurrentCell, linear, masked
 from ..errors import InputError
 
 _NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
@@ -27,13 +27,10 @@ class ElmanCell(RecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
                  device=None, dtype=None) -> None:
         super().__init__()
-        check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         if nonlinearity not in _NONLINEARITIES:
             raise InputError(f"ElmanCell: nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
         kw = {"device": device, "dtype": dtype}
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
-        self.state_sizes = (hidden_size,)
-        self.recurrent_input_size = hidden_size
+        self.set_sizes(input_size, hidden_size)
         self.nonlinearity = nonlinearity
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **kw))

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import RecurrentCell, check_sizes, linear, masked
+from .base import RecurrentCell, linear, masked
 from ..errors import InputError
 
 
@@ -31,13 +31,10 @@ class GRUCell(RecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, reset: str = "after",
                  device=None, dtype=None) -> None:
         super().__init__()
-        check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         if reset not in ("after", "before"):
             raise InputError(f"{type(self).__name__}: reset must be 'after' or 'before'; got {reset!r}")
         kw = {"device": device, "dtype": dtype}
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
-        self.state_sizes = (hidden_size,)
-        self.recurrent_input_size = hidden_size
+        self.set_sizes(input_size, hidden_size)
         self.reset = reset
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size, **kw))

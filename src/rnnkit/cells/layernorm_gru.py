@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .base import RecurrentCell, check_sizes, linear, masked
+from .base import RecurrentCell, linear, masked
 from .layernorm_lstm import EPS
 
 
@@ -29,12 +29,9 @@ class LayerNormGRUCell(RecurrentCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
-        check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         kw = {"device": device, "dtype": dtype}
         H = hidden_size
-        self.input_size, self.hidden_size, self.output_size = input_size, H, H
-        self.state_sizes = (H,)
-        self.recurrent_input_size = H
+        self.set_sizes(input_size, H)
         self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(3 * H, H, **kw))
         self.bias_ih = nn.Parameter(torch.empty(3 * H, **kw)) if bias else None

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import RecurrentCell, check_sizes, linear
+from .base import RecurrentCell, linear
 from ..errors import InputError
 
 
@@ -34,10 +34,8 @@ class SRUCell(RecurrentCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
-        check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         kw = {"device": device, "dtype": dtype}
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
-        self.state_sizes = (hidden_size,)
+        self.set_sizes(input_size, hidden_size, recurrent=False)
         self.highway_projection = input_size != hidden_size
         blocks = 4 if self.highway_projection else 3
         self.weight_ih = nn.Parameter(torch.empty(blocks * hidden_size, input_size, **kw))
