@@ -2,8 +2,10 @@
 
 Thin constructors around `rnnkit.Recurrent` with a `ConvLSTMCell` /
 `ConvGRUCell` factory, so stacking, bidirectionality, lengths, initial states,
-dropout and backend selection ("auto" picks the fused conv backend) are the
-ones every other layer has.
+dropout and backend selection are the ones every other layer has; they run on the
+reference backend, which hoists the input convolution of all T·B frames into one
+call (a hand-derived-BPTT `conv` backend was measured no faster and removed:
+docs/DESIGN.md).
 
     x          (T, B, C, *S)    (B, T, C, *S) with batch_first; S = (L,), (H, W), (D, H, W)
     outputs    (T, B, D·Hc, *S) the last layer's h_t at every step (D = 2 if bidirectional)

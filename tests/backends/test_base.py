@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from rnnkit.backends.base import RunSpec, unsupported_weights
-from rnnkit.backends.conv import ConvBackend
 from rnnkit.backends.fused import FusedBackend
 from rnnkit.backends.scan import ScanBackend
-from rnnkit.cells import ConvLSTMCell, GRUCell, MinGRUCell, SRUCell
+from rnnkit.cells import GRUCell, MinGRUCell, SRUCell
 
 
 def _spec(cell, inputs, **weights) -> RunSpec:
@@ -27,7 +26,6 @@ def test_unsupported_weights_lists_the_extra_parameters():
 
 @pytest.mark.parametrize("backend,cell,inputs,name", [
     (FusedBackend(), SRUCell(3, 3), torch.zeros(2, 1, 3), "weight_ih"),
-    (ConvBackend(), ConvLSTMCell(1, 2, 3), torch.zeros(2, 1, 1, 4, 4), "weight_ih"),
     (ScanBackend(), MinGRUCell(3, 4), torch.zeros(2, 1, 3), "weight_ih"),
 ])
 def test_backends_refuse_overrides_they_cannot_read_and_say_for_which_cell(backend, cell, inputs, name):

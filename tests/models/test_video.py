@@ -36,7 +36,7 @@ def test_shapes_and_probabilities(options):
     assert logits.shape == (2, 2, 1, 16, 16)
     p = model.predict(x[:3])
     assert float(p.min()) >= 0 and float(p.max()) <= 1
-    assert model.encoder.last_backend == "reference"  # auto (see backends/conv.py)
+    assert model.encoder.last_backend == "reference"  # auto (docs/DESIGN.md: no conv backend)
 
 
 @pytest.mark.parametrize("options", [dict(forecaster_input="frames"), ADVECT, dict(ADVECT, forecaster_input="frames")])

@@ -4,6 +4,5 @@ from .base import Backend, RunSpec
 from .extension import set_step_gemm, set_target_cpu
 from .registry import available, register, select
 from . import fused, native, scan  # noqa: F401  (register the backends; nothing compiles until first use)
-from . import conv  # noqa: F401  (registers the fused ConvLSTM/ConvGRU backend)
 
 __all__ = ["Backend", "RunSpec", "available", "register", "select", "set_step_gemm", "set_target_cpu"]

@@ -56,14 +56,6 @@ def gate_major(y: Tensor, gates: int, groups: int) -> Tensor:
     return y.reshape(N, groups, gates, -1, *S).transpose(1, 2).reshape(N, -1, *S)
 
 
-def to_group_major(y: Tensor, gates: int, groups: int) -> Tensor:
-    """Inverse of `gate_major` (for gradients flowing back into a grouped conv)."""
-    if groups == 1:
-        return y
-    N, S = y.shape[0], y.shape[2:]
-    return y.reshape(N, gates, groups, -1, *S).transpose(1, 2).reshape(N, -1, *S)
-
-
 class ConvCell(RecurrentCell):
     """Base of ConvLSTMCell and ConvGRUCell: arguments, parameters, the input convolution.
 
