@@ -71,6 +71,8 @@ def training_specs(d: Dict[str, Any]) -> List[Spec]:
         ("threads", POS_INT, d.get("threads"), "torch CPU threads (default: torch's choice)."),
         ("device", click.Choice(["auto", "cpu", "cuda"]), d.get("device", "auto"), "Device."),
         ("tensorboard", bool, d.get("tensorboard", True), "Write TensorBoard event files under OUT/tensorboard."),
+        ("allow_data_change", bool, False, "With --resume: continue even if a data file changed since the run "
+                                           "started (OUT/data.json)."),
     ]
 
 
@@ -134,7 +136,7 @@ def resolve(ctx: click.Context, values: Dict[str, Any], toml: Dict[str, Any], ba
 
 
 #: settings never taken from a resumed run's config.json
-FLAG_ONLY = ("resume", "quiet", "config", "out")
+FLAG_ONLY = ("resume", "quiet", "config", "out", "allow_data_change")
 
 
 def resolve_run(ctx: click.Context, values: Dict[str, Any]) -> Tuple[Dict[str, Any], Path, Optional[Path]]:
@@ -188,3 +190,42 @@ def run_device(device: Optional[str]) -> "torch.device":
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but CUDA is not available")
     return torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+
+
+#: exit status of a run stopped by SIGTERM (after its checkpoint): 128 + 15, what a shell reports for a process
+#: that SIGTERM ended, so a job script's `&&` or a scheduler's requeue rule sees that the run did not finish
+PREEMPTED_EXIT = 143
+
+
+def exit_preempted(ctx: click.Context, summary: Dict[str, Any], out: Path, show: bool = True) -> None:
+    """After fit() stopped for SIGTERM: one line saying where the checkpoint is and how to go on; exit 143."""
+    import shlex
+
+    if show:
+        click.echo(f"rnnkit: {summary['stop']} at step {summary['step']}: checkpoint {summary['checkpoint']}; "
+                   f"continue with: {ctx.command_path} --out {shlex.quote(str(out))} --resume", err=True)
+    sys.exit(PREEMPTED_EXIT)
+
+
+def data_paths(settings: Dict[str, Any]) -> List[str]:
+    """The data paths a recipe's settings name: --data and every --*-data option (unset ones: shipped data)."""
+    return [v for k, v in sorted(settings.items()) if (k == "data" or k.endswith("_data")) and v
+            and isinstance(v, str)]
+
+
+def checked_data_fingerprint(settings: Dict[str, Any], out: Path, resuming: bool) -> Dict[str, Any]:
+    """The fingerprint of the run's data files, to be written to OUT/data.json. Resuming, it must match the
+    one saved when the run started (unless --allow-data-change): other data would silently train the
+    checkpoint on something else than it saw."""
+    import json
+
+    from ..training.fingerprint import FORMAT, DataChangedError, data_change, fingerprint
+
+    current = {"format": FORMAT, "files": fingerprint(data_paths(settings), exclude=[out])}
+    saved_path = out / "data.json"
+    if resuming and saved_path.is_file() and not settings.get("allow_data_change"):
+        change = data_change(json.loads(saved_path.read_text()).get("files", {}), current["files"])
+        if change:
+            raise DataChangedError(f"--resume: since the run in {str(out)!r} started, {change}; put the original "
+                                   f"back, or pass --allow-data-change to go on with the new data")
+    return current

@@ -30,9 +30,10 @@ from ..models.char_lm import CELLS
 from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 from ..training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, sub_dict, write_json_atomic
+from ..training.trainer import PREEMPTED
 from ..training.trainer import Trainer
-from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, prepare_run, recipe_options, resolve_run, run_device,
-                      training_specs)
+from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, checked_data_fingerprint, exit_preempted, prepare_run,
+                      recipe_options, resolve_run, run_device, training_specs)
 from .train import TRAIN_KEYS
 from ..errors import InputError
 
@@ -242,6 +243,7 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("train seq2seq runs in one process; torchrun is not supported for it yet")
     train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
+    data_fingerprint = checked_data_fingerprint(s, out, resuming=record is not None)
     device = run_device(s["device"])
     kind = s["scheduled_sampling"]
     schedule = SamplingSchedule(kind, s["ss_k"] if s["ss_k"] is not None else SS_DEFAULT_K[kind],
@@ -295,6 +297,7 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
                                                      "test": len(splits.test), "dropped_long": enc_train.dropped_long,
                                                      "dropped_empty": enc_train.dropped_empty,
                                                      "blank_lines": splits.skipped_blank}})
+    write_json_atomic(out / "data.json", data_fingerprint)
     task = Seq2SeqTask(pad_id=0, label_smoothing=s["label_smoothing"], length_normalize=s["length_normalize"],
                        schedule=schedule)
     trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out, run_info=run_info,
@@ -305,6 +308,8 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
         f"attention {s['attention']}, bridge {s['bridge']}, {kind if kind != 'none' else 'teacher forcing'} "
         f"({n_params:,} parameters), {train_data.tokens_per_epoch:,} target tokens/epoch, device {device} -> {out}")
     summary = trainer.fit(resume=record)
+    if summary["stop"] == PREEMPTED:
+        exit_preempted(ctx, summary, out)
     result = None
     if splits.test:
         test_pairs = splits.test[:s["eval_max_sentences"]] if s["eval_max_sentences"] else splits.test

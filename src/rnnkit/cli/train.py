@@ -24,9 +24,9 @@ from ..data.streams import StreamLoader
 from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_from_json
 from ..models.char_lm import CELLS, LanguageModelTask, LMConfig, RecurrentLM
 from ..training.checkpoint import write_json_atomic
-from ..training.trainer import Trainer
-from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, prepare_run, recipe_options, resolve_run,
-                      run_device, training_specs)
+from ..training.trainer import PREEMPTED, Trainer
+from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, checked_data_fingerprint, exit_preempted,
+                      prepare_run, recipe_options, resolve_run, run_device, training_specs)
 
 DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 
@@ -182,6 +182,7 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
     train_cfg = prepare_run(values, s, out, TRAIN_KEYS)
     if values["resume"] and record is None and not s["quiet"]:
         click.echo(f"rnnkit: nothing to resume in {str(out)!r}; starting a new run", err=True)
+    data_fingerprint = checked_data_fingerprint(s, out, resuming=record is not None)
     rank, world, device = _distributed(s["device"])
     vocab_json = None
     if record is not None:
@@ -197,6 +198,7 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", {"recipe": recipe, "settings": s, "model": model_cfg.to_dict(),
                                                 "world_size": world, "vocab_size": len(vocab)})
+        write_json_atomic(out / "data.json", data_fingerprint)
     trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out, run_info=run_info,
                       device=device)
     if rank == 0 and not s["quiet"]:
@@ -205,13 +207,14 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
                    f"vocab {len(vocab)}, {train_data.tokens_per_epoch:,} train tokens/epoch on this process, "
                    f"world size {world}, device {device} -> {out}")
     summary = trainer.fit(resume=record)
-    if test_data is not None:
+    preempted = summary["stop"] == PREEMPTED  # the grace period is short: no test evaluation, no summary
+    if test_data is not None and not preempted:
         test = trainer.evaluate(test_data, prefix="test")
         if rank == 0:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"kind": "test", "step": trainer.step, "loss": test["test_loss"], **test}) + "\n")
             summary["test"] = test
-    if rank == 0 and not s["quiet"]:
+    if rank == 0 and not s["quiet"] and not preempted:
         last = summary.get("last_eval") or {}
         shown = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("val_"))
         click.echo(f"rnnkit: stopped ({summary['stop']}) at step {summary['step']}, epoch {summary['epoch']}, "
@@ -226,3 +229,5 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
         gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+    if preempted:
+        exit_preempted(ctx, summary, out, show=rank == 0)
