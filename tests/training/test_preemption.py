@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
@@ -19,7 +19,7 @@ from rnnkit.training.checkpoint import latest_checkpoint, read_checkpoint
 
 from test_checkpoint_kill import (ENV, assert_same_curve, train_args, train_losses, wait_until,  # noqa: E402
                                   write_corpus)
-from test_ddp import args as ddp_args  # noqa: E402  (same directory)
+from test_ddp import args as ddp_args, descendants, kill_torchrun  # noqa: E402  (same directory)
 
 FOREVER = ["--max-steps", "100000", "--max-epochs", "100000"]  # later options win: runs until stopped
 
@@ -64,17 +64,6 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues_exactly(tmp_path):
     assert_same_curve(train_losses(out), train_losses(reference))
 
 
-def descendants(pid: int) -> Iterator[int]:
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            yield child
-            yield from descendants(child)
-
-
 def worker_of_rank(launcher: int, rank: int) -> int:
     for pid in descendants(launcher):
         try:
@@ -98,13 +87,11 @@ def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_the_same_step(tmp_pa
         os.kill(worker_of_rank(ddp.pid, 1), signal.SIGTERM)  # rank 0 only hears of it through the all-reduce
         _, err = ddp.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # the ranks did not agree: one waits in a collective for the other
-        os.killpg(ddp.pid, signal.SIGKILL)
-        _, err = ddp.communicate()
+        err = kill_torchrun(ddp)
         pytest.fail(f"torchrun did not finish within 120 s of the SIGTERM; its stderr ends: {err[-2000:]}")
     finally:
         if ddp.poll() is None:
-            os.killpg(ddp.pid, signal.SIGKILL)
-            ddp.communicate()
+            kill_torchrun(ddp)
     record = latest_checkpoint(out)
     meta, tensors = read_checkpoint(record)
     stopped = meta["step"]
