@@ -30,8 +30,7 @@ from ..models.char_lm import CELLS
 from ..models.decoding import Hypothesis
 from ..models.seq2seq import BRIDGES, SCHEDULES, SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 from ..training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, sub_dict, write_json_atomic
-from ..training.trainer import PREEMPTED
-from ..training.trainer import Trainer
+from ..training.trainer import PREEMPTED, Trainer
 from .options import (NONNEG_INT, POS_FLOAT, POS_INT, PROB, checked_data_fingerprint, exit_preempted, prepare_run,
                       recipe_options, resolve_run, run_device, training_specs)
 from .train import TRAIN_KEYS

@@ -295,7 +295,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- fit
     def fit(self, resume: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
-        """Train until a limit is reached; returns a summary (step, epoch, last eval, stop reason).
+        """Train until a limit is reached; returns a summary (step, epoch, last eval, stop reason, the
+        newest checkpoint's record). Stop reason PREEMPTED: SIGTERM arrived (see the module docstring).
 
         `resume`: a checkpoint or run directory to continue from (exactly: same
         losses step for step as an uninterrupted run with the same seed).
