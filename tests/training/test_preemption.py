@@ -1,6 +1,7 @@
 """SIGTERM (what clusters and `timeout` send) stops `rnnkit train` at a step boundary with a checkpoint and
 exit status 143; the resume command it prints continues with the losses of an uninterrupted run. Under
-torchrun a SIGTERM that reaches one worker stops every rank at the same step."""
+torchrun a SIGTERM that reaches one worker stops every rank at the same step. The handler is fit()'s own:
+installed in the main thread only, with a run directory only, and the caller's is restored after."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import List
 
 import pytest
 
 from rnnkit.training.checkpoint import latest_checkpoint, read_checkpoint
+from rnnkit.training.trainer import PREEMPTED
 
 from test_checkpoint_kill import (ENV, assert_same_curve, train_args, train_losses, wait_until,  # noqa: E402
                                   write_corpus)
 from test_ddp import args as ddp_args, descendants, kill_torchrun  # noqa: E402  (same directory)
+from test_trainer import make_trainer  # noqa: E402
 
 FOREVER = ["--max-steps", "100000", "--max-epochs", "100000"]  # later options win: runs until stopped
 
@@ -99,3 +103,31 @@ def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_the_same_step(tmp_pa
     assert any(k.startswith("rank0/") for k in tensors) and any(k.startswith("rank1/") for k in tensors)
     assert [l.split(":")[1] for l in preemption_lines(err)] == [" preempted (SIGTERM) at step " + str(stopped)], err
     assert ddp.returncode != 0  # the run did not finish: torchrun reports its workers' status 143 as a failure
+
+
+def test_handler_lives_only_inside_fit_and_only_in_the_main_thread(tmp_path):
+    def previous(signum, frame):  # the caller's own handler: never called while fit() runs
+        raise AssertionError("the caller's SIGTERM handler ran inside fit()")
+
+    old = signal.signal(signal.SIGTERM, previous)
+    try:
+        trainer = make_trainer(tmp_path / "main", steps=12, checkpoint_every=5)
+        trainer.add_hook("step_end", lambda tr, rec: tr.step == 3 and os.kill(os.getpid(), signal.SIGTERM))
+        summary = trainer.fit()
+        assert summary["stop"] == PREEMPTED and summary["step"] == 3
+        assert summary["checkpoint"] == latest_checkpoint(tmp_path / "main") and \
+            read_checkpoint(summary["checkpoint"])[0]["step"] == 3
+        assert signal.getsignal(signal.SIGTERM) is previous  # restored
+        # elsewhere Python cannot set handlers; without a run directory there is nothing to save: untouched
+        seen = []
+        no_dir = make_trainer(None, steps=2)
+        no_dir.add_hook("step_end", lambda tr, rec: seen.append(signal.getsignal(signal.SIGTERM)))
+        no_dir.fit()
+        in_thread = make_trainer(tmp_path / "thread", steps=2)
+        in_thread.add_hook("step_end", lambda tr, rec: seen.append(signal.getsignal(signal.SIGTERM)))
+        worker = threading.Thread(target=in_thread.fit)
+        worker.start()
+        worker.join()
+        assert seen == [previous] * 4 and in_thread.step == 2
+    finally:
+        signal.signal(signal.SIGTERM, old)
