@@ -109,11 +109,13 @@ def test_checkpoint_problems(trained, tmp_path, capsys):
     code, _, err = run_cli(["train", "charlm", "--out", trained, "--resume", "--hidden-size", "16", "--quiet",
                             "--max-steps", "4"], capsys)
     assert_one_line_error(code, err, "another model", "hidden_size")
-    # resume on data with another vocabulary
+    # resume on other data: refused as such, and with --allow-data-change, for its vocabulary
     other = tmp_path / "other.txt"
     other.write_text("zzzz qqqq xxxx\n" * 50)
-    code, _, err = run_cli(["train", "charlm", "--out", trained, "--resume", "--data", other, "--quiet",
-                            "--max-steps", "4"], capsys)
+    resume_other = ["train", "charlm", "--out", trained, "--resume", "--data", other, "--quiet", "--max-steps", "4"]
+    code, _, err = run_cli(resume_other, capsys)
+    assert_one_line_error(code, err, "other.txt", "other data", "--allow-data-change")
+    code, _, err = run_cli([*resume_other, "--allow-data-change"], capsys)
     assert_one_line_error(code, err, "other.txt", "vocabulary")
     # a fresh run into a directory that holds checkpoints
     code, _, err = run_cli(["train", "charlm", "--data", corpus(tmp_path), "--out", trained, *SMALL], capsys)

@@ -55,6 +55,21 @@ def assert_same_curve(a, b):
         assert (x[3] is None) == (y[3] is None) and (x[3] is None or x[3] == pytest.approx(y[3], rel=1e-6))
 
 
+def wait_until(proc: subprocess.Popen, ready, what: str, timeout: float = 240) -> None:
+    """Poll `ready()` every 5 ms until it is true; fail if `proc` exits first or `timeout` s pass."""
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"training exited with status {proc.returncode} before {what}")
+        if time.time() > deadline:
+            pytest.fail(f"training never got to {what}")
+        time.sleep(0.005)
+
+
+def checkpoint_steps(run: Path):
+    return [int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("step-*.json")]
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("ref")
@@ -71,16 +86,7 @@ def test_resume_after_sigkill_mid_training(reference_run, tmp_path):
     args = train_args(data, out, steps=10_000) + ["--max-epochs", "100000"]
     proc = subprocess.Popen(args, env=ENV)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            steps = [int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.json")]
-            if steps and max(steps) >= 10:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"training exited early with status {proc.returncode}")
-            time.sleep(0.005)
-        else:
-            pytest.fail("training never wrote its second checkpoint")
+        wait_until(proc, lambda: max(checkpoint_steps(out), default=0) >= 10, "its second checkpoint")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -28,6 +30,29 @@ def curve(run):
             for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
 
+def descendants(pid: int) -> List[int]:
+    """The processes under `pid`, from /proc (torchrun starts each worker in a session of its own)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def kill_torchrun(launcher: subprocess.Popen) -> str:
+    """SIGKILL the launcher and every worker (they hold its pipes open); returns the launcher's stderr."""
+    for pid in [*descendants(launcher.pid), launcher.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return launcher.communicate()[1]
+
+
 def test_torchrun_two_processes_equal_one_process_with_doubled_batch(tmp_path):
     data = write_corpus(tmp_path / "corpus.txt")
     subprocess.run([sys.executable, "-m", "rnnkit", *args(data, tmp_path / "single", 8)], check=True, env=ENV,
@@ -38,8 +63,7 @@ def test_torchrun_two_processes_equal_one_process_with_doubled_batch(tmp_path):
     try:
         _, err = ddp.communicate(timeout=300)
     except subprocess.TimeoutExpired:  # kill the launcher and both workers: no orphan may outlive the test
-        os.killpg(ddp.pid, signal.SIGKILL)
-        _, err = ddp.communicate()
+        err = kill_torchrun(ddp)
         pytest.fail(f"torchrun did not finish in 300 s; its stderr ends: {err[-2000:]}")
     assert ddp.returncode == 0, err[-3000:]
     single, multi = curve(tmp_path / "single"), curve(tmp_path / "ddp")

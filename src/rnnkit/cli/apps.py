@@ -18,8 +18,9 @@ from torch import nn
 
 from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
                                    write_json_atomic)
-from ..training.trainer import Trainer
-from .options import open_run_dir, prepare_run, resolve_run, run_device, training_specs
+from ..training.trainer import PREEMPTED, Trainer
+from .options import (checked_data_fingerprint, exit_preempted, open_run_dir, prepare_run, resolve_run,
+                      run_device, training_specs)
 
 #: TrainConfig fields a recipe may set (the LM recipes' list, without truncated BPTT).
 TRAIN_KEYS = ("max_steps", "max_epochs", "max_minutes", "optimizer", "lr", "weight_decay", "momentum", "schedule",
@@ -59,6 +60,7 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
     """
     s, out, record = resolve_run(ctx, values)
     train_cfg = prepare_run(s, out, TRAIN_KEYS)
+    data_fingerprint = checked_data_fingerprint(s, out, resuming=record is not None)
     device = run_device(s.get("device"))
     torch.manual_seed(s["seed"])
     model, task, train_data, val_data, run_info, report = build(s)
@@ -67,7 +69,7 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
         meta, _ = read_checkpoint(record)
         from ..training.trainer import check_run_info
         check_run_info(meta.get("run", {}), json.loads(json.dumps(run_info)), record)
-    open_run_dir(out, s, record, {"recipe": recipe, **run_info})
+    open_run_dir(out, s, record, {"recipe": recipe, **run_info}, data_fingerprint)
     quiet = s["quiet"]
     if not quiet:
         for line in report:
@@ -96,6 +98,8 @@ def run_app(ctx: click.Context, recipe: str, values: Dict[str, Any],
 
     trainer.add_hook("eval_end", keep_best)
     summary = trainer.fit(resume=record)
+    if summary["stop"] == PREEMPTED:
+        exit_preempted(ctx, summary, out)
     if best_path.exists():
         model.load_state_dict(load_weights(best_path))
     if not quiet:

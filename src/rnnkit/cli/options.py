@@ -8,6 +8,7 @@ merges the three sources, type-checking TOML values with the same click types.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
@@ -81,6 +82,8 @@ def training_specs(d: Dict[str, Any]) -> List[Spec]:
         ("threads", POS_INT, d.get("threads"), "torch CPU threads (default: torch's choice)."),
         ("device", click.Choice(["auto", "cpu", "cuda"]), d.get("device", "auto"), "Device."),
         ("tensorboard", bool, d.get("tensorboard", True), "Write TensorBoard event files under OUT/tensorboard."),
+        ("allow_data_change", bool, False, "With --resume: continue even if a data file changed since the run "
+                                           "started (OUT/data.json)."),
     ]
 
 
@@ -223,9 +226,10 @@ def check_acts_only_with(s: Settings, params: Dict[str, click.Parameter]) -> Non
 
 
 #: settings never taken from a resumed run's config.json
-FLAG_ONLY = ("resume", "overwrite", "quiet", "config", "out")
+FLAG_ONLY = ("resume", "overwrite", "quiet", "config", "out", "allow_data_change")
 #: what every train recipe writes into its run directory; one of them there means a previous run
-RUN_MARKERS = ("config.json", "metrics.jsonl", "tensorboard", "checkpoints", "best.safetensors", "best.json")
+RUN_MARKERS = ("config.json", "data.json", "metrics.jsonl", "tensorboard", "checkpoints", "best.safetensors",
+               "best.json")
 
 
 def run_specs(out_default: str, out_help: str) -> List[Spec]:
@@ -304,9 +308,11 @@ def prepare_run(settings: Settings, out: Path, train_keys: Tuple[str, ...]) -> "
     return train_cfg
 
 
-def open_run_dir(out: Path, settings: Settings, record: Optional[Path], config: Dict[str, Any]) -> None:
+def open_run_dir(out: Path, settings: Settings, record: Optional[Path], config: Dict[str, Any],
+                 data: Dict[str, Any]) -> None:
     """Create the run directory once everything was checked and write config.json (`config` plus the
-    settings and where each came from). A new run first deletes what a previous run left: with --overwrite,
+    settings and where each came from) and data.json (`data`: the data files' fingerprint, see
+    `checked_data_fingerprint`). A new run first deletes what a previous run left: with --overwrite,
     or with --resume when there was no checkpoint to resume (its logs belong to steps that are lost)."""
     import shutil
 
@@ -318,6 +324,7 @@ def open_run_dir(out: Path, settings: Settings, record: Optional[Path], config: 
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", {**config, "settings": dict(settings), "sources": settings.sources})
+    write_json_atomic(out / "data.json", data)
 
 
 def run_device(device: Optional[str]) -> "torch.device":
@@ -328,3 +335,42 @@ def run_device(device: Optional[str]) -> "torch.device":
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but CUDA is not available")
     return torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+
+
+#: exit status of a run stopped by SIGTERM (after its checkpoint): 128 + 15, what a shell reports for a process
+#: that SIGTERM ended, so a job script's `&&` or a scheduler's requeue rule sees that the run did not finish
+PREEMPTED_EXIT = 143
+
+
+def exit_preempted(ctx: click.Context, summary: Dict[str, Any], out: Path, show: bool = True) -> None:
+    """After fit() stopped for SIGTERM: one line saying where the checkpoint is and how to go on; exit 143."""
+    import shlex
+
+    if show:
+        click.echo(f"rnnkit: {summary['stop']} at step {summary['step']}: checkpoint {summary['checkpoint']}; "
+                   f"continue with: {ctx.command_path} --out {shlex.quote(str(out))} --resume", err=True)
+    sys.exit(PREEMPTED_EXIT)
+
+
+def data_paths(settings: Dict[str, Any]) -> List[str]:
+    """The data paths a recipe's settings name: --data and every --*-data option (unset ones: shipped data)."""
+    return [v for k, v in sorted(settings.items()) if (k == "data" or k.endswith("_data")) and v
+            and isinstance(v, str)]
+
+
+def checked_data_fingerprint(settings: Dict[str, Any], out: Path, resuming: bool) -> Dict[str, Any]:
+    """The fingerprint of the run's data files, to be written to OUT/data.json. Resuming, it must match the
+    one saved when the run started (unless --allow-data-change): other data would silently train the
+    checkpoint on something else than it saw."""
+    import json
+
+    from ..training.fingerprint import FORMAT, DataChangedError, data_change, fingerprint
+
+    current = {"format": FORMAT, "files": fingerprint(data_paths(settings), exclude=[out])}
+    saved_path = out / "data.json"
+    if resuming and saved_path.is_file() and not settings.get("allow_data_change"):
+        change = data_change(json.loads(saved_path.read_text()).get("files", {}), current["files"])
+        if change:
+            raise DataChangedError(f"--resume: since the run in {str(out)!r} started, {change}; put the original "
+                                   f"back, or pass --allow-data-change to go on with the new data")
+    return current

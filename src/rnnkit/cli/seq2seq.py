@@ -34,9 +34,9 @@ from ..models.seq2seq import BRIDGES, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 from ..recipes import repository_data
 from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
                                    write_json_atomic)
-from ..training.trainer import Trainer
-from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, open_run_dir, prepare_run, recipe_options,
-                      resolve_run, run_device, run_specs, training_specs)
+from ..training.trainer import PREEMPTED, Trainer
+from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, checked_data_fingerprint, exit_preempted,
+                      open_run_dir, prepare_run, recipe_options, resolve_run, run_device, run_specs, training_specs)
 from .train import TRAIN_KEYS
 from ..errors import InputError
 
@@ -237,6 +237,7 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("train seq2seq runs in one process; torchrun is not supported for it yet")
     train_cfg = prepare_run(s, out, TRAIN_KEYS)
+    data_fingerprint = checked_data_fingerprint(s, out, resuming=record is not None)
     device = run_device(s["device"])
     kind = s["scheduled_sampling"]
     schedule = SamplingSchedule(kind, s["ss_k"] if s["ss_k"] is not None else SS_DEFAULT_K[kind],
@@ -292,7 +293,7 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
                                   "data": {"train": len(enc_train), "valid": len(enc_valid or []),
                                            "test": len(splits.test), "dropped_long": enc_train.dropped_long,
                                            "dropped_empty": enc_train.dropped_empty,
-                                           "blank_lines": splits.skipped_blank}})
+                                           "blank_lines": splits.skipped_blank}}, data_fingerprint)
     src_tok.save(out / tokenizers["source"]["file"])
     if not s["spm_shared"]:
         tgt_tok.save(out / tokenizers["target"]["file"])
@@ -306,6 +307,8 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
         f"attention {s['attention']}, bridge {s['bridge']}, {kind if kind != 'none' else 'teacher forcing'} "
         f"({n_params:,} parameters), {train_data.tokens_per_epoch:,} target tokens/epoch, device {device} -> {out}")
     summary = trainer.fit(resume=record)
+    if summary["stop"] == PREEMPTED:
+        exit_preempted(ctx, summary, out)
     result = None
     if splits.test:
         test_pairs = splits.test[:s["eval_max_sentences"]] if s["eval_max_sentences"] else splits.test

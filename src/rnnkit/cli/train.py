@@ -25,9 +25,10 @@ from ..data.text import DataError, load_char_corpus, load_word_corpus, vocab_fro
 from ..cells import CELLS
 from ..models.char_lm import LanguageModelTask, LMConfig, RecurrentLM
 from ..recipes import TINYSHAKESPEARE
-from ..training.trainer import Trainer
-from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, open_run_dir, prepare_run,
-                      recipe_options, resolve_run, run_device, run_specs, training_specs)
+from ..training.trainer import PREEMPTED, Trainer
+from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, Spec, checked_data_fingerprint,
+                      exit_preempted, open_run_dir, prepare_run, recipe_options, resolve_run, run_device, run_specs,
+                      training_specs)
 
 
 CHARLM_DEFAULTS: Dict[str, Any] = dict(
@@ -179,6 +180,7 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
     train_cfg = prepare_run(s, out, TRAIN_KEYS)
     if s["resume"] and record is None and not s["quiet"]:
         click.echo(f"rnnkit: nothing to resume in {str(out)!r}; starting a new run", err=True)
+    data_fingerprint = checked_data_fingerprint(s, out, resuming=record is not None)
     rank, world, device = _distributed(s["device"])
     vocab_json = None
     if record is not None:
@@ -192,7 +194,7 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
     run_info = {"recipe": recipe, "model": model_cfg.to_dict(), "vocab": vocab.to_json()}
     if rank == 0:  # everything was checked: only now does the run directory appear
         open_run_dir(out, s, record, {"recipe": recipe, "model": model_cfg.to_dict(), "world_size": world,
-                                      "vocab_size": len(vocab)})
+                                      "vocab_size": len(vocab)}, data_fingerprint)
     trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out, run_info=run_info,
                       device=device)
     if rank == 0 and not s["quiet"]:
@@ -201,13 +203,14 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
                    f"vocab {len(vocab)}, {train_data.tokens_per_epoch:,} train tokens/epoch on this process, "
                    f"world size {world}, device {device} -> {out}")
     summary = trainer.fit(resume=record)
-    if test_data is not None:
+    preempted = summary["stop"] == PREEMPTED  # the grace period is short: no test evaluation, no summary
+    if test_data is not None and not preempted:
         test = trainer.evaluate(test_data, prefix="test")
         if rank == 0:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"kind": "test", "step": trainer.step, "loss": test["test_loss"], **test}) + "\n")
             summary["test"] = test
-    if rank == 0 and not s["quiet"]:
+    if rank == 0 and not s["quiet"] and not preempted:
         last = summary.get("last_eval") or {}
         shown = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("val_"))
         click.echo(f"rnnkit: stopped ({summary['stop']}) at step {summary['step']}, epoch {summary['epoch']}, "
@@ -222,3 +225,5 @@ def run_recipe(ctx: click.Context, recipe: str, values: Dict[str, Any], build: C
         gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+    if preempted:
+        exit_preempted(ctx, summary, out, show=rank == 0)

@@ -83,13 +83,22 @@ def unflatten(obj: Any, tensors: Dict[str, Tensor]) -> Any:
 
 # ------------------------------------------------------------------ writing
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a fsynced temporary file in the same directory and a rename."""
+    """Write `data` to `path` via a fsynced temporary file in the same directory and a rename.
+
+    On failure (a full disk: ENOSPC) `path` is untouched, the temporary file is removed and the OSError
+    names `path` (a failed write() or fsync() names no file of its own)."""
     tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None or Path(err.filename) == tmp:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -131,7 +140,11 @@ def save_checkpoint(directory: PathLike, step: int, tensors: Dict[str, Tensor], 
     record.update(format=FORMAT, step=step, tensors_file=tensor_path.name, tensors_bytes=len(blob),
                   tensors_sha256=hashlib.sha256(blob).hexdigest())
     json_path = directory / f"{stem}.json"
-    _write_atomic(json_path, (json.dumps(record, indent=1) + "\n").encode())
+    try:
+        _write_atomic(json_path, (json.dumps(record, indent=1) + "\n").encode())
+    except OSError:
+        tensor_path.unlink(missing_ok=True)  # without its record it is no checkpoint: give its space back
+        raise
     _fsync_dir(directory)
     return json_path
 

@@ -11,6 +11,13 @@ accumulation, (truncated) BPTT state carry, evaluation, early stopping,
 checkpoints, resume, logging (JSONL, TensorBoard, tqdm) and data parallelism
 (DistributedDataParallel when torch.distributed is initialised).
 
+Preemption: while `fit()` runs in the main thread of a trainer with a run
+directory, SIGTERM (what clusters and `timeout` send) asks the loop to stop at
+the next step boundary: it writes a checkpoint of that step (the full state, as
+the periodic ones) and returns with stop reason PREEMPTED; `fit(resume=...)`
+then continues with the losses of an uninterrupted run. Under DDP every rank
+stops at the same step. The previous SIGTERM handler is restored when fit() returns.
+
 Data: any object with `batches(epoch, start) -> Iterator[batch]` (the batches of
 one epoch, from index `start`, so a resumed run continues mid-epoch) and
 optionally `__len__` (batches per epoch). Batches that are `StreamBatch` chunks
@@ -32,6 +39,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +60,8 @@ Hook = Callable[..., None]
 HOOK_NAMES = ("step_end", "eval_end", "checkpoint", "fit_end")
 #: TrainConfig.clock -> the clock it reads (seconds; only differences are used)
 CLOCK_FUNCTIONS: Dict[str, Callable[[], float]] = {"wall": time.monotonic, "cpu": time.process_time}
+#: fit()'s stop reason when SIGTERM stopped it (after a checkpoint of the last step)
+PREEMPTED = "preempted (SIGTERM)"
 
 
 @dataclass
@@ -146,6 +157,8 @@ class Trainer:
         self._clock = CLOCK_FUNCTIONS[config.clock]
         self._next_eval_time = math.inf  # clock reading (elapsed()) of the next time-based evaluation
         self.last_checkpoint_step = -1
+        self.last_checkpoint: Optional[Path] = None  # record of the newest checkpoint this process wrote
+        self._sigterm = False  # set by the SIGTERM handler that fit() installs
         self.metrics_lines = 0  # lines of metrics.jsonl written up to now (a resumed run keeps exactly these)
         self.history: List[Dict[str, Any]] = []  # eval records of this process
         self._reset_streams()
@@ -297,7 +310,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- fit
     def fit(self, resume: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
-        """Train until a limit is reached; returns a summary (step, epoch, last eval, stop reason).
+        """Train until a limit is reached; returns a summary (step, epoch, last eval, stop reason, the
+        newest checkpoint's record). Stop reason PREEMPTED: SIGTERM arrived (see the module docstring).
 
         `resume`: a checkpoint or run directory to continue from (exactly: same
         losses step for step as an uninterrupted run with the same seed).
@@ -322,6 +336,7 @@ class Trainer:
         acc_loss = acc_count = 0.0
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        restore_sigterm = self._catch_sigterm()
         try:
             while stop is None:
                 if c.max_epochs is not None and self.epoch >= c.max_epochs:
@@ -357,7 +372,7 @@ class Trainer:
                     self._fire("step_end", record)
                     if (c.eval_every and self.step % c.eval_every == 0) or self._eval_time_due():
                         stop = self._evaluate_and_track() or stop
-                    stop = stop or self._time_or_step_limit()
+                    stop = stop or self._time_or_step_limit() or self._preempted()
                     if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                         self.save(self._clock() - t0)
                     if stop:
@@ -375,16 +390,18 @@ class Trainer:
                     if self._epoch_scheduler:
                         self.scheduler.step()  # epoch_decay
                     stop = stop or self._time_or_step_limit()
-            if self.val_data is not None and self.last_eval_step != self.step:
+            # preempted: no evaluation (the grace period is short, and the uninterrupted run has none here)
+            if self.val_data is not None and self.last_eval_step != self.step and stop != PREEMPTED:
                 self._evaluate_and_track()
             if self.out_dir is not None and self.last_checkpoint_step != self.step:
                 self.save(self._clock() - t0)
         finally:
+            restore_sigterm()
             if bar is not None:
                 bar.close()
             self._close_logs()
         summary = {"step": self.step, "epoch": self.epoch, "stop": stop, "tokens": self.tokens,
-                   "elapsed_s": self.elapsed(),
+                   "elapsed_s": self.elapsed(), "checkpoint": self.last_checkpoint,
                    "last_eval": self.history[-1] if self.history else None}
         self._fire("fit_end", summary)
         return summary
@@ -417,6 +434,25 @@ class Trainer:
         t = torch.tensor([float(flag)], device=self.device)
         self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def _catch_sigterm(self) -> Callable[[], None]:
+        """Make SIGTERM a request to stop at the next step boundary; returns the function that restores the
+        previous handler. Only with a run directory to checkpoint into, and only in the main thread (the only
+        one Python lets set handlers): otherwise SIGTERM keeps its handler."""
+        self._sigterm = False
+        if self.out_dir is None or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self._sigterm = True
+
+        previous = signal.signal(signal.SIGTERM, request_stop)
+        # None: the previous handler was not set from Python; the default is the closest we can restore
+        return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    def _preempted(self) -> Optional[str]:
+        """PREEMPTED once SIGTERM has reached any rank: every rank must stop at the same step."""
+        return PREEMPTED if self._any_rank(self._sigterm) else None
 
     def _time_or_step_limit(self) -> Optional[str]:
         c = self.config
@@ -604,7 +640,7 @@ class Trainer:
         path = None
         if self.is_main:
             directory = self.out_dir / "checkpoints"
-            path = ckpt.save_checkpoint(directory, self.step, tensors, meta)
+            path = self.last_checkpoint = ckpt.save_checkpoint(directory, self.step, tensors, meta)
             ckpt.prune_checkpoints(directory, self.config.keep_checkpoints)
             self._fire("checkpoint", path)
         if self.dist:
@@ -634,7 +670,7 @@ class Trainer:
         self.bad_evals, self.last_eval_step = n["bad_evals"], n["last_eval_step"]
         self._last_train_loss = n.get("last_train_loss")
         self.metrics_lines = n.get("metrics_lines", 0)
-        self.last_checkpoint_step = self.step
+        self.last_checkpoint_step, self.last_checkpoint = self.step, record
         self.history = list(meta.get("history", []))
         mine = {k[len(f"rank{self.rank}/"):]: v for k, v in tensors.items() if k.startswith(f"rank{self.rank}/")}
         local = ckpt.unflatten(meta["local"], mine)
@@ -662,7 +698,11 @@ def check_run_info(saved: Dict[str, Any], current: Dict[str, Any], record: Path)
                     av, bv = a.get(sub), b.get(sub)
                     break
         if isinstance(av, list) and isinstance(bv, list):
-            av, bv = f"{len(av)} entries", f"{len(bv)} entries"
+            first = next((i for i, (x, y) in enumerate(zip(av, bv)) if x != y), None)
+            if len(av) == len(bv) and first is not None:  # e.g. a vocabulary: name the first entry that differs
+                what, av, bv = f"{what}[{first}]", av[first], bv[first]
+            else:
+                av, bv = f"{len(av)} entries", f"{len(bv)} entries"
         raise ckpt.CheckpointError(f"checkpoint {str(record)!r} belongs to another model or data: its {what} is "
                                    f"{_short(av)}, this run's is {_short(bv)}")
 
