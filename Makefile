@@ -1,6 +1,6 @@
 # rnnkit: set-up-included commands for a fresh machine (Python 3.11 and gcc are all it needs).
 #
-#   make demo    create .venv, install rnnkit[plots,fast], train a char-level LSTM on tinyshakespeare (~3 min),
+#   make demo    create .venv, install rnnkit[plots,fast,tensorboard], train a char-level LSTM on tinyshakespeare (~3 min),
 #                sample, plot
 #   make demo-adding  the adding problem: which cells learn 100-step dependencies
 #   make test    create .venv, install rnnkit[test] (every extra + the test tools), run the suite on 2 workers,
@@ -69,7 +69,7 @@ $(VENV)/bin/python:
 $(STAMP_BASE): pyproject.toml | $(VENV)/bin/python
 	$(PIP) install "setuptools>=68" wheel
 	$(PIP) install "$(TORCH)"
-	$(PIP) install --no-build-isolation -e ".[plots,fast]"  # the core, the demo's PNG, the fused kernels' build
+	$(PIP) install --no-build-isolation -e ".[plots,fast,tensorboard]"  # core, demo PNG, kernel build, event files
 	touch $@
 
 # the benchmark's optional peer (the sru package; torch is already pinned, so pip keeps it)
