@@ -1,7 +1,7 @@
 # rnnkit: set-up-included commands for a fresh machine (Python 3.11 and gcc are all it needs).
 #
-#   make demo    create .venv, install rnnkit[plots,fast,tensorboard], train a char-level LSTM on tinyshakespeare (~3 min),
-#                sample, plot
+#   make demo    create .venv, install rnnkit[plots,fast,tensorboard], train a char-level LSTM on
+#                tinyshakespeare (~3 min), sample, plot
 #   make demo-adding  the adding problem: which cells learn 100-step dependencies
 #   make test    create .venv, install rnnkit[test] (every extra + the test tools), run the suite on 2 workers,
 #                the docstrings' examples, then the fused float32 comparisons as an AVX2 CPU would run them
