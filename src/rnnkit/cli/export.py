@@ -50,7 +50,7 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
             f"cannot export a {recipe!r} run to ONNX: rnnkit export writes charlm, wordlm, classify, tag, forecast "
             f"and video runs, and a seq2seq model decodes with attention until every sentence has emitted EOS. "
             f"Alternative, in Python: rnnkit.export_onnx(model.encoder, ...) for its encoder and model.step() "
-            f"for the decoder, or torch.export.export(model, ...) for the teacher-forced forward (README, Deploy)")
+            f"for the decoder, or torch.export.export(model, ...) for the teacher-forced forward (docs/library.md, Deploy)")
     model, vocab, _ = load_language_model(checkpoint, torch.device("cpu"))
     model = model.float()
     path = _output_path(checkpoint, output)
