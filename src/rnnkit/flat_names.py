@@ -32,8 +32,12 @@ def cell_index(module: nn.Module, name: str) -> Optional[Tuple[int, str]]:
 
 def register_hooks(module: nn.Module) -> None:
     """Give `module`'s state_dict and load_state_dict torch.nn's flat names."""
-    module.register_state_dict_post_hook(_state_dict_to_flat_names)
-    module.register_load_state_dict_pre_hook(_state_dict_from_flat_names)
+    if hasattr(module, "register_state_dict_post_hook"):  # torch >= 2.5
+        module.register_state_dict_post_hook(_state_dict_to_flat_names)
+        module.register_load_state_dict_pre_hook(_state_dict_from_flat_names)
+    else:  # torch 2.4: the same hooks under their older, private names
+        module._register_state_dict_hook(_state_dict_to_flat_names)
+        module._register_load_state_dict_pre_hook(_state_dict_from_flat_names, with_module=True)
     module.register_load_state_dict_post_hook(_report_flat_names)
 
 

@@ -243,6 +243,7 @@ def test_full_bptt_batches():
 
 
 def test_metrics_jsonl_and_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")  # the [tensorboard] extra (in [test]; a core-only install lacks it)
     t = make_trainer(tmp_path, steps=4, eval_every=2)
     t.config.tensorboard = True
     t.fit()
