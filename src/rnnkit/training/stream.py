@@ -10,7 +10,7 @@ they occur.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -22,23 +22,21 @@ State = Any
 Piece = Tuple[int, StreamBatch, bool]
 
 
+def map_tensors(fn: Callable[[Tensor], Tensor], obj: Any) -> Any:
+    """`obj` with `fn` applied to every tensor in it (nested tuples, lists and dicts keep their shape)."""
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(map_tensors(fn, v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(fn, v) for k, v in obj.items()}
+    return obj
+
+
 def detach_state(state: State) -> State:
     """The same nesting of tensors, cut from the graph (the carried state must not
     drag the previous chunk's graph into this chunk's backward)."""
-    if isinstance(state, Tensor):
-        return state.detach()
-    if isinstance(state, (tuple, list)):
-        return type(state)(detach_state(s) for s in state)
-    return state
-
-
-def state_to(state: State, device: torch.device) -> State:
-    """The same nesting of tensors, on `device`."""
-    if isinstance(state, Tensor):
-        return state.to(device)
-    if isinstance(state, (tuple, list)):
-        return type(state)(state_to(s, device) for s in state)
-    return state
+    return map_tensors(Tensor.detach, state)
 
 
 class StreamCarry:
@@ -112,7 +110,7 @@ class StreamCarry:
         return {"carry": self.carry, "carry_pos": self.carry_pos, "pos": self.pos, "context": context}
 
     def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
-        self.carry = state_to(state["carry"], device)
+        self.carry = map_tensors(lambda t: t.to(device), state["carry"])
         self.carry_pos, self.pos = state["carry_pos"], state["pos"]
         self.context = [(c["pos"], StreamBatch(c["inputs"], None, c["reset"] if c["has_reset"] else None))
                         for c in state["context"]]

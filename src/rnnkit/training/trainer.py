@@ -51,7 +51,7 @@ from .distributed import Distribution
 from .loggers import JsonlLog, Logger, ProgressBar, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
 from .preemption import SigtermRequest
-from .stream import StreamCarry, detach_state
+from .stream import StreamCarry, detach_state, map_tensors
 from .task import LossResult, State, Task, TrainingError
 
 # the loop's own names, and those applications and the CLI import from here
@@ -233,7 +233,7 @@ class Trainer:
             self.task.step = self.step  # e.g. scheduled sampling follows the optimizer step
         if isinstance(batch, StreamBatch):
             return self._run_stream(model, batch.to(self.device))
-        r = self.task.loss(model, _to_device(batch, self.device), None)
+        r = self.task.loss(model, map_tensors(lambda t: t.to(self.device), batch), None)
         return r.loss_sum, torch.as_tensor(r.count, dtype=torch.float32, device=self.device), r.sequences
 
     def _run_stream(self, model: nn.Module, batch: StreamBatch) -> Tuple[Tensor, Tensor, int]:
@@ -359,7 +359,7 @@ class Trainer:
                     r = self.task.loss(self.model, batch.to(self.device), state)
                     state = r.state
                 else:
-                    r = self.task.loss(self.model, _to_device(batch, self.device), None)
+                    r = self.task.loss(self.model, map_tensors(lambda t: t.to(self.device), batch), None)
                 total += r.loss_sum.double()
                 count += float(r.count)
         finally:
@@ -486,13 +486,3 @@ def _len(data: Any) -> Optional[int]:
         return len(data)
     except TypeError:
         return None
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
