@@ -301,7 +301,6 @@ def train_seq2seq(ctx: click.Context, **values: Any) -> None:
                        schedule=schedule)
     trainer = Trainer(model, task, train_data, train_cfg, val_data=val_data, out_dir=out, run_info=run_info,
                       device=device)
-    task.progress = lambda: trainer.step  # scheduled sampling follows the optimizer step (restored on resume)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"rnnkit: seq2seq {s['encoder_cell'] or s['cell']}→{s['cell']} {s['num_layers']}x{s['hidden_size']} "
         f"attention {s['attention']}, bridge {s['bridge']}, {kind if kind != 'none' else 'teacher forcing'} "

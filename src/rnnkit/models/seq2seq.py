@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -322,21 +322,21 @@ class Seq2SeqTask:
     label_smoothing: ε of label smoothing (training only; evaluation reports plain NLL).
     length_normalize: divide each sentence's loss by its length and count sentences
         (so long and short sentences weigh the same); else the loss is per token.
-    schedule: scheduled sampling's ε_i; `progress()` gives i (the trainer's step).
+    schedule: scheduled sampling's ε_i of i = `step`, which the training loop keeps at its optimizer step.
     """
 
     def __init__(self, *, pad_id: int = 0, label_smoothing: float = 0.0, length_normalize: bool = False,
-                 schedule: Optional[SamplingSchedule] = None, progress: Callable[[], int] = lambda: 0) -> None:
+                 schedule: Optional[SamplingSchedule] = None) -> None:
         if not 0.0 <= label_smoothing < 1.0:
             raise InputError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
         self.pad_id = pad_id
         self.label_smoothing = label_smoothing
         self.length_normalize = length_normalize
         self.schedule = schedule or SamplingSchedule()
-        self.progress = progress
+        self.step = 0  #: optimizer steps taken (set by the Trainer before each batch)
 
     def teacher_forcing_ratio(self) -> float:
-        return self.schedule(self.progress())
+        return self.schedule(self.step)
 
     def loss(self, model: nn.Module, batch: Dict[str, Tensor], state: Any):
         from ..training.trainer import LossResult  # the task speaks the trainer's protocol

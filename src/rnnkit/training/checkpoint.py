@@ -112,11 +112,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Replace `path` with `text` atomically (all of it or, on any failure, the old file)."""
+    path = Path(path)
+    _write_atomic(path, text.encode())
+    _fsync_dir(path.parent)
+
+
 def write_json_atomic(path: PathLike, obj: Any) -> None:
     """Atomic JSON write (for config.json and friends)."""
-    path = Path(path)
-    _write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-    _fsync_dir(path.parent)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_checkpoint(directory: PathLike, step: int, tensors: Dict[str, Tensor], meta: Dict[str, Any]) -> Path:
