@@ -71,6 +71,15 @@ def _cell_projection(spec: RunSpec) -> Tensor:
 
 
 
+def _recurrent(spec: RunSpec, weight: Optional[Tensor]) -> Optional[Tensor]:
+    """A recurrent weight as the time loop takes it: bfloat16 under a bfloat16 projection (the kernels run
+    the per-step GEMM in bfloat16 with float32 accumulation; a differentiable cast, so the float32 master
+    gets its gradient), else as it is."""
+    if weight is None or spec.projection_dtype != torch.bfloat16:
+        return weight
+    return weight.to(torch.bfloat16)
+
+
 def _run_lstm(spec: RunSpec) -> Result:
     from .fused_ops import ops
 
@@ -80,7 +89,7 @@ def _run_lstm(spec: RunSpec) -> Result:
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = spec.weight("weight_peephole") if isinstance(cell, PeepholeLSTMCell) else None
-    w_hh, w_hr = spec.weight("weight_hh"), spec.weight("weight_hr")
+    w_hh, w_hr = _recurrent(spec, spec.weight("weight_hh")), _recurrent(spec, spec.weight("weight_hr"))
     save = _needs_grad(u, w_hh, w_hr, peep, h0, c0)
     y, h_n, c_n, *_ = ops.lstm_forward(u, w_hh, w_hr, peep, h0, c0, lengths, rmask, zh, zc, save)
     return y, (h_n, c_n)
@@ -264,7 +273,8 @@ class FusedBackend:
         if low is None:
             return self._run(spec)
         # Mixed precision (autocast, or half-precision parameters and inputs): the input projection's GEMM
-        # in `low` with float32 accumulation, the time loop, cell state and gate math in float32 (the
+        # in `low` with float32 accumulation; for the LSTM family under bfloat16 the per-step recurrent
+        # GEMMs too (_recurrent); the rest of the time loop, cell state and gate math in float32 (the
         # kernels' own), outputs and final state in `low` as autocast expects.
         with torch.autocast("cpu", enabled=False):
             weights = _float32_weights(spec)

@@ -161,6 +161,12 @@ def _grad_w_hh(dg: Tensor, h0: Tensor, y: Tensor, rmask: Optional[Tensor]) -> Te
     return dg.reshape(T * B, G).t().mm(hprev.reshape(T * B, P))
 
 
+def _in_dtype(weight: Tensor, *tensors: Optional[Tensor]) -> tuple:
+    """The operands of a weight-gradient GEMM in the weight's dtype: a bfloat16 recurrent weight (mixed
+    precision) takes its gradient as a bfloat16 GEMM with float32 accumulation, like the forward's."""
+    return tuple(t if t is None or t.dtype == weight.dtype else t.to(weight.dtype) for t in tensors)
+
+
 # ---------------------------------------------------------------------- LSTM
 @torch.library.register_fake("rnnkit::lstm_forward")
 def _lstm_forward_fake(u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc, save=True):
@@ -197,9 +203,10 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
     dg, dh0, dc0, dhp, ms = ops.lstm_backward(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengths, rmask,
                                               zh, zc)
     need = ctx.needs_input_grad
-    d_w_hh = _grad_w_hh(dg, h0, y, rmask) if need[1] else None
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dg, h0, y, rmask)) if need[1] else None
     d_w_hr = None
     if w_hr is not None and need[2]:
+        dhp, ms = _in_dtype(w_hr, dhp, ms)
         d_w_hr = dhp.reshape(T * B, -1).t().mm(ms.reshape(T * B, H))
     d_peep = None
     if w_peep is not None and need[3]:

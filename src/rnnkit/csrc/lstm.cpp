@@ -34,8 +34,6 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   const bool proj = w_hr.defined();
   const auto opts = u.options();
   const R* up = u.data_ptr<R>();
-  const R* W = w_hh.data_ptr<R>();
-  const R* Wr = proj ? w_hr.data_ptr<R>() : nullptr;
   MaybeVec<R> peep(w_peep, 3 * H, opts);
   const R* pe = peep.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
@@ -57,9 +55,9 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   R* mb = proj ? m_buf.data_ptr<R>() : nullptr;
   R* hpb = proj ? hp_buf.data_ptr<R>() : nullptr;
 
-  const StepGemm<R> rec_gemm(true, G, P, W, P, B);  // (h ⊙ rmask) W_hh^T
-  std::optional<StepGemm<R>> proj_gemm;            // m_t W_hr^T
-  if (proj) proj_gemm.emplace(true, P, H, Wr, H, B);
+  const StepGemm<R> rec_gemm(true, G, P, w_hh, 0, P, B);  // (h ⊙ rmask) W_hh^T
+  std::optional<StepGemm<R>> proj_gemm;                  // m_t W_hr^T
+  if (proj) proj_gemm.emplace(true, P, H, w_hr, 0, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gate_rows[t];
@@ -140,8 +138,6 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = dh.size(1);
   const bool proj = w_hr.defined();
   const auto opts = gates.options();
-  const R* W = w_hh.data_ptr<R>();
-  const R* Wr = proj ? w_hr.data_ptr<R>() : nullptr;
   MaybeVec<R> peep(w_peep, 3 * H, opts);
   const R* pe = peep.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
@@ -164,9 +160,9 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
   R* dmb = proj ? dm_buf.data_ptr<R>() : dhpp;  // without proj, ∂L/∂m_t = ∂L/∂h~_t
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
 
-  const StepGemm<R> back_gemm(false, P, G, W, P, B);  // dgates_t W_hh
-  std::optional<StepGemm<R>> proj_gemm;              // ∂L/∂h~_t W_hr
-  if (proj) proj_gemm.emplace(false, H, P, Wr, H, B);
+  const StepGemm<R> back_gemm(false, P, G, w_hh, 0, P, B);  // dgates_t W_hh
+  std::optional<StepGemm<R>> proj_gemm;                    // ∂L/∂h~_t W_hr
+  if (proj) proj_gemm.emplace(false, H, P, w_hr, 0, H, B);
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dgt = dgp + t * B * G;
