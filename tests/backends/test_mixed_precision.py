@@ -1,9 +1,9 @@
 """bfloat16 on the fused backend: under `torch.autocast("cpu", dtype=torch.bfloat16)` and with bfloat16
 parameters and inputs, every family runs its fused kernels (no crash, no fall back to the reference loop).
 
-What runs in bfloat16 is the input projection's GEMM (float32 accumulation) and, for the LSTM family under
-bfloat16, the per-step recurrent GEMMs (W_hh, W_hr, forward and backward); cell state and gate math stay
-float32, and results come back in bfloat16 as autocast expects.
+What runs in bfloat16 is the input projection's GEMM (float32 accumulation) and, for the LSTM, GRU and
+Elman families under bfloat16, the per-step recurrent GEMMs (W_hh, W_hr, forward and backward); cell
+state and gate math stay float32, and results come back in bfloat16 as autocast expects.
 
 The bound is derived from bfloat16 rounding, not tuned: a float64 reference run on the GEMMs'
 operands perturbed as bfloat16 perturbs them (rounded to bfloat16 under autocast; nudged by one bfloat16
@@ -41,7 +41,7 @@ def _error(actual: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 #: families whose time loop runs the recurrent GEMMs in bfloat16 (their recurrent weights are rounded too)
-BF16_RECURRENT = ("LSTM", "PeepholeLSTM")
+BF16_RECURRENT = ("LSTM", "PeepholeLSTM", "GRU", "GRU_BEFORE", "RNN_TANH", "RNN_RELU")
 
 
 def _rounded_operands(cfg: LayerConfig) -> tuple:
@@ -165,21 +165,51 @@ def test_bf16_step_gemm_within_rounding_bound(hidden: int) -> None:
         assert not torch.equal(gates, widened[0]) and not torch.equal(dh0, widened[2])
 
 
+def _gru_elman_steps(w_hh: torch.Tensor, u: torch.Tensor, h0: torch.Tensor) -> list:
+    """Forward and backward outputs of the GRU kernels (both reset forms) and Elman's, over u (T, B, 3H)."""
+    from rnnkit.backends.fused_ops import ops
+
+    H = h0.shape[1]
+    out = []
+    for after in (True, False):
+        y, h_n, gates = ops.gru_forward(u, w_hh, None, h0, None, None, None, after, True)
+        out += [y, *ops.gru_backward(torch.ones_like(y), torch.zeros_like(h0), gates, y, h0, w_hh, None, None,
+                                     None, after)]
+    y, h_n, ht = ops.elman_forward(u[..., :H].contiguous(), w_hh[:H].contiguous(), h0, None, None, None, False, True)
+    return out + [y, *ops.elman_backward(torch.ones_like(y), torch.zeros_like(h0), ht, w_hh[:H].contiguous(), None,
+                                         None, None, False)]
+
+
 def test_forced_route_widens_bf16_weight() -> None:
     """Where a float32 route is forced (as where the CPU lacks bfloat16 units), a bfloat16 W_hh runs as its
-    exact float32 widening: the same bits as the float32 kernel on that weight."""
+    exact float32 widening: the same bits as the float32 kernel on that weight (LSTM, GRU, Elman)."""
     from rnnkit.backends import set_step_gemm
 
     g = torch.Generator().manual_seed(0)
-    u, h0, c0 = torch.randn(1, 8, 96, generator=g), torch.randn(8, 24, generator=g), torch.randn(8, 24, generator=g)
+    u, h0, c0 = torch.randn(3, 8, 96, generator=g), torch.randn(8, 24, generator=g), torch.randn(8, 24, generator=g)
     w = torch.randn(96, 24, generator=g).bfloat16()
     try:
         for route in ("blas", "small"):
             set_step_gemm(route)
-            for got, expected in zip(_lstm_step(w, u, h0, c0), _lstm_step(w.float(), u, h0, c0)):
-                assert torch.equal(got, expected), route
+            got = [*_lstm_step(w, u[:1], h0, c0), *_gru_elman_steps(w[:72], u[..., :72], h0)]
+            expected = [*_lstm_step(w.float(), u[:1], h0, c0), *_gru_elman_steps(w[:72].float(), u[..., :72], h0)]
+            for i, (a, b) in enumerate(zip(got, expected)):
+                assert torch.equal(a, b), (route, i)
     finally:
         set_step_gemm("auto")
+
+
+def test_bf16_gru_elman_weight_runs_close_to_widened() -> None:
+    """The GRU (both forms, whose W_hh is read in blocks) and Elman kernels take a bfloat16 W_hh on the auto
+    route and stay near the float32 kernels on the widened weight: a smoke check that each block reads the
+    right rows (a wrong block is off by O(1)); the derived bound is checked on the layers above."""
+    g = torch.Generator().manual_seed(1)
+    u, h0 = torch.randn(4, 8, 72, generator=g), torch.randn(8, 24, generator=g)
+    w = (torch.randn(72, 24, generator=g) / 24 ** 0.5).bfloat16()
+    for i, (a, b) in enumerate(zip(_gru_elman_steps(w, u, h0), _gru_elman_steps(w.float(), u, h0))):
+        assert a.shape == b.shape, i
+        if b.numel():
+            assert float((a - b).abs().max()) <= 2.0 ** -5 * max(1.0, float(b.abs().max())), i
 
 
 def test_autocast_lstm_with_projection() -> None:

@@ -102,7 +102,7 @@ def _run_gru(spec: RunSpec) -> Result:
     T, B, lengths, rmask = _common(spec)
     u = _project(spec, spec.weight("weight_ih"), spec.weight("bias_ih"))  # (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
-    w_hh, b_hh = spec.weight("weight_hh"), spec.weight("bias_hh")
+    w_hh, b_hh = _recurrent(spec, spec.weight("weight_hh")), spec.weight("bias_hh")
     save = _needs_grad(u, w_hh, b_hh, spec.state[0])
     y, h_n, _ = ops.gru_forward(u, w_hh, b_hh, spec.state[0], lengths, rmask, zh, cell.reset == "after", save)
     return y, (h_n,)
@@ -115,7 +115,7 @@ def _run_elman(spec: RunSpec) -> Result:
     T, B, lengths, rmask = _common(spec)
     u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,H)
     (zh,) = _keeps(spec, T, B)
-    w_hh = spec.weight("weight_hh")
+    w_hh = _recurrent(spec, spec.weight("weight_hh"))
     save = _needs_grad(u, w_hh, spec.state[0])
     y, h_n, _ = ops.elman_forward(u, w_hh, spec.state[0], lengths, rmask, zh, cell.nonlinearity == "relu", save)
     return y, (h_n,)
@@ -273,8 +273,8 @@ class FusedBackend:
         if low is None:
             return self._run(spec)
         # Mixed precision (autocast, or half-precision parameters and inputs): the input projection's GEMM
-        # in `low` with float32 accumulation; for the LSTM family under bfloat16 the per-step recurrent
-        # GEMMs too (_recurrent); the rest of the time loop, cell state and gate math in float32 (the
+        # in `low` with float32 accumulation; for the LSTM, GRU and Elman families under bfloat16 the
+        # per-step recurrent GEMMs too (_recurrent); the rest of the time loop, cell state and gate math in float32 (the
         # kernels' own), outputs and final state in `low` as autocast expects.
         with torch.autocast("cpu", enabled=False):
             weights = _float32_weights(spec)

@@ -255,7 +255,7 @@ def _gru_backward(ctx, dy, dh_n, _unused):
     d_w_hh = d_b_hh = None
     if ctx.reset_after:
         if need[1]:
-            d_w_hh = _grad_w_hh(dw, h0, y, rmask)
+            d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dw, h0, y, rmask))
         if ctx.has_bias and need[2]:
             d_b_hh = dw.sum((0, 1))
     else:
@@ -264,8 +264,8 @@ def _gru_backward(ctx, dy, dh_n, _unused):
             if rmask is not None:
                 hprev = hprev * rmask
             hprev = hprev.reshape(T * B, H)
-            du2 = du.reshape(T * B, 3 * H)
             q = gates[..., :H].reshape(T * B, H) * hprev  # r ⊙ hm
+            du2, hprev, q = _in_dtype(w_hh, du.reshape(T * B, 3 * H), hprev, q)
             d_w_hh = torch.cat([du2[:, :2 * H].t().mm(hprev), du2[:, 2 * H:].t().mm(q)])
         if ctx.has_bias and need[2]:
             d_b_hh = du.sum((0, 1))
@@ -300,7 +300,7 @@ def _elman_backward(ctx, dy, dh_n, _unused):
     dy = _zeros_if_none(dy, y)
     dh_n = _zeros_if_none(dh_n, h0)
     du, dh0 = ops.elman_backward(dy, dh_n, ht, w_hh, lengths, rmask, zh, ctx.relu)
-    d_w_hh = _grad_w_hh(du, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, du, h0, y, rmask)) if ctx.needs_input_grad[1] else None
     return du, d_w_hh, dh0, None, None, None, None, None
 
 

@@ -30,7 +30,6 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
                       Tensor& gates) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3, G = 3 * H, S = gates.size(2);
   const R* up = u.data_ptr<R>();
-  const R* W = w_hh.data_ptr<R>();
   MaybeVec<R> bias(b_hh, G, u.options());
   const R* bh = bias.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
@@ -48,9 +47,9 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   R* q = after ? nullptr : q_buf.data_ptr<R>();
 
   // after: all three blocks at once; before: r, z first (n needs r)
-  const StepGemm<R> rec_gemm(true, after ? G : 2 * H, H, W, H, B);
+  const StepGemm<R> rec_gemm(true, after ? G : 2 * H, H, w_hh, 0, H, B);
   std::optional<StepGemm<R>> n_gemm;  // (r ⊙ hm) W_n^T, reset before only
-  if (!after) n_gemm.emplace(true, H, H, W + 2 * H * H, H, B);
+  if (!after) n_gemm.emplace(true, H, H, w_hh, 2 * H * H, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gate_rows[t];
@@ -135,7 +134,6 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
                        const Tensor& w_hh, const OptTensor& lengths, const Tensor& rmask, const OptTensor& zh_,
                        Tensor& du, Tensor& dw, Tensor& dh) {
   const int64_t T = gates.size(0), B = gates.size(1), H = h0.size(1), G = 3 * H, S = gates.size(2);
-  const R* W = w_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
   Keep<R> zh(zh_, H, gates.options());
   Steps steps(lengths, B);
@@ -154,10 +152,10 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
   // after: dw_t W_hh; before: da_n W_n and [da_r, da_z] W_rz
   std::optional<StepGemm<R>> back_gemm, n_gemm, rz_gemm;
   if (after) {
-    back_gemm.emplace(false, H, G, W, H, B);
+    back_gemm.emplace(false, H, G, w_hh, 0, H, B);
   } else {
-    n_gemm.emplace(false, H, H, W + 2 * H * H, H, B);
-    rz_gemm.emplace(false, H, 2 * H, W, H, B);
+    n_gemm.emplace(false, H, H, w_hh, 2 * H * H, H, B);
+    rz_gemm.emplace(false, H, 2 * H, w_hh, 0, H, B);
   }
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
