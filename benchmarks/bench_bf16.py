@@ -10,6 +10,8 @@ Shapes (T, B, I=H): (100, 64, 256), (100, 64, 512). Every variant runs forward+b
 milliseconds. It first prints what the CPU offers (torch's CPU capability, the avx512_bf16 / amx_bf16
 flags, whether the kernels' bfloat16 step GEMM is on) and prints a skip line instead of timings where
 bfloat16 would be emulated (no bfloat16 units): numbers there say nothing about bfloat16 hardware.
+glibc malloc keeps freed buffers mapped (keep_freed_memory, as rnnkit's CLI and bench_cells.py do), for
+every variant alike.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rnnkit  # noqa: E402
 from rnnkit.backends import extension  # noqa: E402
+from rnnkit.backends.allocator import keep_freed_memory  # noqa: E402
 from timing import bench_interleaved, machine  # noqa: E402
 
 SHAPES = [(100, 64, 256), (100, 64, 512)]
@@ -67,6 +70,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="H=256 only, 1 thread, 3 rounds")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     info = machine()
     flags = cpu_flags()
     print(f"cpu: {info['cpu']} ({info['logical_cpus']} logical), torch {info['torch']}, "

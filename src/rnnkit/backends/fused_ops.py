@@ -73,13 +73,20 @@ ops = torch.ops.rnnkit
 
 def _register_autograd(op: str, backward, setup_context) -> None:
     """torch.library.register_autograd, with the backward run outside autocast: its products are the
-    kernels' own dtypes (a `loss.backward()` inside `torch.autocast` would otherwise cast half of them)."""
+    kernels' own dtypes (a `loss.backward()` inside `torch.autocast` would otherwise cast half of them).
+    Gradients of unused outputs arrive as None, not materialised zeros (the backwards take None): the saved
+    buffers among the outputs would otherwise cost a (T, B, G) zero fill per call."""
     @functools.wraps(backward)
     def backward_without_autocast(ctx, *grads):
         with torch.autocast("cpu", enabled=False):
             return backward(ctx, *grads)
 
-    torch.library.register_autograd(op, backward_without_autocast, setup_context=setup_context)
+    @functools.wraps(setup_context)
+    def setup_without_zeros(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        return setup_context(ctx, inputs, output)
+
+    torch.library.register_autograd(op, backward_without_autocast, setup_context=setup_without_zeros)
 
 
 # ---------------------------------------------------------------- input projection
