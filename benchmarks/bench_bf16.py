@@ -74,7 +74,8 @@ def main(argv=None) -> None:
     info = machine()
     flags = cpu_flags()
     print(f"cpu: {info['cpu']} ({info['logical_cpus']} logical), torch {info['torch']}, "
-          f"capability {torch.backends.cpu.get_cpu_capability()}, bf16 flags: {' '.join(flags) or 'none'}")
+          f"capability {torch.backends.cpu.get_cpu_capability()}, bf16 flags: {' '.join(flags) or 'none'}; "
+          f"load average at start {info['load_average_at_start']}")
     reason = extension.load()
     if reason is not None:
         print(f"bf16: skipped, the fused kernels are unavailable: {reason}")
