@@ -50,15 +50,17 @@ def _keeps(spec: RunSpec, T: int, B: int) -> Tuple[Optional[Tensor], ...]:
     zs = spec.zoneout or (None,) * len(spec.cell.state_sizes)
     return tuple(zoneout_keep(z, T, B, S, spec.inputs) for z, S in zip(zs, spec.cell.state_sizes))
 
-def _project(spec: RunSpec, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+def _project(spec: RunSpec, weight: Tensor, bias: Optional[Tensor], widen: bool = True) -> Tensor:
     """x W^T + b for all steps, one GEMM (rnnkit::input_projection); in spec.projection_dtype where set
-    (bfloat16 inputs and weights, float32 accumulation inside the GEMM), returned as float32."""
+    (bfloat16 inputs and weights, float32 accumulation inside the GEMM), returned as float32 (or, with
+    widen=False for a kernel that reads a bfloat16 u itself, as it is)."""
     from .fused_ops import input_projection
 
     low = spec.projection_dtype
     if low is None:
         return input_projection(spec.inputs, weight, bias)
-    return input_projection(spec.inputs.to(low), weight.to(low), None if bias is None else bias.to(low)).float()
+    u = input_projection(spec.inputs.to(low), weight.to(low), None if bias is None else bias.to(low))
+    return u if not widen and low == torch.bfloat16 else u.float()
 
 
 def _cell_projection(spec: RunSpec) -> Tensor:
@@ -85,7 +87,8 @@ def _run_lstm(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,4H)
+    # (T, B, 4H); bfloat16 under a bfloat16 projection: the kernel widens it in its gate loop
+    u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")), widen=False)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = spec.weight("weight_peephole") if isinstance(cell, PeepholeLSTMCell) else None

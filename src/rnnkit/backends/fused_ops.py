@@ -180,8 +180,9 @@ def _lstm_forward_fake(u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc, sa
     T, B, G = u.shape
     H, P = G // 4, h0.shape[-1]
     Ts = T if save else 0  # the saved buffers are empty when nothing needs a gradient
-    return (u.new_empty(T, B, P), u.new_empty(B, P), u.new_empty(B, H), u.new_empty(Ts, B, G),
-            u.new_empty(Ts + 1 if save else 0, B, H), u.new_empty(Ts if zc is not None else 0, B, H))
+    e = h0.new_empty  # the state's dtype (u may be bfloat16 under mixed precision)
+    return (e(T, B, P), e(B, P), e(B, H), e(Ts, B, G), e(Ts + 1 if save else 0, B, H),
+            e(Ts if zc is not None else 0, B, H))
 
 
 @torch.library.register_fake("rnnkit::lstm_backward")
@@ -196,6 +197,7 @@ def _lstm_backward_fake(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengt
 def _lstm_setup(ctx, inputs, output):
     u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc, *_ = inputs
     y, _, _, gates, cs, ct = output
+    ctx.u_dtype = u.dtype
     ctx.save_for_backward(w_hh, w_hr, w_peep, h0, lengths, rmask, zh, zc, y, gates, cs, ct)
     ctx.mark_non_differentiable(gates, cs, ct)
 
@@ -210,7 +212,8 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
     dg, dh0, dc0, dhp, ms = ops.lstm_backward(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengths, rmask,
                                               zh, zc)
     need = ctx.needs_input_grad
-    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dg, h0, y, rmask)) if need[1] else None
+    du = dg.to(ctx.u_dtype)  # a bfloat16 u (mixed precision) takes its gradient narrowed once, here
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, du if du.dtype == w_hh.dtype else dg, h0, y, rmask)) if need[1] else None
     d_w_hr = None
     if w_hr is not None and need[2]:
         dhp, ms = _in_dtype(w_hr, dhp, ms)
@@ -220,7 +223,7 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
         c_prev, c_new = cs[:-1], (ct if ct.numel() else cs[1:])
         d_peep = torch.cat([(dg[..., :H] * c_prev).sum((0, 1)), (dg[..., H:2 * H] * c_prev).sum((0, 1)),
                             (dg[..., 3 * H:] * c_new).sum((0, 1))])
-    return dg, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None, None
+    return du, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None, None
 
 
 _register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
