@@ -3,6 +3,7 @@ their own float32 time and against torch.nn.LSTM/GRU (oneDNN) in both precisions
 
     .venv/bin/python benchmarks/bench_bf16.py                 # H=256 and 512, 1 and 2 threads, 7 rounds
     .venv/bin/python benchmarks/bench_bf16.py --quick         # H=256, 1 thread, 3 rounds
+    .venv/bin/python benchmarks/bench_bf16.py --threads 1     # one thread count only
 
 Shapes (T, B, I=H): (100, 64, 256), (100, 64, 512). Every variant runs forward+backward
 (`out.float().sum().backward()`, the input requiring grad), interleaved in rounds (timing.bench_interleaved:
@@ -69,6 +70,7 @@ def bench_shape(family: str, T: int, B: int, H: int, reps: int) -> Dict[str, flo
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="H=256 only, 1 thread, 3 rounds")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
     args = parser.parse_args(argv)
     keep_freed_memory()
     info = machine()
@@ -84,7 +86,7 @@ def main(argv=None) -> None:
         print("bf16: skipped, this CPU has no bfloat16 units (no avx512_bf16/amx_bf16): bfloat16 would be "
               "emulated, so its timings say nothing about bfloat16 hardware")
         return
-    shapes, threads, reps = (SHAPES[:1], [1], 3) if args.quick else (SHAPES, [1, 2], 7)
+    shapes, threads, reps = (SHAPES[:1], [1], 3) if args.quick else (SHAPES, args.threads, 7)
     print("fwd+bwd medians in ms; ratios: autocast/fp32 (own), fused autocast / nn autocast")
     for n in threads:
         torch.set_num_threads(n)
