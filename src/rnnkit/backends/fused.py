@@ -87,7 +87,7 @@ def _run_lstm(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    # (T, B, 4H); bfloat16 under a bfloat16 projection: the kernel widens it in its gate loop
+    # (T, B, 4H); bfloat16 under a bfloat16 projection: the kernel widens it in its gate loop (GRU too)
     u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")), widen=False)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
@@ -103,7 +103,7 @@ def _run_gru(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = _project(spec, spec.weight("weight_ih"), spec.weight("bias_ih"))  # (T, B, 3H)
+    u = _project(spec, spec.weight("weight_ih"), spec.weight("bias_ih"), widen=False)  # (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
     w_hh, b_hh = _recurrent(spec, spec.weight("weight_hh")), spec.weight("bias_hh")
     save = _needs_grad(u, w_hh, b_hh, spec.state[0])

@@ -234,7 +234,8 @@ _register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_s
 def _gru_forward_fake(u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after, save=True):
     T, B, G = u.shape
     H = G // 3
-    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T if save else 0, B, (4 if reset_after else 3) * H)
+    e = h0.new_empty  # the state's dtype (u may be bfloat16 under mixed precision)
+    return e(T, B, H), e(B, H), e(T if save else 0, B, (4 if reset_after else 3) * H)
 
 
 @torch.library.register_fake("rnnkit::gru_backward")
@@ -250,6 +251,7 @@ def _gru_setup(ctx, inputs, output):
     y, _, gates = output
     ctx.reset_after = reset_after
     ctx.has_bias = b_hh is not None
+    ctx.u_dtype = u.dtype
     ctx.save_for_backward(w_hh, h0, lengths, rmask, zh, y, gates)
     ctx.mark_non_differentiable(gates)
 
@@ -260,7 +262,8 @@ def _gru_backward(ctx, dy, dh_n, _unused):
     H = h0.shape[-1]
     dy = _zeros_if_none(dy, y)
     dh_n = _zeros_if_none(dh_n, h0)
-    du, dw, dh0 = ops.gru_backward(dy, dh_n, gates, y, h0, w_hh, lengths, rmask, zh, ctx.reset_after)
+    du32, dw, dh0 = ops.gru_backward(dy, dh_n, gates, y, h0, w_hh, lengths, rmask, zh, ctx.reset_after)
+    du = du32.to(ctx.u_dtype)  # a bfloat16 u (mixed precision) takes its gradient narrowed once, here
     need = ctx.needs_input_grad
     d_w_hh = d_b_hh = None
     if ctx.reset_after:
@@ -275,10 +278,10 @@ def _gru_backward(ctx, dy, dh_n, _unused):
                 hprev = hprev * rmask
             hprev = hprev.reshape(T * B, H)
             q = gates[..., :H].reshape(T * B, H) * hprev  # r ⊙ hm
-            du2, hprev, q = _in_dtype(w_hh, du.reshape(T * B, 3 * H), hprev, q)
+            du2, hprev, q = _in_dtype(w_hh, (du if du.dtype == w_hh.dtype else du32).reshape(T * B, 3 * H), hprev, q)
             d_w_hh = torch.cat([du2[:, :2 * H].t().mm(hprev), du2[:, 2 * H:].t().mm(q)])
         if ctx.has_bias and need[2]:
-            d_b_hh = du.sum((0, 1))
+            d_b_hh = du32.sum((0, 1))
     return du, d_w_hh, d_b_hh, dh0, None, None, None, None, None
 
 

@@ -463,6 +463,22 @@ struct Steps {
   }
 };
 
+// A forward kernel's dispatch: f(R(), U()) with R the state's dtype and U u's (R's own, or bfloat16 with
+// float32 state under mixed precision: the projection's output read as it is, widened in the gate loop).
+template <typename F>
+inline void dispatch_state_and_u(at::ScalarType state, const Tensor& u, const char* name, const F& f) {
+  AT_DISPATCH_FLOATING_TYPES(state, "rnnkit_forward", [&] {
+    if (u.scalar_type() == state) {
+      f(scalar_t(), scalar_t());
+    } else if constexpr (std::is_same_v<scalar_t, float>) {
+      TORCH_CHECK(u.scalar_type() == at::kBFloat16, name, ": u must be float32 or bfloat16; got ", u.scalar_type());
+      f(float(), at::BFloat16());
+    } else {
+      TORCH_CHECK(false, name, ": u must have the state's dtype; got ", u.scalar_type(), " and ", state);
+    }
+  });
+}
+
 inline Tensor contiguous_or_undefined(const OptTensor& t) {
   return (t.has_value() && t->defined()) ? t->contiguous() : Tensor();
 }

@@ -251,16 +251,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   auto cs = at::empty({save ? T + 1 : 0, B, H}, opts);
   const bool need_ct = save && zc.has_value() && zc->defined();
   auto ct = at::empty({need_ct ? T : 0, B, H}, opts);
-  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "rnnkit_lstm_forward", [&] {
-    if (uc.scalar_type() == h0.scalar_type()) {
-      lstm_forward_impl<scalar_t, scalar_t>(uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n, gates, cs, ct);
-    } else if constexpr (std::is_same_v<scalar_t, float>) {
-      TORCH_CHECK(uc.scalar_type() == at::kBFloat16, "rnnkit: u must be float32 or bfloat16; got ", uc.scalar_type());
-      lstm_forward_impl<float, at::BFloat16>(uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n, gates, cs,
-                                             ct);
-    } else {
-      TORCH_CHECK(false, "rnnkit: u must have the state's dtype; got ", uc.scalar_type(), " and ", h0.scalar_type());
-    }
+  dispatch_state_and_u(h0.scalar_type(), uc, "rnnkit_lstm_forward", [&](auto r, auto v) {
+    lstm_forward_impl<decltype(r), decltype(v)>(uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n, gates, cs,
+                                                ct);
   });
   return {y, h_n, c_n, gates, cs, ct};
 }
