@@ -1,10 +1,11 @@
 """bfloat16 on the fused backend: under `torch.autocast("cpu", dtype=torch.bfloat16)` and with bfloat16
 parameters and inputs, every family runs its fused kernels (no crash, no fall back to the reference loop).
 
-What runs in bfloat16 is the input projection's GEMM (float32 accumulation); the time loop, cell state
-and gate math stay float32, and results come back in bfloat16 as autocast expects.
+What runs in bfloat16 is the input projection's GEMM (float32 accumulation) and, for the LSTM, GRU and
+Elman families under bfloat16, the per-step recurrent GEMMs (W_hh, W_hr, forward and backward); cell
+state and gate math stay float32, and results come back in bfloat16 as autocast expects.
 
-The bound is derived from bfloat16 rounding, not tuned: a float64 reference run on the projection's
+The bound is derived from bfloat16 rounding, not tuned: a float64 reference run on the GEMMs'
 operands perturbed as bfloat16 perturbs them (rounded to bfloat16 under autocast; nudged by one bfloat16
 half-ulp where they are bfloat16 values already) measures what one such rounding does to this computation
 (layer norm over a few units amplifies it, a long sum damps it); the fused result may add the rounding of
@@ -39,10 +40,15 @@ def _error(actual: torch.Tensor, truth: torch.Tensor) -> float:
     return float((actual.double() - truth).abs().max() / truth.abs().max().clamp(min=1.0))
 
 
-def _projection_operands(cfg: LayerConfig) -> tuple:
-    """Parameter names the input projection reads (the ones rounded to bfloat16 on the mixed path)."""
-    return ("weight_ih", "bias_ih", "bias_hh") if cfg.mode not in ("LayerNormLSTM", "LayerNormGRU", "SRU",
-                                                                    "MinGRU") else ("weight_ih", "bias")
+#: families whose time loop runs the recurrent GEMMs in bfloat16 (their recurrent weights are rounded too)
+BF16_RECURRENT = ("LSTM", "PeepholeLSTM", "GRU", "GRU_BEFORE", "RNN_TANH", "RNN_RELU")
+
+
+def _rounded_operands(cfg: LayerConfig) -> tuple:
+    """Parameter names the bfloat16 GEMMs read (the ones rounded to bfloat16 on the mixed path)."""
+    projection = ("weight_ih", "bias_ih", "bias_hh") if cfg.mode not in ("LayerNormLSTM", "LayerNormGRU", "SRU",
+                                                                          "MinGRU") else ("weight_ih", "bias")
+    return projection + (("weight_hh", "weight_hr") if cfg.mode in BF16_RECURRENT else ())
 
 
 def _rounded(tensor: torch.Tensor) -> torch.Tensor:
@@ -65,8 +71,8 @@ def _check(actual: dict, truth: dict, perturbed: dict, context: str) -> None:
 
 
 def _truths(cfg: LayerConfig, layer, data, perturb) -> tuple:
-    """(float64 reference on the same values, float64 reference on the projection's operands perturbed)."""
-    operands = _projection_operands(cfg)
+    """(float64 reference on the same values, float64 reference on the bfloat16 GEMMs' operands perturbed)."""
+    operands = _rounded_operands(cfg)
     cfg64 = LayerConfig(**{**cfg.__dict__, "dtype": torch.float64})
     results = []
     for rounded in (False, True):
@@ -124,3 +130,96 @@ def test_autocast_float16_and_eval_mode() -> None:
         reference.load_state_dict(layer.state_dict())
         expected, _ = reference(x)
     assert float((y.float() - expected).abs().max()) <= 2.0 ** -8  # float16 keeps 11 significant bits
+
+
+def _lstm_step(w_hh: torch.Tensor, u, h0, c0):
+    """One LSTM step through the kernel: (activated gates (B, 4H), ∂L/∂h0 (B, P) for dh_n = 0, dc_n = 1)."""
+    from rnnkit.backends.fused_ops import ops
+
+    _, h_n, c_n, gates, cs, ct = ops.lstm_forward(u, w_hh, None, None, h0, c0, None, None, None, None, True)
+    dg, dh0, *_ = ops.lstm_backward(torch.zeros(1, *h0.shape), torch.zeros_like(h0), torch.ones_like(c0), gates,
+                                    cs, ct, w_hh, None, None, None, None, None, None)
+    return gates[0], dg[0], dh0
+
+
+@pytest.mark.parametrize("hidden", [37, 64])  # odd K (VNNI pads it) and a 4H with a partial 64-column block
+def test_bf16_step_gemm_within_rounding_bound(hidden: int) -> None:
+    """A bfloat16 W_hh with float32 state: both per-step products (h W_hh^T forward, dg W_hh backward) are
+    within what rounding both operands to bfloat16 allows, |err| <= (2^-8 + K 2^-23) Σ_k |a_k||w_k| + 2^-20
+    (a gate's activation has slope <= 1), against the float64 product with the float32 weight."""
+    g = torch.Generator().manual_seed(hidden)
+    B, H = 16, hidden
+    u, h0, c0 = torch.randn(1, B, 4 * H, generator=g), torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
+    w = torch.randn(4 * H, H, generator=g) / H ** 0.5
+    gates, dg, dh0 = _lstm_step(w.bfloat16(), u, h0, c0)
+    a = u[0].double() + h0.double() @ w.double().t()
+    truth = torch.cat([a[:, :2 * H].sigmoid(), a[:, 2 * H:3 * H].tanh(), a[:, 3 * H:].sigmoid()], 1)
+    scale = 2.0 ** -8 + H * 2.0 ** -23
+    assert ((gates.double() - truth).abs() <= scale * (h0.double().abs() @ w.double().abs().t()) + 2.0 ** -20).all()
+    # backward: the kernel's own float32 dg is the product's A operand
+    K = 4 * H
+    bound = (2.0 ** -8 + K * 2.0 ** -23) * (dg.double().abs() @ w.double().abs()) + 2.0 ** -20
+    assert ((dh0.double() - dg.double() @ w.double()).abs() <= bound).all()
+    if extension.bf16_step_gemm():  # bfloat16 units: the products really ran in bfloat16 (A rounded too)
+        widened = _lstm_step(w.bfloat16().float(), u, h0, c0)
+        assert not torch.equal(gates, widened[0]) and not torch.equal(dh0, widened[2])
+
+
+def _gru_elman_steps(w_hh: torch.Tensor, u: torch.Tensor, h0: torch.Tensor) -> list:
+    """Forward and backward outputs of the GRU kernels (both reset forms) and Elman's, over u (T, B, 3H)."""
+    from rnnkit.backends.fused_ops import ops
+
+    H = h0.shape[1]
+    out = []
+    for after in (True, False):
+        y, h_n, gates = ops.gru_forward(u, w_hh, None, h0, None, None, None, after, True)
+        out += [y, *ops.gru_backward(torch.ones_like(y), torch.zeros_like(h0), gates, y, h0, w_hh, None, None,
+                                     None, after)]
+    y, h_n, ht = ops.elman_forward(u[..., :H].contiguous(), w_hh[:H].contiguous(), h0, None, None, None, False, True)
+    return out + [y, *ops.elman_backward(torch.ones_like(y), torch.zeros_like(h0), ht, w_hh[:H].contiguous(), None,
+                                         None, None, False)]
+
+
+def test_forced_route_widens_bf16_weight() -> None:
+    """Where a float32 route is forced (as where the CPU lacks bfloat16 units), a bfloat16 W_hh runs as its
+    exact float32 widening: the same bits as the float32 kernel on that weight (LSTM, GRU, Elman)."""
+    from rnnkit.backends import set_step_gemm
+
+    g = torch.Generator().manual_seed(0)
+    u, h0, c0 = torch.randn(3, 8, 96, generator=g), torch.randn(8, 24, generator=g), torch.randn(8, 24, generator=g)
+    w = torch.randn(96, 24, generator=g).bfloat16()
+    try:
+        for route in ("blas", "small"):
+            set_step_gemm(route)
+            got = [*_lstm_step(w, u[:1], h0, c0), *_gru_elman_steps(w[:72], u[..., :72], h0)]
+            expected = [*_lstm_step(w.float(), u[:1], h0, c0), *_gru_elman_steps(w[:72].float(), u[..., :72], h0)]
+            for i, (a, b) in enumerate(zip(got, expected)):
+                assert torch.equal(a, b), (route, i)
+    finally:
+        set_step_gemm("auto")
+
+
+def test_bf16_gru_elman_weight_runs_close_to_widened() -> None:
+    """The GRU (both forms, whose W_hh is read in blocks) and Elman kernels take a bfloat16 W_hh on the auto
+    route and stay near the float32 kernels on the widened weight: a smoke check that each block reads the
+    right rows (a wrong block is off by O(1)); the derived bound is checked on the layers above."""
+    g = torch.Generator().manual_seed(1)
+    u, h0 = torch.randn(4, 8, 72, generator=g), torch.randn(8, 24, generator=g)
+    w = (torch.randn(72, 24, generator=g) / 24 ** 0.5).bfloat16()
+    for i, (a, b) in enumerate(zip(_gru_elman_steps(w, u, h0), _gru_elman_steps(w.float(), u, h0))):
+        assert a.shape == b.shape, i
+        if b.numel():
+            assert float((a - b).abs().max()) <= 2.0 ** -5 * max(1.0, float(b.abs().max())), i
+
+
+def test_autocast_lstm_with_projection() -> None:
+    """proj_size: W_hr also runs in bfloat16 and its float32 master gets a float32 gradient, within the bound."""
+    cfg = LayerConfig("LSTM", input_size=5, hidden_size=6, proj_size=4, num_layers=2, dtype=torch.float32)
+    layer = cfg.build("fused")
+    data = make_batch(cfg, 6, 3, lengths=[6, 3, 4], with_state=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = forward_and_grads(layer, data)
+    assert layer.last_backend == "fused"
+    assert all(p.grad.dtype == torch.float32 for p in layer.parameters())
+    truth, perturbed = _truths(cfg, layer, data, _rounded)
+    _check(actual, truth, perturbed, "LSTM proj autocast")

@@ -55,7 +55,9 @@ STEP_GEMM_ROUTES = {"auto": -1, "blas": 0, "onednn": 1, "small": 2}
 
 def set_step_gemm(route: str) -> None:
     """Force the route of the kernels' per-step recurrent GEMM: "blas", "onednn" (float32, where torch
-    has it) or "small" (the hand-written kernel for tiny products), or "auto" (the default: by size).
+    has it) or "small" (the hand-written kernel for tiny products), or "auto" (the default: by size, and
+    bfloat16 recurrent weights in bfloat16 where the CPU has bfloat16 units; a forced route widens them
+    to float32).
 
     For tests and benchmarks: every route computes the same product in its own summation order.
 
@@ -67,6 +69,20 @@ def set_step_gemm(route: str) -> None:
     _state["step_gemm"] = route
     if _state["library"] is not None:
         _state["library"].rnnkit_set_step_gemm(STEP_GEMM_ROUTES[route])
+
+
+def bf16_step_gemm() -> bool:
+    """Whether the kernels run a bfloat16 recurrent weight's per-step GEMM in bfloat16 on this CPU (oneDNN's
+    brgemm on AMX or AVX512-BF16, float32 accumulation) under the "auto" route; False where the kernels are
+    unavailable, or where bfloat16 would be emulated (the weight is then widened to float32 once).
+
+    >>> from rnnkit.backends import extension
+    >>> isinstance(extension.bf16_step_gemm(), bool)
+    True
+    """
+    if load() is not None:
+        return False
+    return bool(_state["library"].rnnkit_bf16_step_gemm())
 
 
 def set_target_cpu(march: Optional[str]) -> None:

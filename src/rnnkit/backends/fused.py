@@ -50,15 +50,17 @@ def _keeps(spec: RunSpec, T: int, B: int) -> Tuple[Optional[Tensor], ...]:
     zs = spec.zoneout or (None,) * len(spec.cell.state_sizes)
     return tuple(zoneout_keep(z, T, B, S, spec.inputs) for z, S in zip(zs, spec.cell.state_sizes))
 
-def _project(spec: RunSpec, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+def _project(spec: RunSpec, weight: Tensor, bias: Optional[Tensor], widen: bool = True) -> Tensor:
     """x W^T + b for all steps, one GEMM (rnnkit::input_projection); in spec.projection_dtype where set
-    (bfloat16 inputs and weights, float32 accumulation inside the GEMM), returned as float32."""
+    (bfloat16 inputs and weights, float32 accumulation inside the GEMM), returned as float32 (or, with
+    widen=False for a kernel that reads a bfloat16 u itself, as it is)."""
     from .fused_ops import input_projection
 
     low = spec.projection_dtype
     if low is None:
         return input_projection(spec.inputs, weight, bias)
-    return input_projection(spec.inputs.to(low), weight.to(low), None if bias is None else bias.to(low)).float()
+    u = input_projection(spec.inputs.to(low), weight.to(low), None if bias is None else bias.to(low))
+    return u if not widen and low == torch.bfloat16 else u.float()
 
 
 def _cell_projection(spec: RunSpec) -> Tensor:
@@ -71,16 +73,26 @@ def _cell_projection(spec: RunSpec) -> Tensor:
 
 
 
+def _recurrent(spec: RunSpec, weight: Optional[Tensor]) -> Optional[Tensor]:
+    """A recurrent weight as the time loop takes it: bfloat16 under a bfloat16 projection (the kernels run
+    the per-step GEMM in bfloat16 with float32 accumulation; a differentiable cast, so the float32 master
+    gets its gradient), else as it is."""
+    if weight is None or spec.projection_dtype != torch.bfloat16:
+        return weight
+    return weight.to(torch.bfloat16)
+
+
 def _run_lstm(spec: RunSpec) -> Result:
     from .fused_ops import ops
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,4H)
+    # (T, B, 4H); bfloat16 under a bfloat16 projection: the kernel widens it in its gate loop (GRU too)
+    u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")), widen=False)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = spec.weight("weight_peephole") if isinstance(cell, PeepholeLSTMCell) else None
-    w_hh, w_hr = spec.weight("weight_hh"), spec.weight("weight_hr")
+    w_hh, w_hr = _recurrent(spec, spec.weight("weight_hh")), _recurrent(spec, spec.weight("weight_hr"))
     save = _needs_grad(u, w_hh, w_hr, peep, h0, c0)
     y, h_n, c_n, *_ = ops.lstm_forward(u, w_hh, w_hr, peep, h0, c0, lengths, rmask, zh, zc, save)
     return y, (h_n, c_n)
@@ -91,9 +103,9 @@ def _run_gru(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
-    u = _project(spec, spec.weight("weight_ih"), spec.weight("bias_ih"))  # (T, B, 3H)
+    u = _project(spec, spec.weight("weight_ih"), spec.weight("bias_ih"), widen=False)  # (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
-    w_hh, b_hh = spec.weight("weight_hh"), spec.weight("bias_hh")
+    w_hh, b_hh = _recurrent(spec, spec.weight("weight_hh")), spec.weight("bias_hh")
     save = _needs_grad(u, w_hh, b_hh, spec.state[0])
     y, h_n, _ = ops.gru_forward(u, w_hh, b_hh, spec.state[0], lengths, rmask, zh, cell.reset == "after", save)
     return y, (h_n,)
@@ -106,7 +118,7 @@ def _run_elman(spec: RunSpec) -> Result:
     T, B, lengths, rmask = _common(spec)
     u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")))  # (T,B,H)
     (zh,) = _keeps(spec, T, B)
-    w_hh = spec.weight("weight_hh")
+    w_hh = _recurrent(spec, spec.weight("weight_hh"))
     save = _needs_grad(u, w_hh, spec.state[0])
     y, h_n, _ = ops.elman_forward(u, w_hh, spec.state[0], lengths, rmask, zh, cell.nonlinearity == "relu", save)
     return y, (h_n,)
@@ -264,7 +276,8 @@ class FusedBackend:
         if low is None:
             return self._run(spec)
         # Mixed precision (autocast, or half-precision parameters and inputs): the input projection's GEMM
-        # in `low` with float32 accumulation, the time loop, cell state and gate math in float32 (the
+        # in `low` with float32 accumulation; for the LSTM, GRU and Elman families under bfloat16 the
+        # per-step recurrent GEMMs too (_recurrent); the rest of the time loop, cell state and gate math in float32 (the
         # kernels' own), outputs and final state in `low` as autocast expects.
         with torch.autocast("cpu", enabled=False):
             weights = _float32_weights(spec)

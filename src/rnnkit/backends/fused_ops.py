@@ -73,13 +73,20 @@ ops = torch.ops.rnnkit
 
 def _register_autograd(op: str, backward, setup_context) -> None:
     """torch.library.register_autograd, with the backward run outside autocast: its products are the
-    kernels' own dtypes (a `loss.backward()` inside `torch.autocast` would otherwise cast half of them)."""
+    kernels' own dtypes (a `loss.backward()` inside `torch.autocast` would otherwise cast half of them).
+    Gradients of unused outputs arrive as None, not materialised zeros (the backwards take None): the saved
+    buffers among the outputs would otherwise cost a (T, B, G) zero fill per call."""
     @functools.wraps(backward)
     def backward_without_autocast(ctx, *grads):
         with torch.autocast("cpu", enabled=False):
             return backward(ctx, *grads)
 
-    torch.library.register_autograd(op, backward_without_autocast, setup_context=setup_context)
+    @functools.wraps(setup_context)
+    def setup_without_zeros(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        return setup_context(ctx, inputs, output)
+
+    torch.library.register_autograd(op, backward_without_autocast, setup_context=setup_without_zeros)
 
 
 # ---------------------------------------------------------------- input projection
@@ -161,14 +168,21 @@ def _grad_w_hh(dg: Tensor, h0: Tensor, y: Tensor, rmask: Optional[Tensor]) -> Te
     return dg.reshape(T * B, G).t().mm(hprev.reshape(T * B, P))
 
 
+def _in_dtype(weight: Tensor, *tensors: Optional[Tensor]) -> tuple:
+    """The operands of a weight-gradient GEMM in the weight's dtype: a bfloat16 recurrent weight (mixed
+    precision) takes its gradient as a bfloat16 GEMM with float32 accumulation, like the forward's."""
+    return tuple(t if t is None or t.dtype == weight.dtype else t.to(weight.dtype) for t in tensors)
+
+
 # ---------------------------------------------------------------------- LSTM
 @torch.library.register_fake("rnnkit::lstm_forward")
 def _lstm_forward_fake(u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc, save=True):
     T, B, G = u.shape
     H, P = G // 4, h0.shape[-1]
     Ts = T if save else 0  # the saved buffers are empty when nothing needs a gradient
-    return (u.new_empty(T, B, P), u.new_empty(B, P), u.new_empty(B, H), u.new_empty(Ts, B, G),
-            u.new_empty(Ts + 1 if save else 0, B, H), u.new_empty(Ts if zc is not None else 0, B, H))
+    e = h0.new_empty  # the state's dtype (u may be bfloat16 under mixed precision)
+    return (e(T, B, P), e(B, P), e(B, H), e(Ts, B, G), e(Ts + 1 if save else 0, B, H),
+            e(Ts if zc is not None else 0, B, H))
 
 
 @torch.library.register_fake("rnnkit::lstm_backward")
@@ -183,6 +197,7 @@ def _lstm_backward_fake(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengt
 def _lstm_setup(ctx, inputs, output):
     u, w_hh, w_hr, w_peep, h0, c0, lengths, rmask, zh, zc, *_ = inputs
     y, _, _, gates, cs, ct = output
+    ctx.u_dtype = u.dtype
     ctx.save_for_backward(w_hh, w_hr, w_peep, h0, lengths, rmask, zh, zc, y, gates, cs, ct)
     ctx.mark_non_differentiable(gates, cs, ct)
 
@@ -197,16 +212,18 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
     dg, dh0, dc0, dhp, ms = ops.lstm_backward(dy, dh_n, dc_n, gates, cs, ct, w_hh, w_hr, w_peep, lengths, rmask,
                                               zh, zc)
     need = ctx.needs_input_grad
-    d_w_hh = _grad_w_hh(dg, h0, y, rmask) if need[1] else None
+    du = dg.to(ctx.u_dtype)  # a bfloat16 u (mixed precision) takes its gradient narrowed once, here
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, du if du.dtype == w_hh.dtype else dg, h0, y, rmask)) if need[1] else None
     d_w_hr = None
     if w_hr is not None and need[2]:
+        dhp, ms = _in_dtype(w_hr, dhp, ms)
         d_w_hr = dhp.reshape(T * B, -1).t().mm(ms.reshape(T * B, H))
     d_peep = None
     if w_peep is not None and need[3]:
         c_prev, c_new = cs[:-1], (ct if ct.numel() else cs[1:])
         d_peep = torch.cat([(dg[..., :H] * c_prev).sum((0, 1)), (dg[..., H:2 * H] * c_prev).sum((0, 1)),
                             (dg[..., 3 * H:] * c_new).sum((0, 1))])
-    return dg, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None, None
+    return du, d_w_hh, d_w_hr, d_peep, dh0, dc0, None, None, None, None, None
 
 
 _register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
@@ -217,7 +234,8 @@ _register_autograd("rnnkit::lstm_forward", _lstm_backward, setup_context=_lstm_s
 def _gru_forward_fake(u, w_hh, b_hh, h0, lengths, rmask, zh, reset_after, save=True):
     T, B, G = u.shape
     H = G // 3
-    return u.new_empty(T, B, H), u.new_empty(B, H), u.new_empty(T if save else 0, B, (4 if reset_after else 3) * H)
+    e = h0.new_empty  # the state's dtype (u may be bfloat16 under mixed precision)
+    return e(T, B, H), e(B, H), e(T if save else 0, B, (4 if reset_after else 3) * H)
 
 
 @torch.library.register_fake("rnnkit::gru_backward")
@@ -233,6 +251,7 @@ def _gru_setup(ctx, inputs, output):
     y, _, gates = output
     ctx.reset_after = reset_after
     ctx.has_bias = b_hh is not None
+    ctx.u_dtype = u.dtype
     ctx.save_for_backward(w_hh, h0, lengths, rmask, zh, y, gates)
     ctx.mark_non_differentiable(gates)
 
@@ -243,12 +262,13 @@ def _gru_backward(ctx, dy, dh_n, _unused):
     H = h0.shape[-1]
     dy = _zeros_if_none(dy, y)
     dh_n = _zeros_if_none(dh_n, h0)
-    du, dw, dh0 = ops.gru_backward(dy, dh_n, gates, y, h0, w_hh, lengths, rmask, zh, ctx.reset_after)
+    du32, dw, dh0 = ops.gru_backward(dy, dh_n, gates, y, h0, w_hh, lengths, rmask, zh, ctx.reset_after)
+    du = du32.to(ctx.u_dtype)  # a bfloat16 u (mixed precision) takes its gradient narrowed once, here
     need = ctx.needs_input_grad
     d_w_hh = d_b_hh = None
     if ctx.reset_after:
         if need[1]:
-            d_w_hh = _grad_w_hh(dw, h0, y, rmask)
+            d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dw, h0, y, rmask))
         if ctx.has_bias and need[2]:
             d_b_hh = dw.sum((0, 1))
     else:
@@ -257,11 +277,11 @@ def _gru_backward(ctx, dy, dh_n, _unused):
             if rmask is not None:
                 hprev = hprev * rmask
             hprev = hprev.reshape(T * B, H)
-            du2 = du.reshape(T * B, 3 * H)
             q = gates[..., :H].reshape(T * B, H) * hprev  # r ⊙ hm
+            du2, hprev, q = _in_dtype(w_hh, (du if du.dtype == w_hh.dtype else du32).reshape(T * B, 3 * H), hprev, q)
             d_w_hh = torch.cat([du2[:, :2 * H].t().mm(hprev), du2[:, 2 * H:].t().mm(q)])
         if ctx.has_bias and need[2]:
-            d_b_hh = du.sum((0, 1))
+            d_b_hh = du32.sum((0, 1))
     return du, d_w_hh, d_b_hh, dh0, None, None, None, None, None
 
 
@@ -293,7 +313,7 @@ def _elman_backward(ctx, dy, dh_n, _unused):
     dy = _zeros_if_none(dy, y)
     dh_n = _zeros_if_none(dh_n, h0)
     du, dh0 = ops.elman_backward(dy, dh_n, ht, w_hh, lengths, rmask, zh, ctx.relu)
-    d_w_hh = _grad_w_hh(du, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, du, h0, y, rmask)) if ctx.needs_input_grad[1] else None
     return du, d_w_hh, dh0, None, None, None, None, None
 
 

@@ -50,6 +50,7 @@ void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
 #include <ATen/ops/addmm.h>
 #endif
 #include <ATen/ops/from_blob.h>
+#include <ATen/native/CPUBlas.h>
 
 namespace rnnkit {
 
@@ -94,10 +95,12 @@ inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, R alpha
 //    cell): oneDNN's matmul with the weight re-laid out once per sequence
 //    (torch's mkldnn linear ops, called through the dispatcher); MKL re-packs W
 //    on every call and runs 1.2–2x slower on these per-step shapes;
-//  - everything else, and every float64 product: BLAS.
+//  - everything else, and every float64 product: BLAS;
+//  - a bfloat16 weight with float32 A and C (mixed precision): bfloat16 products with float32
+//    accumulation through oneDNN's brgemm (Bf16Gemm) where the CPU has bfloat16 units.
 // rnnkit.backends.set_step_gemm("blas"|"onednn"|"small") forces one route where it applies (tests,
 // benchmarks); "auto" (-1) chooses by size. One value per process (inline: shared by every kernel file).
-enum class GemmRoute { Blas, OneDnn, Small };
+enum class GemmRoute { Blas, OneDnn, Small, Bf16 };
 
 inline std::atomic<int>& forced_step_gemm() {
   static std::atomic<int> route{-1};
@@ -173,24 +176,99 @@ inline void small_gemm(int64_t rows, int64_t n, int64_t k, const R* A, int64_t l
   }
 }
 
+// C(rows, n) = beta·C + A(rows, k)·B(k, n) in bfloat16 with float32 accumulation, through oneDNN's
+// brgemm ukernel (AMX or AVX512-BF16; torch's at::native::cpublas). B is packed once into VNNI blocks of
+// 64 columns (packing a whole 4H-wide B fails in oneDNN) with K padded to even (VNNI pairs rows; an
+// odd K crashes the ukernel); each call rounds A to bfloat16 into a scratch row block first.
+class Bf16Gemm {
+ public:
+  static constexpr int64_t NB = 64;  // columns per packed block
+  static bool available() { return at::native::cpublas::could_pack(at::kBFloat16); }
+
+  // w_kn: the (k, n) view of the weight, bfloat16
+  Bf16Gemm(const Tensor& w_kn, int64_t max_rows) : n_(w_kn.size(1)), k_(w_kn.size(0)), kp_(k_ + k_ % 2) {
+    const int64_t blocks = (n_ + NB - 1) / NB;
+    auto padded = at::zeros({kp_, blocks * NB}, w_kn.options().dtype(at::kBFloat16));
+    padded.narrow(0, 0, k_).narrow(1, 0, n_).copy_(w_kn);
+    packed_ = at::empty({blocks, kp_ * NB}, padded.options());
+    for (int64_t j = 0; j < blocks; ++j)
+      at::native::cpublas::pack(kp_, NB, blocks * NB, NB, at::kBFloat16, at::kBFloat16,
+                                padded.data_ptr<at::BFloat16>() + j * NB, packed_[j].data_ptr<at::BFloat16>());
+    a_ = at::zeros({max_rows, kp_}, padded.options());  // padding columns stay zero
+    if (n_ % NB) tail_ = at::empty({max_rows, NB}, w_kn.options().dtype(at::kFloat));
+  }
+  ~Bf16Gemm() { at::native::cpublas::brgemm_release(true); }
+  Bf16Gemm(const Bf16Gemm&) = delete;
+  Bf16Gemm& operator=(const Bf16Gemm&) = delete;
+
+  void operator()(int64_t rows, const float* A, int64_t lda, float beta, float* C, int64_t ldc) const {
+    at::BFloat16* a = a_.data_ptr<at::BFloat16>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* __restrict__ src = A + r * lda;
+      at::BFloat16* __restrict__ dst = a + r * kp_;
+      for (int64_t kk = 0; kk < k_; ++kk) dst[kk] = at::BFloat16(src[kk]);
+    }
+    if (beta != 0.0f && beta != 1.0f)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < n_; ++j) C[r * ldc + j] *= beta;
+    const at::BFloat16* packed = packed_.data_ptr<at::BFloat16>();
+    for (int64_t j0 = 0; j0 < n_; j0 += NB) {
+      const at::BFloat16* b = packed + (j0 / NB) * kp_ * NB;
+      if (j0 + NB <= n_) {
+        at::native::cpublas::brgemm(rows, NB, kp_, kp_, NB, ldc, beta != 0.0f, a, b, C + j0, true);
+        continue;
+      }
+      // last, partial block: its product lands in a scratch block, then the valid columns in C
+      float* t = tail_.data_ptr<float>();
+      at::native::cpublas::brgemm(rows, NB, kp_, kp_, NB, NB, false, a, b, t, true);
+      const int64_t w = n_ - j0;
+      for (int64_t r = 0; r < rows; ++r) {
+        float* __restrict__ c = C + r * ldc + j0;
+        const float* __restrict__ src = t + r * NB;
+        for (int64_t j = 0; j < w; ++j) c[j] = (beta != 0.0f ? c[j] : 0.0f) + src[j];
+      }
+    }
+  }
+
+ private:
+  int64_t n_, k_, kp_;
+  Tensor packed_, a_, tail_;
+};
+
 template <typename R>
 class StepGemm {
  public:
   // nt: W is (n, k) with row stride ldw (torch's weight layout), C = beta·C + A·Wᵀ;
   // otherwise W is (k, n), C = beta·C + A·W. The weight must outlive this object.
   // max_rows: the most rows any call will have (the batch).
-  StepGemm(bool nt, int64_t n, int64_t k, const R* W, int64_t ldw, int64_t max_rows)
-      : nt_(nt), n_(n), k_(k), W_(W), ldw_(ldw) {
-    route_ = choose(max_rows);
-    if (route_ == GemmRoute::Blas) return;  // BLAS reads W in place
-    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<R>::value);
-    const auto w = at::from_blob(const_cast<R*>(W), {nt ? n : k, nt ? k : n}, {ldw, 1}, opts);
-    const auto w_kn = nt ? w.t() : w;  // the (k, n) view: C = A · w_kn
-    if (route_ == GemmRoute::Small) {
-      wt_ = w_kn.contiguous();
-    } else {  // (n, k) contiguous, then oneDNN's blocked layout
-      packed_ = OneDnnLinear::get().reorder->call(w_kn.t().contiguous(), max_rows);
+  StepGemm(bool nt, int64_t n, int64_t k, const R* W, int64_t ldw, int64_t max_rows) : nt_(nt), n_(n), k_(k) {
+    init(W, ldw, max_rows);
+  }
+
+  // The same from a weight tensor (contiguous) at element `offset`. A bfloat16 weight with float32 A and C
+  // (mixed precision) runs the product in bfloat16 with float32 accumulation where the CPU has bfloat16
+  // units; elsewhere, or when set_step_gemm forces a route, the weight is widened to float32 once and the
+  // float32 routes run (bfloat16 is never emulated element by element).
+  StepGemm(bool nt, int64_t n, int64_t k, const Tensor& W, int64_t offset, int64_t ldw, int64_t max_rows)
+      : nt_(nt), n_(n), k_(k) {
+    if (W.scalar_type() == c10::CppTypeToScalarType<R>::value) {
+      init(W.data_ptr<R>() + offset, ldw, max_rows);
+      return;
     }
+    TORCH_CHECK((std::is_same_v<R, float> && W.scalar_type() == at::kBFloat16),
+                "rnnkit: a recurrent weight must have the kernel's dtype, or be bfloat16 with float32 inputs; got ",
+                W.scalar_type());
+    const auto w = at::from_blob(W.data_ptr<at::BFloat16>() + offset, {nt ? n : k, nt ? k : n}, {ldw, 1},
+                                 W.options());
+    const auto w_kn = nt ? w.t() : w;
+    if (forced_step_gemm().load() < 0 && Bf16Gemm::available()) {
+      route_ = GemmRoute::Bf16;
+      bf16_.emplace(w_kn, max_rows);
+      return;
+    }
+    widened_ = w_kn.to(at::kFloat).contiguous();  // (k, n): exact, every bfloat16 is a float32
+    nt_ = false;
+    init(widened_.data_ptr<R>(), n, max_rows);
   }
 
   GemmRoute route() const { return route_; }
@@ -208,10 +286,28 @@ class StepGemm {
         if (nt_) blas_gemm<R>('T', 'N', n_, rows, k_, R(1), W_, ldw_, A, lda, beta, C, ldc);
         else blas_gemm<R>('N', 'N', n_, rows, k_, R(1), W_, ldw_, A, lda, beta, C, ldc);
         return;
+      case GemmRoute::Bf16:
+        if constexpr (std::is_same_v<R, float>) (*bf16_)(rows, A, lda, beta, C, ldc);
+        return;
     }
   }
 
  private:
+  void init(const R* W, int64_t ldw, int64_t max_rows) {
+    W_ = W;
+    ldw_ = ldw;
+    route_ = choose(max_rows);
+    if (route_ == GemmRoute::Blas) return;  // BLAS reads W in place
+    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<R>::value);
+    const auto w = at::from_blob(const_cast<R*>(W), {nt_ ? n_ : k_, nt_ ? k_ : n_}, {ldw, 1}, opts);
+    const auto w_kn = nt_ ? w.t() : w;  // the (k, n) view: C = A · w_kn
+    if (route_ == GemmRoute::Small) {
+      wt_ = w_kn.contiguous();
+    } else {  // (n, k) contiguous, then oneDNN's blocked layout
+      packed_ = OneDnnLinear::get().reorder->call(w_kn.t().contiguous(), max_rows);
+    }
+  }
+
   GemmRoute choose(int64_t max_rows) const {
     const bool onednn_ok = std::is_same_v<R, float> && OneDnnLinear::get().available();
     const int forced = forced_step_gemm().load();
@@ -247,10 +343,11 @@ class StepGemm {
 
   bool nt_;
   int64_t n_, k_;
-  const R* W_;
-  int64_t ldw_;
+  const R* W_ = nullptr;
+  int64_t ldw_ = 0;
   GemmRoute route_ = GemmRoute::Blas;
-  Tensor wt_, packed_;
+  Tensor wt_, packed_, widened_;
+  std::optional<Bf16Gemm> bf16_;
 };
 
 // ------------------------------------------------------------- pointwise math
@@ -365,6 +462,22 @@ struct Steps {
     return n;
   }
 };
+
+// A forward kernel's dispatch: f(R(), U()) with R the state's dtype and U u's (R's own, or bfloat16 with
+// float32 state under mixed precision: the projection's output read as it is, widened in the gate loop).
+template <typename F>
+inline void dispatch_state_and_u(at::ScalarType state, const Tensor& u, const char* name, const F& f) {
+  AT_DISPATCH_FLOATING_TYPES(state, "rnnkit_forward", [&] {
+    if (u.scalar_type() == state) {
+      f(scalar_t(), scalar_t());
+    } else if constexpr (std::is_same_v<scalar_t, float>) {
+      TORCH_CHECK(u.scalar_type() == at::kBFloat16, name, ": u must be float32 or bfloat16; got ", u.scalar_type());
+      f(float(), at::BFloat16());
+    } else {
+      TORCH_CHECK(false, name, ": u must have the state's dtype; got ", u.scalar_type(), " and ", state);
+    }
+  });
+}
 
 inline Tensor contiguous_or_undefined(const OptTensor& t) {
   return (t.has_value() && t->defined()) ? t->contiguous() : Tensor();

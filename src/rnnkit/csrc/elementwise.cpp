@@ -269,3 +269,6 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
 // The setter behind rnnkit.backends.set_step_gemm (called through ctypes): -1 auto, else a GemmRoute.
 extern "C" void rnnkit_set_step_gemm(int route) { rnnkit::forced_step_gemm().store(route); }
 extern "C" int rnnkit_step_gemm() { return rnnkit::forced_step_gemm().load(); }
+// Whether a bfloat16 recurrent weight runs the step GEMM in bfloat16 here (oneDNN's brgemm on AMX or
+// AVX512-BF16); elsewhere it is widened to float32 (rnnkit.backends.extension.bf16_step_gemm).
+extern "C" int rnnkit_bf16_step_gemm() { return rnnkit::Bf16Gemm::available() ? 1 : 0; }

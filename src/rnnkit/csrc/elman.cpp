@@ -18,7 +18,6 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
                         const Tensor& rmask, const OptTensor& zh_, Tensor& y, Tensor& h_n, Tensor& ht) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
   const R* up = u.data_ptr<R>();
-  const R* W = w_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
   Keep<R> zh(zh_, H, u.options());
   Steps steps(lengths, B);
@@ -28,7 +27,7 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
-  const StepGemm<R> rec_gemm(true, H, H, W, H, B);  // (h ⊙ rmask) W_hh^T
+  const StepGemm<R> rec_gemm(true, H, H, w_hh, 0, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* a = act_rows[t];
@@ -67,7 +66,6 @@ template <typename R>
 void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Tensor& w_hh, const OptTensor& lengths,
                          const Tensor& rmask, const OptTensor& zh_, Tensor& du, Tensor& dh) {
   const int64_t T = ht.size(0), B = ht.size(1), H = ht.size(2);
-  const R* W = w_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
   Keep<R> zh(zh_, H, ht.options());
   Steps steps(lengths, B);
@@ -77,7 +75,7 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
   R* dhv = dh.data_ptr<R>();
   Tensor rec_buf = rm ? at::empty({B, H}, dh.options()) : Tensor();
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
-  const StepGemm<R> back_gemm(false, H, H, W, H, B);  // du_t W_hh
+  const StepGemm<R> back_gemm(false, H, H, w_hh, 0, H, B);  // du_t W_hh
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dut = dup + t * B * H;

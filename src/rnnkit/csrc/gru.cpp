@@ -9,6 +9,7 @@
 //   u_t = W_ih x_t + b_ih (no b_hh: it sits inside the reset product).
 //
 // Buffers (G = 3H):
+//   (mixed precision: u and w_hh may be bfloat16 with everything else float32)
 //   forward  in : u (T,B,G), w_hh (G,H), b_hh (G)?, h0 (B,H), lengths?, rmask (B,H)?, zh (T,B,H)?
 //            out: y (T,B,H), h_n (B,H),
 //                 gates (T,B,4H) = r, z, n, w_n (after) or (T,B,3H) = r, z, n (before)  (saved)
@@ -24,33 +25,32 @@
 namespace rnnkit {
 namespace {
 
-template <typename R>
+template <typename R, typename U>  // U: u's type (dispatch_state_and_u)
 void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Tensor& b_hh, const Tensor& h0,
                       const OptTensor& lengths, const Tensor& rmask, const OptTensor& zh_, Tensor& y, Tensor& h_n,
                       Tensor& gates) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3, G = 3 * H, S = gates.size(2);
-  const R* up = u.data_ptr<R>();
-  const R* W = w_hh.data_ptr<R>();
-  MaybeVec<R> bias(b_hh, G, u.options());
+  const U* up = u.data_ptr<U>();
+  MaybeVec<R> bias(b_hh, G, h0.options());
   const R* bh = bias.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
-  Keep<R> zh(zh_, H, u.options());
+  Keep<R> zh(zh_, H, h0.options());
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
-  const StepRows<R> gate_rows(gates, B, S, 1, u.options());  // saved, or this step's only
+  const StepRows<R> gate_rows(gates, B, S, 1, h0.options());  // saved, or this step's only
   h_n.copy_(h0);
   R* h = h_n.data_ptr<R>();
-  Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
-  Tensor w_buf = at::empty({B, G}, u.options());
-  Tensor q_buf = after ? Tensor() : at::empty({B, H}, u.options());
+  Tensor hm_buf = rm ? at::empty({B, H}, h0.options()) : Tensor();
+  Tensor w_buf = at::empty({B, G}, h0.options());
+  Tensor q_buf = after ? Tensor() : at::empty({B, H}, h0.options());
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
   R* w = w_buf.data_ptr<R>();
   R* q = after ? nullptr : q_buf.data_ptr<R>();
 
   // after: all three blocks at once; before: r, z first (n needs r)
-  const StepGemm<R> rec_gemm(true, after ? G : 2 * H, H, W, H, B);
+  const StepGemm<R> rec_gemm(true, after ? G : 2 * H, H, w_hh, 0, H, B);
   std::optional<StepGemm<R>> n_gemm;  // (r ⊙ hm) W_n^T, reset before only
-  if (!after) n_gemm.emplace(true, H, H, W + 2 * H * H, H, B);
+  if (!after) n_gemm.emplace(true, H, H, w_hh, 2 * H * H, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gate_rows[t];
@@ -67,15 +67,15 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
           std::fill(yr, yr + H, R(0));
           return;
         }
-        const R* ur = up + (t * B + b) * G;
+        const U* ur = up + (t * B + b) * G;
         const R* wr = w + b * G;
         R* hr = h + b * H;
         const R* kh = zh.row(t, b);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
           R wr_ = wr[j] + bh[j], wz = wr[H + j] + bh[H + j], wn = wr[2 * H + j] + bh[2 * H + j];
-          R r = sigmoid(ur[j] + wr_), z = sigmoid(ur[H + j] + wz);
-          R n = std::tanh(ur[2 * H + j] + r * wn);
+          R r = sigmoid(R(ur[j]) + wr_), z = sigmoid(R(ur[H + j]) + wz);
+          R n = std::tanh(R(ur[2 * H + j]) + r * wn);
           R hv = (R(1) - z) * n + z * hr[j];
           hv += kh[j] * (hr[j] - hv);
           g[j] = r; g[H + j] = z; g[2 * H + j] = n; g[3 * H + j] = wn;
@@ -92,12 +92,12 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
           std::fill(qr, qr + H, R(0));
           return;
         }
-        const R* ur = up + (t * B + b) * G;
+        const U* ur = up + (t * B + b) * G;
         const R* wr = w + b * G;
         const R* hmr = hm + b * H;
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
-          R ar = ur[j] + wr[j] + bh[j], az = ur[H + j] + wr[H + j] + bh[H + j];
+          R ar = R(ur[j]) + wr[j] + bh[j], az = R(ur[H + j]) + wr[H + j] + bh[H + j];
           R r = sigmoid(ar);
           g[j] = r;
           g[H + j] = sigmoid(az);
@@ -112,13 +112,13 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
           return;
         }
         R* g = gt + b * S;
-        const R* ur = up + (t * B + b) * G;
+        const U* ur = up + (t * B + b) * G;
         const R* wn = w + b * G + 2 * H;
         R* hr = h + b * H;
         const R* kh = zh.row(t, b);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
-          R n = std::tanh(ur[2 * H + j] + wn[j] + bh[2 * H + j]), z = g[H + j];
+          R n = std::tanh(R(ur[2 * H + j]) + wn[j] + bh[2 * H + j]), z = g[H + j];
           R hv = (R(1) - z) * n + z * hr[j];
           hv += kh[j] * (hr[j] - hv);
           g[2 * H + j] = n;
@@ -135,7 +135,6 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
                        const Tensor& w_hh, const OptTensor& lengths, const Tensor& rmask, const OptTensor& zh_,
                        Tensor& du, Tensor& dw, Tensor& dh) {
   const int64_t T = gates.size(0), B = gates.size(1), H = h0.size(1), G = 3 * H, S = gates.size(2);
-  const R* W = w_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
   Keep<R> zh(zh_, H, gates.options());
   Steps steps(lengths, B);
@@ -154,10 +153,10 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
   // after: dw_t W_hh; before: da_n W_n and [da_r, da_z] W_rz
   std::optional<StepGemm<R>> back_gemm, n_gemm, rz_gemm;
   if (after) {
-    back_gemm.emplace(false, H, G, W, H, B);
+    back_gemm.emplace(false, H, G, w_hh, 0, H, B);
   } else {
-    n_gemm.emplace(false, H, H, W + 2 * H * H, H, B);
-    rz_gemm.emplace(false, H, 2 * H, W, H, B);
+    n_gemm.emplace(false, H, H, w_hh, 2 * H * H, H, B);
+    rz_gemm.emplace(false, H, 2 * H, w_hh, 0, H, B);
   }
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
@@ -244,13 +243,15 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& u, const Tensor& w_
                                                const Tensor& h0, const OptTensor& lengths, const OptTensor& rmask,
                                                const OptTensor& zh, bool reset_after, bool save) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3;
-  auto y = at::empty({T, B, H}, u.options());
-  auto h_n = at::empty({B, H}, u.options());
-  auto gates = at::empty({save ? T : 0, B, (reset_after ? 4 : 3) * H}, u.options());
+  const auto opts = h0.options();  // u may be bfloat16 (mixed precision); everything else is h0's dtype
+  auto y = at::empty({T, B, H}, opts);
+  auto h_n = at::empty({B, H}, opts);
+  auto gates = at::empty({save ? T : 0, B, (reset_after ? 4 : 3) * H}, opts);
   auto bh = contiguous_or_undefined(b_hh), rm = contiguous_or_undefined(rmask);
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_gru_forward", [&] {
-    gru_forward_impl<scalar_t>(reset_after, u.contiguous(), w_hh.contiguous(), bh, h0.contiguous(), lengths, rm,
-                               zh, y, h_n, gates);
+  const auto uc = u.contiguous();
+  dispatch_state_and_u(h0.scalar_type(), uc, "rnnkit_gru_forward", [&](auto r, auto v) {
+    gru_forward_impl<decltype(r), decltype(v)>(reset_after, uc, w_hh.contiguous(), bh, h0.contiguous(), lengths, rm,
+                                               zh, y, h_n, gates);
   });
   return {y, h_n, gates};
 }

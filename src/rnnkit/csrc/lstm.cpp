@@ -9,6 +9,7 @@
 //   zoneout: c_t = c~_t + kc (c_{t-1} − c~_t),  h_t = h~_t + kh (h_{t-1} − h~_t);  y_t = h_t
 //
 // Buffers (H hidden, P = proj_size or H, G = 4H; gate order i, f, g, o):
+//   (mixed precision: u and w_hh, w_hr may be bfloat16 with everything else float32)
 //   forward  in : u (T,B,G), w_hh (G,P), w_hr (P,H)?, w_peep (3H)?, h0 (B,P), c0 (B,H),
 //                 lengths (B)?, rmask (B,P)?, zh (T,B,P)?, zc (T,B,H)?
 //            out: y (T,B,P), h_n (B,P), c_n (B,H),
@@ -25,17 +26,16 @@
 namespace rnnkit {
 namespace {
 
-template <typename R>
+// U: the type of u, R's own or bfloat16 (mixed precision: the projection's output read as it is)
+template <typename R, typename U>
 void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, const Tensor& w_peep,
                        const Tensor& h0, const Tensor& c0, const OptTensor& lengths, const Tensor& rmask,
                        const OptTensor& zh_, const OptTensor& zc_, Tensor& y, Tensor& h_n, Tensor& c_n,
                        Tensor& gates, Tensor& cs, Tensor& ct) {
   const int64_t T = u.size(0), B = u.size(1), G = u.size(2), H = G / 4, P = h0.size(1);
   const bool proj = w_hr.defined();
-  const auto opts = u.options();
-  const R* up = u.data_ptr<R>();
-  const R* W = w_hh.data_ptr<R>();
-  const R* Wr = proj ? w_hr.data_ptr<R>() : nullptr;
+  const auto opts = h0.options();
+  const U* up = u.data_ptr<U>();
   MaybeVec<R> peep(w_peep, 3 * H, opts);
   const R* pe = peep.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
@@ -57,9 +57,9 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   R* mb = proj ? m_buf.data_ptr<R>() : nullptr;
   R* hpb = proj ? hp_buf.data_ptr<R>() : nullptr;
 
-  const StepGemm<R> rec_gemm(true, G, P, W, P, B);  // (h ⊙ rmask) W_hh^T
-  std::optional<StepGemm<R>> proj_gemm;            // m_t W_hr^T
-  if (proj) proj_gemm.emplace(true, P, H, Wr, H, B);
+  const StepGemm<R> rec_gemm(true, G, P, w_hh, 0, P, B);  // (h ⊙ rmask) W_hh^T
+  std::optional<StepGemm<R>> proj_gemm;                  // m_t W_hr^T
+  if (proj) proj_gemm.emplace(true, P, H, w_hr, 0, H, B);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gate_rows[t];
@@ -82,7 +82,7 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
         if (proj) std::fill(mb + b * H, mb + (b + 1) * H, R(0));
         return;
       }
-      const R* __restrict__ ur = up + (t * B + b) * G;
+      const U* __restrict__ ur = up + (t * B + b) * G;
       const R* __restrict__ kc = zc.row(t, b);
       const R* __restrict__ kh = zh.row(t, b);
       // one branch-free, vectorised pass over the gates; m_t lands in yr (no
@@ -91,11 +91,11 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         R c_prev = cp[j];
-        R i = sigmoid(g[j] + ur[j] + pe[j] * c_prev);
-        R f = sigmoid(g[H + j] + ur[H + j] + pe[H + j] * c_prev);
-        R gg = std::tanh(g[2 * H + j] + ur[2 * H + j]);
+        R i = sigmoid(g[j] + R(ur[j]) + pe[j] * c_prev);
+        R f = sigmoid(g[H + j] + R(ur[H + j]) + pe[H + j] * c_prev);
+        R gg = std::tanh(g[2 * H + j] + R(ur[2 * H + j]));
         R c = f * c_prev + i * gg;
-        R o = sigmoid(g[3 * H + j] + ur[3 * H + j] + pe[2 * H + j] * c);
+        R o = sigmoid(g[3 * H + j] + R(ur[3 * H + j]) + pe[2 * H + j] * c);
         g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = o;
         ctr[j] = c;
         cn[j] = c + kc[j] * (c_prev - c);
@@ -140,8 +140,6 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = dh.size(1);
   const bool proj = w_hr.defined();
   const auto opts = gates.options();
-  const R* W = w_hh.data_ptr<R>();
-  const R* Wr = proj ? w_hr.data_ptr<R>() : nullptr;
   MaybeVec<R> peep(w_peep, 3 * H, opts);
   const R* pe = peep.p;
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
@@ -164,9 +162,9 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
   R* dmb = proj ? dm_buf.data_ptr<R>() : dhpp;  // without proj, ∂L/∂m_t = ∂L/∂h~_t
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
 
-  const StepGemm<R> back_gemm(false, P, G, W, P, B);  // dgates_t W_hh
-  std::optional<StepGemm<R>> proj_gemm;              // ∂L/∂h~_t W_hr
-  if (proj) proj_gemm.emplace(false, H, P, Wr, H, B);
+  const StepGemm<R> back_gemm(false, P, G, w_hh, 0, P, B);  // dgates_t W_hh
+  std::optional<StepGemm<R>> proj_gemm;                    // ∂L/∂h~_t W_hr
+  if (proj) proj_gemm.emplace(false, H, P, w_hr, 0, H, B);
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dgt = dgp + t * B * G;
@@ -245,15 +243,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   auto W = w_hh.contiguous();
   auto Wr = undef_if_none(w_hr), pe = undef_if_none(w_peep), rm = undef_if_none(rmask);
   auto h0c = h0.contiguous(), c0c = c0.contiguous();
-  auto y = at::empty({T, B, P}, u.options());
-  auto h_n = at::empty({B, P}, u.options());
-  auto c_n = at::empty({B, H}, u.options());
-  auto gates = at::empty({save ? T : 0, B, 4 * H}, u.options());
-  auto cs = at::empty({save ? T + 1 : 0, B, H}, u.options());
+  const auto opts = h0.options();  // u may be bfloat16 (mixed precision); everything else is h0's dtype
+  auto y = at::empty({T, B, P}, opts);
+  auto h_n = at::empty({B, P}, opts);
+  auto c_n = at::empty({B, H}, opts);
+  auto gates = at::empty({save ? T : 0, B, 4 * H}, opts);
+  auto cs = at::empty({save ? T + 1 : 0, B, H}, opts);
   const bool need_ct = save && zc.has_value() && zc->defined();
-  auto ct = at::empty({need_ct ? T : 0, B, H}, u.options());
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_lstm_forward", [&] {
-    lstm_forward_impl<scalar_t>(uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n, gates, cs, ct);
+  auto ct = at::empty({need_ct ? T : 0, B, H}, opts);
+  dispatch_state_and_u(h0.scalar_type(), uc, "rnnkit_lstm_forward", [&](auto r, auto v) {
+    lstm_forward_impl<decltype(r), decltype(v)>(uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n, gates, cs,
+                                                ct);
   });
   return {y, h_n, c_n, gates, cs, ct};
 }
