@@ -6,7 +6,7 @@ from typing import Any, Callable, List, Tuple
 
 import pytest
 
-from rnnkit.cli import main
+from helpers import cli_outcome
 
 
 @pytest.fixture
@@ -14,12 +14,7 @@ def rnnkit(capsys) -> Callable[[List[Any]], Tuple[int, str, str]]:
     """Run `rnnkit ARGS` in this process: (exit status, stdout, stderr); 0 when it returned without exiting."""
 
     def run(args: List[Any]) -> Tuple[int, str, str]:
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        code, out, err = cli_outcome(args, capsys)
+        return code or 0, out, err
 
     return run

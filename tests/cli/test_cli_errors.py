@@ -9,21 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import cli_outcome
 from rnnkit.cli import main
 
 SMALL = ["--hidden-size", "8", "--embedding-size", "4", "--batch-size", "2", "--bptt", "8", "--quiet",
          "--no-tensorboard", "--max-steps", "2", "--val-batch-size", "2"]
 
 
-def run_cli(args, capsys):
-    """(exit status, stdout, stderr); 0 when the command returned without exiting."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run_cli = cli_outcome  # (exit status, stdout, stderr); 0 when the command returned without exiting
 
 
 def corpus(tmp_path: Path) -> Path:

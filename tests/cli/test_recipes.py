@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import rnnkit.recipes
-from rnnkit.cli import main
+from helpers import cli_outcome
 from rnnkit.recipes import RECIPES, TINYSHAKESPEARE
 
 TINY = ["--hidden-size", "8", "--embedding-size", "4", "--batch-size", "2", "--bptt", "8", "--quiet",
@@ -17,12 +17,8 @@ TINY = ["--hidden-size", "8", "--embedding-size", "4", "--batch-size", "2", "--b
 
 def run_cli(args, capsys):
     """(exit status, stderr); 0 when the command returns."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    code, _, err = cli_outcome(args, capsys)
+    return code, err
 
 
 def settings(run: Path) -> dict:
