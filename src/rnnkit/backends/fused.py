@@ -50,6 +50,7 @@ def _keeps(spec: RunSpec, T: int, B: int) -> Tuple[Optional[Tensor], ...]:
     zs = spec.zoneout or (None,) * len(spec.cell.state_sizes)
     return tuple(zoneout_keep(z, T, B, S, spec.inputs) for z, S in zip(zs, spec.cell.state_sizes))
 
+
 def _project(spec: RunSpec, weight: Tensor, bias: Optional[Tensor], widen: bool = True) -> Tensor:
     """x W^T + b for all steps, one GEMM (rnnkit::input_projection); in spec.projection_dtype where set
     (bfloat16 inputs and weights, float32 accumulation inside the GEMM), returned as float32 (or, with
@@ -72,7 +73,6 @@ def _cell_projection(spec: RunSpec) -> Tensor:
         return spec.cell.project(spec.inputs).float()
 
 
-
 def _recurrent(spec: RunSpec, weight: Optional[Tensor]) -> Optional[Tensor]:
     """A recurrent weight as the time loop takes it: bfloat16 under a bfloat16 projection (the kernels run
     the per-step GEMM in bfloat16 with float32 accumulation; a differentiable cast, so the float32 master
@@ -88,7 +88,8 @@ def _run_lstm(spec: RunSpec) -> Result:
     cell = spec.cell
     T, B, lengths, rmask = _common(spec)
     # (T, B, 4H); bfloat16 under a bfloat16 projection: the kernel widens it in its gate loop (GRU too)
-    u = _project(spec, spec.weight("weight_ih"), bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh")), widen=False)
+    bias = bias_sum(spec.weight("bias_ih"), spec.weight("bias_hh"))
+    u = _project(spec, spec.weight("weight_ih"), bias, widen=False)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
     peep = spec.weight("weight_peephole") if isinstance(cell, PeepholeLSTMCell) else None
@@ -217,6 +218,8 @@ _READS_EVERY_WEIGHT = {_run_lstm, _run_gru, _run_elman}
 
 #: half-precision dtypes the fused kernels take by running in float32 around a half-precision projection
 LOW_PRECISION = (torch.bfloat16, torch.float16)
+#: input dtypes the fused backend runs
+DTYPES = (torch.float32, torch.float64) + LOW_PRECISION
 
 
 def _low_precision(spec: RunSpec) -> Optional[torch.dtype]:
@@ -238,14 +241,13 @@ def _float32_weights(spec: RunSpec) -> Dict[str, Tensor]:
     return {name: spec.weight(name).float() for name in names if spec.weight(name) is not None}
 
 
-def check_common(spec: RunSpec, name: str, dtypes: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
-                 ) -> Optional[str]:
-    """Reasons shared by the CPU kernel backends (device, dtype, layout)."""
+def check_common(spec: RunSpec, name: str) -> Optional[str]:
+    """Reasons of device, dtype and layout the kernels cannot take."""
     x = spec.inputs
     if x.device.type != "cpu":
         return f"the {name} backend runs on CPU only; got input on {x.device}"
-    if x.dtype not in dtypes:
-        return f"the {name} backend supports {', '.join(str(d).replace('torch.', '') for d in dtypes)}; got {x.dtype}"
+    if x.dtype not in DTYPES:
+        return f"the {name} backend supports {', '.join(str(d).replace('torch.', '') for d in DTYPES)}; got {x.dtype}"
     if spec.cell.feature_dims != 1:
         return f"the {name} backend handles vector inputs only (feature_dims=1)"
     return None
@@ -260,7 +262,7 @@ class FusedBackend:
         cell = spec.cell
         if cell_type(cell) not in _FAMILIES:
             return f"no fused kernel for {cell_type(cell).__name__} (only rnnkit's built-in cells, not subclasses)"
-        reason = check_common(spec, self.name, (torch.float32, torch.float64) + LOW_PRECISION)
+        reason = check_common(spec, self.name)
         if reason is not None:
             return reason
         if spec.recurrent_mask is not None and not cell.recurrent_input_size:
@@ -277,8 +279,8 @@ class FusedBackend:
             return self._run(spec)
         # Mixed precision (autocast, or half-precision parameters and inputs): the input projection's GEMM
         # in `low` with float32 accumulation; for the LSTM, GRU and Elman families under bfloat16 the
-        # per-step recurrent GEMMs too (_recurrent); the rest of the time loop, cell state and gate math in float32 (the
-        # kernels' own), outputs and final state in `low` as autocast expects.
+        # per-step recurrent GEMMs too (_recurrent); the rest of the time loop, cell state and gate math
+        # in float32 (the kernels' own), outputs and final state in `low` as autocast expects.
         with torch.autocast("cpu", enabled=False):
             weights = _float32_weights(spec)
             spec32 = dataclasses.replace(
