@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import click
 
+from ..apps.settings import option_names
 from ..backends.allocator import keep_freed_memory
 from ..errors import InputError
 from ..training.trainer import TrainingError
@@ -57,7 +58,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     keep_freed_memory()
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="rnnkit", standalone_mode=False)
+        with option_names():  # messages name settings as this command line spells them: --batch-size
+            cli.main(args=args, prog_name="rnnkit", standalone_mode=False)
     except click.exceptions.Exit as exit_:
         sys.exit(exit_.exit_code)
     except click.exceptions.Abort:

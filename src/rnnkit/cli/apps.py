@@ -19,7 +19,7 @@ from torch import nn
 from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
                                    write_json_atomic)
 from ..training.trainer import PREEMPTED, Trainer
-from .options import (checked_data_fingerprint, exit_preempted, open_run_dir, prepare_run, resolve_run,
+from ._old_options import (checked_data_fingerprint, exit_preempted, open_run_dir, prepare_run, resolve_run,
                       run_device, training_specs)
 
 #: TrainConfig fields a recipe may set (the LM recipes' list, without truncated BPTT).

@@ -29,7 +29,7 @@ from ..models.classify import (OBJECTIVES, POOLINGS, ClassifierConfig, ClassifyT
 from ..models.tagger import (SequenceTagger, TaggerConfig, TagTask, entity_scores, is_bio, predict_tags)
 from ..recipes import repository_data
 from .apps import app_training_specs, run_app
-from .options import INPUT_PATH, POS_INT, PROB, recipe_options, run_specs
+from ._old_options import INPUT_PATH, POS_INT, PROB, recipe_options, run_specs
 
 CLASSIFY_DATA = ("data/nsmc/train.tsv", "data/nsmc/test.tsv")
 TAG_DATA = ("data/ud-english-ewt/train.tsv", "data/ud-english-ewt/dev.tsv", "data/ud-english-ewt/test.tsv")

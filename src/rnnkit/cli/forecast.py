@@ -25,7 +25,7 @@ from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, Forecast
 from ..models.forecast_eval import BASELINES, backtest, model_forecast, plot_forecast, write_forecast_csv
 from ..recipes import repository_data
 from .apps import app_training_specs, load_app_model, run_app
-from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, Settings, recipe_options, run_specs
+from ._old_options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, Settings, recipe_options, run_specs
 from ..errors import InputError
 
 DEFAULT_DATA = "data/isp-traffic-cortez/A1H.txt"

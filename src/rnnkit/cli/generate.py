@@ -6,16 +6,16 @@ import sys
 from typing import Optional
 
 import click
-import torch
 
-from ..data.text import CharVocab, DataError, WordVocab
-from ..models.char_lm import sample
-from .loading import load_language_model
+from ..apps import load
+from ..apps.language_model import generate as generate_text
+from ..apps.rundir import run_device
+from ..training.checkpoint import CheckpointError
+from .options import checkpoint_option, device_option
 
 
 @click.command()
-@click.option("--checkpoint", required=True, help="Checkpoint file (.json or .safetensors) or run directory "
-                                                 "(its latest complete checkpoint).")
+@checkpoint_option
 @click.option("--prime", default="\n", show_default=True, help="Text the sample continues.")
 @click.option("--length", type=click.IntRange(min=1), default=500, show_default=True,
               help="Tokens (characters or words) to generate.")
@@ -25,39 +25,20 @@ from .loading import load_language_model
 @click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None,
               help="Nucleus sampling: the smallest set of tokens with probability >= p.")
 @click.option("--seed", type=int, default=None, help="Random seed for reproducible samples.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@device_option
 def generate(checkpoint: str, prime: str, length: int, temperature: float, top_k: Optional[int],
              top_p: Optional[float], seed: Optional[int], device: str) -> None:
     """Sample from a trained char-LM or word-LM, printing tokens as they come."""
-    model, vocab, _ = load_language_model(checkpoint, torch.device(device))
+    run = load(checkpoint, run_device(device))
+    if run.app not in ("charlm", "wordlm"):
+        raise CheckpointError(f"{checkpoint!r} is not a language model (a {run.app} run)")
     prime = prime.replace("\\n", "\n")  # a typed backslash-n means a line break
-    if isinstance(vocab, CharVocab):
-        if prime == "\n" and prime not in vocab.index:
-            raise DataError("the model's training text had no line break, so the default --prime (a line break) "
-                            "cannot start a sample; give --prime with characters from that text")
-        ids = vocab.encode(prime, what="--prime").tolist()
-        decode = vocab.decode
-    else:
-        assert isinstance(vocab, WordVocab)
-        words = prime.split() or ["<eos>"]
-        missing = [w for w in words if w not in vocab.index]
-        if missing:
-            raise DataError(f"--prime contains words not in the model's vocabulary: {missing[:5]}")
-        ids = [vocab.index[w] for w in words]
-        if prime and not prime[-1].isspace():
-            prime += " "  # the first sampled word is a word of its own, not the end of the prime's last
-
-        def decode(tokens):
-            word = vocab.words[tokens[0]]
-            return "\n" if word == "<eos>" else word + " "
-    generator = torch.Generator(device=device)
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
-    out = sys.stdout
-    out.write(prime)
-    for token in sample(model, ids, length, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator):
-        out.write(decode([token]))
-        out.flush()
-    out.write("\n")
+    pieces = generate_text(run, prime, length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    first = next(pieces, "")  # a bad prime fails before anything is printed
+    if run.app == "wordlm" and prime and not prime[-1].isspace():
+        prime += " "  # the first sampled word is a word of its own, not the end of the prime's last
+    sys.stdout.write(prime + first)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")

@@ -35,9 +35,9 @@ from ..recipes import repository_data
 from ..training.checkpoint import (CheckpointError, _write_atomic, load_checkpoint, read_checkpoint, sub_dict,
                                    write_json_atomic)
 from ..training.trainer import PREEMPTED, Trainer
-from .options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, checked_data_fingerprint, exit_preempted,
+from ._old_options import (INPUT_PATH, NONNEG_INT, POS_FLOAT, POS_INT, PROB, checked_data_fingerprint, exit_preempted,
                       open_run_dir, prepare_run, recipe_options, resolve_run, run_device, run_specs, training_specs)
-from .train import TRAIN_KEYS
+from ._old_options import TRAIN_KEYS
 from ..errors import InputError
 
 DEFAULT_PAIRS = "data/tatoeba-eng-fra"

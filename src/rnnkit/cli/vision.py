@@ -29,7 +29,7 @@ from ..models.video import (FEEDS, HEADS, VIDEO_CELLS, EncoderForecaster, VideoC
                             metrics_table, plot_per_frame, save_gif, save_strip)
 from ..recipes import repository_data
 from .apps import app_training_specs, load_app_model, run_app
-from .options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
+from ._old_options import INPUT_PATH, NONNEG_INT, POS_INT, PROB, recipe_options, run_specs
 
 from ..models.caption import CAPTION_ATTENTIONS  # noqa: E402
 from ..cells import CELLS as CAPTION_CELLS  # noqa: E402

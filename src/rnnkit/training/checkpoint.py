@@ -124,6 +124,12 @@ def write_json_atomic(path: PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_safetensors_atomic(path: PathLike, tensors: Dict[str, Tensor]) -> None:
+    """`tensors` (e.g. a state_dict) as one safetensors file, written atomically. Each is copied: tied
+    weights (one tensor under two names) are stored twice, as safetensors requires."""
+    _write_atomic(Path(path), st_save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}))
+
+
 def save_checkpoint(directory: PathLike, step: int, tensors: Dict[str, Tensor], meta: Dict[str, Any]) -> Path:
     """Write checkpoint `step` into `directory`; returns the path of its JSON record."""
     directory = Path(directory)
