@@ -60,10 +60,10 @@ def test_gates_of_scan_cells():
 
 
 def test_gradflow_cli(tmp_path, capsys):
-    out = tmp_path / "g.png"
+    out = tmp_path / "flow" / "gradflow.png"
     with pytest.raises(SystemExit) as exc:
         main(["gradflow", "--cells", "rnn,lstm,gru", "--T", "30", "--train-steps", "2", "--hidden-size", "8",
-              "--batch-size", "4", "--out", str(out), "--quiet"])
+              "--batch-size", "4", "--out", str(out.parent), "--quiet"])
         raise SystemExit(0)
     assert exc.value.code in (0, None)
     assert out.stat().st_size > 10_000
@@ -74,7 +74,7 @@ def test_gradflow_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "rnn" in text and "gradient flow" in text
     with pytest.raises(SystemExit) as exc:
-        main(["gradflow", "--cells", "rnn,bogus", "--out", str(out)])
+        main(["gradflow", "--cells", "rnn,bogus", "--out", str(out.parent)])
     assert exc.value.code != 0
 
 

@@ -108,7 +108,7 @@ def test_charlm_korean_and_emoji(tmp_path, capsys):
     text = generate(run, capsys, "--prime", "안녕")
     assert text.startswith("안녕") and set(text) <= set(data.read_text(encoding="utf-8"))
     fails(["generate", "--checkpoint", run, "--prime", "hello"], capsys, "--prime contains the character 'h'")
-    vocab = export(run, capsys)
+    vocab = export(run, capsys)["vocab"]
     assert "😀" in vocab["tokens"] and "한" in vocab["tokens"]
 
 
@@ -158,7 +158,7 @@ def test_wordlm_ptb_layout(tmp_path, capsys):
     words = generate(run, capsys, "--prime", "the good").split()
     assert words[:2] == ["the", "good"] and set(words) <= set(WORDS) | {"<unk>"}
     fails(["generate", "--checkpoint", run, "--prime", "zebra"], capsys, "not in the model's vocabulary", "zebra")
-    assert "film" in export(run, capsys)["tokens"]
+    assert "film" in export(run, capsys)["vocab"]["tokens"]
 
 
 @pytest.mark.parametrize("problem,needles", [

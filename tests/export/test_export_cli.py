@@ -36,7 +36,7 @@ def test_export_command_writes_a_checked_onnx_file(cell: str, tmp_path: Path, ca
     text = capsys.readouterr().out
     assert "max |diff|" in text and out.exists() and (tmp_path / "lm.int8.onnx").exists()
     assert "inputs tokens (time, batch)\n" in text  # by default what model(tokens) takes, nothing more
-    assert json.loads((tmp_path / "lm.vocab.json").read_text())["tokens"] == list("abcdefg \n")
+    assert json.loads((tmp_path / "lm.run.json").read_text())["vocab"]["tokens"] == list("abcdefg \n")
     tokens = torch.randint(0, 9, (12, 2))
     assert check_onnx(model, out, tokens) <= 1e-5
     main(["export", "--checkpoint", str(record), "--output", str(out), "--lengths", "--initial-state"])

@@ -261,10 +261,12 @@ def stop_processes(trainer: Trainer, world: int) -> None:
 
 
 # ---------------------------------------------------------------------- loading
-def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu", recipe: Optional[Recipe] = None) -> Run:
+def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu", recipe: Optional[Recipe] = None,
+         extras: bool = True) -> Run:
     """The `Run` of a run directory or checkpoint, in eval mode on `device`; best.safetensors wins.
 
-    Without `recipe`, the application is the one the checkpoint names. Never runs code from the file."""
+    Without `recipe`, the application is the one the checkpoint names; `extras=False` skips what only
+    inference needs (tokenizers, vocabularies). Never runs code from the file."""
     from . import recipe_of
     record, meta, tensors = load_checkpoint(path)
     info = meta.get("run") or {}
@@ -275,7 +277,7 @@ def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu", recip
         raise CheckpointError(f"checkpoint {str(record)!r} is not a {recipe.name} run (recipe {name!r})")
     try:
         model = recipe.build_model(info["model"])
-        extras = recipe.load_extras(info) if recipe.load_extras is not None else {}
+        extras_ = recipe.load_extras(info) if recipe.load_extras is not None and extras else {}
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
     best = Path(path) / "best.safetensors"
@@ -287,4 +289,4 @@ def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu", recip
                               f"{' '.join(str(err).split()[:30])}") from None
     out = record.parent.parent if record.parent.name == "checkpoints" else None
     summary = {"step": meta.get("step"), "checkpoint": record}
-    return Run(name, model.to(torch.device(device)).eval(), info, out, None, summary, extras=extras)
+    return Run(name, model.to(torch.device(device)).eval(), info, out, None, summary, extras=extras_)

@@ -17,6 +17,7 @@ from ..models.regressor import RegressionTask, SequenceRegressor
 from ..training.config import TrainConfig
 from ..training.sources import GeneratedBatches
 from ..training.trainer import Trainer
+from .options import out_option
 
 
 def _cells(value: str):
@@ -46,8 +47,7 @@ def _cells(value: str):
 @click.option("--text", default=None, help="Input text for --checkpoint (default: the first T characters of "
                                            "the run's validation data).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", default="runs/gradflow/gradflow.png", show_default=True, help="PNG path; a .json with the "
-                                                                                     "curves is written beside it.")
+@out_option("runs/gradflow", "gradflow.png and gradflow.json (the curves)")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, train_steps: int, lr: float,
              forget_bias: float, checkpoint: Optional[str], text: Optional[str], seed: int, out: str, quiet: bool) -> None:
@@ -58,7 +58,7 @@ def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, t
     over T steps, the LSTM's (through c) and GRU's fall far less.
     """
     require_extra("plots", "rnnkit gradflow")
-    out_path = Path(out)
+    out_path = Path(out) / "gradflow.png"
     if checkpoint is not None:
         results, title = _from_checkpoint(checkpoint, text, T)
     else:
@@ -112,12 +112,12 @@ def _from_checkpoint(checkpoint, text, T):
     from torch.nn import functional as F
 
     from ..data.text import CharVocab, DataError, load_char_corpus
-    from .loading import load_language_model
-    model, vocab, meta = load_language_model(checkpoint, torch.device("cpu"))
+    from ..apps import load
+    run = load(checkpoint)
+    model, vocab = run.model, run.extras["vocab"]
     if not isinstance(vocab, CharVocab):
         raise DataError("gradflow --checkpoint needs a char-LM checkpoint")
     if text is None:
-        settings = meta.get("run", {})
         data = json.loads((Path(checkpoint) / "config.json").read_text())["settings"]["data"] \
             if Path(checkpoint).is_dir() else None
         if data is None:
