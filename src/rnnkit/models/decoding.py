@@ -177,62 +177,94 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+class _Finished:
+    """The K best finished hypotheses of each of B sentences: scores (B, K) (-inf: none yet), tokens
+    (B, K, max_len), lengths, whether each ended with the end token, attention rows (B, K, max_len, S)."""
+
+    def __init__(self, B: int, K: int, max_len: int, eos: int, device: torch.device) -> None:
+        self.B, self.K, self.max_len, self.eos = B, K, max_len, eos
+        self.scores = torch.full((B, K), float("-inf"), device=device)
+        self.tokens = torch.full((B, K, max_len), eos, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(B, K, dtype=torch.long, device=device)
+        self.ended = torch.zeros(B, K, dtype=torch.bool, device=device)
+        self.attention: Optional[Tensor] = None
+
+    def merge(self, new_scores: Tensor, seq: Tensor, n_tok: int, ended: bool, attn: Optional[Tensor]) -> None:
+        """Fold candidates in: new_scores (B, C) (-inf: not a candidate), seq (B, C, L) their tokens, of which
+        the first n_tok count, attn (B, C, L', S) or None."""
+        B, K, max_len = self.B, self.K, self.max_len
+        C = new_scores.shape[1]
+        seq = torch.cat([seq[:, :, :n_tok], seq.new_full((B, C, max_len - n_tok), self.eos)], -1)
+        self.scores, pick = torch.cat([self.scores, new_scores], 1).topk(K, dim=1)  # (B, K)
+        self.tokens = torch.cat([self.tokens, seq], 1).gather(1, pick.unsqueeze(-1).expand(B, K, max_len))
+        self.lengths = torch.cat([self.lengths, self.lengths.new_full((B, C), n_tok)], 1).gather(1, pick)
+        self.ended = torch.cat([self.ended, self.ended.new_full((B, C), ended)], 1).gather(1, pick)
+        if attn is not None:
+            S = attn.shape[-1]
+            rows = n_tok + int(ended)  # the end token's attention row too
+            attn = torch.cat([attn[:, :, :rows], attn.new_zeros(B, C, max_len - rows, S)], 2)
+            if self.attention is None:
+                self.attention = attn.new_zeros(B, K, max_len, S)
+            self.attention = torch.cat([self.attention, attn], 1).gather(
+                1, pick[:, :, None, None].expand(B, K, max_len, S))
+
+    def best(self, n_best: int) -> List[List[Hypothesis]]:
+        """The n_best hypotheses of each sentence, best first."""
+        out: List[List[Hypothesis]] = []
+        for b in range(self.B):
+            hs = []
+            for k in range(n_best):
+                if not math.isfinite(float(self.scores[b, k])):
+                    break
+                n = int(self.lengths[b, k])
+                rows = n + int(bool(self.ended[b, k]))
+                hs.append(Hypothesis(self.tokens[b, k, :n].tolist(), float(self.scores[b, k]),
+                                     self.attention[b, k, :rows].cpu() if self.attention is not None else None,
+                                     finished=bool(self.ended[b, k])))
+            out.append(hs)
+        return out
+
+
+def _check_beam(beam_size: Any, n_best: Any, alpha: float) -> None:
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise InputError(f"beam_size must be an int >= 1; got {beam_size!r}")
+    if not 1 <= n_best <= beam_size:
+        raise InputError(f"n_best must be in [1, beam_size={beam_size}]; got {n_best!r}")
+    if alpha < 0:
+        raise InputError(f"alpha (length penalty) must be >= 0; got {alpha}")
+
+
+def _start_beams(state: Any, B: int, K: int, bos: int, device: torch.device) -> Tuple[Any, Tensor, Tensor, Tensor]:
+    """K copies of each sentence's state, the start tokens (B·K,), the beams' scores (B, K) and tokens (B·K, 0)."""
+    state = select_rows(state, torch.arange(B, device=device).repeat_interleave(K))
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
+    return (state, torch.full((B * K,), bos, dtype=torch.long, device=device), scores,
+            torch.zeros(B * K, 0, dtype=torch.long, device=device))
+
+
 def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int, max_len: int,
                 beam_size: int = 5, min_len: int = 0, no_repeat_ngram: int = 0, alpha: float = 0.0,
                 n_best: int = 1, return_attention: bool = False) -> List[List[Hypothesis]]:
     """Beam search over `batch_size` sentences at once (B·K rows per step).
 
-    Each step takes the 2K best extensions of a sentence's K live beams. An
-    extension by the end token that ranks among the first K becomes a finished
-    hypothesis, scored (sum of log-probs) / length_penalty(length, alpha); the
-    K best other extensions live on. A sentence is done when it has K finished
-    hypotheses and its best live beam, normalised at the current length,
-    cannot beat the worst of them; at max_len the live beams are finished as
-    they are. With beam_size 1 and alpha 0 this is greedy search.
+    Each step takes the 2K best extensions of a sentence's K live beams. An extension by the end token
+    that ranks among the first K becomes a finished hypothesis, scored (sum of log-probs) /
+    length_penalty(length, alpha); the K best other extensions live on. A sentence is done when it has
+    K finished hypotheses and its best live beam, normalised at the current length, cannot beat the
+    worst of them; at max_len the live beams are finished as they are. Beam 1, alpha 0: greedy search.
     """
     _check(bos, eos, max_len, min_len, no_repeat_ngram)
+    _check_beam(beam_size, n_best, alpha)
     K, B = beam_size, batch_size
-    if not isinstance(K, int) or K < 1:
-        raise InputError(f"beam_size must be an int >= 1; got {K!r}")
-    if not 1 <= n_best <= K:
-        raise InputError(f"n_best must be in [1, beam_size={K}]; got {n_best!r}")
-    if alpha < 0:
-        raise InputError(f"alpha (length penalty) must be >= 0; got {alpha}")
     device = _device_of(state)
     N = B * K
-    state = select_rows(state, torch.arange(B, device=device).repeat_interleave(K))
-    tokens = torch.full((N,), bos, dtype=torch.long, device=device)
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
-    hyps = torch.zeros(N, 0, dtype=torch.long, device=device)
+    state, tokens, scores, hyps = _start_beams(state, B, K, bos, device)
     hist: Optional[Tensor] = None  # (N, t, S) attention rows of the live beams
-    fin_scores = torch.full((B, K), float("-inf"), device=device)
-    fin_tokens = torch.full((B, K, max_len), eos, dtype=torch.long, device=device)
-    fin_len = torch.zeros(B, K, dtype=torch.long, device=device)
-    fin_ended = torch.zeros(B, K, dtype=torch.bool, device=device)
-    fin_attn: Optional[Tensor] = None
+    finished = _Finished(B, K, max_len, eos, device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
     rank = torch.arange(2 * K, device=device).unsqueeze(0)  # (1, 2K)
-
-    def merge(new_scores: Tensor, seq: Tensor, n_tok: int, ended: bool, attn: Optional[Tensor]) -> None:
-        """Fold candidates into the finished lists: new_scores (B, C) (-inf: not a candidate),
-        seq (B, C, L) their tokens, of which the first n_tok count, attn (B, C, L', S) or None."""
-        nonlocal fin_scores, fin_tokens, fin_len, fin_ended, fin_attn
-        C = new_scores.shape[1]
-        seq = torch.cat([seq[:, :, :n_tok], seq.new_full((B, C, max_len - n_tok), eos)], -1)
-        fin_scores, pick = torch.cat([fin_scores, new_scores], 1).topk(K, dim=1)  # (B, K)
-        fin_tokens = torch.cat([fin_tokens, seq], 1).gather(1, pick.unsqueeze(-1).expand(B, K, max_len))
-        fin_len = torch.cat([fin_len, fin_len.new_full((B, C), n_tok)], 1).gather(1, pick)
-        fin_ended = torch.cat([fin_ended, fin_ended.new_full((B, C), ended)], 1).gather(1, pick)
-        if attn is not None:
-            S = attn.shape[-1]
-            rows = n_tok + int(ended)  # the end token's attention row too
-            attn = torch.cat([attn[:, :, :rows], attn.new_zeros(B, C, max_len - rows, S)], 2)
-            if fin_attn is None:
-                fin_attn = attn.new_zeros(B, K, max_len, S)
-            fin_attn = torch.cat([fin_attn, attn], 1).gather(1, pick[:, :, None, None].expand(B, K, max_len, S))
-
     for t in range(max_len):
         length = t + 1
         logits, state, a = step(tokens, state)
@@ -243,49 +275,33 @@ def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int
         step_attn = None
         if return_attention and a is not None:
             step_attn = torch.cat([hist, a.float().unsqueeze(1)], 1) if hist is not None else a.float().unsqueeze(1)
-        cand = (scores.view(N, 1) + logp).view(B, K * V)
-        top_v, top_i = cand.topk(2 * K, dim=1)  # (B, 2K)
-        beam = torch.div(top_i, V, rounding_mode="floor")
+        top_v, top_i = (scores.view(N, 1) + logp).view(B, K * V).topk(2 * K, dim=1)  # (B, 2K)
+        rows = base + torch.div(top_i, V, rounding_mode="floor")  # (B, 2K) live rows extended
         tok = top_i % V
-        rows = base + beam  # (B, 2K) live rows extended
         is_eos = tok == eos
         add = is_eos & (rank < K) & ~done.unsqueeze(1) & torch.isfinite(top_v)
         if bool(add.any()):
             flat = rows.flatten()
-            merge(torch.where(add, top_v / length_penalty(length, alpha), torch.full_like(top_v, float("-inf"))),
-                  hyps.index_select(0, flat).view(B, 2 * K, t), t, True,
-                  step_attn.index_select(0, flat).view(B, 2 * K, t + 1, -1) if step_attn is not None else None)
-        live_v, pos = top_v.masked_fill(is_eos, float("-inf")).topk(K, dim=1)  # (B, K)
+            attn = step_attn.index_select(0, flat).view(B, 2 * K, t + 1, -1) if step_attn is not None else None
+            finished.merge(torch.where(add, top_v / length_penalty(length, alpha), torch.full_like(top_v, -math.inf)),
+                           hyps.index_select(0, flat).view(B, 2 * K, t), t, True, attn)
+        scores, pos = top_v.masked_fill(is_eos, float("-inf")).topk(K, dim=1)  # (B, K)
         sel_rows = rows.gather(1, pos).flatten()  # (N,)
         sel_tok = tok.gather(1, pos)  # (B, K)
-        scores = live_v
         hyps = torch.cat([hyps.index_select(0, sel_rows), sel_tok.view(N, 1)], 1)
         if step_attn is not None:
             hist = step_attn.index_select(0, sel_rows)
         state = select_rows(state, sel_rows)
         tokens = sel_tok.flatten()
-        worst_finished = fin_scores[:, K - 1]
-        done = done | (worst_finished >= scores[:, 0] / length_penalty(length, alpha))
+        done = done | (finished.scores[:, K - 1] >= scores[:, 0] / length_penalty(length, alpha))
         if bool(done.all()):
             break
     if not bool(done.all()):  # cut at max_len: the live beams of unfinished sentences count as they are
-        live = torch.where(done.unsqueeze(1), torch.full_like(scores, float("-inf")),
-                           scores / length_penalty(hyps.shape[1], alpha))
         L = hyps.shape[1]
-        merge(live, hyps.view(B, K, L), L, False, hist.view(B, K, L, -1) if hist is not None else None)
-    out: List[List[Hypothesis]] = []
-    for b in range(B):
-        hs = []
-        for k in range(n_best):
-            if not math.isfinite(float(fin_scores[b, k])):
-                break
-            n = int(fin_len[b, k])
-            rows = n + int(bool(fin_ended[b, k]))
-            hs.append(Hypothesis(fin_tokens[b, k, :n].tolist(), float(fin_scores[b, k]),
-                                 fin_attn[b, k, :rows].cpu() if fin_attn is not None else None,
-                                 finished=bool(fin_ended[b, k])))
-        out.append(hs)
-    return out
+        live = torch.where(done.unsqueeze(1), torch.full_like(scores, float("-inf")),
+                           scores / length_penalty(L, alpha))
+        finished.merge(live, hyps.view(B, K, L), L, False, hist.view(B, K, L, -1) if hist is not None else None)
+    return finished.best(n_best)
 
 
 def _device_of(state: Any) -> torch.device:
