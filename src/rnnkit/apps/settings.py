@@ -282,6 +282,9 @@ class TrainingSettings(RunSettings):
     keep_checkpoints: int = setting(3, "Checkpoints kept.", min=1)
     early_stop_patience: Optional[int] = setting(None, "Stop after N evaluations without a better validation score.",
                                                  min=1)
+    precision: str = setting("fp32", "Training forward in fp32, or bf16 (torch.autocast: bfloat16 matrix products "
+                                     "with float32 accumulation, fast where the CPU has AMX or AVX512-BF16; "
+                                     "evaluation stays fp32).", choices=("fp32", "bf16"))
 
     def check(self) -> None:
         if not any(getattr(self, k) is not None for k in BUDGETS + ("early_stop_patience",)):

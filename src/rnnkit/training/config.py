@@ -11,6 +11,7 @@ from ..errors import InputError
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "plateau", "epoch_decay")
 NORMALIZATIONS = ("token", "sequence")
+PRECISIONS = ("fp32", "bf16")  # what the forward runs in during training (see TrainConfig)
 CLOCKS = ("wall", "cpu")  # what max_minutes, eval_every_minutes and elapsed_s count (see TrainConfig)
 
 
@@ -38,6 +39,11 @@ class TrainConfig:
     multiplies by lr_gamma every lr_step_size steps; "plateau" when the
     validation loss stops improving; "epoch_decay" every epoch after
     lr_decay_after_epochs (Zaremba et al.).
+
+    Precision: "bf16" runs each training forward (and so the backward's matching products) under
+    `torch.autocast(device, dtype=torch.bfloat16)`: bfloat16 GEMMs with float32 accumulation where the
+    CPU has bfloat16 units (AMX, AVX512-BF16), float32 master weights and optimizer. Evaluation stays
+    float32, so validation numbers compare across precisions.
 
     Loss normalization: "token" divides the summed loss by the number of
     predicted elements; "sequence" divides by the number of sequences (streams)
@@ -67,6 +73,7 @@ class TrainConfig:
     eval_every: Optional[int] = None  # steps; evaluation also runs at every epoch end and at the end
     eval_every_minutes: Optional[float] = None  # also evaluate each time this much of the clock has passed
     clock: str = "wall"  # "wall" or "cpu": what the time settings count (see above)
+    precision: str = "fp32"  # "bf16": the training forward under torch.autocast(bfloat16) (see above)
     checkpoint_every: Optional[int] = None  # steps; a checkpoint is also written at the end
     keep_checkpoints: int = 3
     early_stop_patience: Optional[int] = None
@@ -88,6 +95,7 @@ class TrainConfig:
         check_positive_number("max_minutes", self.max_minutes, allow_none=True)
         check_positive_number("eval_every_minutes", self.eval_every_minutes, allow_none=True)
         check_choice("clock", self.clock, CLOCKS)
+        check_choice("precision", self.precision, PRECISIONS)
         check_positive_number("lr", self.lr)
         for name in ("clip_norm", "clip_value"):
             check_positive_number(name, getattr(self, name), allow_none=True)

@@ -221,7 +221,8 @@ class Trainer:
         ranks and micro-batches (gradients are all-reduced only when `sync`)."""
         c = self.config
         with self.distribution.no_sync(self.train_model, sync):
-            loss_sum, count, sequences = self._batch_loss(self.train_model, batch)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+                loss_sum, count, sequences = self._batch_loss(self.train_model, batch)
             g_sum, g_count, g_seq = self.distribution.all_sum(float(loss_sum.detach()), float(count), float(sequences))
             denom = g_count if c.loss_normalization == "token" else g_seq
             if denom > 0:
