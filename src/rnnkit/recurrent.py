@@ -441,7 +441,9 @@ class Recurrent(nn.Module):
                         "as in torch.nn" if not unbatched else "(num_layers * num_directions, size) for unbatched input")
                 raise InputError(f"{owner}: initial state {name} must have shape {expected} {hint}; "
                                  f"got {tuple(part.shape)}")
-            if part.dtype != x.dtype:
+            if part.dtype != x.dtype and autocast_pair(x, part):
+                part = part.to(x.dtype)  # a state carried out of an autocast run comes back in its dtype
+            elif part.dtype != x.dtype:
                 raise InputTypeError(f"{owner}: initial state {name} must have dtype {x.dtype} like the input; "
                                 f"got {part.dtype}")
             if part.device != x.device:
@@ -470,3 +472,12 @@ def _reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
     index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
     return x.gather(0, index.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def autocast_pair(x: Tensor, state: Tensor) -> bool:
+    """Whether autocast is on for x's device and x and the state are float32 and the autocast dtype (in
+    either order): a truncated-BPTT carry under autocast hands back the previous chunk's bfloat16 state."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return False
+    return {x.dtype, state.dtype} <= {torch.float32, torch.get_autocast_dtype(device)}
