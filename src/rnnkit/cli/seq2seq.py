@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import click
 from click.core import ParameterSource
 
+from .._optional import require_extra
 from ..apps import seq2seq
 from ..apps.rundir import run_device
 from ..apps.seq2seq_decode import DECODE_FIELDS, write_output
@@ -26,6 +27,7 @@ def decode_command(fn: Callable) -> click.Command:
 
     @click.pass_context
     def callback(ctx: click.Context, checkpoint: str, device: str, **values: Any) -> None:
+        require_extra("nlp", f"rnnkit {ctx.command.name}")
         given = {k: values.pop(k) for k in DECODE_FIELDS}
         options = seq2seq.DecodeOptions(**{k: v for k, v in given.items()
                                             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE})
