@@ -26,7 +26,7 @@ class DecodeOptions(Settings):
 
         >>> DecodeOptions(beam=5).generate_kwargs()["method"]
         'beam'
-        >>> DecodeOptions().generate_kwargs()["method"]
+        >>> DecodeOptions(beam=1).generate_kwargs()["method"]
         'greedy'
     """
 
