@@ -52,10 +52,10 @@ class TorchSeq2Seq(nn.Module):
     def __init__(self, c: Seq2SeqConfig) -> None:
         super().__init__()
         self.c = c
-        H = c.hidden_size
+        H = c.decoder_size  # the bidirectional encoder's output: hidden_size per direction
         self.source_embedding = nn.Embedding(c.source_vocab_size, c.embedding_size, padding_idx=0)
         self.target_embedding = nn.Embedding(c.target_vocab_size, c.embedding_size, padding_idx=0)
-        self.encoder = nn.LSTM(c.embedding_size, H // 2, bidirectional=True, batch_first=True)
+        self.encoder = nn.LSTM(c.embedding_size, c.hidden_size, bidirectional=True, batch_first=True)
         self.cell = nn.LSTMCell(c.embedding_size + H, H)
         self.attention = Attention("bahdanau", H, H)
         self.combine = nn.Linear(2 * H, H)
@@ -112,14 +112,15 @@ def main() -> None:
     torch.manual_seed(0)
     splits = load_pair_splits(ROOT / "data" / "tatoeba-eng-fra")
     if args.checkpoint:
-        from rnnkit.cli.seq2seq import load_seq2seq
-        model, src_tok, tgt_tok, _, _ = load_seq2seq(args.checkpoint, torch.device("cpu"))
+        from rnnkit.apps import seq2seq
+        run = seq2seq.load(args.checkpoint)
+        model, (src_tok, tgt_tok) = run.model, seq2seq.tokenizers(run)
         cfg = model.config
         max_len = None
     else:
         src_tok = tgt_tok = train_sentencepiece([p.source for p in splits.train] + [p.target for p in splits.train],
                                                 4000, "bpe")
-        cfg = Seq2SeqConfig(src_tok.vocab_size, tgt_tok.vocab_size, hidden_size=256, embedding_size=128,
+        cfg = Seq2SeqConfig(src_tok.vocab_size, tgt_tok.vocab_size, hidden_size=128, embedding_size=128,
                             attention="bahdanau", max_source_len=48, max_target_len=48)
         model = Seq2Seq(cfg)
         max_len = 20
@@ -187,7 +188,8 @@ def main() -> None:
     print(f"  ratio rnnkit / torch.nn: {ratio:.2f}")
     encoder_backend = ours.encoder.last_backend
     results = {"machine": machine(), "threads": args.threads, "rounds": args.rounds,
-               "model": {"hidden_size": cfg.hidden_size, "embedding_size": cfg.embedding_size,
+               # the decoder's width (the bidirectional encoder's output), what earlier rounds recorded
+               "model": {"hidden_size": cfg.decoder_size, "embedding_size": cfg.embedding_size,
                          "vocab": [cfg.source_vocab_size, cfg.target_vocab_size], "attention": cfg.attention,
                          "checkpoint": args.checkpoint, "max_len": max_len},
                "decode": decode, "train": train, "train_ratio": ratio, "encoder_backend": encoder_backend}

@@ -19,7 +19,7 @@ from rnnkit.cli import main
 from test_data_matrix_text import config, fails, notes, works
 
 TINY = ["--hidden-size", "8", "--embedding-size", "4", "--max-steps", "2", "--quiet", "--no-tensorboard",
-        "--threads", "1", "--batch-size", "8", "--eval-beam", "0", "--vocab-size", "200"]
+        "--threads", "1", "--batch-size", "8", "--beam", "1", "--vocab-size", "200"]
 ENG = "I you we they see like want the a red big small cat dog house car book tree".split()
 FRA = "je tu nous ils vois aime veux le la rouge grand petit chat chien maison voiture livre arbre".split()
 KOR = ("나는 너는 우리는 그들은 본다 좋아한다 원한다 빨간 "
@@ -66,13 +66,13 @@ def test_tsv_with_extra_columns_train_translate_evaluate(tatoeba_run, tmp_path, 
     assert seen == [f"rnnkit: note: {data}: source = column 1, target = column 2; unused: column 3"]
     assert config(run)["data"] == {"train": 36, "valid": 2, "test": 2, "dropped_long": 0, "dropped_empty": 0,
                                    "blank_lines": 0}
-    scores = json.loads((run / "test_scores.json").read_text())
+    scores = json.loads((run / "results.json").read_text())
     assert scores["sentences"] == 2 and 0 <= scores["bleu"] <= 100
     stdin(monkeypatch, "I see the cat\n\nwe like a red car\n")
     out, _ = works(["translate", "--checkpoint", run, "--beam", "2"], capsys)
     lines = out.split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[3] == ""  # one line out per line in; empty stays empty
-    out, _ = works(["evaluate", "--checkpoint", run, "--beam", "0", "--split", "valid"], capsys)
+    out, _ = works(["evaluate", "--checkpoint", run, "--beam", "1", "--split", "valid"], capsys)
     assert json.loads(out)["sentences"] == 2
 
 
@@ -97,7 +97,7 @@ def test_translate_bad_input_and_export(tatoeba_run, tmp_path, capsys, monkeypat
     latin.write_bytes("I see\nun caf\xe9\n".encode("latin-1"))
     fails(["translate", "--checkpoint", run, "--input", latin], capsys, f"{latin}:2: not UTF-8 text")
     stdin(monkeypatch, "I see the cat\n")
-    out, _ = works(["chat", "--checkpoint", run, "--beam", "0"], capsys)
+    out, _ = works(["chat", "--checkpoint", run, "--beam", "1"], capsys)
     assert len(out.splitlines()) == 1
     fails(["export", "--checkpoint", run], capsys, "cannot export a 'seq2seq' run")
 
@@ -130,7 +130,7 @@ def test_two_aligned_files(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert notes(train(source, run, capsys, "--target-data", target)) == []
     stdin(monkeypatch, "the dog\n")
-    out, _ = works(["translate", "--checkpoint", run, "--beam", "0"], capsys)
+    out, _ = works(["translate", "--checkpoint", run, "--beam", "1"], capsys)
     assert len(out.splitlines()) == 1
     target.write_text("".join(f + "\n" for _, f in both[:-1]))
     fails(["train", "seq2seq", "--data", source, "--target-data", target, "--out", tmp_path / "run2", *TINY],
@@ -146,5 +146,5 @@ def test_korean_and_emoji(tmp_path, capsys, monkeypatch):
     stdin(monkeypatch, "나는 고양이 좋아한다 🐱\n")
     out, _ = works(["translate", "--checkpoint", run, "--beam", "2"], capsys)
     assert len(out.splitlines()) == 1
-    out, _ = works(["evaluate", "--checkpoint", run, "--beam", "0"], capsys)
+    out, _ = works(["evaluate", "--checkpoint", run, "--beam", "1"], capsys)
     assert json.loads(out)["sentences"] == 2

@@ -11,7 +11,7 @@ the command line or in a TOML file. Each pair of settings where a default could 
 - `resume = true` in the TOML file is honoured (the command line's default False used to win);
 - the cosine schedule is sized by the limits the run has (max_epochs too), not by a default's;
 - a default --threads never overrides the OMP_NUM_THREADS the user exported;
-- seq2seq --valid-fraction / --test-fraction with a directory that has its own valid.tsv / test.tsv;
+- seq2seq --val-fraction / --test-fraction with a directory that has its own valid.tsv / test.tsv;
 - config.json records where every setting came from: "user", "config" or "default".
 """
 
@@ -248,8 +248,8 @@ def test_seq2seq_fractions_with_its_own_split_files(tmp_path, rnnkit):
     data.mkdir()
     for name in ("train", "valid"):
         (data / f"{name}.tsv").write_text("a b\tc d\n" * 4)
-    code, _, err = rnnkit(["train", "seq2seq", "--data", data, "--out", tmp_path / "r", "--valid-fraction", "0.2"])
-    assert code == 2 and "--valid-fraction" in err and "its own valid.tsv" in err
+    code, _, err = rnnkit(["train", "seq2seq", "--data", data, "--out", tmp_path / "r", "--val-fraction", "0.2"])
+    assert code == 2 and "--val-fraction" in err and "its own valid.tsv" in err
     assert not (tmp_path / "r").exists()
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from rnnkit.cli import main
-from rnnkit.cli.seq2seq import load_seq2seq, tokenizers_to_json
+from rnnkit.apps import seq2seq
+from rnnkit.apps.seq2seq_decode import tokenizers_to_json
 from rnnkit.data.pairs import PairBatches, encode_pairs, read_pairs
 from rnnkit.data.spm import train_sentencepiece
 from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqTask
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FRA_TRAIN = ROOT / "data" / "tatoeba-eng-fra" / "train.tsv"
 SMALL = ["--hidden-size", "16", "--embedding-size", "8", "--vocab-size", "120", "--batch-size", "16",
          "--max-steps", "6", "--quiet", "--no-tensorboard", "--threads", "1", "--val-batch-size", "32",
-         "--eval-beam", "2", "--max-source-len", "40", "--max-target-len", "40"]
+         "--beam", "2", "--max-source-len", "40", "--max-target-len", "40"]
 
 
 def run_cli(args, capsys, stdin: bytes = None, monkeypatch=None):
@@ -73,7 +74,7 @@ def test_train_writes_run(run):
     assert records
     meta = json.loads(records[-1].read_text())
     assert meta["run"]["recipe"] == "seq2seq" and meta["run"]["tokenizers"]["source"]["model_b64"]
-    scores = json.loads((run / "test_scores.json").read_text())
+    scores = json.loads((run / "results.json").read_text())
     assert {"bleu", "chrf", "sentences"} <= set(scores) and scores["sentences"] == 12
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["kind"] == "test"
@@ -93,7 +94,7 @@ def test_translate_is_repeatable_and_plots(run, capsys, monkeypatch, tmp_path):
                    monkeypatch)
     assert len(nbest.rstrip("\n").split("\t")) == 4  # text, score, text, score
     out_file = tmp_path / "out.txt"
-    ok_cli(["translate", "--checkpoint", run, "--beam", "0", "--output", out_file], capsys, text, monkeypatch)
+    ok_cli(["translate", "--checkpoint", run, "--beam", "1", "--output", out_file], capsys, text, monkeypatch)
     assert len(out_file.read_text().splitlines()) == 3
 
 
@@ -118,7 +119,8 @@ def test_checkpoint_reload_gives_identical_translations(tmp_path):
     run_info = {"recipe": "seq2seq", "model": cfg.to_dict(), "tokenizers": tokenizers_to_json(tok, tok, True)}
     Trainer(model, Seq2SeqTask(), data, TrainConfig(max_steps=3, quiet=True, tensorboard=False),
             out_dir=tmp_path / "run", run_info=run_info).fit()
-    loaded, src_tok, _, _, _ = load_seq2seq(str(tmp_path / "run"), torch.device("cpu"))
+    loaded_run = seq2seq.load(str(tmp_path / "run"))
+    loaded, src_tok = loaded_run.model, seq2seq.tokenizers(loaded_run)[0]
     batch = next(data.batches(0))
     for kw in (dict(method="greedy"), dict(method="beam", beam_size=3, alpha=0.6, n_best=2)):
         a = model.eval().generate(batch["source"], batch["source_lengths"], max_len=12, **kw)
@@ -151,7 +153,7 @@ def test_missing_sentencepiece_model(run, capsys, monkeypatch, tmp_path):
         del meta["run"]["tokenizers"]["source"]["model_b64"]
         record.write_text(json.dumps(meta))
     # the run directory still has spm.model (checked against the recorded SHA-256): that copy is used
-    assert ok_cli(["translate", "--checkpoint", copy, "--beam", "0"], capsys, b"Hi.\n", monkeypatch).strip() != ""
+    assert ok_cli(["translate", "--checkpoint", copy, "--beam", "1"], capsys, b"Hi.\n", monkeypatch).strip() != ""
     (copy / "spm.model").unlink()
     code, _, err = run_cli(["translate", "--checkpoint", copy], capsys, b"Hi.\n", monkeypatch)
     assert_one_line_error(code, err, "SentencePiece model 'spm.model' is missing")
@@ -179,7 +181,7 @@ def test_not_a_seq2seq_checkpoint(tmp_path, capsys):
 def test_resume_continues_exactly(tmp_path, capsys):
     """3 steps + resume to 6 == 6 steps straight (scheduled sampling on: its coin flips are restored too)."""
     data = tiny_corpus(tmp_path / "pairs.tsv", 160)
-    common = ["--data", data, *SMALL, "--eval-beam", "0", "--eval-max-sentences", "2", "--scheduled-sampling",
+    common = ["--data", data, *SMALL, "--beam", "1", "--eval-max-sentences", "2", "--scheduled-sampling",
               "linear", "--ss-c", "0.1"]
     straight, split = tmp_path / "a", tmp_path / "b"
     main(["train", "seq2seq", "--out", str(straight), *map(str, common), "--max-steps", "6"])

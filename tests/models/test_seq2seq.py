@@ -108,10 +108,16 @@ def test_bad_configs():
         tiny(bridge="copy", num_layers=1, decoder_layers=2)
     with pytest.raises(ValueError, match="no view of the source"):
         tiny(attention="none", bridge="none")
-    with pytest.raises(ValueError, match="even"):
-        tiny(hidden_size=11)
     with pytest.raises(ValueError, match="attention"):
         tiny(attention="luong")
+
+
+def test_hidden_size_is_per_direction():
+    """As in torch.nn: each encoder direction has hidden_size units; the decoder, the encoder's output width."""
+    m = tiny(hidden_size=11, bidirectional=True)  # odd is fine: nothing is split over the directions
+    assert m.encoder.cells[0].hidden_size == 11 and m.memory_size == 22
+    assert m.config.decoder_size == 22 and m.decoder_cells[0].hidden_size == 22
+    assert tiny(hidden_size=11, bidirectional=False).memory_size == 11
 
 
 def test_source_longer_than_maximum():

@@ -3,8 +3,8 @@
 Encoder (any rnnkit cell, stacked, optionally bidirectional; D directions):
 
     e_s          = Embed_src(x_s)                          (B, S, E)
-    m_s, state   = Recurrent(cell, lengths)(e_s)           (B, S, M)   M = hidden_size
-                   (bidirectional: hidden_size/2 per direction, so M = hidden_size either way)
+    m_s, state   = Recurrent(cell, lengths)(e_s)           (B, S, M)   M = D·hidden_size
+                   (hidden_size per direction, as in torch.nn; the decoder's cells have M units)
 
 Bridge (encoder final state → decoder initial state):
 
@@ -56,27 +56,31 @@ BRIDGES = ("none", "copy", "learned")
 
 @dataclass
 class Seq2SeqConfig:
-    """Shape of a Seq2Seq model. Token ids pad/bos/eos are the tokenizer's (SentencePiece: 0, 2, 3)."""
+    """Shape of a Seq2Seq model. Token ids pad/bos/eos are the tokenizer's (SentencePiece: 0, 2, 3).
+
+    hidden_size is per direction of each encoder layer (torch.nn's meaning); the decoder's cells have
+    `decoder_size` = D·hidden_size units, the width of the encoder's output.
+    """
 
     source_vocab_size: int
     target_vocab_size: int
     cell: str = "lstm"
     encoder_cell: Optional[str] = None  # None: the same as `cell`
     embedding_size: int = 128
-    hidden_size: int = 256
+    hidden_size: int = 128  # per direction of each encoder layer
     num_layers: int = 1
     decoder_layers: Optional[int] = None  # None: num_layers
     bidirectional: bool = True
     bridge: str = "learned"
     attention: str = "bahdanau"
-    attention_size: int = 0  # additive attention's width; 0: hidden_size
+    attention_size: int = 0  # additive attention's width; 0: decoder_size
     input_feeding: bool = True  # Luong attention only
     dropout: float = 0.1
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
-    max_source_len: int = 64  # tokens, the end token included
-    max_target_len: int = 64
+    max_source_len: int = 48  # tokens, the end token included
+    max_target_len: int = 48
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("source_vocab_size", "target_vocab_size", "embedding_size", "hidden_size",
@@ -90,9 +94,6 @@ class Seq2SeqConfig:
         if self.attention == "none" and self.bridge == "none":
             raise InputError("attention 'none' with bridge 'none' gives the decoder no view of the source; "
                              "use bridge 'copy' or 'learned'")
-        if self.bidirectional and self.hidden_size % 2:
-            raise InputError(f"a bidirectional encoder splits hidden_size over two directions; it must be even, "
-                             f"got {self.hidden_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.attention_size < 0:
@@ -101,6 +102,16 @@ class Seq2SeqConfig:
     @property
     def n_decoder_layers(self) -> int:
         return self.decoder_layers or self.num_layers
+
+    @property
+    def decoder_size(self) -> int:
+        """Units of each decoder cell: the encoder's output width, D·hidden_size."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    @property
+    def special_ids(self) -> Dict[str, int]:
+        """pad_id, bos_id, eos_id: what batching (`rnnkit.data.pairs.collate`) needs with this model."""
+        return dict(pad_id=self.pad_id, bos_id=self.bos_id, eos_id=self.eos_id)
 
     @property
     def uses_input_feeding(self) -> bool:
@@ -124,15 +135,14 @@ class Seq2Seq(nn.Module):
         self.config = c = config
         D = 2 if c.bidirectional else 1
         enc_cell = c.encoder_cell or c.cell
-        H_enc = c.hidden_size // D
         self.source_embedding = nn.Embedding(c.source_vocab_size, c.embedding_size, padding_idx=c.pad_id)
         self.target_embedding = nn.Embedding(c.target_vocab_size, c.embedding_size, padding_idx=c.pad_id)
-        self.encoder = Recurrent(lambda size: make_cell(enc_cell, size, H_enc), c.num_layers,
+        self.encoder = Recurrent(lambda size: make_cell(enc_cell, size, c.hidden_size), c.num_layers,
                                  bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
                                  input_size=c.embedding_size)
         M = self.encoder.output_size * D  # memory width
         self.memory_size = M
-        H = c.hidden_size
+        H = c.decoder_size
         first_in = c.embedding_size + (M if c.attention == "bahdanau" else 0) + (H if c.uses_input_feeding else 0)
         self.decoder_cells = nn.ModuleList(
             [make_cell(c.cell, first_in if l == 0 else self._out_size_of(c.cell, H), H)
@@ -191,7 +201,7 @@ class Seq2Seq(nn.Module):
         # Bahdanau's first query is the decoder's initial output; input feeding starts from zeros
         state["prev"] = top_state[0] if top_cell.outputs_state else memory.new_zeros(B, top_cell.output_size)
         if self.config.uses_input_feeding:
-            state["feed"] = memory.new_zeros(B, self.config.hidden_size)
+            state["feed"] = memory.new_zeros(B, self.config.decoder_size)
         return state
 
     def _bridge(self, final: Any, B: int, memory: Tensor) -> Tuple[Any, ...]:
