@@ -167,6 +167,15 @@ class ForecastFrame:
         parts.append(self.calendar_values)
         self.features = np.concatenate(parts, axis=1).astype(np.float32)
 
+    def extend(self, steps: int) -> None:
+        """Add `steps` future steps past the end of the series: their calendar features (the series' clock
+        continued) and no targets, so that a window at origin N (the series' length) can be forecast."""
+        times = self.series.future_times(len(self.series), steps)
+        future = calendar_features(times, self.calendar, steps).astype(np.float32)
+        self.calendar_values = np.concatenate([self.calendar_values, future])
+        self.targets = np.concatenate([self.targets, np.zeros((steps, self.num_series), np.float32)])
+        self.target_mask = np.concatenate([self.target_mask, np.zeros((steps, self.num_series), bool)])
+
     @property
     def num_series(self) -> int:
         return self.targets.shape[1]
