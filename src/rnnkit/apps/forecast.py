@@ -1,4 +1,5 @@
-"""A forecaster of time series (default: hourly ISP traffic, Cortez et al. 2012), trained, then backtested against classical baselines.
+"""A time-series forecaster, backtested against classical baselines (default data: hourly ISP traffic,
+Cortez et al. 2012).
 
 The series is split by time into train / validation / test; the scaler sees the training part
 only. After training, the best-validation model is backtested with rolling origins over the test
@@ -138,21 +139,21 @@ def calendar_names(spec: str, series: Optional[Series] = None) -> List[str]:
         if series is None or series.times is None:
             return []
         return ["hour", "dow"] if series.freq and not series.freq.endswith("D") else ["dow"]
-    names = items(spec) or []
-    for name in names:
-        if name not in CALENDAR_FEATURES:
-            raise InputError(f"{setting_name('calendar')}: unknown feature {name!r}; expected some of "
-                             f"{', '.join(CALENDAR_FEATURES)}, 'auto' or 'none'")
-    return names
+    return known_items("calendar", spec, CALENDAR_FEATURES, "feature", ", 'auto' or 'none'")
 
 
 def baseline_names(text: str) -> List[str]:
-    names = items(text) or []
-    for name in names:
-        if name not in BASELINES:
-            raise InputError(f"{setting_name('baselines')}: unknown baseline {name!r}; expected some of "
-                             f"{', '.join(BASELINES)}")
-    return names
+    return known_items("baselines", text, BASELINES, "baseline")
+
+
+def known_items(name: str, text: str, known: Tuple[str, ...], what: str, others: str = "") -> List[str]:
+    """The entries of the comma list `text` of setting `name`, each one of `known`."""
+    entries = items(text) or []
+    for entry in entries:
+        if entry not in known:
+            raise InputError(f"{setting_name(name)}: unknown {what} {entry!r}; expected some of "
+                             f"{', '.join(known)}{others}")
+    return entries
 
 
 def machine_ids(text: Optional[str]) -> Optional[List[int]]:
