@@ -23,8 +23,8 @@ import numpy as np
 
 from ..cells import CELLS
 from ..data.text import DataError
-from ..data.timeseries import (CALENDAR_FEATURES, MISSING_POLICIES, ForecastFrame, Scaler, Series, Split,
-                               WindowLoader, load_kaggle_ipasn, load_series, series_from_frame, split_by_time,
+from ..data.series import MISSING_POLICIES, Series, load_kaggle_ipasn, load_series, series_from_frame
+from ..data.timeseries import (CALENDAR_FEATURES, ForecastFrame, Scaler, Split, WindowLoader, split_by_time,
                                window_origins)
 from ..errors import InputError
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
