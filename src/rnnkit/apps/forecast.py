@@ -194,7 +194,8 @@ def season_of(s: ForecastSettings, series: Series) -> int:
 def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, world: int) -> Prepared:
     """Read and split the series, fit the scaler on the training part, cut the windows, build the model."""
     report: List[str] = []
-    series = read_series({k: getattr(s, k) for k in DATA_KEYS}, report)
+    data = {k: getattr(s, k) for k in DATA_KEYS}
+    series = read_series(data, report)
     L, H, mask = s.lookback, s.horizon, s.missing == "mask"
     split = split_by_time(len(series), L, H, s.val_fraction, s.test_fraction)
     observed = np.where(series.observed, series.values, np.nan) if mask else series.values
@@ -220,7 +221,7 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
                       f"{setting_name('season')} m if the series repeats every m steps")
     info = {"model": config.to_dict(), "scaler": scaler.to_json(), "calendar": calendar,
             "split": [split.n_train, split.n_val, split.n], "season": season,
-            "data": {k: getattr(s, k) for k in DATA_KEYS}, "columns": series.columns}
+            "data": data, "columns": series.columns}
     return Prepared(Forecaster(config), ForecastTask(), train_data, val_data, info=info, report=report)
 
 
