@@ -30,7 +30,7 @@ def train_forecast_export(rnnkit: Callable, data: Path, extra: List[str], name: 
     run = data.parent / name
     code, out, err = rnnkit(["train", "forecast", "--data", data.name, "--out", name, *TINY, *extra])
     assert code == 0, err
-    for file in ("backtest.md", "backtest.json", "forecast.csv", "best.safetensors"):
+    for file in ("results.md", "results.json", "forecast.csv", "best.safetensors"):
         assert (run / file).is_file(), file
     code, _, err = rnnkit(["forecast", "--checkpoint", name, "--out", f"{name}-next"])
     assert code == 0, err
@@ -134,6 +134,6 @@ def test_exactly_periodic_series_has_no_mase(tmp_path, rnnkit, monkeypatch):
     pd.DataFrame({"time": t, "load": wave(200, noise=0.0)}).to_csv("periodic.csv", index=False)
     out, run, _ = train_forecast_export(rnnkit, tmp_path / "periodic.csv", [])
     assert "MASE undefined for 'load': its training part repeats itself exactly every 24 steps" in out
-    table = (run / "backtest.md").read_text()
+    table = (run / "results.md").read_text()
     assert "| undefined |" in table and "e+1" not in table
-    assert all(math.isnan(m["MASE"]) for m in json.loads((run / "backtest.json").read_text())["metrics"].values())
+    assert all(math.isnan(m["MASE"]) for m in json.loads((run / "results.json").read_text())["metrics"].values())

@@ -158,15 +158,16 @@ def test_window_batch_contents():
 def test_scaler_fitted_on_training_part_only(tmp_path):
     """The real recipe's scaler must see the training part only: a validation part far from the training
     values would move it (this test fails if the scaler is fitted on more than [0, n_train))."""
-    from rnnkit.cli.forecast import FORECAST_SPECS, _build
+    from rnnkit.apps.forecast import ForecastSettings, prepare
     n = 200
     values = np.concatenate([np.sin(np.arange(140)), 1000 + np.arange(60.0)])
     t = pd.date_range("2024-01-01", periods=n, freq="h")
     p = tmp_path / "s.csv"
     pd.DataFrame({"time": t, "v": values}).to_csv(p, index=False)
-    settings = {name: default for name, _, default, _ in FORECAST_SPECS}
-    settings.update(data=str(p), lookback=24, horizon=6, val_fraction=0.15, test_fraction=0.15, quiet=True)
-    model, task, train, val, info, report = _build(settings)
+    settings = ForecastSettings(data=str(p), lookback=24, horizon=6, val_fraction=0.15, test_fraction=0.15,
+                                quiet=True)
+    prepared = prepare(settings, None, 0, 1)
+    info, train = prepared.info, prepared.train_data
     n_train = info["split"][0]
     assert n_train == 140
     np.testing.assert_allclose(info["scaler"]["mean"], [values[:n_train].mean()])

@@ -230,9 +230,9 @@ def test_cli_train_and_forecast(tmp_path):
                     "--horizon", "6", "--hidden-size", "8", "--max-steps", "4", "--baselines", "naive,seasonal_naive",
                     "--out", str(out), "--quiet", "--no-tensorboard", "--mode", "seq2seq"])
     assert e.value.code == 0
-    for name in ("backtest.md", "backtest.json", "forecast.csv", "forecast.png", "best.safetensors"):
+    for name in ("results.md", "results.json", "forecast.csv", "forecast.png", "best.safetensors"):
         assert (out / name).is_file(), name
-    table = (out / "backtest.md").read_text()
+    table = (out / "results.md").read_text()
     assert "| seasonal naive |" in table and "| model |" in table
     fc = tmp_path / "fc"
     with pytest.raises(SystemExit) as e:

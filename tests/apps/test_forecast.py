@@ -1,0 +1,92 @@
+"""rnnkit.apps.forecast from Python, as a notebook user writes it: train on a tiny made-up series, forecast
+past its end, backtest against the baselines, and the same from the run directory (`forecast.load`, `rnnkit.apps.load`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnnkit import apps
+from rnnkit.apps import forecast
+from rnnkit.data.text import DataError
+from rnnkit.errors import InputError
+
+pytest.importorskip("statsmodels")
+
+
+def hourly(n: int = 200) -> pd.DataFrame:
+    t = pd.date_range("2024-01-01", periods=n, freq="h")
+    load = 10 + np.sin(2 * np.pi * np.arange(n) / 24) + 0.1 * np.random.default_rng(0).standard_normal(n)
+    return pd.DataFrame({"time": t, "load": load})
+
+
+def maes(result) -> dict:
+    metrics = result["metrics"] if isinstance(result, dict) else result.metrics
+    return {method: m["MAE"] for method, m in metrics.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("forecast")
+    hourly().to_csv(folder / "series.csv", index=False)
+    settings = forecast.ForecastSettings(data=str(folder / "series.csv"), out=str(folder / "run"), lookback=12,
+                                         horizon=3, hidden_size=4, batch_size=8, max_steps=3,
+                                         baselines="naive,seasonal_naive", quiet=True, tensorboard=False)
+    return forecast.train(settings), folder
+
+
+def test_train_writes_the_report_and_returns_the_run(trained):
+    run, folder = trained
+    out = folder / "run"
+    for name in ("results.md", "results.json", "forecast.csv", "forecast.png", "best.safetensors"):
+        assert (out / name).is_file(), name
+    assert set(run.results["metrics"]) == {"model", "naive", "seasonal_naive"}
+    assert json.loads((out / "results.json").read_text())["verdict"] == run.results["verdict"]
+    assert "| seasonal naive |" in (out / "results.md").read_text()
+
+
+def test_forecast_past_the_end(trained, tmp_path):
+    run, _ = trained
+    fc = forecast.forecast(run)
+    assert fc.values.shape == fc.lower.shape == fc.upper.shape == (3, 1) and fc.columns == ["load"]
+    assert list(fc.times) == list(pd.date_range("2024-01-09 08:00", periods=3, freq="h").values)
+    assert (fc.lower <= fc.values).all() and (fc.values <= fc.upper).all() and (fc.lower < fc.upper).all()
+    table = fc.to_frame()
+    assert table["forecast"].tolist() == pytest.approx(fc.values[:, 0].tolist())
+    csv, png = fc.save(tmp_path / "next")
+    assert pd.read_csv(csv)["forecast"].tolist() == pytest.approx(fc.values[:, 0].tolist()) and png.is_file()
+    # new data in a DataFrame: the forecast starts after its end
+    longer = forecast.forecast(run, hourly(210))
+    assert longer.times[0] == pd.Timestamp("2024-01-09 18:00").to_datetime64()
+    with pytest.raises(DataError, match=r"columns \['traffic'\]; the model was trained on \['load'\]"):
+        forecast.forecast(run, hourly().rename(columns={"load": "traffic"}))
+
+
+def test_backtest_and_load_agree_with_the_trained_run(trained):
+    run, folder = trained
+    bt = forecast.backtest(run)
+    assert maes(bt) == pytest.approx(maes(run.results))  # the run's baselines, its best weights
+    for loaded in (forecast.load(folder / "run"), apps.load(folder / "run")):
+        assert loaded.app == "forecast"
+        np.testing.assert_allclose(forecast.forecast(loaded).values, forecast.forecast(run).values, rtol=1e-6)
+        assert maes(forecast.backtest(loaded)) == pytest.approx(maes(bt))
+    only_naive = forecast.backtest(run, baselines=["naive"], stride=1)
+    assert set(only_naive.metrics) == {"model", "naive"} and len(only_naive.origins) > len(bt.origins)
+
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(head="quantile", quantiles="0.1,0.9"), "quantiles must be increasing, in (0, 1) and include 0.5"),
+    (dict(aggregate="sum"), "aggregate has no effect without freq"),
+    (dict(head="point", level=0.8), "level has no effect with head point"),
+    (dict(baselines="naive,prophet"), "baselines: unknown baseline 'prophet'"),
+    (dict(calendar="hour,month"), "calendar: unknown feature 'month'"),
+    (dict(format="kaggle-ipasn", machines="1,x"), "machines must be integers"),
+    (dict(val_fraction=0.6), "val_fraction must be a number in [0, 0.5]"),
+])
+def test_settings_errors_name_the_setting(changes, needle):
+    with pytest.raises(InputError) as err:
+        forecast.ForecastSettings(**changes)
+    assert needle in str(err.value)
