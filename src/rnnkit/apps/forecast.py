@@ -235,12 +235,7 @@ def finish(run: Run) -> Dict[str, Any]:
     plot_forecast(out / "forecast.png", frame, bt.origins, bt.forecasts["model"], bt.lower, bt.upper,
                   history=3 * c.lookback, actual=bt.actual, baseline=base, level=bt.level,
                   title=f"backtest ({c.mode}, {c.head})")
-    say(s, f"backtest over {len(bt.origins)} origins of the test part (H={c.horizon}, season "
-           f"{run.info['season']}):")
-    if not s.quiet:
-        print(bt.table())
-    say(s, bt.verdict())
-    say(s, f"wrote {out / 'results.md'}, {out / 'forecast.csv'}, {out / 'forecast.png'}")
+    say(s, f"wrote {out / 'forecast.csv'}, {out / 'forecast.png'}")
     header = (f"Backtest: {s.data or DEFAULT_DATA}, {c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, {c.head} "
               f"head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
               f"{run.info['season']}\n\n")

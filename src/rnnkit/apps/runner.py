@@ -165,7 +165,9 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
                    f"{summary['elapsed_s']:.0f} s; best {best.name} {best.value}"
                    + (" (weights restored from best.safetensors)" if best.saved else ""))
             result.results = recipe.finish(result)
-            write_results(out, result.results)
+            markdown = write_results(out, result.results)
+            say(s, f"results ({out / 'results.md'}, results.json):\n\n{markdown.rstrip()}\n" if markdown
+                else f"results: {out / 'results.json'}")
     stop_processes(trainer, world)
     return result
 
@@ -189,12 +191,14 @@ def test_evaluation(trainer: Trainer, data: Any, out: Path, rank: int) -> Dict[s
     return test
 
 
-def write_results(out: Path, results: Dict[str, Any]) -> None:
-    """OUT/results.json (the numbers) and OUT/results.md (results["markdown"], the table people read)."""
+def write_results(out: Path, results: Dict[str, Any]) -> Optional[str]:
+    """OUT/results.json (the numbers) and OUT/results.md (results["markdown"], the table people read, which
+    is returned)."""
     markdown = results.pop("markdown", None)
     write_json_atomic(out / "results.json", results)
     if markdown:
         (out / "results.md").write_text(markdown.rstrip() + "\n", encoding="utf-8")
+    return markdown
 
 
 class BestWeights:
