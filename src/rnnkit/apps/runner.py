@@ -165,6 +165,8 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
                    f"{summary['elapsed_s']:.0f} s; best {best.name} {best.value}"
                    + (" (weights restored from best.safetensors)" if best.saved else ""))
             result.results = recipe.finish(result)
+            if result.results.get("markdown") and not s.quiet:  # the table people read, shown as written
+                print(result.results["markdown"].rstrip(), flush=True)
             write_results(out, result.results)
     stop_processes(trainer, world)
     return result
