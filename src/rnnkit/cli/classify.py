@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..apps import classify, load, tag
+from ..apps import load
 from ..apps.rundir import run_device
 from ..training.checkpoint import CheckpointError
 from .options import checkpoint_option, device_option
@@ -19,6 +19,7 @@ from .options import checkpoint_option, device_option
 def predict(checkpoint: str, input_file: click.utils.LazyFile, device: str) -> None:
     """Print one prediction a line: a classify run's label of each text, a tag run's tags of each sentence
     (separated by spaces)."""
+    from ..apps import classify, tag  # imported when used: `rnnkit --help` stays quick
     run = load(checkpoint, run_device(device))
     lines = [line.rstrip("\r\n") for line in input_file]
     if run.app == "classify":
