@@ -107,3 +107,23 @@ def test_settings_errors_name_the_setting(changes, needles):
         classify.ClassifySettings(**changes)
     for needle in needles:
         assert needle in str(err.value), str(err.value)
+
+
+def test_loading_a_sentencepiece_run_without_sentencepiece_names_the_extra(tmp_path, monkeypatch):
+    """A missing optional package is not a malformed checkpoint: the error says what to install."""
+    import rnnkit.data.labelled
+    from rnnkit._optional import missing_extra
+    from rnnkit.models.classify import ClassifierConfig
+    from rnnkit.training.checkpoint import save_checkpoint
+
+    def no_sentencepiece(module, *, extra, purpose):
+        raise missing_extra(module, extra=extra, purpose=purpose)
+
+    config = ClassifierConfig(vocab_size=10, num_classes=2, objective="sigmoid", hidden_size=4, embedding_size=4)
+    info = {"recipe": "classify", "model": config.to_dict(), "labels": ["neg", "pos"],
+            "tokenizer": {"kind": "sentencepiece", "model": ""}}
+    record = save_checkpoint(tmp_path / "run" / "checkpoints", 1, {}, {"run": info})
+    monkeypatch.setattr(rnnkit.data.labelled, "require", no_sentencepiece)
+    with pytest.raises(InputError, match=r"needs sentencepiece: pip install 'rnnkit\[nlp\]'") as err:
+        classify.load(str(record))
+    assert "malformed" not in str(err.value)
