@@ -32,7 +32,7 @@ from ..models.classify import (OBJECTIVES, POOLINGS, ClassifierConfig, ClassifyT
                                classification_scores, plot_confusion)
 from ..recipes import repository_data
 from .labelled import (BASELINE, LabelledSettings, check_two_classes, extras, held_out, load_extras,
-                       model_outputs, results_markdown, show_notes)
+                       model_outputs, results_markdown, run_numbers, show_notes)
 from .runner import Prepared, Recipe, Run
 from .settings import setting, setting_name, settings_class
 
@@ -143,8 +143,8 @@ def finish(run: Run) -> Dict[str, Any]:
               f"(vocabulary {len(tok)}), {len(y_true)} examples")
     if not test_path:
         header += f" (no {setting_name('test_data')}: scores on the validation part only)"
-    return {"scores": rows, "confusion": cm.tolist(), "labels": vocab.labels, "step": run.summary.get("step"),
-            "stop": run.summary.get("stop"), "markdown": results_markdown(header, rows, "accuracy")}
+    return {"scores": rows, "confusion": cm.tolist(), "labels": vocab.labels, **run_numbers(run),
+            "markdown": results_markdown(header, rows, "accuracy")}
 
 
 def bag_of_words_baseline(tok: Any, train_texts: List[str], y_train: np.ndarray, texts: List[str]) -> np.ndarray:

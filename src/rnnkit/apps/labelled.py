@@ -80,6 +80,11 @@ def results_markdown(header: str, rows: Dict[str, Dict[str, float]], metric: str
     return f"{header}\n\n{table}\n\n{verdict(rows, metric)}\n"
 
 
+def run_numbers(run: Run) -> Dict[str, Any]:
+    """What results.json says about the run itself: its last step, why it stopped, the runner's test loss."""
+    return {"step": run.summary.get("step"), "stop": run.summary.get("stop"), **run.summary.get("test", {})}
+
+
 def load_extras(info: Dict[str, Any], labels_key: str, size_key: str) -> Dict[str, Any]:
     """The tokenizer and the label vocabulary of a run (info[labels_key]; the model has info["model"][size_key]
     classes); ValueError when they do not fit the model description."""

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..models.tagger import SequenceTagger, TaggerConfig, TagTask, entity_scores, is_bio
 from ..recipes import repository_data
 from .labelled import (BASELINE, LabelledSettings, check_two_classes, extras, held_out, load_extras,
-                       model_outputs, results_markdown)
+                       model_outputs, results_markdown, run_numbers)
 from .runner import Prepared, Recipe, Run
 from .settings import setting, setting_name, settings_class
 
@@ -132,7 +132,7 @@ def finish(run: Run) -> Dict[str, Any]:
     header = (f"Tagging on {eval_path}: {c.cell} {'bi' if c.bidirectional else 'uni'}directional "
               f"{c.num_layers}x{c.hidden_size}, {len(true)} sentences, {sum(len(t) for t in true)} tokens")
     metric = "entity_f1" if is_bio(vocab.labels) else "token_accuracy"
-    return {"scores": rows, "tags": vocab.labels, "step": run.summary.get("step"), "stop": run.summary.get("stop"),
+    return {"scores": rows, "tags": vocab.labels, **run_numbers(run),
             "markdown": results_markdown(header, rows, metric)}
 
 
