@@ -82,14 +82,13 @@ def test_cli_tag_unseen_test_tag(tmp_path, capsys):
 def test_held_out_sentences_stay_out_of_the_vocabulary(tmp_path):
     """Without --val-data, 10% of the training sentences validate: their words must be as unseen as a test
     set's (a vocabulary fitted before the hold-out leaked them)."""
-    from rnnkit.cli.classify import _build_tag
+    from rnnkit.apps.tag import TagSettings, prepare
 
     sentences = [[(f"w{i}a", "N"), (f"w{i}b", "V")] for i in range(40)]  # every sentence has its own words
     path = tmp_path / "tags.tsv"
     path.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in s) for s in sentences) + "\n")
-    settings = dict(data=str(path), val_data=None, test_data=None, min_count=1, lowercase=False, seed=0,
-                    cell="gru", embedding_size=4, hidden_size=4, num_layers=1, bidirectional=True, dropout=0.0,
-                    batch_size=4)
-    run_info = _build_tag(settings)[4]
+    settings = TagSettings(data=str(path), min_count=1, embedding_size=4, hidden_size=4, num_layers=1, dropout=0.0,
+                           batch_size=4)
+    run_info = prepare(settings, None, 0, 1).info
     # <pad>, <unk> and the two words of each of the 36 sentences kept for training
     assert len(run_info["tokenizer"]["words"]) == 2 + 2 * 36

@@ -10,8 +10,8 @@ charlm    CharLMSettings              generate
 wordlm    WordLMSettings              generate
 seq2seq   Seq2SeqSettings             translate, evaluate
 forecast  ForecastSettings            forecast, backtest
-classify  ClassifySettings            predict
-tag       TagSettings                 predict
+classify  ClassifySettings            predict, predict_proba, evaluate
+tag       TagSettings                 predict, evaluate
 video     VideoSettings               predict
 caption   CaptionSettings             caption
 adding    AddingSettings              (an experiment: its results table)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, MissingExtraError
 from ..training.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                    read_checkpoint, sub_dict, write_json_atomic, write_safetensors_atomic)
 from ..training.trainer import PREEMPTED, Trainer, check_run_info
@@ -282,6 +282,8 @@ def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu", recip
     try:
         model = recipe.build_model(info["model"])
         extras_ = recipe.load_extras(info) if recipe.load_extras is not None and extras else {}
+    except MissingExtraError:
+        raise  # an optional package to install (a SentencePiece tokenizer), not a malformed file
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
     best = Path(path) / "best.safetensors"

@@ -1,0 +1,86 @@
+"""rnnkit.apps.tag from Python: train on tiny made-up tagged sentences, then predict / evaluate on the returned Run
+and on the run directory loaded back (rnnkit.apps.load, tag.load), and `rnnkit predict`."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import rnnkit.apps
+from helpers import cli_outcome
+from rnnkit.apps import tag
+from rnnkit.errors import InputError
+
+#: each word has one tag, so a tagger learns them in a few steps
+LEXICON = {"the": "DET", "a": "DET", "cat": "NOUN", "dog": "NOUN", "mat": "NOUN", "sat": "VERB", "ran": "VERB",
+           "saw": "VERB"}
+
+
+def sentences(path: Path, n: int, seed: int) -> Path:
+    """token<TAB>tag lines, a blank line after each sentence: DET NOUN VERB DET NOUN."""
+    rng = random.Random(seed)
+    pick = {t: [w for w, u in LEXICON.items() if u == t] for t in set(LEXICON.values())}
+    blocks = []
+    for _ in range(n):
+        words = [rng.choice(pick[t]) for t in ("DET", "NOUN", "VERB", "DET", "NOUN")]
+        blocks.append("".join(f"{w}\t{LEXICON[w]}\n" for w in words))
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tag")
+    settings = tag.TagSettings(data=str(sentences(tmp / "train.tsv", 40, seed=0)),
+                               test_data=str(sentences(tmp / "test.tsv", 8, seed=1)), min_count=1,
+                               embedding_size=8, hidden_size=8, num_layers=1, batch_size=8, lr=0.03, max_epochs=6,
+                               out=str(tmp / "run"), quiet=True, tensorboard=False)
+    return tag.train(settings), tmp
+
+
+def test_train_predict_evaluate_from_python(trained):
+    run, tmp = trained
+    assert tag.predict(run, [["a", "dog", "ran"], "the cat saw a mat", []]) == \
+        [["DET", "NOUN", "VERB"], ["DET", "NOUN", "VERB", "DET", "NOUN"], []]
+    scores = tag.evaluate(run, str(tmp / "test.tsv"))
+    assert scores["sentences"] == 8 and scores["tokens"] == 40 and scores["token_accuracy"] >= 0.9
+    results = json.loads((run.out / "results.json").read_text())
+    assert results["scores"]["model"]["token_accuracy"] == pytest.approx(scores["token_accuracy"])
+    assert results["tags"] == ["DET", "NOUN", "VERB"]
+    assert "| word-window logistic regression |" in (run.out / "results.md").read_text()
+    # validation: 10% (val_fraction) of the 40 training sentences, their words kept out of the vocabulary
+    config = json.loads((run.out / "config.json").read_text())
+    assert config["data"]["val_fraction"] == 0.1 and config["settings"]["val_fraction"] == 0.1
+
+
+@pytest.mark.parametrize("loader", [rnnkit.apps.load, tag.load], ids=["apps.load", "tag.load"])
+def test_a_loaded_run_predicts_as_the_trained_one(trained, loader):
+    run, _ = trained
+    batch = [["the", "dog", "saw", "a", "cat"], ["unseen", "words"], ["mat"]]
+    loaded = loader(run.out)
+    assert loaded.app == "tag" and tag.predict(loaded, batch) == tag.predict(run, batch)
+
+
+def test_predict_command_prints_the_tags_of_a_sentence_a_line(trained, capsys):
+    run, tmp = trained
+    text = tmp / "sentences.txt"
+    text.write_text("the cat sat\n\na dog\n", encoding="utf-8")
+    code, out, err = cli_outcome(["predict", "--checkpoint", run.out, "--input", text], capsys)
+    assert code == 0, err
+    assert out.split("\n")[:3] == ["DET NOUN VERB", "", "DET NOUN"]
+
+
+def test_inference_input_errors(trained):
+    run, _ = trained
+    with pytest.raises(InputError, match="sentences must be a list of sentences"):
+        tag.predict(run, "the cat sat")
+
+
+def test_val_fraction_with_val_data_is_an_error(tmp_path):
+    with pytest.raises(InputError, match="val_fraction.*val_data.*choose one"):
+        tag.TagSettings(val_data=str(tmp_path / "dev.tsv"), val_fraction=0.2)
+    with pytest.raises(InputError, match="num_layers"):
+        tag.TagSettings(num_layers=0)
