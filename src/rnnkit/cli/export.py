@@ -1,5 +1,5 @@
-"""`rnnkit export`: write a trained language model, classifier, tagger or forecaster for serving (ONNX,
-optionally int8-quantised)."""
+"""`rnnkit export`: write a trained language model, classifier, tagger, forecaster or video predictor for
+serving (ONNX, optionally int8-quantised)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ from .loading import load_language_model
 def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, initial_state: bool, quantize: str,
            check: bool) -> None:
     """Export a trained char-LM or word-LM (tokens (time, batch) -> logits), a classify / tag run
-    (tokens (batch, time) and lengths (batch,) -> logits) or a forecast run (input, future -> theta),
-    with dynamic batch and time axes."""
+    (tokens (batch, time) and lengths (batch,) -> logits), a forecast run (input, future -> theta) or a
+    video run (k frames (time, batch, channels, size, size) -> logits of the next n), with dynamic batch
+    and time axes."""
     require_extra("deploy", "rnnkit export", ("onnx", "onnxruntime") if check or quantize != "none" else ("onnx",))
     from ..export.onnx import check_onnx, export_onnx
     from ..training.checkpoint import load_checkpoint
