@@ -29,7 +29,7 @@ def test_train_predict_and_load(tmp_path):
     for name in ("video_strip.png", "video.gif", "video_per_frame.png"):
         assert (out / name).is_file(), name
 
-    frames = video.test_sequence(run, 1)  # (k + n, S, S)
+    frames = video.example_sequence(run, 1)  # (k + n, S, S)
     assert frames.shape == (5, 16, 16) and frames.dtype == np.float32
     predicted = video.predict(run, frames)
     assert isinstance(predicted, np.ndarray) and predicted.shape == (2, 16, 16)

@@ -9,7 +9,7 @@ video_strip.png (input | truth | prediction) and video.gif.
 
     >>> from rnnkit.apps import video
     >>> run = video.train(video.VideoSettings(max_steps=20, frame_size=32))   # doctest: +SKIP
-    >>> frames = video.test_sequence(run, 0)           # (k + n, S, S), a test-split sequence  # doctest: +SKIP
+    >>> frames = video.example_sequence(run, 0)        # (k + n, S, S), a test-split sequence  # doctest: +SKIP
     >>> predicted = video.predict(run, frames)         # (n, S, S) in [0, 1]                   # doctest: +SKIP
 """
 
@@ -29,7 +29,7 @@ from ..recipes import repository_data
 from .runner import Prepared, Recipe, Run, say
 from .settings import TrainingSettings, setting, setting_name, settings_class
 
-__all__ = ["VideoSettings", "train", "load", "predict", "test_sequence", "write_examples", "RECIPE"]
+__all__ = ["VideoSettings", "train", "load", "predict", "example_sequence", "write_examples", "RECIPE"]
 
 #: frames as a user gives them: an array or tensor (T, S, S) or (T, 1, S, S), or a .npy file of one
 Frames = Union[np.ndarray, torch.Tensor, str, Path]
@@ -157,7 +157,7 @@ def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> Ru
 
 
 # ---------------------------------------------------------------------- inference
-def test_sequence(run: Run, index: int = 0) -> np.ndarray:
+def example_sequence(run: Run, index: int = 0) -> np.ndarray:
     """Test-split sequence `index` (k + n frames (T, S, S) in [0, 1]), made as the run's training made them."""
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise InputError(f"{setting_name('index')} must be an int >= 0; got {index!r}")

@@ -27,7 +27,7 @@ def predict_video(checkpoint: str, input_: Optional[str], index: int, out: str, 
     require_extra("vision", "rnnkit predict-video")
     from ..apps import video
     run = video.load(checkpoint, run_device(device))
-    frames = input_ if input_ is not None else video.test_sequence(run, index)
+    frames = input_ if input_ is not None else video.example_sequence(run, index)
     paths = video.write_examples(run, frames, out)
     click.echo(f"rnnkit: wrote {', '.join(str(p) for p in paths.values())}")
 
