@@ -270,7 +270,8 @@ def checked_vocab(info: Dict[str, Any]) -> CaptionVocab:
 
 
 def train(settings: Optional[CaptionSettings] = None, **changes: Any) -> Run:
-    """Train a captioner: `train(CaptionSettings(max_minutes=5))` or `train(images="Images", captions="captions.txt")`."""
+    """Train a captioner: `train(CaptionSettings(max_minutes=5))` or
+    `train(images="Images", captions="captions.txt")`."""
     return RECIPE.train(settings, **changes)
 
 
@@ -305,7 +306,8 @@ def _generate(run: Run, batch: torch.Tensor, beam: int) -> List[Tuple[List[str],
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         raise InputError(f"{setting_name('beam')} must be an int >= 1 (1 = greedy); got {beam!r}")
     vocab = run.extras.get("vocab") or checked_vocab(run.info)
-    return [([vocab.itos[t] for t in h.tokens], h.attention) for h in run.model.generate(batch, beam_size=beam)]
+    return [([vocab.itos[t] for t in h.tokens], h.attention.cpu() if h.attention is not None else None)
+            for h in run.model.generate(batch, beam_size=beam)]
 
 
 def _image_batch(run: Run, images: Sequence[Image]) -> torch.Tensor:

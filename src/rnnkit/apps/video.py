@@ -1,4 +1,5 @@
-"""Video prediction: a ConvLSTM encoder–forecaster (Shi et al. 2015) learns the next frames of Moving-MNIST-style sequences.
+"""Video prediction: a ConvLSTM encoder–forecaster (Shi et al. 2015) learns the next frames of Moving-MNIST-style
+sequences.
 
 Sequences are made on the fly from the embedded MNIST test set (data/mnist, CC BY-SA 3.0): digits
 bounce in S x S frames; the model reads k frames and predicts the next n. Validation: BCE per pixel
