@@ -227,14 +227,14 @@ def test_cli_digit_scenes_and_caption_command(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, err = _cli(["train", "caption", "--out", out, *CLI_TINY, "--baseline-minutes", "0.01"], capsys)
     assert code == 0, err
-    metrics = json.loads((out / "caption_metrics.json").read_text())
+    metrics = json.loads((out / "results.json").read_text())
     assert any("no attention" in k for k in metrics["rows"]) and (out / "caption_examples.png").is_file()
     scene = DigitScenes(digit_pools()["test"], 24).scene(0)
     Image.fromarray((scene.image[0] * 255).astype(np.uint8)).save(tmp_path / "x.png")
-    code, outp, err = _cli(["caption", "--checkpoint", out, tmp_path / "x.png", "--beam-size", "2",
-                            "--plot-attention", tmp_path / "att.png"], capsys)
+    code, outp, err = _cli(["caption", "--checkpoint", out, tmp_path / "x.png", "--beam", "2",
+                            "--out", tmp_path / "att", "--device", "cpu"], capsys)
     assert code == 0, err
-    assert "x.png\t" in outp and (tmp_path / "att.png").is_file()
+    assert "x.png\t" in outp and (tmp_path / "att" / "attention.png").is_file()
     (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
     code, _, err = _cli(["caption", "--checkpoint", out, tmp_path / "broken.png"], capsys)
     assert code == 2 and "broken.png" in err and "cannot be decoded" in err and len(err.strip().splitlines()) == 1

@@ -144,28 +144,31 @@ def test_cli_train_and_predict(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, err = _cli(["train", "video", "--out", out, *CLI_TINY], capsys)
     assert code == 0, err
-    for name in ("video_metrics.md", "video_metrics.json", "video_strip.png", "video.gif", "video_per_frame.png",
+    for name in ("results.md", "results.json", "video_strip.png", "video.gif", "video_per_frame.png",
                  "best.safetensors"):
         assert (out / name).is_file(), name
-    results = json.loads((out / "video_metrics.json").read_text())
+    results = json.loads((out / "results.json").read_text())
     assert set(results) >= {"model", "copy last frame", "mean frame"}
     kept = json.loads((out / "best.json").read_text())  # --select-by ssim (default): kept by validation SSIM
     assert 0.0 <= kept["1 - val SSIM"] <= 2.0 and kept["value"] == kept["1 - val SSIM"] and kept["step"] >= 1
     frames = (np.random.default_rng(0).random((3, 16, 16)) * 255).astype(np.uint8)
     np.save(tmp_path / "in.npy", frames)
-    code, outp, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "in.npy", "--strip",
-                            tmp_path / "p.png", "--gif", tmp_path / "p.gif", "--npy", tmp_path / "p.npy"], capsys)
+    code, outp, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "in.npy", "--out",
+                            tmp_path / "p", "--device", "cpu"], capsys)
     assert code == 0, err
-    assert np.load(tmp_path / "p.npy").shape == (2, 16, 16)
-    code, _, err = _cli(["predict-video", "--checkpoint", out, "--strip", tmp_path / "q.png", "--gif",
-                         tmp_path / "q.gif", "--index", "3"], capsys)
-    assert code == 0, err and (tmp_path / "q.png").is_file()
+    assert np.load(tmp_path / "p" / "prediction.npy").shape == (2, 16, 16)
+    assert (tmp_path / "p" / "video_strip.png").is_file() and (tmp_path / "p" / "video.gif").is_file()
+    code, _, err = _cli(["predict-video", "--checkpoint", out, "--out", tmp_path / "q", "--index", "3"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "q" / "video_strip.png").is_file()
     # bad input: frames of the wrong size, a file that is no array, a checkpoint of another recipe
     np.save(tmp_path / "bad.npy", np.zeros((3, 32, 32), dtype=np.uint8))
-    code, _, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "bad.npy"], capsys)
+    code, _, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "bad.npy", "--out",
+                         tmp_path / "b"], capsys)
     assert code == 2 and "bad.npy" in err and "(3, 32, 32)" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "junk.npy").write_text("hello")
-    code, _, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "junk.npy"], capsys)
+    code, _, err = _cli(["predict-video", "--checkpoint", out, "--input", tmp_path / "junk.npy", "--out",
+                         tmp_path / "b"], capsys)
     assert code == 2 and "junk.npy" in err and "not a .npy" in err
     code, _, err = _cli(["predict-video", "--checkpoint", tmp_path / "missing"], capsys)
     assert code == 2 and "Traceback" not in err
@@ -185,12 +188,12 @@ def test_recipe_configs_name_only_known_settings():
     """The packaged recipes video-*.toml and caption-*.toml: every key is an option of its command."""
     import tomllib
 
-    from rnnkit.cli.vision import train_caption, train_video
+    from rnnkit.cli.train import train_command
     from rnnkit.recipes import RECIPES as root
     files = sorted(root.glob("video-*.toml")) + sorted(root.glob("caption-*.toml"))
     assert len(files) >= 3
     for f in files:
-        command = train_video if f.name.startswith("video") else train_caption
+        command = train_command("video" if f.name.startswith("video") else "caption")
         names = {p.name for p in command.params}
         unknown = set(tomllib.loads(f.read_text())) - names
         assert not unknown, f"{f.name}: {unknown}"
