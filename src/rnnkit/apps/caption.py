@@ -237,9 +237,7 @@ def finish(run: Run) -> Dict[str, Any]:
     header = (f"Test split: {count} images, after {step} training steps. BLEU and chrF from sacrebleu (corpus "
               f"level, every phrasing of a scene as a reference, tokens as written).\n\n")
     write_attention(run, [test_items(i) for i in range(min(4, count))], out / "caption_examples.png")
-    if not s.quiet:
-        print(table, flush=True)
-    say(s, f"wrote {out / 'results.md'} and caption_examples.png")
+    say(s, f"wrote {out / 'caption_examples.png'}")
     return {"images": count, "step": step, "rows": rows, "examples": examples, "markdown": header + table}
 
 

@@ -134,9 +134,7 @@ def finish(run: Run) -> Dict[str, Any]:
               f"[0, 1]), averaged over the future frames; SSIM from scikit-image (data_range 1).\n\n")
     plot_per_frame(out / "video_per_frame.png", results)
     write_examples(run, source.batch(0, 1)[:, 0, 0].numpy(), out, npy=False)
-    if not s.quiet:
-        print(table, flush=True)
-    say(s, f"wrote {out / 'results.md'}, video_strip.png, video.gif, video_per_frame.png")
+    say(s, f"wrote {out / 'video_strip.png'}, video.gif, video_per_frame.png")
     return {"sequences": n, "step": step, **results, "markdown": header + table}
 
 
