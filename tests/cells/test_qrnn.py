@@ -4,39 +4,17 @@ fast backends (scan: f/fo/ifo; fused: f/fo) equal the reference, and the layer i
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Tuple
 
 import pytest
 import torch
 
 import rnnkit
-from helpers import LayerConfig, compare_backends
+from helpers import compare_backends
+from qrnn_config import QRNNConfig
 from rnnkit.backends import extension
 from rnnkit.errors import InputError
 
 F64 = torch.float64
-
-
-@dataclass(frozen=True)
-class QRNNConfig(LayerConfig):
-    """A QRNN layer for the shared comparison helpers: its state is (c, window)."""
-
-    mode: str = "QRNN"
-    window: int = 2
-    pooling: str = "fo"
-
-    @property
-    def state_sizes(self) -> Tuple[int, ...]:
-        G = {"f": 2, "fo": 3, "ifo": 4}[self.pooling]
-        H = self.hidden_size
-        return (H, (self.window - 1) * G * H) if self.window > 1 else (H,)
-
-    def build(self, backend: str = "reference", seed: int = 0) -> rnnkit.Recurrent:
-        torch.manual_seed(seed)
-        return rnnkit.QRNN(self.input_size, self.hidden_size, self.num_layers, self.window, self.pooling,
-                           self.bidirectional, self.batch_first, self.dropout, bias=self.bias, dtype=self.dtype,
-                           backend=backend, **dict(self.options))
 
 
 @pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])

@@ -64,15 +64,20 @@ class QRNNCell(RecurrentCell):
         self.bias_ih = nn.Parameter(torch.empty(G_H, **kw)) if bias else None
         self.reset_parameters()
 
-    def project(self, x: Tensor) -> Tensor:
-        """(..., I) -> (..., k·G·H): every tap applied to x_t, newest first (block j: W[:, :, k−1−j] x_t),
-        the bias in block 0. One GEMM; `step` adds the taps of earlier inputs from the window state."""
+    def taps(self) -> Tuple[Tensor, Optional[Tensor]]:
+        """weight_ih as one matrix (k·G·H, I), newest tap first (block j multiplies x_t by W[:, :, k−1−j]),
+        and the bias of its rows (bias_ih on block 0, zeros below; None without bias)."""
         G_H, k = self.weight_ih.shape[0], self.window
-        taps = self.weight_ih.flip(-1).permute(2, 0, 1).reshape(k * G_H, self.input_size)  # (k·G·H, I)
+        weight = self.weight_ih.flip(-1).permute(2, 0, 1).reshape(k * G_H, self.input_size)
         bias = self.bias_ih
         if bias is not None and k > 1:
             bias = torch.cat([bias, bias.new_zeros((k - 1) * G_H)])
-        return linear(x, taps, bias)
+        return weight, bias
+
+    def project(self, x: Tensor) -> Tensor:
+        """(..., I) -> (..., k·G·H): every tap applied to x_t (see `taps`). One GEMM; `step` adds the taps
+        of earlier inputs from the window state."""
+        return linear(x, *self.taps())
 
     def gates(self, a: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
         """a (..., G·H) -> z, f, o, i (..., H) each; o and i are None where the pooling has none."""
