@@ -194,11 +194,12 @@ def _run_qrnn(spec: RunSpec) -> Result:
     c, c_n = ops.mingru_forward(torch.cat([-a_f, torch.tanh(a_z)], -1), spec.state[0], lengths, zc)
     if cell.pooling == "f":
         h = c
+    elif zc is None:
+        h = torch.sigmoid(a[..., 2 * H:3 * H]) * c
     else:  # zoneout keeps part of c_{t-1} in the state, not in h_t = o_t ⊙ (f_t ⊙ c_{t-1} + (1 − f_t) ⊙ z_t)
         z, f, o, _ = cell.gates(a)
-        c_tilde = c if zc is None else zero_padded(f * torch.cat([spec.state[0][None], c[:-1]]) + (1 - f) * z,
-                                                   valid_steps(spec))
-        h = o * c_tilde
+        c_prev = torch.cat([spec.state[0][None], c[:-1]])
+        h = zero_padded(o * (f * c_prev + (1 - f) * z), valid_steps(spec))
     return h, ((c_n,) if window_n is None else (c_n, window_n))
 
 

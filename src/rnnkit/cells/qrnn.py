@@ -121,17 +121,25 @@ class QRNNCell(RecurrentCell):
         T, B = u.shape[:2]
         k, G_H = self.window, self.num_gates * self.hidden_size
         taps = u.view(T, B, k, G_H)
-        if lengths is not None:  # a padded step contributes nothing to later windows
-            valid = torch.arange(T, device=u.device)[:, None] < lengths[None, :]
-            taps = taps * valid[:, :, None, None].to(u.dtype)
-        # spread[t] = what every input up to t contributes to step t, for t up to T + k − 2
-        spread = nn.functional.pad(window.view(B, k - 1, G_H).transpose(0, 1), (0, 0, 0, 0, 0, T))
-        for j in range(k):
-            spread = spread + nn.functional.pad(taps[:, :, j], (0, 0, 0, 0, j, k - 1 - j))
+        old = window.view(B, k - 1, G_H)
+        a = taps[:, :, 0].clone()  # in place below: one pass per tap, no padded copies
+        for j in range(1, min(k, T)):
+            a[j:] += taps[:T - j, :, j]
+        a[:k - 1] += old[:, :T].transpose(0, 1)
         last = torch.full((B,), T, device=u.device, dtype=torch.long) if lengths is None else lengths
-        rows = last[None, :] + torch.arange(k - 1, device=u.device)[:, None]  # (k−1, B): steps L..L+k−2
-        window_n = spread.gather(0, rows[:, :, None].expand(k - 1, B, G_H)).transpose(0, 1).reshape(B, -1)
-        return spread[:T], window_n
+        return a, torch.cat([self._left_for(taps, old, last - 1 + j, j) for j in range(1, k)], dim=-1)
+
+    @staticmethod
+    def _left_for(taps: Tensor, old: Tensor, step: Tensor, j: int) -> Tensor:
+        """What the inputs up to each row's last step contribute to its `step` (B,), j steps after the last:
+        tap m of the input at step − m for m ≥ j, plus the initial window's share where step < k − 1."""
+        (T, B, k, G_H), total = taps.shape, 0
+        for m in range(j, k):
+            t = step - m
+            picked = taps[:, :, m].gather(0, t.clamp(0, T - 1).view(1, B, 1).expand(1, B, G_H))[0]
+            total = total + torch.where((t >= 0)[:, None], picked, 0.0)
+        carried = old.gather(1, step.clamp(max=k - 2).view(B, 1, 1).expand(B, 1, G_H))[:, 0]
+        return total + torch.where((step <= k - 2)[:, None], carried, 0.0)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, window={self.window}, pooling={self.pooling!r}"
