@@ -20,13 +20,13 @@ F64 = torch.float64
 @pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
 @pytest.mark.parametrize("window", [1, 2, 4])
 def test_convolution_is_a_causal_conv1d(pooling: str, window: int) -> None:
-    """a_t over a whole sequence (project + convolve) is torch's Conv1d on the input padded with k−1 zeros
+    """a_t over a whole sequence (convolve) is torch's Conv1d on the input padded with k−1 zeros
     in front, with the cell's weight_ih in Conv1d's layout."""
     torch.manual_seed(0)
     cell = rnnkit.QRNNCell(3, 4, window=window, pooling=pooling, dtype=F64)
     x = torch.randn(6, 2, 3, dtype=F64)
     zeros = cell.unpack_state(cell.initial_state(2))
-    a, _ = cell.convolve(cell.project(x), zeros[1] if window > 1 else None)
+    a, _ = cell.convolve(x, zeros[1] if window > 1 else None)
     conv = torch.nn.functional.conv1d(torch.nn.functional.pad(x.permute(1, 2, 0), (window - 1, 0)),
                                       cell.weight_ih, cell.bias_ih)
     torch.testing.assert_close(a, conv.permute(2, 0, 1), rtol=0, atol=1e-12)

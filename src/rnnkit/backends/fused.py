@@ -188,7 +188,7 @@ def _run_qrnn(spec: RunSpec) -> Result:
     cell = spec.cell
     T, B, lengths, _ = _common(spec)
     H = cell.hidden_size
-    a, window_n = cell.convolve(_cell_projection(spec), spec.state[1] if cell.window > 1 else None, spec.lengths)
+    a, window_n = cell.convolve(spec.inputs, spec.state[1] if cell.window > 1 else None, spec.lengths)
     a_z, a_f = a[..., :H], a[..., H:2 * H]
     zc = _keeps(spec, T, B)[0]
     c, c_n = ops.mingru_forward(torch.cat([-a_f, torch.tanh(a_z)], -1), spec.state[0], lengths, zc)

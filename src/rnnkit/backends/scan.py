@@ -90,7 +90,7 @@ def _masked_scan(a: Tensor, b: Tensor, h0: Tensor, keep, valid: Optional[Tensor]
 def _run_qrnn(spec: RunSpec) -> Result:
     """QRNN: the convolution of all steps, the gates, then c by the scan; h = o ⊙ c̃ with c̃ before zoneout."""
     cell = spec.cell
-    a, window_n = cell.convolve(cell.project(spec.inputs), spec.state[1] if cell.window > 1 else None,
+    a, window_n = cell.convolve(spec.inputs, spec.state[1] if cell.window > 1 else None,
                                 spec.lengths)
     z, f, o, i = cell.gates(a)
     keep_c, b = cell.pool(z, f, i)

@@ -108,38 +108,37 @@ class QRNNCell(RecurrentCell):
         h = c if o is None else o * c
         return h, (c if self.window == 1 else (c, pending))
 
-    def convolve(self, u: Tensor, window: Optional[Tensor],
+    def convolve(self, x: Tensor, window: Optional[Tensor],
                  lengths: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """The convolution of a whole sequence at once, for the backends that run all steps together.
 
-        u: (T, B, k·G·H) = project(x); window: (B, (k−1)·G·H) initial window state, or None when k = 1.
-        Returns a (T, B, G·H) for every step (garbage past a row's length) and the window state after
-        each row's last valid step (None when k = 1): what stepping `step` T times gives.
+        x: (T, B, I); window: (B, (k−1)·G·H) initial window state, or None when k = 1. Returns a (T, B, G·H)
+        for every step (garbage past a row's length) and the window state after each row's last valid step
+        (None when k = 1): what stepping `step` T times gives. One GEMM over the k-step windows of x
+        (Conv1d's), rather than `project`'s k·G·H-wide taps: G·H outputs per step, not k·G·H.
         """
-        if self.window == 1:
-            return u, None
-        T, B = u.shape[:2]
-        k, G_H = self.window, self.num_gates * self.hidden_size
-        taps = u.view(T, B, k, G_H)
+        k, (T, B, I) = self.window, x.shape
+        G_H = self.num_gates * self.hidden_size
+        if k == 1:
+            return linear(x, self.weight_ih[:, :, 0], self.bias_ih), None
+        padded = nn.functional.pad(x, (0, 0, 0, 0, k - 1, 0))  # zeros before the start
+        stacked = padded.unfold(0, k, 1).reshape(T, B, I * k)  # [t] = x_{t−k+1..t}, as weight_ih's (I, k)
+        a = linear(stacked, self.weight_ih.reshape(G_H, I * k), self.bias_ih)
         old = window.view(B, k - 1, G_H)
-        a = taps[:, :, 0].clone()  # in place below: one pass per tap, no padded copies
-        for j in range(1, min(k, T)):
-            a[j:] += taps[:T - j, :, j]
-        a[:k - 1] += old[:, :T].transpose(0, 1)
-        last = torch.full((B,), T, device=u.device, dtype=torch.long) if lengths is None else lengths
-        return a, torch.cat([self._left_for(taps, old, last - 1 + j, j) for j in range(1, k)], dim=-1)
-
-    @staticmethod
-    def _left_for(taps: Tensor, old: Tensor, step: Tensor, j: int) -> Tensor:
-        """What the inputs up to each row's last step contribute to its `step` (B,), j steps after the last:
-        tap m of the input at step − m for m ≥ j, plus the initial window's share where step < k − 1."""
-        (T, B, k, G_H), total = taps.shape, 0
-        for m in range(j, k):
-            t = step - m
-            picked = taps[:, :, m].gather(0, t.clamp(0, T - 1).view(1, B, 1).expand(1, B, G_H))[0]
-            total = total + torch.where((t >= 0)[:, None], picked, 0.0)
-        carried = old.gather(1, step.clamp(max=k - 2).view(B, 1, 1).expand(B, 1, G_H))[:, 0]
-        return total + torch.where((step <= k - 2)[:, None], carried, 0.0)
+        a[:k - 1] += old[:, :T].transpose(0, 1)  # what the inputs before this call left for its first steps
+        last = torch.full((B,), T, device=x.device, dtype=torch.long) if lengths is None else lengths
+        ago = last[None, :] - 1 - torch.arange(k - 1, device=x.device)[:, None]  # (k−1, B): L−1, L−2, ...
+        recent = x.gather(0, ago.clamp(min=0)[:, :, None].expand(k - 1, B, I))
+        recent = torch.where((ago >= 0)[:, :, None], recent, 0.0)  # [r] = x_{L−1−r}, zero before the start
+        blocks = []
+        for j in range(1, k):  # block j−1: step L−1+j gets tap k−1−j−r of x_{L−1−r}, and the old window's share
+            step = last - 1 + j
+            carried = old.gather(1, step.clamp(max=k - 2).view(B, 1, 1).expand(B, 1, G_H))[:, 0]
+            block = torch.where((step <= k - 2)[:, None], carried, 0.0)
+            for r in range(k - j):
+                block = block + linear(recent[r], self.weight_ih[:, :, k - 1 - j - r], None)
+            blocks.append(block)
+        return a, torch.cat(blocks, dim=-1)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, window={self.window}, pooling={self.pooling!r}"
