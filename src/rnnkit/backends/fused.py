@@ -187,17 +187,16 @@ def _run_qrnn(spec: RunSpec) -> Result:
 
     cell = spec.cell
     T, B, lengths, _ = _common(spec)
-    H = cell.hidden_size
     a, window_n = cell.convolve(spec.inputs, spec.state[1] if cell.window > 1 else None, spec.lengths)
-    a_z, a_f = a[..., :H], a[..., H:2 * H]
+    blocks = a.chunk(cell.num_gates, dim=-1)  # one autograd node: its backward is one cat, not a copy per slice
     zc = _keeps(spec, T, B)[0]
-    c, c_n = ops.mingru_forward(torch.cat([-a_f, torch.tanh(a_z)], -1), spec.state[0], lengths, zc)
+    c, c_n = ops.mingru_forward(torch.cat([-blocks[1], torch.tanh(blocks[0])], -1), spec.state[0], lengths, zc)
     if cell.pooling == "f":
         h = c
     elif zc is None:
-        h = torch.sigmoid(a[..., 2 * H:3 * H]) * c
+        h = torch.sigmoid(blocks[2]) * c
     else:  # zoneout keeps part of c_{t-1} in the state, not in h_t = o_t ⊙ (f_t ⊙ c_{t-1} + (1 − f_t) ⊙ z_t)
-        z, f, o, _ = cell.gates(a)
+        z, f, o = torch.tanh(blocks[0]), torch.sigmoid(blocks[1]), torch.sigmoid(blocks[2])
         c_prev = torch.cat([spec.state[0][None], c[:-1]])
         h = zero_padded(o * (f * c_prev + (1 - f) * z), valid_steps(spec))
     return h, ((c_n,) if window_n is None else (c_n, window_n))

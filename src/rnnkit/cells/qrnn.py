@@ -114,16 +114,18 @@ class QRNNCell(RecurrentCell):
 
         x: (T, B, I); window: (B, (k−1)·G·H) initial window state, or None when k = 1. Returns a (T, B, G·H)
         for every step (garbage past a row's length) and the window state after each row's last valid step
-        (None when k = 1): what stepping `step` T times gives. One GEMM over the k-step windows of x
-        (Conv1d's), rather than `project`'s k·G·H-wide taps: G·H outputs per step, not k·G·H.
+        (None when k = 1): what stepping `step` T times gives. G·H outputs per step, not the k·G·H of
+        `project`'s taps.
         """
         k, (T, B, I) = self.window, x.shape
         G_H = self.num_gates * self.hidden_size
         if k == 1:
             return linear(x, self.weight_ih[:, :, 0], self.bias_ih), None
-        padded = nn.functional.pad(x, (0, 0, 0, 0, k - 1, 0))  # zeros before the start
-        stacked = padded.unfold(0, k, 1).reshape(T, B, I * k)  # [t] = x_{t−k+1..t}, as weight_ih's (I, k)
-        a = linear(stacked, self.weight_ih.reshape(G_H, I * k), self.bias_ih)
+        # a_t = Σ_j W[:, :, k−1−j] x_{t−j}: one GEMM per tap over the steps it reaches (Conv1d's sum,
+        # without copying k shifted inputs side by side; their backward stays I wide)
+        a = linear(x, self.weight_ih[:, :, k - 1], self.bias_ih)
+        for j in range(1, min(k, T)):
+            a[j:] += linear(x[:T - j], self.weight_ih[:, :, k - 1 - j], None)
         old = window.view(B, k - 1, G_H)
         a[:k - 1] += old[:, :T].transpose(0, 1)  # what the inputs before this call left for its first steps
         last = torch.full((B,), T, device=x.device, dtype=torch.long) if lengths is None else lengths
