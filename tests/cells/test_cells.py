@@ -173,25 +173,18 @@ def equations(cell, x: Tensor, state: Tuple[Tensor, ...], mask=None) -> Tuple[Te
         h_tilde = mm(x, W_h) + b_h
         h = (1 - z) * h + z * h_tilde
         return h, (h,)
-    if isinstance(cell, QRNNCell):
-        return qrnn_equations(cell, x, state)
+    if isinstance(cell, QRNNCell):  # a_t = W[:, :, k−1] x_t + b + what earlier inputs left for t (window block 0)
+        k, G, W = cell.window, cell.num_gates, cell.weight_ih
+        old = blocks(state[1].t(), k - 1) if k > 1 else []
+        a = mm(x, W[:, :, k - 1]) + (cell.bias_ih if cell.bias_ih is not None else 0) + (old[0].t() if old else 0)
+        # new block j−1: W[:, :, k−1−j] x_t plus what earlier inputs left for step t+j (old block j)
+        window = [mm(x, W[:, :, k - 1 - j]) + (old[j].t() if j < k - 1 else 0) for j in range(1, k)]
+        gates = [blk.t() for blk in blocks(a.t(), G)]
+        z, f = torch.tanh(gates[0]), sig(gates[1])
+        c = f * state[0] + (sig(gates[3]) if G == 4 else 1 - f) * z
+        h = c if G == 2 else sig(gates[2]) * c
+        return h, (c,) + ((torch.cat(window, dim=1),) if k > 1 else ())
     raise AssertionError(f"no equations for {type(cell).__name__}")
-
-
-def qrnn_equations(cell: QRNNCell, x: Tensor, state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-    """QRNN: a_t = W[:, :, k−1] x_t + b + what earlier inputs left for step t (window block 0); block j−1 of
-    the new window is W[:, :, k−1−j] x_t plus the old window's block j (what earlier inputs left for t+j)."""
-    k, G = cell.window, cell.num_gates
-    W = cell.weight_ih
-    c = state[0]
-    old = blocks(state[1].t(), k - 1) if k > 1 else []
-    a = mm(x, W[:, :, k - 1]) + (cell.bias_ih if cell.bias_ih is not None else 0) + (old[0].t() if old else 0)
-    window = [mm(x, W[:, :, k - 1 - j]) + (old[j].t() if j < k - 1 else 0) for j in range(1, k)]
-    gates = [blk.t() for blk in blocks(a.t(), G)]
-    z, f = torch.tanh(gates[0]), sig(gates[1])
-    c = f * c + (sig(gates[3]) if G == 4 else 1 - f) * z
-    h = c if G == 2 else sig(gates[2]) * c
-    return h, (c,) + ((torch.cat(window, dim=1),) if k > 1 else ())
 
 
 # ------------------------------------------------------------------ contract
