@@ -9,7 +9,7 @@ For each shape every variant runs forward alone (no_grad) and forward+backward
 (timing.bench_interleaved: 2 warm-up rounds, then the median). Ratios are
 taken against the torch.nn peer of the same run:
 
-    LSTM-family (fused LSTM, native, peephole, layer-norm LSTM, SRU, minGRU) -> nn.LSTM (oneDNN)
+    LSTM-family (fused LSTM, native, peephole, layer-norm LSTM, SRU, minGRU, QRNN) -> nn.LSTM (oneDNN)
     packed LSTM (rnnkit on the same PackedSequence)                          -> nn.LSTM on the PackedSequence
     GRU-family                                                                -> nn.GRU
     Elman                                                                     -> nn.RNN
@@ -111,11 +111,19 @@ def variants(T: int, B: int, H: int, quick: bool) -> Tuple[List[Variant], torch.
                 lambda: (lambda m: lambda: m(x)[0])(layer(rnnkit.SRU, "fused")), recurrent=False),
         Variant("rnnkit MinGRU fused", "nn.LSTM (oneDNN)", 2,
                 lambda: (lambda m: lambda: m(x)[0])(layer(rnnkit.MinGRU, "fused")), recurrent=False),
+        # QRNN's "gates" count the convolution's taps too (G·k rows of W per input), for the FLOP floor
+        Variant("rnnkit QRNN fo k=2 fused", "nn.LSTM (oneDNN)", 3 * 2,
+                lambda: (lambda m: lambda: m(x)[0])(layer(rnnkit.QRNN, "fused")), recurrent=False),
     ]
     if not quick:
         out += [
             Variant("rnnkit MinGRU scan", "nn.LSTM (oneDNN)", 2,
                     lambda: (lambda m: lambda: m(x)[0])(layer(rnnkit.MinGRU, "scan")), recurrent=False),
+            Variant("rnnkit QRNN fo k=2 scan", "nn.LSTM (oneDNN)", 3 * 2,
+                    lambda: (lambda m: lambda: m(x)[0])(layer(rnnkit.QRNN, "scan")), recurrent=False),
+            Variant("rnnkit QRNN ifo k=2 scan", "nn.LSTM (oneDNN)", 4 * 2,
+                    lambda: (lambda m: lambda: m(x)[0])(layer(rnnkit.QRNN, "scan", pooling="ifo")),
+                    recurrent=False),
             Variant("LSTMCell Python loop", "nn.LSTM (oneDNN)", 4, lambda: lambda: _lstm_cell_loop(t_cell, x)),
             Variant("rnnkit LSTM reference", "nn.LSTM (oneDNN)", 4,
                     lambda: (lambda m: lambda: m(x)[0])(layer(rnnkit.LSTM, "reference", t_lstm))),

@@ -7,8 +7,8 @@ loads back ready for inference: ``run = rnnkit.load("runs/charlm")``.
 from typing import Any
 
 from .cells import (ConvGRUCell, ConvLSTMCell, ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell,
-                    MinGRUCell, PeepholeLSTMCell, RecurrentCell, SRUCell)
-from .layers import GRU, LSTM, RNN, SRU, LayerNormGRU, LayerNormLSTM, MinGRU, PeepholeLSTM
+                    MinGRUCell, PeepholeLSTMCell, QRNNCell, RecurrentCell, SRUCell)
+from .layers import GRU, LSTM, QRNN, RNN, SRU, LayerNormGRU, LayerNormLSTM, MinGRU, PeepholeLSTM
 from .layers_conv import ConvGRU, ConvLSTM
 from .recurrent import Recurrent
 from .export import export_onnx  # imports onnx only when called
@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RecurrentCell", "ElmanCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "SRUCell", "LayerNormLSTMCell",
-    "LayerNormGRUCell", "MinGRUCell", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM", "SRU",
-    "LayerNormLSTM", "LayerNormGRU", "MinGRU", "export_onnx", "ConvLSTMCell", "ConvGRUCell", "ConvLSTM", "ConvGRU",
+    "LayerNormGRUCell", "MinGRUCell", "QRNNCell", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM", "SRU",
+    "LayerNormLSTM", "LayerNormGRU", "MinGRU", "QRNN", "export_onnx", "ConvLSTMCell", "ConvGRUCell", "ConvLSTM", "ConvGRU",
     "apps", "load",
 ]
 

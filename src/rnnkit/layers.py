@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from .cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
-                    PeepholeLSTMCell, SRUCell)
+                    PeepholeLSTMCell, QRNNCell, SRUCell)
 from .recurrent import Recurrent
 from .cells.base import State
 from .errors import InputError, InputTypeError
@@ -193,3 +193,25 @@ LayerNormLSTM = _simple_layer("LayerNormLSTM", LayerNormLSTMCell,
 LayerNormGRU = _simple_layer("LayerNormGRU", LayerNormGRUCell,
                              "Layer-normalised GRU layer. See LayerNormGRUCell.")
 MinGRU = _simple_layer("MinGRU", MinGRUCell, "minGRU layer (Feng et al. 2024). See MinGRUCell.")
+
+
+class QRNN(_TorchStyle):
+    """Quasi-recurrent layer (Bradbury et al. 2017): a causal convolution of `window` steps, then f-, fo- or
+    ifo-pooling; see QRNNCell. The state is (c, window) per layer and direction ((c,) alone for window=1),
+    so a second call continues where the first stopped.
+
+    >>> import torch
+    >>> qrnn = QRNN(3, 8, num_layers=2, window=2, pooling="fo")
+    >>> out, (c, window) = qrnn(torch.randn(5, 2, 3))
+    >>> out.shape, c.shape, window.shape
+    (torch.Size([5, 2, 8]), torch.Size([2, 2, 8]), torch.Size([2, 2, 24]))
+    """
+
+    mode = "QRNN"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, window: int = 2, pooling: str = "fo",
+                 bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0, *, bias: bool = True,
+                 device=None, dtype=None, **options: Any) -> None:
+        self._setup(lambda size: QRNNCell(size, hidden_size, window, pooling, bias, device=device, dtype=dtype),
+                    input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **options)
+        self.window, self.pooling = window, pooling

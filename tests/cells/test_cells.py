@@ -14,7 +14,7 @@ from torch import Tensor
 
 import rnnkit
 from rnnkit import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell, PeepholeLSTMCell,
-                    SRUCell)
+                    QRNNCell, SRUCell)
 from helpers import assert_close, run_by_hand
 
 F64 = torch.float64
@@ -41,6 +41,9 @@ CELLS: Dict[str, Callable[[int, int, torch.dtype], rnnkit.RecurrentCell]] = {
     "layernorm_gru": lambda i, h, dt: LayerNormGRUCell(i, h, dtype=dt),
     "mingru": lambda i, h, dt: MinGRUCell(i, h, dtype=dt),
     "mingru_nobias": lambda i, h, dt: MinGRUCell(i, h, bias=False, dtype=dt),
+    "qrnn_f_k1": lambda i, h, dt: QRNNCell(i, h, window=1, pooling="f", dtype=dt),
+    "qrnn_fo_k2": lambda i, h, dt: QRNNCell(i, h, window=2, pooling="fo", dtype=dt),
+    "qrnn_ifo_k3_nobias": lambda i, h, dt: QRNNCell(i, h, window=3, pooling="ifo", bias=False, dtype=dt),
 }
 CELL_IDS = sorted(CELLS)
 
@@ -170,6 +173,17 @@ def equations(cell, x: Tensor, state: Tuple[Tensor, ...], mask=None) -> Tuple[Te
         h_tilde = mm(x, W_h) + b_h
         h = (1 - z) * h + z * h_tilde
         return h, (h,)
+    if isinstance(cell, QRNNCell):  # a_t = W[:, :, k−1] x_t + b + what earlier inputs left for t (window block 0)
+        k, G, W = cell.window, cell.num_gates, cell.weight_ih
+        old = blocks(state[1].t(), k - 1) if k > 1 else []
+        a = mm(x, W[:, :, k - 1]) + (cell.bias_ih if cell.bias_ih is not None else 0) + (old[0].t() if old else 0)
+        # new block j−1: W[:, :, k−1−j] x_t plus what earlier inputs left for step t+j (old block j)
+        window = [mm(x, W[:, :, k - 1 - j]) + (old[j].t() if j < k - 1 else 0) for j in range(1, k)]
+        gates = [blk.t() for blk in blocks(a.t(), G)]
+        z, f = torch.tanh(gates[0]), sig(gates[1])
+        c = f * state[0] + (sig(gates[3]) if G == 4 else 1 - f) * z
+        h = c if G == 2 else sig(gates[2]) * c
+        return h, (c,) + ((torch.cat(window, dim=1),) if k > 1 else ())
     raise AssertionError(f"no equations for {type(cell).__name__}")
 
 
@@ -217,7 +231,7 @@ def test_step_matches_equations(name: str) -> None:
     assert len(cell.unpack_state(new)) == len(new_ref)
 
 
-@pytest.mark.parametrize("name", [n for n in CELL_IDS if not n.startswith(("sru", "mingru"))])
+@pytest.mark.parametrize("name", [n for n in CELL_IDS if not n.startswith(("sru", "mingru", "qrnn"))])
 def test_recurrent_mask_drops_only_the_recurrent_input(name: str) -> None:
     """Recurrent dropout: the mask multiplies h_{t-1} inside W_hh·h; the carried state stays whole."""
     cell = make_cell(name)
@@ -236,7 +250,7 @@ def test_recurrent_mask_drops_only_the_recurrent_input(name: str) -> None:
     assert torch.equal(y1, cell(x, cell.pack_state(state))[0])
 
 
-@pytest.mark.parametrize("name", ["sru_same", "mingru"])
+@pytest.mark.parametrize("name", ["sru_same", "mingru", "qrnn_fo_k2"])
 def test_cells_without_recurrent_matrix_refuse_a_mask(name: str) -> None:
     cell = make_cell(name)
     assert cell.recurrent_input_size == 0

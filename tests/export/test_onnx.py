@@ -15,6 +15,7 @@ import onnx  # noqa: E402
 
 import rnnkit  # noqa: E402
 from helpers import ALL_MODES, LayerConfig  # noqa: E402
+from qrnn_config import QRNNConfig  # noqa: E402
 from rnnkit.errors import InputError  # noqa: E402
 from rnnkit.export import ExportError, build_onnx, check_onnx, export_onnx, run_onnx  # noqa: E402
 from rnnkit.models.char_lm import LMConfig, RecurrentLM  # noqa: E402
@@ -68,14 +69,19 @@ def test_every_family_stacked_bidirectional(mode: str, native_ops: bool, tmp_pat
     LayerConfig(mode="SRU", input_size=4, hidden_size=4, bidirectional=True, dtype=torch.float32),
     LayerConfig(mode="LSTM", num_layers=2, dtype=torch.float32,
                 options=(("zoneout_hidden", 0.3), ("zoneout_cell", 0.1), ("dropout", 0.4))),
-], ids=["proj", "peephole_proj", "nobias_batch_first", "gru_before_nobias", "sru_highway_identity", "zoneout"])
+    QRNNConfig(pooling="f", window=1, num_layers=2, dtype=torch.float32),
+    QRNNConfig(pooling="fo", window=2, num_layers=2, bidirectional=True, dtype=torch.float32),
+    QRNNConfig(pooling="ifo", window=3, bias=False, batch_first=True, dtype=torch.float32,
+               options=(("zoneout_cell", 0.3),)),
+], ids=["proj", "peephole_proj", "nobias_batch_first", "gru_before_nobias", "sru_highway_identity", "zoneout",
+        "qrnn_f_k1", "qrnn_fo_k2_bidir", "qrnn_ifo_k3_zoneout"])
 def test_special_configurations(cfg: LayerConfig, tmp_path: Path) -> None:
     layer = cfg.build("auto").eval()
     path = export_onnx(layer, tmp_path / "m.onnx", lengths=True, initial_state=True)
     _check_many(layer, path, cfg)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "sru"])
+@pytest.mark.parametrize("cell", ["lstm", "sru", "qrnn"])
 @pytest.mark.parametrize("embedding_size", [0, 6])
 def test_language_model(cell: str, embedding_size: int, tmp_path: Path) -> None:
     model = RecurrentLM(LMConfig(vocab_size=9, cell=cell, hidden_size=6, num_layers=2,
@@ -86,7 +92,7 @@ def test_language_model(cell: str, embedding_size: int, tmp_path: Path) -> None:
     assert check_onnx(model, path, tokens) <= TOL
     assert check_onnx(model, path, tokens, torch.tensor([7, 1, 4])) <= TOL
     graph = onnx.load(str(path)).graph
-    states = ["h0", "c0"] if cell == "lstm" else ["c0"]  # SRU's state is c
+    states = {"lstm": ["h0", "c0"], "sru": ["c0"], "qrnn": ["c0", "window0"]}[cell]  # SRU's state is c
     assert [i.name for i in graph.input] == ["tokens", "lengths"] + states
     assert graph.output[0].name == "logits"
 

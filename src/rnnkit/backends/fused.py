@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..cells import (ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, MinGRUCell,
-                     PeepholeLSTMCell, RecurrentCell, SRUCell)
+                     PeepholeLSTMCell, QRNNCell, RecurrentCell, SRUCell)
 from ..cells.base import bias_sum
 from . import extension
 from .base import RunSpec, cell_type, unsupported_weights
@@ -178,6 +178,30 @@ def _run_mingru(spec: RunSpec) -> Result:
     return y, (h_n,)
 
 
+def _run_qrnn(spec: RunSpec) -> Result:
+    """f- and fo-pooling on minGRU's loop: h_t = (1 − σ(u_z)) h_{t-1} + σ(u_z) ĥ_t is c_t = f_t c_{t-1} +
+    (1 − f_t) z_t with u_z = −a_f (σ(−a) = 1 − σ(a)) and ĥ = z_t; the convolution before it and o_t ⊙ c̃_t
+    after it are element-wise work over all steps under autograd."""
+    from .fused_ops import ops
+    from .scan import valid_steps, zero_padded
+
+    cell = spec.cell
+    T, B, lengths, _ = _common(spec)
+    a, window_n = cell.convolve(spec.inputs, spec.state[1] if cell.window > 1 else None, spec.lengths)
+    blocks = a.chunk(cell.num_gates, dim=-1)  # one autograd node: its backward is one cat, not a copy per slice
+    zc = _keeps(spec, T, B)[0]
+    c, c_n = ops.mingru_forward(torch.cat([-blocks[1], torch.tanh(blocks[0])], -1), spec.state[0], lengths, zc)
+    if cell.pooling == "f":
+        h = c
+    elif zc is None:
+        h = torch.sigmoid(blocks[2]) * c
+    else:  # zoneout keeps part of c_{t-1} in the state, not in h_t = o_t ⊙ (f_t ⊙ c_{t-1} + (1 − f_t) ⊙ z_t)
+        z, f, o = torch.tanh(blocks[0]), torch.sigmoid(blocks[1]), torch.sigmoid(blocks[2])
+        c_prev = torch.cat([spec.state[0][None], c[:-1]])
+        h = zero_padded(o * (f * c_prev + (1 - f) * z), valid_steps(spec))
+    return h, ((c_n,) if window_n is None else (c_n, window_n))
+
+
 def _length_order(spec: RunSpec) -> Optional[Tensor]:
     """Row order by decreasing length, or None when lengths are absent or already sorted."""
     lengths = spec.lengths
@@ -210,6 +234,7 @@ _FAMILIES: Dict[Type[RecurrentCell], Callable[[RunSpec], Result]] = {
     LayerNormGRUCell: _run_ln_gru,
     SRUCell: _run_sru,
     MinGRUCell: _run_mingru,
+    QRNNCell: _run_qrnn,
 }
 #: runners that read every parameter through spec.weight (so a RunSpec may replace any of them); the
 #: others read the cell's own through cell.project and take only DropConnect's weight_hh
@@ -265,6 +290,8 @@ class FusedBackend:
         reason = check_common(spec, self.name)
         if reason is not None:
             return reason
+        if isinstance(cell, QRNNCell) and cell.pooling == "ifo":
+            return "ifo-pooling (c_t = f_t ⊙ c_{t-1} + i_t ⊙ z_t) has no fused loop; the scan backend runs it"
         if spec.recurrent_mask is not None and not cell.recurrent_input_size:
             return f"{cell_type(cell).__name__} has no recurrent matrix, so a recurrent mask is not defined for it"
         if _FAMILIES[cell_type(cell)] not in _READS_EVERY_WEIGHT:

@@ -10,11 +10,12 @@ from .layernorm_lstm import LayerNormLSTMCell
 from .lstm import LSTMCell
 from .mingru import MinGRUCell
 from .peephole_lstm import PeepholeLSTMCell
+from .qrnn import QRNNCell
 from .registry import CELLS, check_cell, make_cell
 from .sru import SRUCell
 
 __all__ = [
     "RecurrentCell", "State", "ElmanCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "SRUCell",
-    "LayerNormLSTMCell", "LayerNormGRUCell", "MinGRUCell", "ConvLSTMCell", "ConvGRUCell",
+    "LayerNormLSTMCell", "LayerNormGRUCell", "MinGRUCell", "QRNNCell", "ConvLSTMCell", "ConvGRUCell",
     "CELLS", "check_cell", "make_cell",
 ]

@@ -13,6 +13,7 @@ from .layernorm_lstm import LayerNormLSTMCell
 from .lstm import LSTMCell
 from .mingru import MinGRUCell
 from .peephole_lstm import PeepholeLSTMCell
+from .qrnn import QRNNCell
 from .sru import SRUCell
 
 #: cell names accepted by the models and the CLI.
@@ -25,6 +26,7 @@ CELLS: Dict[str, Callable[[int, int], RecurrentCell]] = {
     "lnlstm": LayerNormLSTMCell,
     "lngru": LayerNormGRUCell,
     "mingru": MinGRUCell,
+    "qrnn": QRNNCell,
 }
 
 
@@ -35,7 +37,7 @@ def check_cell(name: object, *, setting: str = "cell", owner: str = "") -> None:
     >>> check_cell("lstmm", owner="LMConfig")
     Traceback (most recent call last):
     ...
-    rnnkit.errors.InputError: LMConfig: unknown cell 'lstmm'; expected one of rnn, lstm, peephole, gru, sru, lnlstm, lngru, mingru
+    rnnkit.errors.InputError: LMConfig: unknown cell 'lstmm'; expected one of rnn, lstm, peephole, gru, sru, lnlstm, lngru, mingru, qrnn
     """
     if name not in CELLS:
         where = f"{owner}: " if owner else ""

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ...cells import (ConvGRUCell, ConvLSTMCell, ElmanCell, GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell,
-                      MinGRUCell, PeepholeLSTMCell, RecurrentCell, SRUCell)
+                      MinGRUCell, PeepholeLSTMCell, QRNNCell, RecurrentCell, SRUCell)
 from ...cells.base import bias_sum
 from .graph import Graph, f32
 
@@ -153,6 +153,31 @@ def _mingru_step(g: Graph, cell: MinGRUCell, u: str, state: List[str]) -> Tuple[
     return h_new, [h_new]
 
 
+def _qrnn_project(g: Graph, cell: QRNNCell, x: str) -> str:
+    weight, bias = cell.taps()
+    return g.matmul_t(x, f32(weight), f32(bias), "w_taps")
+
+
+def _qrnn_step(g: Graph, cell: QRNNCell, u: str, state: List[str]) -> Tuple[str, List[str]]:
+    H, k = cell.hidden_size, cell.window
+    G_H = cell.num_gates * H
+    if k == 1:
+        (c,), a, pending = state, u, []
+    else:  # as QRNNCell.step: this input's tap j plus what earlier inputs left for step t+j
+        c, window = state
+        u_now, u_later = g.split(u, [G_H, (k - 1) * G_H])
+        left = g.split(window, [G_H, (k - 2) * G_H]) if k > 2 else [window]
+        a = g.add(u_now, left[0])
+        shifted = [g.op("Pad", [left[1], g.const(np.array([0, 0, 0, G_H]), "pads")])] if k > 2 else []
+        pending = [g.add(u_later, shifted[0])] if shifted else [u_later]
+    blocks = g.split(a, [H] * cell.num_gates)
+    z, f = g.tanh(blocks[0]), g.sigmoid(blocks[1])
+    written = g.sigmoid(blocks[3]) if cell.num_gates == 4 else g.one_minus(f)
+    c_new = g.add(g.mul(f, c), g.mul(written, z))
+    h = c_new if cell.num_gates == 2 else g.mul(g.sigmoid(blocks[2]), c_new)
+    return h, [c_new] + pending
+
+
 def _dense_conv_weight(weight: Tensor, gates: int, groups: int) -> Tensor:
     """A grouped convolution's weight (G·Hc, C/groups, *k) as the plain convolution's (G·Hc, C, *k).
 
@@ -219,6 +244,7 @@ STEPS: Dict[type, Tuple[Project, Step]] = {
     LayerNormLSTMCell: (_lnlstm_project, _lnlstm_step),
     LayerNormGRUCell: (_lngru_project, _lngru_step),
     MinGRUCell: (_mingru_project, _mingru_step),
+    QRNNCell: (_qrnn_project, _qrnn_step),
     ConvLSTMCell: (_conv_project, _conv_lstm_step),
     ConvGRUCell: (_conv_project, _conv_gru_step),
 }
