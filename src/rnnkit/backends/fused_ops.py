@@ -349,7 +349,7 @@ def _ln_lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
     dy, dh_n, dc_n = _zeros_if_none(dy, y), _zeros_if_none(dh_n, h0), _zeros_if_none(dc_n, cs[0])
     du, dr, dh0, dc0, dg_hh, dg_c, db_c = ops.ln_lstm_backward(dy, dh_n, dc_n, gates, rn, cs, chat, rstd, w_hh, g_hh,
                                                                g_c, b_c, lengths, rmask, zh, zc)
-    d_w_hh = _grad_w_hh(dr, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dr, h0, y, rmask)) if ctx.needs_input_grad[1] else None
     return du, d_w_hh, dg_hh, dg_c, db_c, dh0, dc0, None, None, None, None
 
 
@@ -385,7 +385,7 @@ def _ln_gru_backward(ctx, dy, dh_n, *_unused):
     w_hh, g_hh, h0, lengths, rmask, zh, y, gates, en, rstd = ctx.saved_tensors
     dy, dh_n = _zeros_if_none(dy, y), _zeros_if_none(dh_n, h0)
     du, dq, dh0, dg_hh, db_hh = ops.ln_gru_backward(dy, dh_n, gates, en, rstd, y, h0, w_hh, g_hh, lengths, rmask, zh)
-    d_w_hh = _grad_w_hh(dq, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dq, h0, y, rmask)) if ctx.needs_input_grad[1] else None
     return du, d_w_hh, dg_hh, (db_hh if ctx.has_bias else None), dh0, None, None, None
 
 
