@@ -64,6 +64,10 @@ _SCHEMAS = {
     "mingru_backward": "(Tensor dy, Tensor dh_n, Tensor u, Tensor y, Tensor h0, Tensor? lengths, Tensor? zh) "
                        "-> (Tensor, Tensor)",
     "input_projection": "(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
+    # one step of torch's LSTM / GRU cell for streaming inference (no autograd: see backends/step.py)
+    "lstm_cell_step": "(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+                      "-> (Tensor, Tensor)",
+    "gru_cell_step": "(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> Tensor",
 }
 for _name, _schema in _SCHEMAS.items():
     _LIB.define(_name + _schema)
@@ -449,6 +453,17 @@ def _mingru_backward(ctx, dy, dh_n):
 
 
 _register_autograd("rnnkit::mingru_forward", _mingru_backward, setup_context=_mingru_setup)
+
+
+# -------------------------------------------------------- one inference step
+@torch.library.register_fake("rnnkit::lstm_cell_step")
+def _lstm_cell_step_fake(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    return torch.empty_like(h), torch.empty_like(c)
+
+
+@torch.library.register_fake("rnnkit::gru_cell_step")
+def _gru_cell_step_fake(x, h, w_ih, w_hh, b_ih, b_hh):
+    return torch.empty_like(h)
 
 
 def zoneout_keep(z, T: int, B: int, S: int, like: Tensor) -> Optional[Tensor]:
