@@ -221,12 +221,20 @@ class Recurrent(nn.Module):
                       for s in self.state_sizes)
         return parts if len(parts) > 1 else parts[0]
 
+    def _first_parameter(self) -> Optional[Tensor]:
+        """next(self.parameters()): the layer's own first where it holds them (torch names), read without
+        building parameters()'s generator (step asks once per token)."""
+        for p in self._parameters.values():
+            if p is not None:
+                return p
+        return next(self.parameters(), None)
+
     def _param_device(self) -> Optional[torch.device]:
-        p = next(self.parameters(), None)
+        p = self._first_parameter()
         return p.device if p is not None else None
 
     def _param_dtype(self) -> Optional[torch.dtype]:
-        p = next(self.parameters(), None)
+        p = self._first_parameter()
         return p.dtype if p is not None else None
 
     # --------------------------------------------------------------- forward
@@ -319,7 +327,7 @@ class Recurrent(nn.Module):
         if x_t.dim() != 1 + fd or x_t.shape[-fd] != self.input_size:
             raise InputError(f"{owner}.step expects x_t of shape (batch, {self.input_size}), one time step; "
                              f"got {tuple(x_t.shape)}. For a whole sequence call the layer: layer(x, state).")
-        p = next(self.parameters(), None)
+        p = self._first_parameter()
         if p is not None and x_t.dtype != p.dtype:
             raise InputTypeError(f"{owner}.step expects x_t of dtype {p.dtype} (the parameters' dtype); got {x_t.dtype}")
         if p is not None and x_t.device != p.device:

@@ -27,6 +27,7 @@ StepResult = Tuple[Tensor, Tuple[Tensor, ...]]
 #: (cell, x (B, I), state tuple) -> (y (B, H), new state tuple)
 StepKernel = Callable[[object, Tensor, Tuple[Tensor, ...]], StepResult]
 _CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
 def _cell_weights(cell) -> List[Optional[Tensor]]:
@@ -38,9 +39,11 @@ def _cell_weights(cell) -> List[Optional[Tensor]]:
 def _compiled(x: Tensor, tensors) -> bool:
     """Whether rnnkit's own step kernel may run: nothing needs a gradient (it has no backward), float32 or
     float64 on CPU, and the kernels load."""
+    if x.dtype not in _COMPILED_DTYPES or x.device.type != "cpu":
+        return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and extension.load() is None
+    return extension.load() is None
 
 
 def _lstm_step(cell, x: Tensor, state: Tuple[Tensor, ...]) -> StepResult:
