@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import flat_names
 from .backends import registry
 from .backends.base import RunSpec, Zoneout, zoneout_step
-from .backends.step import step_kernel
+from .backends.step import inference_step, stack_layers, step_kernel
 from .cells.base import RecurrentCell, State
 from .errors import InputError, InputTypeError
 from .input_layout import Lengths, normalise_input
@@ -291,24 +291,23 @@ class Recurrent(nn.Module):
         the end of the sequence first). Stochastic regularisation cannot be
         stepped (its masks are drawn per sequence), so in train() a layer with any
         dropout or zoneout raises; in eval() zoneout uses its expectation, as in
-        forward(). Where a cell is exactly torch's (a plain LSTMCell, a reset-after GRUCell, an
-        ElmanCell) and no zoneout applies, its step is torch's one-step kernel (what nn.LSTMCell runs:
-        the same math in one call); other cells run their own step. No fused backend: at one step the
-        per-call overhead, not the loop, is the cost.
+        forward(). Cells that are exactly torch's step in one compiled call (backends/step.py; under
+        torch.no_grad without Python checks: the kernels check, the checks below only name a mismatch).
         """
         cells = tuple(self.cells)
+        reg = self.regularisation
+        if not (self.bidirectional or reg.zoneout_hidden or reg.zoneout_cell or (self.training and reg.active())):
+            quick = inference_step(cells, x_t, state)  # None where it does not apply, or on any mismatch
+            if quick is not None:
+                return quick[0], cells[0].pack_state(quick[1])
         self._check_step_input(x_t, cells[0])
-        states = self._step_states(state, x_t, cells[0])
+        states = self._check_state(state, x_t.shape[0], x_t.unsqueeze(0), unbatched=False)
         x = x_t
         finals: List[Tuple[Tensor, ...]] = []
         for cell, old in zip(cells, states):
             x, new = self._step_cell(cell, x, old)
             finals.append(new)
-        if len(finals) == 1:  # one layer: (1, B, S) views, no copy
-            stacked = tuple(f.unsqueeze(0) for f in finals[0])
-        else:
-            stacked = tuple(torch.stack(layers) for layers in zip(*finals))
-        return x, cells[0].pack_state(stacked)
+        return x, cells[0].pack_state(stack_layers(finals))
 
     def _check_step_input(self, x_t: Tensor, first: RecurrentCell) -> None:
         """step's checks of the layer (unidirectional, nothing stochastic in train mode) and of x_t."""
@@ -332,18 +331,6 @@ class Recurrent(nn.Module):
             raise InputTypeError(f"{owner}.step expects x_t of dtype {p.dtype} (the parameters' dtype); got {x_t.dtype}")
         if p is not None and x_t.device != p.device:
             raise InputError(f"{owner}.step expects x_t on {p.device} (where the parameters are); got {x_t.device}")
-
-    def _step_states(self, state: Optional[State], x_t: Tensor, first: RecurrentCell) -> Tuple[Tuple[Tensor, ...], ...]:
-        """_check_state for step, with a quick accept of a well-formed state ((L, B, S_k) per state tensor, x_t's
-        dtype and device: what step returns); anything else goes through _check_state and its messages."""
-        sizes = first.state_sizes
-        parts = state if isinstance(state, tuple) else (state,)
-        B, L = x_t.shape[0], self.num_layers
-        if (state is not None and len(parts) == len(sizes) and isinstance(state, tuple) == (len(sizes) > 1)
-                and all(isinstance(p, Tensor) and p.shape == (L, B, size) and p.dtype == x_t.dtype
-                        and p.device == x_t.device for p, size in zip(parts, sizes))):
-            return tuple(zip(*(p.unbind(0) for p in parts)))  # per layer: (B, S_k) views
-        return self._check_state(state, B, x_t.unsqueeze(0), unbatched=False)
 
     def _step_cell(self, cell: RecurrentCell, x: Tensor, old: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
         """One layer's step: torch's one-step kernel where the cell is exactly torch's and no zoneout

@@ -85,3 +85,38 @@ def step_kernel(cell) -> Optional[StepKernel]:
     if kind is ElmanCell:
         return _rnn_tanh_step if cell.nonlinearity == "tanh" else _rnn_relu_step
     return None
+
+
+def inference_step(cells, x: Tensor, state) -> Optional[Tuple[Tensor, Tuple[Tensor, ...]]]:
+    """Every layer's step through rnnkit's compiled LSTM/GRU step kernels without Python checks, for inference:
+    (y (B, H), one (L, B, H) tensor per state), or None where it does not apply (autograd on, no state given,
+    a cell without a compiled step, the kernels unavailable) or an operand does not fit: the kernels check
+    sizes and dtypes themselves, and the caller's own checks then name the mismatch. Zoneout is the
+    caller's to rule out."""
+    if state is None or torch.is_grad_enabled() or extension.load() is not None:
+        return None
+    try:
+        layers = tuple(zip(*(part.unbind(0) for part in (state if isinstance(state, tuple) else (state,)))))
+        if len(layers) != len(cells):
+            return None
+        finals = []
+        for cell, old in zip(cells, layers):
+            kernel = step_kernel(cell)
+            if kernel is _lstm_step:
+                new = torch.ops.rnnkit.lstm_cell_step.default(x, *old, *_cell_weights(cell))
+            elif kernel is _gru_step:
+                new = (torch.ops.rnnkit.gru_cell_step.default(x, *old, *_cell_weights(cell)),)
+            else:
+                return None
+            finals.append(new)
+            x = new[0]
+    except (RuntimeError, TypeError, AttributeError):  # a mismatch the kernels caught, or not tensors
+        return None
+    return x, stack_layers(finals)
+
+
+def stack_layers(finals) -> Tuple[Tensor, ...]:
+    """Per-layer state tuples [(B, S_k), ...] -> one (L, B, S_k) tensor per state (one layer: views, no copy)."""
+    if len(finals) == 1:
+        return tuple(f.unsqueeze(0) for f in finals[0])
+    return tuple(torch.stack(parts) for parts in zip(*finals))

@@ -71,8 +71,26 @@ void gru_cell_step_impl(const Tensor& x, const Tensor& h, const Tensor& w_ih, co
   }
 }
 
+// Every operand checked here (sizes, dtypes): Recurrent.step calls these without its Python checks and
+// runs those only to name a mismatch these report.
+void check_step(const char* name, const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
+                const OptTensor& b_ih, const OptTensor& b_hh, int64_t gates) {
+  TORCH_CHECK(x.dim() == 2 && h.dim() == 2 && w_ih.dim() == 2 && w_hh.dim() == 2, name, ": x, h and the weights must "
+              "be matrices");
+  const int64_t B = x.size(0), H = h.size(1);
+  TORCH_CHECK(h.size(0) == B && w_ih.size(0) == gates * H && w_ih.size(1) == x.size(1) && w_hh.size(0) == gates * H &&
+              w_hh.size(1) == H, name, ": sizes do not match");
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(h.scalar_type() == dt && w_ih.scalar_type() == dt && w_hh.scalar_type() == dt, name, ": dtypes differ");
+  for (const auto* b : {&b_ih, &b_hh})
+    TORCH_CHECK(!b->has_value() || !(*b)->defined() || ((*b)->numel() == gates * H && (*b)->scalar_type() == dt),
+                name, ": bias must be (", gates * H, ",) of the input's dtype");
+}
+
 std::tuple<Tensor, Tensor> lstm_cell_step(const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
                                           const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
+  check_step("rnnkit::lstm_cell_step", x, h, w_ih, w_hh, b_ih, b_hh, 4);
+  TORCH_CHECK(c.sizes() == h.sizes() && c.scalar_type() == h.scalar_type(), "rnnkit::lstm_cell_step: c must be like h");
   const int64_t B = x.size(0), H = h.size(1);
   auto a = at::empty({B, 4 * H}, x.options()), h_n = at::empty({B, H}, x.options()), c_n = at::empty({B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_lstm_cell_step", [&] {
@@ -84,6 +102,7 @@ std::tuple<Tensor, Tensor> lstm_cell_step(const Tensor& x, const Tensor& h, cons
 
 Tensor gru_cell_step(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
                      const OptTensor& b_hh) {
+  check_step("rnnkit::gru_cell_step", x, h, w_ih, w_hh, b_ih, b_hh, 3);
   const int64_t B = x.size(0), H = h.size(1);
   auto gi = at::empty({B, 3 * H}, x.options()), gh = at::empty({B, 3 * H}, x.options()), h_n = at::empty({B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_gru_cell_step", [&] {
