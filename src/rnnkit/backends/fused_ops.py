@@ -66,8 +66,8 @@ _SCHEMAS = {
     "input_projection": "(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
     # one step of torch's LSTM / GRU cell for streaming inference (no autograd: see backends/step.py)
     "lstm_cell_step": "(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
-                      "-> (Tensor, Tensor)",
-    "gru_cell_step": "(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> Tensor",
+                      "-> (Tensor, Tensor, Tensor)",
+    "gru_cell_step": "(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor, Tensor)",
 }
 for _name, _schema in _SCHEMAS.items():
     _LIB.define(_name + _schema)
@@ -458,12 +458,12 @@ _register_autograd("rnnkit::mingru_forward", _mingru_backward, setup_context=_mi
 # -------------------------------------------------------- one inference step
 @torch.library.register_fake("rnnkit::lstm_cell_step")
 def _lstm_cell_step_fake(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    return torch.empty_like(h), torch.empty_like(c)
+    return x.new_empty(x.shape[0], h.shape[-1]), torch.empty_like(h), torch.empty_like(c)
 
 
 @torch.library.register_fake("rnnkit::gru_cell_step")
 def _gru_cell_step_fake(x, h, w_ih, w_hh, b_ih, b_hh):
-    return torch.empty_like(h)
+    return x.new_empty(x.shape[0], h.shape[-1]), torch.empty_like(h)
 
 
 def zoneout_keep(z, T: int, B: int, S: int, like: Tensor) -> Optional[Tensor]:

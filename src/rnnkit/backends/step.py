@@ -49,7 +49,7 @@ def _compiled(x: Tensor, tensors) -> bool:
 def _lstm_step(cell, x: Tensor, state: Tuple[Tensor, ...]) -> StepResult:
     weights = _cell_weights(cell)
     if _compiled(x, (x, *state, *weights)):
-        h, c = torch.ops.rnnkit.lstm_cell_step.default(x, *state, *weights)  # (the overload: no lookup)
+        _, h, c = torch.ops.rnnkit.lstm_cell_step.default(x, *state, *weights)  # (the overload: no lookup)
     else:
         h, c = torch._VF.lstm_cell(x, state, *weights)
     return h, (h, c)
@@ -58,7 +58,7 @@ def _lstm_step(cell, x: Tensor, state: Tuple[Tensor, ...]) -> StepResult:
 def _gru_step(cell, x: Tensor, state: Tuple[Tensor, ...]) -> StepResult:
     weights = _cell_weights(cell)
     if _compiled(x, (x, *state, *weights)):
-        h = torch.ops.rnnkit.gru_cell_step.default(x, state[0], *weights)
+        _, h = torch.ops.rnnkit.gru_cell_step.default(x, state[0], *weights)
     else:
         h = torch._VF.gru_cell(x, state[0], *weights)
     return h, (h,)
@@ -95,24 +95,27 @@ def inference_step(cells, x: Tensor, state) -> Optional[Tuple[Tensor, Tuple[Tens
     caller's to rule out."""
     if state is None or torch.is_grad_enabled() or extension.load() is not None:
         return None
+    parts = state if isinstance(state, tuple) else (state,)
     try:
-        layers = tuple(zip(*(part.unbind(0) for part in (state if isinstance(state, tuple) else (state,)))))
+        if any(part.dim() != 3 for part in parts):  # (L, B, S) each; the kernels check the rest
+            return None
+        # one layer: the (1, B, S) state tensors as they are (the kernels take and return that shape)
+        layers = (parts,) if len(cells) == 1 else tuple(zip(*(part.unbind(0) for part in parts)))
         if len(layers) != len(cells):
             return None
         finals = []
         for cell, old in zip(cells, layers):
             kernel = step_kernel(cell)
             if kernel is _lstm_step:
-                new = torch.ops.rnnkit.lstm_cell_step.default(x, *old, *_cell_weights(cell))
+                x, *new = torch.ops.rnnkit.lstm_cell_step.default(x, *old, *_cell_weights(cell))
             elif kernel is _gru_step:
-                new = (torch.ops.rnnkit.gru_cell_step.default(x, *old, *_cell_weights(cell)),)
+                x, *new = torch.ops.rnnkit.gru_cell_step.default(x, *old, *_cell_weights(cell))
             else:
                 return None
             finals.append(new)
-            x = new[0]
     except (RuntimeError, TypeError, AttributeError):  # a mismatch the kernels caught, or not tensors
         return None
-    return x, stack_layers(finals)
+    return x, tuple(finals[0]) if len(cells) == 1 else stack_layers(finals)
 
 
 def stack_layers(finals) -> Tuple[Tensor, ...]:

@@ -6,11 +6,13 @@
 // activations, the products), each allocating its result, these run two BLAS products into one
 // buffer and one vectorised pointwise pass: at batch 1 the per-operator cost is most of a step.
 //
+// h and c may also be (1,B,H), a one-layer stack's state as Recurrent.step takes and returns it: h', c'
+// take h's shape and y is h' viewed as (B,H) (no view or stack ops left to Python per step).
 //   lstm_cell_step in : x (B,I), h (B,H), c (B,H), w_ih (4H,I), w_hh (4H,H), b_ih (4H)?, b_hh (4H)?
-//                  out: h' (B,H), c' (B,H)
+//                  out: y (B,H), h' (B,H), c' (B,H)
 //       a = x W_ih^T + h W_hh^T + b_ih + b_hh;  c' = σ(a_f) c + σ(a_i) tanh(a_g);  h' = σ(a_o) tanh(c')
 //   gru_cell_step  in : x (B,I), h (B,H), w_ih (3H,I), w_hh (3H,H), b_ih (3H)?, b_hh (3H)?
-//                  out: h' (B,H)
+//                  out: y (B,H), h' (B,H)
 //       gi = x W_ih^T + b_ih, gh = h W_hh^T + b_hh;  r = σ(gi_r + gh_r), z = σ(gi_z + gh_z),
 //       n = tanh(gi_n + r gh_n);  h' = (1 − z) n + z h
 #include "common.h"
@@ -73,10 +75,15 @@ void gru_cell_step_impl(const Tensor& x, const Tensor& h, const Tensor& w_ih, co
 
 // Every operand checked here (sizes, dtypes): Recurrent.step calls these without its Python checks and
 // runs those only to name a mismatch these report.
+// A state tensor as (B, H) rows: itself, or the one layer of a (1, B, H) stack state.
+Tensor state_rows(const char* name, const Tensor& s) {
+  TORCH_CHECK(s.dim() == 2 || (s.dim() == 3 && s.size(0) == 1), name, ": a state must be (B, H) or (1, B, H)");
+  return s.dim() == 3 ? s.select(0, 0) : s;
+}
+
 void check_step(const char* name, const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
                 const OptTensor& b_ih, const OptTensor& b_hh, int64_t gates) {
-  TORCH_CHECK(x.dim() == 2 && h.dim() == 2 && w_ih.dim() == 2 && w_hh.dim() == 2, name, ": x, h and the weights must "
-              "be matrices");
+  TORCH_CHECK(x.dim() == 2 && w_ih.dim() == 2 && w_hh.dim() == 2, name, ": x and the weights must be matrices");
   const int64_t B = x.size(0), H = h.size(1);
   TORCH_CHECK(h.size(0) == B && w_ih.size(0) == gates * H && w_ih.size(1) == x.size(1) && w_hh.size(0) == gates * H &&
               w_hh.size(1) == H, name, ": sizes do not match");
@@ -87,29 +94,38 @@ void check_step(const char* name, const Tensor& x, const Tensor& h, const Tensor
                 name, ": bias must be (", gates * H, ",) of the input's dtype");
 }
 
-std::tuple<Tensor, Tensor> lstm_cell_step(const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
-                                          const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
-  check_step("rnnkit::lstm_cell_step", x, h, w_ih, w_hh, b_ih, b_hh, 4);
-  TORCH_CHECK(c.sizes() == h.sizes() && c.scalar_type() == h.scalar_type(), "rnnkit::lstm_cell_step: c must be like h");
+std::tuple<Tensor, Tensor, Tensor> lstm_cell_step(const Tensor& x, const Tensor& h_, const Tensor& c_,
+                                                  const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                                                  const OptTensor& b_hh) {
+  const char* name = "rnnkit::lstm_cell_step";
+  const Tensor h = state_rows(name, h_), c = state_rows(name, c_);
+  check_step(name, x, h, w_ih, w_hh, b_ih, b_hh, 4);
+  TORCH_CHECK(c_.sizes() == h_.sizes() && c.scalar_type() == h.scalar_type(), name, ": c must be like h");
   const int64_t B = x.size(0), H = h.size(1);
-  auto a = at::empty({B, 4 * H}, x.options()), h_n = at::empty({B, H}, x.options()), c_n = at::empty({B, H}, x.options());
+  auto a = at::empty({B, 4 * H}, x.options()), h_n = at::empty(h_.sizes(), x.options()),
+       c_n = at::empty(h_.sizes(), x.options());
+  Tensor y = h_n.view({B, H}), c_rows = c_n.view({B, H});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_lstm_cell_step", [&] {
     lstm_cell_step_impl<scalar_t>(x.contiguous(), h.contiguous(), c.contiguous(), w_ih.contiguous(), w_hh.contiguous(),
-                                  contiguous_or_undefined(b_ih), contiguous_or_undefined(b_hh), a, h_n, c_n);
+                                  contiguous_or_undefined(b_ih), contiguous_or_undefined(b_hh), a, y, c_rows);
   });
-  return {h_n, c_n};
+  return {y, h_n, c_n};
 }
 
-Tensor gru_cell_step(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-                     const OptTensor& b_hh) {
-  check_step("rnnkit::gru_cell_step", x, h, w_ih, w_hh, b_ih, b_hh, 3);
+std::tuple<Tensor, Tensor> gru_cell_step(const Tensor& x, const Tensor& h_, const Tensor& w_ih, const Tensor& w_hh,
+                                         const OptTensor& b_ih, const OptTensor& b_hh) {
+  const char* name = "rnnkit::gru_cell_step";
+  const Tensor h = state_rows(name, h_);
+  check_step(name, x, h, w_ih, w_hh, b_ih, b_hh, 3);
   const int64_t B = x.size(0), H = h.size(1);
-  auto gi = at::empty({B, 3 * H}, x.options()), gh = at::empty({B, 3 * H}, x.options()), h_n = at::empty({B, H}, x.options());
+  auto gi = at::empty({B, 3 * H}, x.options()), gh = at::empty({B, 3 * H}, x.options());
+  auto h_n = at::empty(h_.sizes(), x.options());
+  Tensor y = h_n.view({B, H});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_gru_cell_step", [&] {
     gru_cell_step_impl<scalar_t>(x.contiguous(), h.contiguous(), w_ih.contiguous(), w_hh.contiguous(),
-                                 contiguous_or_undefined(b_ih), contiguous_or_undefined(b_hh), gi, gh, h_n);
+                                 contiguous_or_undefined(b_ih), contiguous_or_undefined(b_hh), gi, gh, y);
   });
-  return h_n;
+  return {y, h_n};
 }
 
 }  // namespace
