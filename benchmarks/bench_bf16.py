@@ -1,9 +1,11 @@
 """bfloat16 benchmark: rnnkit's fused LSTM/GRU under `torch.autocast("cpu", dtype=torch.bfloat16)` against
-their own float32 time and against torch.nn.LSTM/GRU (oneDNN) in both precisions, CPU, one process.
+their own float32 time and against torch.nn.LSTM/GRU (oneDNN) in both precisions; the families torch.nn
+lacks (layer-norm LSTM/GRU, SRU, minGRU) against their own float32 time only. CPU, one process.
 
     .venv/bin/python benchmarks/bench_bf16.py                 # H=256 and 512, 1 and 2 threads, 7 rounds
     .venv/bin/python benchmarks/bench_bf16.py --quick         # H=256, 1 thread, 3 rounds
     .venv/bin/python benchmarks/bench_bf16.py --threads 1     # one thread count only
+    .venv/bin/python benchmarks/bench_bf16.py --families SRU MinGRU   # some families only
 
 Shapes (T, B, I=H): (100, 64, 256), (100, 64, 512). Every variant runs forward+backward
 (`out.float().sum().backward()`, the input requiring grad), interleaved in rounds (timing.bench_interleaved:
@@ -33,7 +35,9 @@ from rnnkit.backends.allocator import keep_freed_memory  # noqa: E402
 from timing import bench_interleaved, machine  # noqa: E402
 
 SHAPES = [(100, 64, 256), (100, 64, 512)]
-FAMILIES = {"LSTM": (rnnkit.LSTM, nn.LSTM), "GRU": (rnnkit.GRU, nn.GRU)}
+#: family -> (rnnkit layer, torch.nn peer or None)
+FAMILIES = {"LSTM": (rnnkit.LSTM, nn.LSTM), "GRU": (rnnkit.GRU, nn.GRU), "LayerNormLSTM": (rnnkit.LayerNormLSTM, None),
+            "LayerNormGRU": (rnnkit.LayerNormGRU, None), "SRU": (rnnkit.SRU, None), "MinGRU": (rnnkit.MinGRU, None)}
 
 
 def cpu_flags() -> List[str]:
@@ -59,18 +63,32 @@ def _fwd_bwd(layer: nn.Module, x: torch.Tensor, autocast: bool) -> Callable[[], 
 def bench_shape(family: str, T: int, B: int, H: int, reps: int) -> Dict[str, float]:
     torch.manual_seed(0)
     ours_cls, nn_cls = FAMILIES[family]
-    ours, peer = ours_cls(H, H, backend="fused"), nn_cls(H, H)
-    peer.load_state_dict(ours.state_dict())
+    ours = ours_cls(H, H, backend="fused")
     x = torch.randn(T, B, H, requires_grad=True)
-    fns = {"fused fp32": _fwd_bwd(ours, x, False), "fused autocast": _fwd_bwd(ours, x, True),
-           "nn fp32": _fwd_bwd(peer, x, False), "nn autocast": _fwd_bwd(peer, x, True)}
+    fns = {"fused fp32": _fwd_bwd(ours, x, False), "fused autocast": _fwd_bwd(ours, x, True)}
+    if nn_cls is not None:
+        peer = nn_cls(H, H)
+        peer.load_state_dict(ours.state_dict())
+        fns.update({"nn fp32": _fwd_bwd(peer, x, False), "nn autocast": _fwd_bwd(peer, x, True)})
     return {k: v["median"] for k, v in bench_interleaved(fns, reps=reps).items()}
+
+
+def report(n: int, family: str, shape: tuple, t: Dict[str, float]) -> str:
+    """One result line: medians, then the ratios (the nn ones where the family has a torch.nn peer)."""
+    ms = "  ".join(f"{k} {v * 1e3:7.1f}" for k, v in t.items())
+    line = f"{n} thr {family:13s} {shape}  {ms}  | fused ac/fp32 {t['fused autocast'] / t['fused fp32']:.2f}"
+    if "nn autocast" in t:
+        line += (f"  nn ac/fp32 {t['nn autocast'] / t['nn fp32']:.2f}"
+                 f"  fused ac / nn ac {t['fused autocast'] / t['nn autocast']:.2f}")
+    return line
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="H=256 only, 1 thread, 3 rounds")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
+                        help="families to run (default: all)")
     args = parser.parse_args(argv)
     keep_freed_memory()
     info = machine()
@@ -90,13 +108,9 @@ def main(argv=None) -> None:
     print("fwd+bwd medians in ms; ratios: autocast/fp32 (own), fused autocast / nn autocast")
     for n in threads:
         torch.set_num_threads(n)
-        for family in FAMILIES:
+        for family in args.families:
             for T, B, H in shapes:
-                t = bench_shape(family, T, B, H, reps)
-                ms = "  ".join(f"{k} {v * 1e3:7.1f}" for k, v in t.items())
-                print(f"{n} thr {family:4s} ({T},{B},{H})  {ms}  | fused ac/fp32 "
-                      f"{t['fused autocast'] / t['fused fp32']:.2f}  nn ac/fp32 {t['nn autocast'] / t['nn fp32']:.2f}"
-                      f"  fused ac / nn ac {t['fused autocast'] / t['nn autocast']:.2f}", flush=True)
+                print(report(n, family, (T, B, H), bench_shape(family, T, B, H, reps)), flush=True)
 
 
 if __name__ == "__main__":

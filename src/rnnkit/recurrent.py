@@ -27,6 +27,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import flat_names
 from .backends import registry
 from .backends.base import RunSpec, Zoneout, zoneout_step
+from .backends.step import inference_step, stack_layers, step_kernel
 from .cells.base import RecurrentCell, State
 from .errors import InputError, InputTypeError
 from .input_layout import Lengths, normalise_input
@@ -220,12 +221,20 @@ class Recurrent(nn.Module):
                       for s in self.state_sizes)
         return parts if len(parts) > 1 else parts[0]
 
+    def _first_parameter(self) -> Optional[Tensor]:
+        """next(self.parameters()): the layer's own first where it holds them (torch names), read without
+        building parameters()'s generator (step asks once per token)."""
+        for p in self._parameters.values():
+            if p is not None:
+                return p
+        return next(self.parameters(), None)
+
     def _param_device(self) -> Optional[torch.device]:
-        p = next(self.parameters(), None)
+        p = self._first_parameter()
         return p.device if p is not None else None
 
     def _param_dtype(self) -> Optional[torch.dtype]:
-        p = next(self.parameters(), None)
+        p = self._first_parameter()
         return p.dtype if p is not None else None
 
     # --------------------------------------------------------------- forward
@@ -282,43 +291,61 @@ class Recurrent(nn.Module):
         the end of the sequence first). Stochastic regularisation cannot be
         stepped (its masks are drawn per sequence), so in train() a layer with any
         dropout or zoneout raises; in eval() zoneout uses its expectation, as in
-        forward(). Runs the cells' own step (no fused backend): at one step the
-        per-call overhead, not the loop, is the cost.
+        forward(). Cells that are exactly torch's step in one compiled call (backends/step.py; under
+        torch.no_grad without Python checks: the kernels check, the checks below only name a mismatch).
         """
+        cells = tuple(self.cells)
+        reg = self.regularisation
+        if not (self.bidirectional or reg.zoneout_hidden or reg.zoneout_cell or (self.training and reg.active())):
+            quick = inference_step(cells, x_t, state)  # None where it does not apply, or on any mismatch
+            if quick is not None:
+                return quick[0], cells[0].pack_state(quick[1])
+        self._check_step_input(x_t, cells[0])
+        states = self._check_state(state, x_t.shape[0], x_t.unsqueeze(0), unbatched=False)
+        x = x_t
+        finals: List[Tuple[Tensor, ...]] = []
+        for cell, old in zip(cells, states):
+            x, new = self._step_cell(cell, x, old)
+            finals.append(new)
+        return x, cells[0].pack_state(stack_layers(finals))
+
+    def _check_step_input(self, x_t: Tensor, first: RecurrentCell) -> None:
+        """step's checks of the layer (unidirectional, nothing stochastic in train mode) and of x_t."""
         owner = type(self).__name__
         if self.bidirectional:
             raise InputError(f"{owner}.step needs a unidirectional layer: the reverse direction of a bidirectional "
                              f"layer starts at the end of the sequence, which a stream has not seen yet. Run "
                              f"forward() over the whole sequence instead.")
-        active = self.regularisation.active()
-        if self.training and active:
-            raise InputError(f"{owner}.step cannot draw per-sequence masks for {', '.join(active)} one step at a "
-                             f"time; call .eval() for inference (or train with forward())")
+        if self.training and self.regularisation.active():
+            raise InputError(f"{owner}.step cannot draw per-sequence masks for "
+                             f"{', '.join(self.regularisation.active())} one step at a time; call .eval() for "
+                             f"inference (or train with forward())")
         if not isinstance(x_t, Tensor):
             raise InputTypeError(f"{owner}.step expects x_t to be a Tensor; got {type(x_t).__name__}")
-        fd = self.cells[0].feature_dims
+        fd = first.feature_dims
         if x_t.dim() != 1 + fd or x_t.shape[-fd] != self.input_size:
             raise InputError(f"{owner}.step expects x_t of shape (batch, {self.input_size}), one time step; "
                              f"got {tuple(x_t.shape)}. For a whole sequence call the layer: layer(x, state).")
-        p_dtype, p_device = self._param_dtype(), self._param_device()
-        if p_dtype is not None and x_t.dtype != p_dtype:
-            raise InputTypeError(f"{owner}.step expects x_t of dtype {p_dtype} (the parameters' dtype); got {x_t.dtype}")
-        if p_device is not None and x_t.device != p_device:
-            raise InputError(f"{owner}.step expects x_t on {p_device} (where the parameters are); got {x_t.device}")
-        states = self._check_state(state, x_t.shape[0], x_t.unsqueeze(0), unbatched=False)
-        x = x_t
-        finals: List[Tuple[Tensor, ...]] = []
-        for cell, old in zip(self.cells, states):
-            with cell.using_weights(cell.held_weights()):  # a parametrized weight computed once per call
-                y, new = cell.step(cell.project(x), cell.pack_state(old))
-            new = cell.unpack_state(new)
-            keeps = self.regularisation.zoneout(cell, x, training=False)  # eval: the expectation p, or None
-            if any(keep is not None for keep in keeps):
-                y, new = zoneout_step(cell, y, new, old, keeps)
-            finals.append(new)
-            x = y
-        stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
-        return x, self.cells[0].pack_state(stacked)
+        p = self._first_parameter()
+        if p is not None and x_t.dtype != p.dtype:
+            raise InputTypeError(f"{owner}.step expects x_t of dtype {p.dtype} (the parameters' dtype); got {x_t.dtype}")
+        if p is not None and x_t.device != p.device:
+            raise InputError(f"{owner}.step expects x_t on {p.device} (where the parameters are); got {x_t.device}")
+
+    def _step_cell(self, cell: RecurrentCell, x: Tensor, old: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """One layer's step: torch's one-step kernel where the cell is exactly torch's and no zoneout
+        applies, else the cell's own project and step (then eval zoneout's expectation)."""
+        keeps = self.regularisation.zoneout(cell, x, training=False)  # eval: the expectation p, or None
+        zoneout = any(keep is not None for keep in keeps)
+        kernel = None if zoneout else step_kernel(cell)
+        if kernel is not None:
+            return kernel(cell, x, old)
+        with cell.using_weights(cell.held_weights()):  # a parametrized weight computed once per call
+            y, new = cell.step(cell.project(x), cell.pack_state(old))
+        new = cell.unpack_state(new)
+        if zoneout:
+            y, new = zoneout_step(cell, y, new, old, keeps)
+        return y, new
 
     def _run_to_longest(self, x: Tensor, states: Tuple[Tuple[Tensor, ...], ...],
                         lengths: Optional[Tensor]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
@@ -418,11 +445,12 @@ class Recurrent(nn.Module):
         """Split the user's state into one tuple of (B, S_k) tensors per layer and direction."""
         owner = type(self).__name__
         LD = self.num_layers * self.num_directions
-        n = len(self.state_sizes)
-        names = self.cells[0].state_names
+        first = next(iter(self.cells))  # (ModuleList indexing is slow; step calls this once per token)
+        sizes, names = first.state_sizes, first.state_names
+        n = len(sizes)
         spatial = tuple(x.shape[3:])  # cells with feature_dims > 1 keep the input's trailing axes in their state
         if state is None:
-            zeros = tuple(x.new_zeros(LD, B, s, *spatial) for s in self.state_sizes)
+            zeros = tuple(x.new_zeros(LD, B, s, *spatial) for s in sizes)
             return tuple(tuple(z[k] for z in zeros) for k in range(LD))
         parts = state if isinstance(state, (tuple, list)) else (state,)
         if n == 1 and isinstance(state, (tuple, list)):
@@ -432,7 +460,7 @@ class Recurrent(nn.Module):
             raise InputTypeError(f"{owner} expects the initial state as a tuple of {n} tensors {names}; got "
                             f"{'a single tensor' if isinstance(state, Tensor) else f'{len(parts)} items'}")
         checked = []
-        for name, part, size in zip(names, parts, self.state_sizes):
+        for name, part, size in zip(names, parts, sizes):
             if not isinstance(part, Tensor):
                 raise InputTypeError(f"{owner}: initial state {name} must be a Tensor; got {type(part).__name__}")
             expected = ((LD, size) if unbatched else (LD, B, size)) + spatial

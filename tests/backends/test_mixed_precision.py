@@ -1,9 +1,10 @@
 """bfloat16 on the fused backend: under `torch.autocast("cpu", dtype=torch.bfloat16)` and with bfloat16
 parameters and inputs, every family runs its fused kernels (no crash, no fall back to the reference loop).
 
-What runs in bfloat16 is the input projection's GEMM (float32 accumulation) and, for the LSTM, GRU and
-Elman families under bfloat16, the per-step recurrent GEMMs (W_hh, W_hr, forward and backward); cell
-state and gate math stay float32, and results come back in bfloat16 as autocast expects.
+What runs in bfloat16 is the input projection's GEMM (float32 accumulation) and, for the families with a
+recurrent matrix (LSTM, GRU, Elman, layer-norm LSTM/GRU) under bfloat16, the per-step recurrent GEMMs (W_hh,
+W_hr, forward and backward); cell state, gate math and layer-norm statistics stay float32, and results come
+back in bfloat16 as autocast expects.
 
 The bound is derived from bfloat16 rounding, not tuned: a float64 reference run on the GEMMs'
 operands perturbed as bfloat16 perturbs them (rounded to bfloat16 under autocast; nudged by one bfloat16
@@ -41,7 +42,8 @@ def _error(actual: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 #: families whose time loop runs the recurrent GEMMs in bfloat16 (their recurrent weights are rounded too)
-BF16_RECURRENT = ("LSTM", "PeepholeLSTM", "GRU", "GRU_BEFORE", "RNN_TANH", "RNN_RELU")
+BF16_RECURRENT = ("LSTM", "PeepholeLSTM", "GRU", "GRU_BEFORE", "RNN_TANH", "RNN_RELU", "LayerNormLSTM",
+                  "LayerNormGRU")
 
 
 def _rounded_operands(cfg: LayerConfig) -> tuple:
@@ -55,11 +57,17 @@ def _rounded(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.bfloat16).double()
 
 
-def _nudged(tensor: torch.Tensor) -> torch.Tensor:
-    """Each entry moved by one bfloat16 half-ulp (relative 2^-9), up or down at random (seeded)."""
+def _nudged(tensor: torch.Tensor, half_ulps: int = 1) -> torch.Tensor:
+    """Each entry moved by `half_ulps` bfloat16 half-ulps (relative 2^-9 each), up or down at random (seeded)."""
     g = torch.Generator().manual_seed(tensor.numel())
     sign = torch.randint(0, 2, tensor.shape, generator=g).double() * 2 - 1
-    return tensor.double() * (1 + sign * 2.0 ** -9)
+    return tensor.double() * (1 + sign * half_ulps * 2.0 ** -9)
+
+
+def _nudged_twice(tensor: torch.Tensor) -> torch.Tensor:
+    """A recurrent weight of bfloat16 values: its per-step products also round the float32 state to bfloat16,
+    so each product term a_k w_k carries two roundings, (1 + δa)(1 + δw) ≈ 1 + δa + δw: two half-ulps."""
+    return _nudged(tensor, 2)
 
 
 def _check(actual: dict, truth: dict, perturbed: dict, context: str) -> None:
@@ -70,17 +78,22 @@ def _check(actual: dict, truth: dict, perturbed: dict, context: str) -> None:
         assert error <= bound, f"{context} {key}: error {error:.3g} > bound {bound:.3g}"
 
 
-def _truths(cfg: LayerConfig, layer, data, perturb) -> tuple:
-    """(float64 reference on the same values, float64 reference on the bfloat16 GEMMs' operands perturbed)."""
+def _truths(cfg: LayerConfig, layer, data, perturb, perturb_recurrent=None) -> tuple:
+    """(float64 reference on the same values, float64 reference on the bfloat16 GEMMs' operands perturbed;
+    the recurrent weights by `perturb_recurrent` where given)."""
     operands = _rounded_operands(cfg)
+    recurrent = [n for n in ("weight_hh", "weight_hr") if n in operands]
     cfg64 = LayerConfig(**{**cfg.__dict__, "dtype": torch.float64})
     results = []
     for rounded in (False, True):
         ref = cfg64.build("reference")
         state = {k: v.double() for k, v in layer.state_dict().items()}
         if rounded:
-            state = {k: perturb(v) if any(k.startswith(n) or f".{n}" in k for n in operands) else v
-                     for k, v in state.items()}
+            def named(k: str, names) -> bool:
+                return any(k.startswith(n) or f".{n}" in k for n in names)
+
+            state = {k: (perturb_recurrent or perturb)(v) if named(k, recurrent) else perturb(v) if named(k, operands)
+                     else v for k, v in state.items()}
         ref.load_state_dict(state)
         batch = make_batch(cfg64, 6, 3, lengths=[6, 3, 4], with_state=True)
         batch.x = perturb(data.x) if rounded else data.x.double()
@@ -114,7 +127,7 @@ def test_bf16_parameters_run_fused(mode: str) -> None:
     assert actual["output"].dtype == torch.bfloat16
     assert all(p.grad.dtype == torch.bfloat16 for p in layer.parameters())
     # parameters and inputs are bfloat16 values already: the float64 run on them is the truth itself
-    truth, perturbed = _truths(cfg, layer, data, _nudged)
+    truth, perturbed = _truths(cfg, layer, data, _nudged, _nudged_twice)
     _check(actual, truth, perturbed, f"{mode} bf16 parameters")
 
 
@@ -180,6 +193,23 @@ def _gru_elman_steps(w_hh: torch.Tensor, u: torch.Tensor, h0: torch.Tensor) -> l
                                          None, None, False)]
 
 
+def _layernorm_steps(w_hh: torch.Tensor, u: torch.Tensor, h0: torch.Tensor) -> list:
+    """Forward and backward outputs of the layer-norm LSTM kernels (W_hh (4H, H), u (T, B, 4H)) and the
+    layer-norm GRU's (its first 3H rows of W_hh and of u), gains 1 and cell bias 0."""
+    from rnnkit.backends.fused_ops import ops
+
+    H = h0.shape[1]
+    ones, zeros = torch.ones(4 * H), torch.zeros(H)
+    y, h_n, c_n, gates, rn, cs, chat, rstd = ops.ln_lstm_forward(u, w_hh, ones, ones[:H], zeros, h0, h0, None,
+                                                                 None, None, None)
+    out = [y, c_n, *ops.ln_lstm_backward(torch.ones_like(y), torch.zeros_like(h0), torch.zeros_like(h0), gates, rn,
+                                         cs, chat, rstd, w_hh, ones, ones[:H], zeros, None, None, None, None)]
+    u3, w3 = u[..., :3 * H].contiguous(), w_hh[:3 * H].contiguous()
+    y, h_n, gates, en, rstd = ops.ln_gru_forward(u3, w3, ones[:3 * H], None, h0, None, None, None)
+    return out + [y, *ops.ln_gru_backward(torch.ones_like(y), torch.zeros_like(h0), gates, en, rstd, y, h0, w3,
+                                          ones[:3 * H], None, None, None)]
+
+
 def test_forced_route_widens_bf16_weight() -> None:
     """Where a float32 route is forced (as where the CPU lacks bfloat16 units), a bfloat16 W_hh runs as its
     exact float32 widening: the same bits as the float32 kernel on that weight (LSTM, GRU, Elman)."""
@@ -223,3 +253,27 @@ def test_autocast_lstm_with_projection() -> None:
     assert all(p.grad.dtype == torch.float32 for p in layer.parameters())
     truth, perturbed = _truths(cfg, layer, data, _rounded)
     _check(actual, truth, perturbed, "LSTM proj autocast")
+
+
+def test_layernorm_kernels_take_bf16_weight() -> None:
+    """The layer-norm LSTM and GRU kernels take a bfloat16 W_hh (they crashed on one): on a forced float32
+    route as its exact float32 widening (same bits); on the auto route within a bfloat16 rounding of it
+    (layer norm rescales the product to unit spread, so the bound is relative to 1: both operands rounded,
+    2^-8 each, summed over H = 24 terms of size ~1/sqrt(H), through slopes <= 1, gives well under 2^-4;
+    a wrong row block is off by O(1)), and really in bfloat16 where the CPU has bfloat16 units."""
+    from rnnkit.backends import set_step_gemm
+
+    g = torch.Generator().manual_seed(2)
+    u, h0 = torch.randn(4, 8, 96, generator=g), torch.randn(8, 24, generator=g)
+    w = (torch.randn(96, 24, generator=g) / 24 ** 0.5).bfloat16()
+    try:
+        set_step_gemm("blas")
+        for i, (a, b) in enumerate(zip(_layernorm_steps(w, u, h0), _layernorm_steps(w.float(), u, h0))):
+            assert torch.equal(a, b), i
+    finally:
+        set_step_gemm("auto")
+    got, expected = _layernorm_steps(w, u, h0), _layernorm_steps(w.float(), u, h0)
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert float((a - b).abs().max()) <= 2.0 ** -4 * max(1.0, float(b.abs().max())), i
+    if extension.bf16_step_gemm():
+        assert not torch.equal(got[0], expected[0])

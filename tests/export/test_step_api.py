@@ -120,3 +120,70 @@ def test_step_on_a_batch_first_stack_as_the_forecaster_decodes() -> None:
         ys.append(y)
     assert_close(torch.stack(ys, 1), y_ref, torch.float32)
     assert_close(state, s_ref, torch.float32)
+
+
+def _op_names(fn) -> set:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.name for event in prof.events()}
+
+
+@pytest.mark.parametrize("mode,op", [("LSTM", "rnnkit::lstm_cell_step"), ("GRU", "rnnkit::gru_cell_step")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_step_runs_compiled_kernel_and_equals_forward(mode: str, op: str, dtype: torch.dtype) -> None:
+    """Under torch.no_grad a torch-shaped LSTM/GRU stack steps through rnnkit's one-step kernel (one call per
+    layer, csrc/step.cpp) and still gives forward()'s numbers, two layers, a batch of 3, a given start state."""
+    from rnnkit.backends import extension
+
+    if extension.load() is not None:
+        pytest.skip("fused kernels unavailable")
+    cfg = LayerConfig(mode=mode, input_size=3, hidden_size=5, num_layers=2, dtype=dtype)
+    layer = cfg.build("reference").eval()
+    x = torch.randn(6, 3, 3, dtype=dtype)
+    start = tuple(0.5 * torch.randn(2, 3, 5, dtype=dtype) for _ in cfg.state_sizes)
+    start = start if len(start) > 1 else start[0]
+    with torch.no_grad():
+        y_ref, s_ref = layer(x, start)
+        y, s = _stream(layer, x, start)
+        assert op in _op_names(lambda: layer.step(x[0], start))
+    assert_close(y, y_ref, dtype)
+    for a, b in zip(_as_tuple(s), _as_tuple(s_ref)):
+        assert_close(a, b, dtype)
+
+
+def test_inference_step_mismatches_are_named_by_the_checks() -> None:
+    """The unchecked inference path hands every operand mismatch to step's own checks (no RuntimeError from
+    the kernel reaches the user): wrong width, dtype, state shape, a state that is not a tuple."""
+    layer = rnnkit.LSTM(3, 4, num_layers=2).eval()
+    state = layer.initial_state(2)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"shape \(batch, 3\)"):
+            layer.step(torch.randn(2, 5), state)
+        with pytest.raises(TypeError, match="dtype"):
+            layer.step(torch.randn(2, 3, dtype=torch.float64), state)
+        with pytest.raises(ValueError, match=r"initial state h must have shape \(2, 2, 4\)"):
+            layer.step(torch.randn(2, 3), (torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)))
+        with pytest.raises(TypeError, match="tuple of 2"):
+            layer.step(torch.randn(2, 3), state[0])
+
+
+def test_lm_step_and_greedy_sampling_equal_full_forward() -> None:
+    """RecurrentLM.step (what `sample` runs per token) gives forward()'s logits, and greedy sampling (top_k=1)
+    picks the argmax of a full forward over everything so far at every token."""
+    from rnnkit.models.char_lm import sample
+
+    torch.manual_seed(3)
+    model = RecurrentLM(LMConfig(vocab_size=11, cell="gru", hidden_size=8, num_layers=2, embedding_size=5)).eval()
+    tokens = torch.randint(0, 11, (7, 2))
+    with torch.no_grad():
+        logits_ref, _ = model(tokens)
+        state = None
+        for t in range(7):
+            logits, state = model.step(tokens[t], state)
+            assert_close(logits, logits_ref[t], torch.float32)
+    prime = [1, 2, 3]
+    got = list(sample(model, prime, 6, top_k=1))
+    with torch.no_grad():
+        for i, token in enumerate(got):
+            full, _ = model(torch.tensor(prime + got[:i]).view(-1, 1))
+            assert token == int(full[-1, 0].argmax())

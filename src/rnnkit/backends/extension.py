@@ -40,7 +40,7 @@ log = logging.getLogger("rnnkit")
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 #: translation units, one per cell family; common.h is shared.
-SOURCES = ("lstm.cpp", "gru.cpp", "elman.cpp", "layernorm.cpp", "elementwise.cpp")
+SOURCES = ("lstm.cpp", "gru.cpp", "elman.cpp", "layernorm.cpp", "elementwise.cpp", "step.cpp")
 
 #: how long a process waits for another one's build before falling back to the reference backend
 BUILD_WAIT_SECONDS = 180.0

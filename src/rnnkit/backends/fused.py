@@ -133,7 +133,7 @@ def _run_ln_lstm(spec: RunSpec) -> Result:
     u = _cell_projection(spec)  # LN(W_ih x; γ_ih) + b, (T, B, 4H)
     zh, zc = _keeps(spec, T, B)
     h0, c0 = spec.state
-    y, h_n, c_n, *_ = ops.ln_lstm_forward(u, spec.weight("weight_hh"), cell.ln_hh_weight, cell.ln_cell_weight,
+    y, h_n, c_n, *_ = ops.ln_lstm_forward(u, _recurrent(spec, spec.weight("weight_hh")), cell.ln_hh_weight, cell.ln_cell_weight,
                                           cell.ln_cell_bias, h0, c0, lengths, rmask, zh, zc)
     return y, (h_n, c_n)
 
@@ -145,7 +145,7 @@ def _run_ln_gru(spec: RunSpec) -> Result:
     T, B, lengths, rmask = _common(spec)
     u = _cell_projection(spec)  # LN(W_ih x; γ_ih) + b_ih, (T, B, 3H)
     (zh,) = _keeps(spec, T, B)
-    y, h_n, *_ = ops.ln_gru_forward(u, spec.weight("weight_hh"), cell.ln_hh_weight, cell.bias_hh, spec.state[0],
+    y, h_n, *_ = ops.ln_gru_forward(u, _recurrent(spec, spec.weight("weight_hh")), cell.ln_hh_weight, cell.bias_hh, spec.state[0],
                                     lengths, rmask, zh)
     return y, (h_n,)
 
@@ -305,8 +305,8 @@ class FusedBackend:
         if low is None:
             return self._run(spec)
         # Mixed precision (autocast, or half-precision parameters and inputs): the input projection's GEMM
-        # in `low` with float32 accumulation; for the LSTM, GRU and Elman families under bfloat16 the
-        # per-step recurrent GEMMs too (_recurrent); the rest of the time loop, cell state and gate math
+        # in `low` with float32 accumulation; for the families with a recurrent matrix (LSTM, GRU, Elman,
+        # layer-norm LSTM/GRU) under bfloat16 the per-step recurrent GEMMs too (_recurrent); the rest of the time loop, cell state and gate math
         # in float32 (the kernels' own), outputs and final state in `low` as autocast expects.
         with torch.autocast("cpu", enabled=False):
             weights = _float32_weights(spec)

@@ -64,6 +64,10 @@ _SCHEMAS = {
     "mingru_backward": "(Tensor dy, Tensor dh_n, Tensor u, Tensor y, Tensor h0, Tensor? lengths, Tensor? zh) "
                        "-> (Tensor, Tensor)",
     "input_projection": "(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
+    # one step of torch's LSTM / GRU cell for streaming inference (no autograd: see backends/step.py)
+    "lstm_cell_step": "(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+                      "-> (Tensor, Tensor, Tensor)",
+    "gru_cell_step": "(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor, Tensor)",
 }
 for _name, _schema in _SCHEMAS.items():
     _LIB.define(_name + _schema)
@@ -349,7 +353,7 @@ def _ln_lstm_backward(ctx, dy, dh_n, dc_n, *_unused):
     dy, dh_n, dc_n = _zeros_if_none(dy, y), _zeros_if_none(dh_n, h0), _zeros_if_none(dc_n, cs[0])
     du, dr, dh0, dc0, dg_hh, dg_c, db_c = ops.ln_lstm_backward(dy, dh_n, dc_n, gates, rn, cs, chat, rstd, w_hh, g_hh,
                                                                g_c, b_c, lengths, rmask, zh, zc)
-    d_w_hh = _grad_w_hh(dr, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dr, h0, y, rmask)) if ctx.needs_input_grad[1] else None
     return du, d_w_hh, dg_hh, dg_c, db_c, dh0, dc0, None, None, None, None
 
 
@@ -385,7 +389,7 @@ def _ln_gru_backward(ctx, dy, dh_n, *_unused):
     w_hh, g_hh, h0, lengths, rmask, zh, y, gates, en, rstd = ctx.saved_tensors
     dy, dh_n = _zeros_if_none(dy, y), _zeros_if_none(dh_n, h0)
     du, dq, dh0, dg_hh, db_hh = ops.ln_gru_backward(dy, dh_n, gates, en, rstd, y, h0, w_hh, g_hh, lengths, rmask, zh)
-    d_w_hh = _grad_w_hh(dq, h0, y, rmask) if ctx.needs_input_grad[1] else None
+    d_w_hh = _grad_w_hh(*_in_dtype(w_hh, dq, h0, y, rmask)) if ctx.needs_input_grad[1] else None
     return du, d_w_hh, dg_hh, (db_hh if ctx.has_bias else None), dh0, None, None, None
 
 
@@ -449,6 +453,17 @@ def _mingru_backward(ctx, dy, dh_n):
 
 
 _register_autograd("rnnkit::mingru_forward", _mingru_backward, setup_context=_mingru_setup)
+
+
+# -------------------------------------------------------- one inference step
+@torch.library.register_fake("rnnkit::lstm_cell_step")
+def _lstm_cell_step_fake(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    return x.new_empty(x.shape[0], h.shape[-1]), torch.empty_like(h), torch.empty_like(c)
+
+
+@torch.library.register_fake("rnnkit::gru_cell_step")
+def _gru_cell_step_fake(x, h, w_ih, w_hh, b_ih, b_hh):
+    return x.new_empty(x.shape[0], h.shape[-1]), torch.empty_like(h)
 
 
 def zoneout_keep(z, T: int, B: int, S: int, like: Tensor) -> Optional[Tensor]:

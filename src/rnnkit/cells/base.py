@@ -87,7 +87,9 @@ class RecurrentCell(nn.Module):
         if linked is None:
             return {}
         owner, names = linked
-        return {param: getattr(owner, owner_name) for param, owner_name in names.items()}
+        plain = owner._parameters  # read directly (Module.__getattr__ is slow; step reads these per token);
+        # a parametrized or pruned weight is not there and goes through getattr, which applies it
+        return {param: plain[name] if name in plain else getattr(owner, name) for param, name in names.items()}
 
     @contextlib.contextmanager
     def using_weights(self, weights: Dict[str, Tensor]) -> Iterator[None]:

@@ -8,6 +8,10 @@
 // GRU:   e = γ_hh ⊙ LN(hm W_hh^T) + b_hh (B,3H);  r = σ(u_r + e_r), z = σ(u_z + e_z),
 //        n = tanh(u_n + r ⊙ e_n);  h~ = (1 − z) ⊙ n + z ⊙ h_{t-1};  zoneout;  y_t = h_t
 //
+// Mixed precision: w_hh may be bfloat16 with everything else float32 (the recurrent GEMMs then run in
+// bfloat16 with float32 accumulation, StepGemm's Bf16 route); layer-norm statistics, gates and state stay
+// float32.
+//
 // Buffers, LSTM (G = 4H):
 //   forward  in : u (T,B,G), w_hh (G,H), g_hh (G), g_c (H), b_c (H), h0, c0 (B,H), lengths?, rmask?, zh?, zc?
 //            out: y (T,B,H), h_n, c_n (B,H), gates (T,B,G) activated, rn (T,B,G) = r^, cs (T+1,B,H),
@@ -68,7 +72,6 @@ void ln_lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& g_h
   const int64_t T = u.size(0), B = u.size(1), G = u.size(2), H = G / 4;
   const auto opts = u.options();
   const R* up = u.data_ptr<R>();
-  const R* W = w_hh.data_ptr<R>();
   const R* gh = g_hh.data_ptr<R>();
   const R* gc = g_c.data_ptr<R>();
   const R* bc = b_c.data_ptr<R>();
@@ -88,7 +91,7 @@ void ln_lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& g_h
   Tensor ct_buf = at::empty({B, H}, opts);
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
   R* ctb = ct_buf.data_ptr<R>();
-  const StepGemm<R> rec_gemm(true, G, H, W, H, B);  // (h ⊙ rmask) W_hh^T
+  const StepGemm<R> rec_gemm(true, G, H, w_hh, 0, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     R* gt = gp + t * B * G;
@@ -150,7 +153,6 @@ void ln_lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& 
                            Tensor& dgh_rows, Tensor& dgc_rows, Tensor& dbc_rows) {
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
   const auto opts = gates.options();
-  const R* W = w_hh.data_ptr<R>();
   const R* gh = g_hh.data_ptr<R>();
   const R* gc = g_c.data_ptr<R>();
   const R* bc = b_c.data_ptr<R>();
@@ -175,7 +177,7 @@ void ln_lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& 
   Tensor rec_buf = rm ? at::empty({B, H}, opts) : Tensor();
   R* tmp = tmp_buf.data_ptr<R>();
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
-  const StepGemm<R> back_gemm(false, H, G, W, H, B);  // ∂L/∂(W_hh h) W_hh
+  const StepGemm<R> back_gemm(false, H, G, w_hh, 0, H, B);  // ∂L/∂(W_hh h) W_hh
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* drt = drp + t * B * G;
@@ -248,7 +250,6 @@ void ln_gru_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& g_hh
   const int64_t T = u.size(0), B = u.size(1), G = u.size(2), H = G / 3;
   const auto opts = u.options();
   const R* up = u.data_ptr<R>();
-  const R* W = w_hh.data_ptr<R>();
   const R* gh = g_hh.data_ptr<R>();
   MaybeVec<R> bias(b_hh, G, opts);
   const R* bh = bias.p;
@@ -265,7 +266,7 @@ void ln_gru_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& g_hh
   Tensor w_buf = at::empty({B, G}, opts);
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
   R* w = w_buf.data_ptr<R>();
-  const StepGemm<R> rec_gemm(true, G, H, W, H, B);  // (h ⊙ rmask) W_hh^T
+  const StepGemm<R> rec_gemm(true, G, H, w_hh, 0, H, B);  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
     const int64_t nb = steps.active(t);
     if (rm)
@@ -309,7 +310,6 @@ void ln_gru_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& e
                           Tensor& dh, Tensor& dgh_rows, Tensor& dbh_rows) {
   const int64_t T = gates.size(0), B = gates.size(1), H = h0.size(1), G = 3 * H;
   const auto opts = gates.options();
-  const R* W = w_hh.data_ptr<R>();
   const R* gh = g_hh.data_ptr<R>();
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
   Keep<R> zh(zh_, H, opts);
@@ -327,7 +327,7 @@ void ln_gru_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& e
   R* dbhp = dbh_rows.data_ptr<R>();
   Tensor rec_buf = rm ? at::empty({B, H}, opts) : Tensor();
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
-  const StepGemm<R> back_gemm(false, H, G, W, H, B);  // ∂L/∂(W_hh h) W_hh
+  const StepGemm<R> back_gemm(false, H, G, w_hh, 0, H, B);  // ∂L/∂(W_hh h) W_hh
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t nb = steps.active(t);
     R* dqt = dqp + t * B * G;

@@ -88,6 +88,12 @@ class RecurrentLM(nn.Module):
         y, state = self.rnn(self.embed(tokens), state)  # (T, B, H)
         return (self.head(self.drop(y)) if logits else None), state
 
+    def step(self, tokens: Tensor, state=None):
+        """One time step for generation: tokens (B,) int64 -> (logits (B, V), state), through the recurrent
+        stack's `step` (one call per layer, no sequence machinery); the same numbers as forward() on (1, B)."""
+        y, state = self.rnn.step(self.embed(tokens), state)  # (B, H)
+        return self.head(self.drop(y)), state
+
 
 def reset_rows(state, reset: Optional[Tensor]):
     """Zero the state rows of streams that start a new document; state is (L, B, S) per tensor."""
@@ -148,12 +154,13 @@ def sample(model: RecurrentLM, prime: Sequence[int], length: int, *, temperature
     device = model.head.weight.device
     try:
         tokens = torch.tensor(list(prime), dtype=torch.int64, device=device).view(-1, 1)  # (T, 1)
-        logits, state = model(tokens)
+        logits, state = model(tokens)  # the prime as one sequence
         last = logits[-1, 0]
+        current = torch.empty(1, dtype=torch.int64, device=device)
         for _ in range(length):
             token = int(sample_next(last.float(), temperature, top_k, top_p, generator))
             yield token
-            logits, state = model(torch.tensor([[token]], device=device), state)
-            last = logits[-1, 0]
+            logits, state = model.step(current.fill_(token), state)  # one step per token (Recurrent.step)
+            last = logits[0]
     finally:
         model.train(was_training)
