@@ -15,7 +15,7 @@ B = len(sorted_indices) and N = len(data) only.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -171,3 +171,50 @@ def _repack_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
     b = n - (ends - batch_sizes)[t]
     data = out.reshape(T * B, *out.shape[2:])[t * B + b]
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def split_state(state: Any, B: int, x: Tensor, unbatched: bool, LD: int, sizes: Sequence[int],
+                names: Sequence[str], owner: str) -> Tuple[Tuple[Tensor, ...], ...]:
+    """A layer's initial state (None: zeros) checked and split into one tuple of (B, S_k) tensors per
+    layer and direction (LD of them); `sizes` and `names` are the cell's state sizes and names."""
+    n = len(sizes)
+    spatial = tuple(x.shape[3:])  # cells with feature_dims > 1 keep the input's trailing axes in their state
+    if state is None:
+        zeros = tuple(x.new_zeros(LD, B, s, *spatial) for s in sizes)
+        return tuple(tuple(z[k] for z in zeros) for k in range(LD))
+    parts = state if isinstance(state, (tuple, list)) else (state,)
+    if n == 1 and isinstance(state, (tuple, list)):
+        raise InputTypeError(f"{owner} expects the initial state as one tensor ({names[0]}); got a "
+                             f"{type(state).__name__} of {len(state)}")
+    if len(parts) != n:
+        raise InputTypeError(f"{owner} expects the initial state as a tuple of {n} tensors {names}; got "
+                             f"{'a single tensor' if isinstance(state, Tensor) else f'{len(parts)} items'}")
+    checked = []
+    for name, part, size in zip(names, parts, sizes):
+        if not isinstance(part, Tensor):
+            raise InputTypeError(f"{owner}: initial state {name} must be a Tensor; got {type(part).__name__}")
+        expected = ((LD, size) if unbatched else (LD, B, size)) + spatial
+        if tuple(part.shape) != expected:
+            hint = ("(num_layers * num_directions, batch, size) — states are never batch-first, "
+                    "as in torch.nn" if not unbatched else "(num_layers * num_directions, size) for unbatched input")
+            raise InputError(f"{owner}: initial state {name} must have shape {expected} {hint}; "
+                             f"got {tuple(part.shape)}")
+        if part.dtype != x.dtype and autocast_pair(x, part):
+            part = part.to(x.dtype)  # a state carried out of an autocast run comes back in its dtype
+        elif part.dtype != x.dtype:
+            raise InputTypeError(f"{owner}: initial state {name} must have dtype {x.dtype} like the input; "
+                                 f"got {part.dtype}")
+        if part.device != x.device:
+            raise InputError(f"{owner}: initial state {name} must be on {x.device} like the input; "
+                             f"got {part.device}")
+        checked.append(part.unsqueeze(1) if unbatched else part)
+    return tuple(tuple(c[k] for c in checked) for k in range(LD))
+
+
+def autocast_pair(x: Tensor, state: Tensor) -> bool:
+    """Whether autocast is on for x's device and x and the state are float32 and the autocast dtype (in
+    either order): a truncated-BPTT carry under autocast hands back the previous chunk's bfloat16 state."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return False
+    return {x.dtype, state.dtype} <= {torch.float32, torch.get_autocast_dtype(device)}

@@ -30,7 +30,7 @@ from .backends.base import RunSpec, Zoneout, zoneout_step
 from .backends.step import inference_step, stack_layers, step_kernel
 from .cells.base import RecurrentCell, State
 from .errors import InputError, InputTypeError
-from .input_layout import Lengths, normalise_input
+from .input_layout import Lengths, normalise_input, split_state
 from .regularisation import Regularisation, regularisation_attributes
 
 CellFactory = Callable[[int], RecurrentCell]
@@ -443,42 +443,9 @@ class Recurrent(nn.Module):
     def _check_state(self, state: Optional[State], B: int, x: Tensor,
                      unbatched: bool) -> Tuple[Tuple[Tensor, ...], ...]:
         """Split the user's state into one tuple of (B, S_k) tensors per layer and direction."""
-        owner = type(self).__name__
-        LD = self.num_layers * self.num_directions
         first = next(iter(self.cells))  # (ModuleList indexing is slow; step calls this once per token)
-        sizes, names = first.state_sizes, first.state_names
-        n = len(sizes)
-        spatial = tuple(x.shape[3:])  # cells with feature_dims > 1 keep the input's trailing axes in their state
-        if state is None:
-            zeros = tuple(x.new_zeros(LD, B, s, *spatial) for s in sizes)
-            return tuple(tuple(z[k] for z in zeros) for k in range(LD))
-        parts = state if isinstance(state, (tuple, list)) else (state,)
-        if n == 1 and isinstance(state, (tuple, list)):
-            raise InputTypeError(f"{owner} expects the initial state as one tensor ({names[0]}); got a "
-                            f"{type(state).__name__} of {len(state)}")
-        if len(parts) != n:
-            raise InputTypeError(f"{owner} expects the initial state as a tuple of {n} tensors {names}; got "
-                            f"{'a single tensor' if isinstance(state, Tensor) else f'{len(parts)} items'}")
-        checked = []
-        for name, part, size in zip(names, parts, sizes):
-            if not isinstance(part, Tensor):
-                raise InputTypeError(f"{owner}: initial state {name} must be a Tensor; got {type(part).__name__}")
-            expected = ((LD, size) if unbatched else (LD, B, size)) + spatial
-            if tuple(part.shape) != expected:
-                hint = ("(num_layers * num_directions, batch, size) — states are never batch-first, "
-                        "as in torch.nn" if not unbatched else "(num_layers * num_directions, size) for unbatched input")
-                raise InputError(f"{owner}: initial state {name} must have shape {expected} {hint}; "
-                                 f"got {tuple(part.shape)}")
-            if part.dtype != x.dtype and autocast_pair(x, part):
-                part = part.to(x.dtype)  # a state carried out of an autocast run comes back in its dtype
-            elif part.dtype != x.dtype:
-                raise InputTypeError(f"{owner}: initial state {name} must have dtype {x.dtype} like the input; "
-                                f"got {part.dtype}")
-            if part.device != x.device:
-                raise InputError(f"{owner}: initial state {name} must be on {x.device} like the input; "
-                                 f"got {part.device}")
-            checked.append(part.unsqueeze(1) if unbatched else part)
-        return tuple(tuple(c[k] for c in checked) for k in range(LD))
+        return split_state(state, B, x, unbatched, self.num_layers * self.num_directions, first.state_sizes,
+                           first.state_names, type(self).__name__)
 
     def extra_repr(self) -> str:
         parts = [f"num_layers={self.num_layers}"]
@@ -500,12 +467,3 @@ def _reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
     index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
     return x.gather(0, index.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x))
-
-
-def autocast_pair(x: Tensor, state: Tensor) -> bool:
-    """Whether autocast is on for x's device and x and the state are float32 and the autocast dtype (in
-    either order): a truncated-BPTT carry under autocast hands back the previous chunk's bfloat16 state."""
-    device = x.device.type
-    if not torch.is_autocast_enabled(device):
-        return False
-    return {x.dtype, state.dtype} <= {torch.float32, torch.get_autocast_dtype(device)}
