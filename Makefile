@@ -41,7 +41,7 @@ demo: $(STAMP_BASE)
 	@$(PY) -m rnnkit plot $(DEMO_RUN)
 
 demo-adding: $(STAMP_BASE)
-	$(PY) -m rnnkit.experiments.adding
+	$(PY) -m rnnkit experiment adding
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -n 2 -m "not slow" tests/

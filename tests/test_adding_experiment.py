@@ -10,7 +10,8 @@ import torch
 
 from rnnkit.data.synthetic import ADDING_BASELINE_MSE
 from rnnkit.experiments import adding
-from rnnkit.experiments.adding import AddingConfig, AddingModel, AddingTask, parse_args, train_cell
+from rnnkit.experiments.adding import AddingConfig, AddingExperimentSettings, AddingModel, AddingTask, train_cell
+from rnnkit.errors import InputError
 from rnnkit.training import TrainConfig, Trainer
 
 
@@ -59,16 +60,13 @@ def test_gru_learns_a_short_adding_problem():
 def test_run_writes_table_plot_and_results(tmp_path, capsys):
     config = AddingConfig(cells=("rnn", "sru"), seq_len=6, hidden_size=4, batch_size=4,
                           seconds_per_cell=60.0, max_steps=3, out=str(tmp_path / "out"))
-    curves = adding.run(config, progress=False)
-    printed = capsys.readouterr().out
+    results = adding.compare(config, progress=False)
     for title in ("Elman RNN", "SRU", "predict 1.0", "0.1667"):
-        assert title in printed
+        assert title in results["markdown"]
     png = (tmp_path / "out" / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [c["cell"] for c in results["curves"]] == ["rnn", "sru"]
-    assert results["curves"][0]["mse"] == curves[0].mse
-    assert all(c.steps[-1] == 3 for c in curves)
+    assert all(c["steps"][-1] == 3 for c in results["curves"])
 
 
 def test_cells_train_through_the_shared_trainer(monkeypatch):
@@ -123,24 +121,24 @@ def test_time_budget_stops_each_cell(monkeypatch):
     assert curve.seconds == [0.0, 2.0, 4.0, 6.0]
 
 
-def test_cli_defaults_and_parsing():
-    config = parse_args([])
-    assert config.seq_len >= 100 and config.cells == ("rnn", "lstm", "peephole", "gru", "sru")
-    config = parse_args(["--T", "150", "--cells", "gru, lstm", "--seconds-per-cell", "5", "--out", "x"])
-    assert (config.seq_len, config.cells, config.seconds_per_cell, config.out) == (150, ("gru", "lstm"), 5.0, "x")
+def test_settings_defaults_and_the_command_line(tmp_path, capsys):
+    from rnnkit.cli import main
+    s = AddingExperimentSettings()
+    assert s.seq_len >= 100 and s.cell_names() == ("rnn", "lstm", "peephole", "gru", "sru")
+    main(["experiment", "adding", "--seq-len", "6", "--cells", "gru, lstm", "--seconds-per-cell", "30",
+          "--max-steps", "2", "--hidden-size", "4", "--batch-size", "4", "--out", str(tmp_path / "x"), "--quiet"])
+    results = json.loads((tmp_path / "x" / "results.json").read_text())
+    assert [c["cell"] for c in results["curves"]] == ["gru", "lstm"] and results["config"]["seq_len"] == 6
+    assert "GRU" in (tmp_path / "x" / "results.md").read_text()
+    main(["experiment", "--list"])
+    assert "adding" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["--cells", "gru,transformer"], ["--T", "1"], ["--T", "0"],
+@pytest.mark.parametrize("argv", [["--cells", "gru,transformer"], ["--seq-len", "1"], ["--seq-len", "0"],
                                   ["--seconds-per-cell", "-1"], ["--clip", "-2"], ["--cells", ""]])
 def test_cli_rejects_bad_options(argv, capsys):
+    from rnnkit.cli import main
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(argv)
+        main(["experiment", "adding", *argv])
     assert exit_info.value.code == 2
     assert "error" in capsys.readouterr().err
-
-
-def test_help_shows_defaults(capsys):
-    with pytest.raises(SystemExit):
-        parse_args(["--help"])
-    text = capsys.readouterr().out
-    assert "--seconds-per-cell" in text and "(default: 60.0)" in text

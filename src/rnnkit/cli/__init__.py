@@ -32,12 +32,13 @@ def cli(debug: bool) -> None:
 
 def _register() -> None:
     from .bench import bench
+    from .experiment import experiment
     from .export import export
     from .generate import generate
     from .gradflow import gradflow
     from .plot import plot
     from .train import train
-    for command in (train, generate, gradflow, plot, bench, export):
+    for command in (train, generate, gradflow, plot, bench, export, experiment):
         cli.add_command(command)
     from .seq2seq import register as register_seq2seq
     register_seq2seq(cli, train)

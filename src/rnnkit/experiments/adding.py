@@ -7,7 +7,7 @@ the learning curves as a PNG. The Elman RNN's gradient through 100 steps of
 tanh and W_hh vanishes, so it stays at the baseline; gated cells carry the
 marked values through their additive state and get far below it.
 
-    python -m rnnkit.experiments.adding --help
+    rnnkit experiment adding --help
 
 The experiment brings a model (`AddingModel`) and a task (`AddingTask`: data
 sources and the MSE loss); the shared `Trainer` runs the loop (optimizer,
@@ -17,11 +17,9 @@ evaluation), so this module has no training loop of its own.
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +31,9 @@ from ..models.regressor import RegressionTask
 from ..training import TrainConfig, Trainer, TrainingError
 from ..training.config import CLOCKS
 from ..training.sources import GeneratedBatches
+from ..apps.settings import setting, settings_class
 from ..errors import InputError
+from . import ExperimentSettings
 
 #: the cells compared, by the name used on the command line and in the table.
 CELLS: Dict[str, Callable[..., nn.Module]] = {
@@ -212,84 +212,67 @@ def plot_curves(curves: Sequence[Curve], path: Path, config: AddingConfig) -> No
     plt.close(fig)
 
 
-def run(config: AddingConfig, *, progress: bool = True) -> List[Curve]:
-    """Train every cell of `config.cells`, print the table, write curves.png and results.json to `config.out`."""
+def compare(config: AddingConfig, *, progress: bool = True) -> Dict[str, Any]:
+    """Train every cell of `config.cells`; curves.png in `config.out`; the numbers and the table."""
     curves = [train_cell(cell, config, progress=progress) for cell in config.cells]
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    clock = "wall-clock" if config.clock == "wall" else "CPU"
-    print(f"\nAdding problem, T={config.seq_len}: held-out MSE (1000 sequences) after "
-          f"{config.seconds_per_cell:g} s of {clock} time per cell (shared Trainer)")
-    print(format_table(curves))
     plot_curves(curves, out / "curves.png", config)
-    (out / "results.json").write_text(json.dumps({"config": asdict(config),
-                                                  "curves": [asdict(c) for c in curves]}, indent=1))
-    print(f"\nLearning curves: {out / 'curves.png'}  (numbers: {out / 'results.json'})")
-    return curves
+    clock = "wall-clock" if config.clock == "wall" else "CPU"
+    markdown = (f"Adding problem, T={config.seq_len}: held-out MSE (1000 sequences) after "
+                f"{config.seconds_per_cell:g} s of {clock} time per cell (shared Trainer)\n\n```\n"
+                f"{format_table(curves)}\n```\n\nLearning curves: curves.png\n")
+    return {"config": asdict(config), "curves": [asdict(c) for c in curves], "markdown": markdown}
 
 
-def _positive(kind: type) -> Callable[[str], object]:
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive; got {text}")
-        return value
-    return parse
+# ---------------------------------------------------------------------- as an experiment
+CLAIM = ("An Elman RNN cannot learn a dependency across 100 steps, while LSTM, GRU and SRU can "
+         "(seeds 002, 003: vanishing gradients, gated cells).")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> AddingConfig:
-    defaults = AddingConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m rnnkit.experiments.adding",
-        description="Train Elman RNN, LSTM, peephole LSTM, GRU and SRU on the adding problem and compare "
-                    "their held-out MSE with the predict-1.0 baseline (0.167).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--T", dest="seq_len", type=_positive(int), default=defaults.seq_len,
-                        help="sequence length (the markers are up to T-1 steps apart)")
-    parser.add_argument("--seconds-per-cell", type=_positive(float), default=defaults.seconds_per_cell,
-                        help="training budget per cell, in seconds on --clock")
-    parser.add_argument("--max-steps", type=_positive(int), default=defaults.max_steps,
-                        help="also stop each cell after this many training steps")
-    parser.add_argument("--cells", default=",".join(defaults.cells),
-                        help=f"comma-separated cells to train, from {','.join(CELLS)}")
-    parser.add_argument("--hidden-size", type=_positive(int), default=defaults.hidden_size,
-                        help="units per recurrent layer")
-    parser.add_argument("--num-layers", type=_positive(int), default=defaults.num_layers,
-                        help="stacked recurrent layers")
-    parser.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size,
-                        help="sequences per training step")
-    parser.add_argument("--lr", dest="learning_rate", type=_positive(float), default=defaults.learning_rate,
-                        help="Adam learning rate")
-    parser.add_argument("--clip", type=float, default=defaults.clip,
-                        help="clip the gradient's global norm to this (0: no clipping)")
-    parser.add_argument("--eval-every", type=_positive(float), default=defaults.eval_every,
-                        help="seconds (on --clock) between held-out evaluations")
-    parser.add_argument("--clock", choices=CLOCKS, default=defaults.clock,
-                        help="what the budget counts: elapsed time, or this process's CPU time (steadier "
-                             "on a busy machine)")
-    parser.add_argument("--threads", type=_positive(int), default=defaults.threads,
-                        help="torch intra-op threads (small per-step matrix products gain little from more)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the initialisation and the training batches")
-    parser.add_argument("--out", default=defaults.out, help="directory for curves.png and results.json")
-    args = parser.parse_args(argv)
-    cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
-    unknown = [c for c in cells if c not in CELLS]
-    if unknown or not cells:
-        parser.error(f"--cells must list some of {','.join(CELLS)}; got {args.cells!r}")
-    if args.seq_len < 2:
-        parser.error(f"--T must be >= 2; got {args.seq_len}")
-    if args.clip < 0:
-        parser.error(f"--clip must be >= 0; got {args.clip}")
-    options = vars(args)
-    options["cells"] = cells
-    return AddingConfig(**options)
+@settings_class
+class AddingExperimentSettings(ExperimentSettings):
+    """Settings of `rnnkit experiment adding` (`make demo-adding`)."""
+
+    DEFAULTS = dict(out="runs/adding")
+    cells: str = setting(",".join(CELLS), f"Comma-separated cells to train, from {','.join(CELLS)}.")
+    seq_len: int = setting(100, "Sequence length T (the markers are up to T-1 steps apart).", min=2)
+    seconds_per_cell: float = setting(60.0, "Training budget per cell, in seconds on --clock.", min=0,
+                                      min_open=True)
+    max_steps: Optional[int] = setting(None, "Also stop each cell after this many training steps.", min=1)
+    hidden_size: int = setting(64, "Units per recurrent layer.", min=1)
+    num_layers: int = setting(1, "Stacked recurrent layers.", min=1)
+    batch_size: int = setting(64, "Sequences per training step.", min=1)
+    lr: float = setting(1e-2, "Adam learning rate.", min=0, min_open=True)
+    clip: float = setting(1.0, "Clip the gradient's global norm to this (0: no clipping).", min=0)
+    eval_every: float = setting(2.0, "Seconds (on --clock) between held-out evaluations.", min=0, min_open=True)
+    clock: str = setting("wall", "What the budget counts: elapsed time, or this process's CPU time (steadier on "
+                                 "a busy machine).", choices=CLOCKS)
+
+    def check(self) -> None:
+        names = self.cell_names()
+        if not names or any(c not in CELLS for c in names):
+            raise InputError(f"cells must list some of {','.join(CELLS)}; got {self.cells!r}")
+
+    def cell_names(self) -> Tuple[str, ...]:
+        return tuple(c.strip() for c in self.cells.split(",") if c.strip())
+
+    def config(self) -> AddingConfig:
+        return AddingConfig(cells=self.cell_names(), seq_len=self.seq_len, hidden_size=self.hidden_size,
+                            num_layers=self.num_layers, batch_size=self.batch_size, learning_rate=self.lr,
+                            clip=self.clip, seconds_per_cell=self.seconds_per_cell, max_steps=self.max_steps,
+                            clock=self.clock, threads=self.threads, eval_every=self.eval_every, seed=self.seed,
+                            out=self.out)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    config = parse_args(argv)
-    torch.set_num_threads(config.threads)
-    run(config)
+SETTINGS = AddingExperimentSettings
 
 
-if __name__ == "__main__":
-    main()
+def run(settings: AddingExperimentSettings) -> Dict[str, Any]:
+    """The experiment: every cell for the same budget, the table and the curves (see `compare`)."""
+    return compare(settings.config(), progress=not settings.quiet)
+
+
+if __name__ == "__main__":  # `python -m rnnkit.experiments.adding`, as before: `rnnkit experiment adding`
+    from ..cli import main
+    import sys
+    main(["experiment", "adding", *sys.argv[1:]])
