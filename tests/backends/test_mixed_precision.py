@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from helpers import ALL_MODES, LayerConfig, forward_and_grads, make_batch
+import rnnkit
 from rnnkit.backends import extension
 
 pytestmark = pytest.mark.usefixtures("kernels")
@@ -277,3 +278,19 @@ def test_layernorm_kernels_take_bf16_weight() -> None:
         assert float((a - b).abs().max()) <= 2.0 ** -4 * max(1.0, float(b.abs().max())), i
     if extension.bf16_step_gemm():
         assert not torch.equal(got[0], expected[0])
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused", "native"])
+def test_a_bfloat16_state_carried_out_of_autocast_is_taken_back_under_autocast(backend):
+    """Truncated BPTT under autocast hands the next chunk the previous chunk's bfloat16 state while the
+    embedding's output (the next input) is float32: that pair is accepted under autocast, and only there."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(4, 8, backend=backend)
+    x = torch.randn(5, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = layer(x)
+        state = tuple(s.detach().to(torch.bfloat16) for s in state)
+        out, _ = layer(x, state)
+    assert out.shape == (5, 2, 8)
+    with pytest.raises(TypeError, match="must have dtype torch.float32 like the input"):
+        layer(x, state)
