@@ -7,7 +7,9 @@
     single_frame  z = W encoder(mean_t x_t) + b   (B, K)      the same CNN on the clip's mean frame
     convlstm      m_t = stem(x_t)                 (B, c, s, s) the encoder's convolutions, no flattening
                   h, _ = ConvLSTM(m_1 … m_T)      (T, B, Hc, s, s)
-                  z = W avgpool(h_T) + b          (B, K)      Hc matched to the lrcn's parameter count
+                  z = W maxpool(h_T) + b          (B, K)      Hc matched to the lrcn's parameter count
+                  (the maximum over the map, not the mean: averaged, the motion features of opposite
+                  signs cancel and the model stayed at chance for 400 steps)
 
 The encoder of `LRCN` and `SingleFrameCNN` can be any nn.Module mapping frames (N, C, S, S) to vectors
 (N, F) (a torchvision trunk, say); `ClipConfig` builds the small default one (`FrameEncoder`) so that a
@@ -89,7 +91,7 @@ class SingleFrameCNN(nn.Module):
 
 
 class ConvLSTMClassifier(nn.Module):
-    """Convolutional stem per frame → ConvLSTM over the maps → average-pooled last state → linear head.
+    """Convolutional stem per frame → ConvLSTM over the maps → last state max-pooled over space → linear head.
     forward(frames (T, B, C, S, S)) → logits (B, K). `stem`: any module (N, C, S, S) → (N, stem_channels, s, s)."""
 
     def __init__(self, stem: nn.Module, stem_channels: int, hidden_channels: int, num_classes: int,
@@ -101,7 +103,7 @@ class ConvLSTMClassifier(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         h, _ = self.rnn(_per_frame(self.stem, frames))  # (T, B, Hc, s, s)
-        return self.head(h[-1].mean(dim=(-2, -1)))
+        return self.head(h[-1].amax(dim=(-2, -1)))
 
 
 @dataclass
