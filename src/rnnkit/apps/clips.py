@@ -77,8 +77,8 @@ class ClipSettings(TrainingSettings):
                              f"{self.model} and {setting_name('compare')} is off")
         if (self.clip_len - 1) * self.speed > 1:
             raise InputError(f"{setting_name('speed')} {self.speed} moves the digit off the frame in "
-                             f"{setting_name('clip_len')} {self.clip_len} frames: (clip_len - 1) * speed must be "
-                             f"<= 1")
+                             f"{setting_name('clip_len')} {self.clip_len} frames: ({setting_name('clip_len')} - 1) * "
+                             f"{setting_name('speed')} must be <= 1")
         self.model_config()
 
     def model_config(self, model: Optional[str] = None) -> ClipConfig:
