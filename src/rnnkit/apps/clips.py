@@ -157,9 +157,9 @@ def fit_in_memory(s: ClipSettings, model_name: str, train_data: Any, val_data: A
 
 def results_markdown(s: ClipSettings, rows: Dict[str, Dict[str, Any]], n: int) -> str:
     lines = [f"Test split: {n} clips ({s.frame_size}x{s.frame_size}, {s.clip_len} frames), label = the direction "
-             f"of motion, {s.directions} classes (chance {1 / s.directions:.3f}). Each model trained with the same "
-             f"budget on the same clips, weights with the best validation loss; time = training wall clock "
-             f"(evaluations included).", "",
+             f"of motion, {s.directions} classes (chance {1 / s.directions:.3f}). "
+             + ("Each model trained with the same budget on the same clips, w" if len(rows) > 1 else "W")
+             + "eights with the best validation loss; time = training wall clock (evaluations included).", "",
              "| model | parameters | test accuracy ↑ | training time (s) | steps |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         label = MODEL_NAMES[name].format(cell=s.cell.upper())
