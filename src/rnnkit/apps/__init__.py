@@ -13,6 +13,7 @@ forecast  ForecastSettings            forecast, backtest
 classify  ClassifySettings            predict, predict_proba, evaluate
 tag       TagSettings                 predict, evaluate
 video     VideoSettings               predict
+clips     ClipSettings                predict, example_clips
 caption   CaptionSettings             caption
 adding    AddingSettings              (an experiment: its results table)
 ========  ==========================  ==================================================
@@ -41,7 +42,7 @@ from ..errors import InputError
 from .runner import Recipe, Run
 
 #: the applications, in the order `rnnkit train --help` lists them
-APPS = ("charlm", "wordlm", "seq2seq", "forecast", "classify", "tag", "video", "caption", "adding")
+APPS = ("charlm", "wordlm", "seq2seq", "forecast", "classify", "tag", "video", "clips", "caption", "adding")
 
 __all__ = ["APPS", "Recipe", "Run", "load", "module", "recipe_of", *APPS]
 
