@@ -24,6 +24,14 @@ SERVED: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "video": ((), "frames (time, batch, channels, size, size)"),
     "adding": ((), "x (time, batch, 2)"),
 }
+#: why an application's model has no one-graph export, and what to do instead
+REFUSALS = {
+    "seq2seq": "; a seq2seq model decodes until every sentence has ended. Alternative, in Python: "
+               "rnnkit.export_onnx(model.encoder, ...) for its encoder and model.step() for the decoder, or "
+               "torch.export.export(model, ...) for the teacher-forced forward (docs/library.md, Deploy)",
+    "caption": "; a captioner decodes until every caption has ended (export its CNN and decoder step in Python)",
+    "clips": "; a clips run's frame encoder is any nn.Module: export it with torch.onnx.export in Python",
+}
 
 
 @click.command()
@@ -54,11 +62,8 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
 
     app = (load_checkpoint(checkpoint)[1].get("run") or {}).get("recipe")
     if app not in SERVED:
-        raise ExportError(
-            f"cannot export a {app!r} run to ONNX: rnnkit export writes {', '.join(SERVED)} runs, and a "
-            f"{app} model decodes until every sequence has ended. Alternative, in Python: "
-            f"rnnkit.export_onnx(model.encoder, ...) for its encoder and model.step() for the decoder, or "
-            f"torch.export.export(model, ...) for the teacher-forced forward (docs/library.md, Deploy)")
+        raise ExportError(f"cannot export a {app!r} run to ONNX: rnnkit export writes {', '.join(SERVED)} runs"
+                          + (REFUSALS.get(app, "") if app else " (this checkpoint names no application)"))
     run = load(checkpoint, extras=False)  # the graph needs the model only; the sidecar copies the run's info
     model = run.model.float()
     language_model = run.app in ("charlm", "wordlm")
