@@ -1,0 +1,63 @@
+"""What the experiments that train through an application (`rnnkit.apps.<app>.train`) share: quiet
+throw-away runs in sub-folders of the experiment's directory, and the validation curve each one logged.
+
+    >>> Curve("2 layers", steps=[0, 100], seconds=[0.0, 4.5], values=[4.2, 2.9]).final
+    2.9
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+from ..apps.runner import Recipe, Run
+from . import ExperimentSettings
+
+#: what every run of an experiment leaves out: checkpoints beyond the last, TensorBoard, progress output
+QUIET_RUN = dict(quiet=True, tensorboard=False, overwrite=True, checkpoint_every=10 ** 9, keep_checkpoints=1)
+
+
+@dataclass
+class Curve:
+    """One run's validation score at (training step, seconds trained), from its metrics.jsonl."""
+
+    label: str
+    steps: List[int] = field(default_factory=list)
+    seconds: List[float] = field(default_factory=list)
+    values: List[float] = field(default_factory=list)
+
+    @property
+    def final(self) -> float:
+        return self.values[-1]
+
+
+def train_quietly(recipe: Recipe, s: ExperimentSettings, name: str, **settings: Any) -> Run:
+    """Train `recipe` into OUT/runs/NAME with the experiment's seed and threads, quietly (see QUIET_RUN)."""
+    values = {**QUIET_RUN, "seed": s.seed, "threads": s.threads, **settings}
+    return recipe.train(out=str(Path(s.out) / "runs" / name), **values)
+
+
+def eval_curve(run: Run, label: str, metric: str = "val_loss") -> Curve:
+    """`metric` at each evaluation of `run`, read from OUT/metrics.jsonl (seconds on the trainer's clock)."""
+    curve = Curve(label)
+    with open(Path(run.out) / "metrics.jsonl", encoding="utf-8") as f:
+        for record in map(json.loads, f):
+            if record.get("kind") == "eval" and metric in record:
+                curve.steps.append(record["step"]), curve.seconds.append(record["elapsed_s"])
+                curve.values.append(record[metric])
+    return curve
+
+
+def parameter_count(run: Run) -> int:
+    return sum(p.numel() for p in run.model.parameters())
+
+
+def verdict_line(holds: bool, claim: str, evidence: str) -> str:
+    """The plain verdict every experiment ends its markdown with."""
+    return f"**Verdict: {'the claim holds' if holds else 'the claim does NOT hold'} on this machine** ({claim}): {evidence}"
+
+
+def as_dict(curve: Curve) -> Dict[str, Any]:
+    return {"label": curve.label, "steps": curve.steps, "seconds": curve.seconds, "values": curve.values}
