@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from ..apps.runner import Recipe, Run
+from ..errors import InputError
 from . import ExperimentSettings
 
 #: what every run of an experiment leaves out: checkpoints beyond the last, TensorBoard, progress output
@@ -48,6 +49,21 @@ def eval_curve(run: Run, label: str, metric: str = "val_loss") -> Curve:
                 curve.steps.append(record["step"]), curve.seconds.append(record["elapsed_s"])
                 curve.values.append(record[metric])
     return curve
+
+
+def hidden_for_budget(budget: int, size_of: Callable[[int], int]) -> int:
+    """The hidden size whose model (`size_of(hidden)` parameters, increasing in hidden) is closest to
+    `budget`; InputError if even one unit per layer exceeds it."""
+    if size_of(1) > budget:
+        raise InputError(f"parameters: {budget:,} is below the smallest model "
+                         f"({size_of(1):,} parameters with one unit per layer)")
+    low, high = 1, 2
+    while size_of(high) < budget:
+        low, high = high, high * 2
+    while high - low > 1:  # size_of(low) <= budget <= size_of(high)
+        mid = (low + high) // 2
+        low, high = (mid, high) if size_of(mid) <= budget else (low, mid)
+    return min((low, high), key=lambda h: abs(size_of(h) - budget))
 
 
 def parameter_count(run: Run) -> int:

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..models.char_lm import LMConfig, RecurrentLM
 from ..recipes import TINYSHAKESPEARE
 from . import ExperimentSettings
-from .app_runs import Curve, as_dict, eval_curve, parameter_count, train_quietly, verdict_line
+from .app_runs import Curve, as_dict, eval_curve, hidden_for_budget, parameter_count, train_quietly, verdict_line
 
 CLAIM = ("Stacking several recurrent layers works better than one, empirically (seed 001: Deep RNN); "
          "tested on the char-LM at equal parameter count.")
@@ -72,21 +72,6 @@ def model_size(vocab_size: int, cell: str, embedding_size: int, hidden_size: int
     return sum(p.numel() for p in RecurrentLM(config).parameters())
 
 
-def hidden_for_budget(budget: int, num_layers: int, size_of: Any) -> int:
-    """The hidden size whose model (`size_of(hidden)` parameters, increasing in hidden) is closest to
-    `budget`; InputError if even one unit per layer exceeds it."""
-    if size_of(1) > budget:
-        raise InputError(f"parameters: {budget:,} is below the smallest {num_layers}-layer model "
-                         f"({size_of(1):,} parameters with one unit per layer)")
-    low, high = 1, 2
-    while size_of(high) < budget:
-        low, high = high, high * 2
-    while high - low > 1:  # size_of(low) <= budget <= size_of(high)
-        mid = (low + high) // 2
-        low, high = (mid, high) if size_of(mid) <= budget else (low, mid)
-    return min((low, high), key=lambda h: abs(size_of(h) - budget))
-
-
 def train_depth(s: DepthSettings, depth: int, hidden: int) -> Tuple[Curve, int]:
     """One char-LM of `depth` layers of `hidden` units: its validation curve (bits per char) and size."""
     run = train_quietly(charlm.RECIPE, s, f"layers-{depth}", data=s.data or str(TINYSHAKESPEARE),
@@ -131,7 +116,7 @@ def run(s: DepthSettings) -> Dict[str, Any]:
     vocab_size = len(load_char_corpus(data, 0.1).vocab)
     rows, curves = [], []
     for depth in s.depth_list():
-        hidden = hidden_for_budget(s.parameters, depth, lambda h, d=depth: model_size(
+        hidden = hidden_for_budget(s.parameters, lambda h, d=depth: model_size(
             vocab_size, s.cell, s.embedding_size, h, d))
         curve, size = train_depth(s, depth, hidden)
         curves.append(curve)
