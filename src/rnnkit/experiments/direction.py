@@ -18,6 +18,7 @@ Scores both on the test file, overall and by kind of token:
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -161,11 +162,10 @@ def plot(tables: Dict[str, Dict[str, Dict[str, int]]], path: Path, title: str) -
     for j, method in enumerate(METHODS):
         acc = [tables["groups"][g][method] / tables["groups"][g]["tokens"] for g in groups]
         left.bar([i + 0.4 * j - 0.2 for i in range(len(groups))], acc, width=0.4, label=method)
-    left.set_xticks(range(len(groups)), [g.replace(", ", ",\n").replace(" in ", "\nin ") for g in groups],
-                    fontsize=8)
+    left.set_xticks(range(len(groups)), [textwrap.fill(g, 12) for g in groups], fontsize=8)
     left.set_ylabel("test token accuracy")
-    left.set_ylim(0, 1)
-    left.legend(loc="lower left")
+    left.set_ylim(0, 1.12)  # room for the legend above the bars
+    left.legend(loc="upper center", ncol=2)
     gains = {t: r["bidirectional"] - r["unidirectional"] for t, r in tables["tags"].items()}
     order = sorted(gains, key=gains.get, reverse=True)
     right.bar(order, [gains[t] for t in order], color=["tab:green" if gains[t] >= 0 else "tab:red" for t in order])
