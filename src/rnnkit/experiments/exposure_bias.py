@@ -135,10 +135,11 @@ def run(s: ExposureBiasSettings) -> Dict[str, Any]:
         curves.append(eval_curve(trained, f"{name} (p={p:g})"))
         m, e = backtest_errors(trained)
         metrics[name], by_step[name] = m["model"], e["model"]
-        metrics[BASELINE], by_step[BASELINE] = m[BASELINE], e[BASELINE]
+        baseline = m[BASELINE], e[BASELINE]  # the same windows every time
         if not s.quiet:
             print(f"exposure-bias: {name}: backtest MAE {m['model']['MAE']:.4g} after {curves[-1].steps[-1]} "
                   f"steps, {curves[-1].seconds[-1]:.0f} s", flush=True)
+    metrics[BASELINE], by_step[BASELINE] = baseline
     data = s.data or forecast.DEFAULT_DATA
     title = (f"autoregressive {s.cell} 1x{s.hidden_size} on {Path(data).name}, L={s.lookback}, H={s.horizon}, "
              f"{s.steps} steps per regime; evaluated free-running")
