@@ -8,7 +8,7 @@ import pytest
 
 from rnnkit.errors import InputError
 from rnnkit.experiments import depth
-from rnnkit.experiments.app_runs import hidden_for_budget
+from rnnkit.experiments.app_runs import Curve, hidden_for_budget
 
 
 def test_hidden_for_budget_picks_the_closest_size():
@@ -29,9 +29,10 @@ def test_every_depth_gets_the_same_parameter_budget():
 
 def test_verdict_on_made_up_scores():
     holds, line = depth.verdict({1: 2.50, 2: 2.40, 3: 2.45}, margin=0.02)
-    assert holds and "2 layers reach 2.400" in line and "the claim holds" in line
-    holds, line = depth.verdict({1: 2.50, 2: 2.49, 4: 2.70}, margin=0.02)
-    assert not holds and "does NOT hold" in line
+    assert holds and "2 layers, reaches 2.400" in line and "0.100 better" in line and "the claim holds" in line
+    holds, line = depth.verdict({1: 2.50, 2: 2.60, 4: 2.70}, margin=0.02)
+    assert not holds and "does NOT hold" in line and "0.100 worse" in line
+    assert not depth.verdict({1: 2.50, 2: 2.49}, margin=0.02)[0]  # better, but not by the margin
     assert depth.verdict({2: 2.0, 3: 1.9}, margin=0.0)[0] is False  # no one-layer model to compare with
 
 
@@ -39,6 +40,12 @@ def test_verdict_on_made_up_scores():
 def test_settings_reject_bad_depths(depths):
     with pytest.raises(InputError, match="depths"):
         depth.DepthSettings(depths=depths)
+
+
+def test_gap_trend_compares_first_and_last_evaluations():
+    curves = [Curve("1", [1, 2], [0, 1], [3.0, 2.5]), Curve("4", [1, 2], [0, 1], [4.0, 2.6])]
+    assert "by 1.000 bits/char at the first evaluation and by 0.100 at the last" in depth.gap_trend(curves, [1, 4])
+    assert depth.gap_trend(curves[:1], [1]) == ""
 
 
 def test_run_end_to_end_on_a_tiny_text(tmp_path):

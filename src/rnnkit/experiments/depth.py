@@ -105,9 +105,20 @@ def verdict(finals: Dict[int, float], margin: float) -> Tuple[bool, str]:
     best = min((d for d in finals if d > 1), key=finals.get)
     gain = finals[1] - finals[best]
     holds = gain > margin
-    evidence = (f"{best} layers reach {finals[best]:.3f} bits/char against {finals[1]:.3f} for one layer "
-                f"({gain:+.3f} better; the margin asked is {margin:g})")
+    better = f"{gain:.3f} better" if gain >= 0 else f"{-gain:.3f} worse"
+    evidence = (f"the best deeper model, {best} layers, reaches {finals[best]:.3f} bits/char against "
+                f"{finals[1]:.3f} for one layer ({better}; the margin asked is {margin:g})")
     return holds, verdict_line(holds, "more layers are better at equal parameters", evidence)
+
+
+def gap_trend(curves: Sequence[Curve], depths: Sequence[int]) -> str:
+    """How the gap between one layer and the deepest model changed from the first evaluation to the last
+    (a gap that is closing says the budget, not depth, decided)."""
+    if 1 not in depths or len(depths) < 2:
+        return ""
+    one, deep = curves[depths.index(1)], curves[depths.index(max(depths))]
+    return (f". The {max(depths)}-layer model trailed one layer by {deep.values[0] - one.values[0]:.3f} bits/char "
+            f"at the first evaluation and by {deep.final - one.final:.3f} at the last")
 
 
 def run(s: DepthSettings) -> Dict[str, Any]:
@@ -128,6 +139,7 @@ def run(s: DepthSettings) -> Dict[str, Any]:
     title = (f"char-LM ({s.cell}), ~{s.parameters:,} parameters, {s.steps} steps of {s.batch_size}x{s.bptt} chars")
     plot(curves, Path(s.out) / "depth.png", title)
     holds, line = verdict({r["layers"]: r["val_bpc"] for r in rows}, s.margin)
+    line += gap_trend(curves, s.depth_list())
     table = "\n".join(f"| {r['layers']} | {r['hidden']} | {r['parameters']:,} | {r['steps']} | {r['seconds']:.1f} | "
                       f"{r['val_bpc']:.3f} | {r['best_val_bpc']:.3f} |" for r in rows)
     markdown = (f"{title}\n\n| layers | hidden | parameters | steps | seconds (wall) | final val bits/char | best |\n"
