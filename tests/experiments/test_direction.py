@@ -49,7 +49,7 @@ def right_context_corpus(n: int, seed: int) -> str:
     lines = []
     for _ in range(n):
         after = rng.choice("ab")
-        lines += [f"w\tW", f"x\t{after.upper()}", f"{after}\tL", ""]
+        lines += ["w\tW", f"x\t{after.upper()}", f"{after}\tL", ""]
     return "\n".join(lines)
 
 

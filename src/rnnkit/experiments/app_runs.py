@@ -13,11 +13,25 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from ..apps.runner import Recipe, Run
+from ..apps.settings import setting, settings_class
+from ..cells import CELLS
 from ..errors import InputError
 from . import ExperimentSettings
 
 #: what every run of an experiment leaves out: checkpoints beyond the last, TensorBoard, progress output
 QUIET_RUN = dict(quiet=True, tensorboard=False, overwrite=True, checkpoint_every=10 ** 9, keep_checkpoints=1)
+
+
+@settings_class
+class AppExperimentSettings(ExperimentSettings):
+    """What an experiment that trains through an application has: the cell and each run's budget (every
+    run it compares trains for the same steps)."""
+
+    cell: str = setting("lstm", "Recurrent cell.", choices=tuple(CELLS))
+    steps: int = setting(300, "Training steps of each run compared.", min=1)
+    eval_every: int = setting(50, "Steps between validation evaluations.", min=1)
+    batch_size: int = setting(32, "Examples per batch (streams, sentences or windows).", min=1)
+    lr: float = setting(3e-3, "Adam learning rate.", min=0, min_open=True)
 
 
 @dataclass
@@ -34,9 +48,11 @@ class Curve:
         return self.values[-1]
 
 
-def train_quietly(recipe: Recipe, s: ExperimentSettings, name: str, **settings: Any) -> Run:
-    """Train `recipe` into OUT/runs/NAME with the experiment's seed and threads, quietly (see QUIET_RUN)."""
-    values = {**QUIET_RUN, "seed": s.seed, "threads": s.threads, **settings}
+def train_quietly(recipe: Recipe, s: AppExperimentSettings, name: str, **settings: Any) -> Run:
+    """Train `recipe` into OUT/runs/NAME with the experiment's seed, threads, cell and budget, quietly (see
+    QUIET_RUN); `settings` add to them or change them."""
+    values = {**QUIET_RUN, "seed": s.seed, "threads": s.threads, "cell": s.cell, "max_steps": s.steps,
+              "eval_every": s.eval_every, "batch_size": s.batch_size, "lr": s.lr, **settings}
     return recipe.train(out=str(Path(s.out) / "runs" / name), **values)
 
 
@@ -72,7 +88,8 @@ def parameter_count(run: Run) -> int:
 
 def verdict_line(holds: bool, claim: str, evidence: str) -> str:
     """The plain verdict every experiment ends its markdown with."""
-    return f"**Verdict: {'the claim holds' if holds else 'the claim does NOT hold'} on this machine** ({claim}): {evidence}"
+    said = "the claim holds" if holds else "the claim does NOT hold"
+    return f"**Verdict: {said} on this machine** ({claim}): {evidence}"
 
 
 def as_dict(curve: Curve) -> Dict[str, Any]:

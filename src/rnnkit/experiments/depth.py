@@ -19,34 +19,28 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .._optional import pyplot
 from ..apps import charlm
 from ..apps.settings import setting, settings_class
-from ..cells import CELLS
 from ..data.text import load_char_corpus
 from ..errors import InputError
 from ..models.char_lm import LMConfig, RecurrentLM
 from ..recipes import TINYSHAKESPEARE
-from . import ExperimentSettings
-from .app_runs import Curve, as_dict, eval_curve, hidden_for_budget, parameter_count, train_quietly, verdict_line
+from .app_runs import (AppExperimentSettings, Curve, as_dict, eval_curve, hidden_for_budget, parameter_count,
+                       train_quietly, verdict_line)
 
 CLAIM = ("Stacking several recurrent layers works better than one, empirically (seed 001: Deep RNN); "
          "tested on the char-LM at equal parameter count.")
 
 
 @settings_class
-class DepthSettings(ExperimentSettings):
+class DepthSettings(AppExperimentSettings):
     """Settings of `rnnkit experiment depth`."""
 
-    DEFAULTS = dict(out="runs/depth")
+    DEFAULTS = dict(out="runs/depth", steps=400)
     data: Optional[str] = setting(None, "Text file or folder (default: the embedded tinyshakespeare).", path=True)
     depths: str = setting("1,2,3,4", "Comma-separated numbers of stacked layers to compare.")
     parameters: int = setting(200_000, "Parameter budget: each depth gets the hidden size that comes closest.",
                               min=1000)
-    cell: str = setting("lstm", "Recurrent cell.", choices=tuple(CELLS))
     embedding_size: int = setting(64, "Character embedding size.", min=1)
-    steps: int = setting(400, "Training steps per depth.", min=1)
-    eval_every: int = setting(50, "Steps between validation evaluations.", min=1)
-    batch_size: int = setting(32, "Streams per batch.", min=1)
     bptt: int = setting(64, "Truncated BPTT length.", min=1)
-    lr: float = setting(3e-3, "Adam learning rate.", min=0, min_open=True)
     margin: float = setting(0.02, "Bits per character by which the best deeper model must beat one layer for "
                                   "the claim to hold.", min=0)
 
@@ -75,9 +69,8 @@ def model_size(vocab_size: int, cell: str, embedding_size: int, hidden_size: int
 def train_depth(s: DepthSettings, depth: int, hidden: int) -> Tuple[Curve, int]:
     """One char-LM of `depth` layers of `hidden` units: its validation curve (bits per char) and size."""
     run = train_quietly(charlm.RECIPE, s, f"layers-{depth}", data=s.data or str(TINYSHAKESPEARE),
-                        cell=s.cell, hidden_size=hidden, num_layers=depth, embedding_size=s.embedding_size,
-                        max_steps=s.steps, eval_every=s.eval_every, batch_size=s.batch_size, bptt=s.bptt,
-                        lr=s.lr, clip_norm=5.0)
+                        hidden_size=hidden, num_layers=depth, embedding_size=s.embedding_size, bptt=s.bptt,
+                        clip_norm=5.0)
     return eval_curve(run, f"{depth} x {hidden}", "val_bpc"), parameter_count(run)
 
 

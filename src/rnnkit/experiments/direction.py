@@ -27,11 +27,9 @@ from .._optional import pyplot
 from ..apps import tag
 from ..apps.runner import Run
 from ..apps.settings import setting, settings_class
-from ..cells import CELLS
 from ..data.labelled import read_tagged
-from ..models.tagger import SequenceTagger, TaggerConfig
-from . import ExperimentSettings
-from .app_runs import hidden_for_budget, parameter_count, train_quietly, verdict_line
+from ..models.tagger import SequenceTagger
+from .app_runs import AppExperimentSettings, hidden_for_budget, parameter_count, train_quietly, verdict_line
 
 CLAIM = ("A bidirectional RNN tags a sentence better than a unidirectional one, because the words after a "
          "token help decide it (seed 001: Bidirectional RNN).")
@@ -44,24 +42,19 @@ METHODS = ("unidirectional", "bidirectional")
 
 
 @settings_class
-class DirectionSettings(ExperimentSettings):
+class DirectionSettings(AppExperimentSettings):
     """Settings of `rnnkit experiment direction`."""
 
-    DEFAULTS = dict(out="runs/direction")
+    DEFAULTS = dict(out="runs/direction", cell="gru", steps=600, eval_every=200, lr=5e-3)
     data: Optional[str] = setting(None, f"Training file, token<TAB>tag lines or CoNLL-U (default: "
                                         f"{tag.DEFAULT_DATA[0]}, with its dev and test files).", path=True)
     val_data: Optional[str] = setting(None, "Validation file (with --data).", path=True)
     test_data: Optional[str] = setting(None, "Test file scored by kind of token (with --data; default: the "
                                              "validation file).", path=True)
-    cell: str = setting("gru", "Recurrent cell.", choices=tuple(CELLS))
     hidden_size: int = setting(64, "Hidden units per direction of the bidirectional tagger.", min=1)
     embedding_size: int = setting(100, "Word embedding size.", min=1)
     equal_parameters: bool = setting(True, "Widen the unidirectional tagger to the bidirectional one's parameter "
                                            "count (else: the same hidden size per direction).")
-    steps: int = setting(600, "Training steps per tagger.", min=1)
-    eval_every: int = setting(200, "Steps between validation evaluations.", min=1)
-    batch_size: int = setting(32, "Sentences per batch.", min=1)
-    lr: float = setting(5e-3, "Adam learning rate.", min=0, min_open=True)
     margin: float = setting(0.005, "Token accuracy by which bidirectional must beat unidirectional for the claim "
                                    "to hold.", min=0)
 
@@ -73,9 +66,8 @@ def train_tagger(s: DirectionSettings, bidirectional: bool, hidden: int) -> Run:
     """One tagger, trained for s.steps; its finish only scores nothing (this experiment scores it)."""
     recipe = dataclasses.replace(tag.RECIPE, finish=lambda run: {})  # skips the slow baselines of `rnnkit train tag`
     files = dict(data=s.data, val_data=s.val_data, test_data=s.test_data) if s.data else {}
-    return train_quietly(recipe, s, METHODS[bidirectional], **files, cell=s.cell, bidirectional=bidirectional,
-                         hidden_size=hidden, embedding_size=s.embedding_size, num_layers=1, max_steps=s.steps,
-                         eval_every=s.eval_every, batch_size=s.batch_size, lr=s.lr)
+    return train_quietly(recipe, s, METHODS[bidirectional], **files, bidirectional=bidirectional,
+                         hidden_size=hidden, embedding_size=s.embedding_size, num_layers=1)
 
 
 def unidirectional_hidden(bi: Run, s: DirectionSettings) -> int:
@@ -214,8 +206,8 @@ def run(s: DirectionSettings) -> Dict[str, Any]:
              f"direction ({sizes['bidirectional'][1]:,}), {s.steps} steps each")
     plot(tables, Path(s.out) / "direction.png", title)
     holds, line = verdict(tables["groups"], s.margin)
-    tags_by_gain = dict(sorted(tables["tags"].items(), key=lambda kv: kv[1]["unidirectional"] - kv[1]["bidirectional"]))
+    by_gain = dict(sorted(tables["tags"].items(), key=lambda kv: kv[1]["unidirectional"] - kv[1]["bidirectional"]))
     markdown = (f"{title}\n\nBy kind of token (test file; training counts decide the kind):\n\n"
-                f"{markdown_table(tables['groups'], total, 'kind of token')}\n\nBy part of speech (largest gain first):\n\n"
-                f"{markdown_table(tags_by_gain, total, 'UPOS')}\n\nPlot: direction.png\n\n{line}\n")
+                f"{markdown_table(tables['groups'], total, 'kind of token')}\n\n"
+                f"By part of speech (largest gain first):\n\n{markdown_table(by_gain, total, 'UPOS')}\n\nPlot: direction.png\n\n{line}\n")
     return {"sizes": sizes, "tables": tables, "test": test_path, "holds": holds, "markdown": markdown}

@@ -28,9 +28,7 @@ from .._optional import pyplot
 from ..apps import forecast
 from ..apps.runner import Run
 from ..apps.settings import setting, settings_class
-from ..cells import CELLS
-from . import ExperimentSettings
-from .app_runs import Curve, as_dict, eval_curve, train_quietly, verdict_line
+from .app_runs import AppExperimentSettings, Curve, as_dict, eval_curve, train_quietly, verdict_line
 
 CLAIM = ("A model trained with teacher forcing sees true previous outputs in training but its own predictions "
          "at inference (seed 001: Teacher Forcing), so it forecasts worse free-running than one trained "
@@ -43,21 +41,16 @@ BASELINE = "seasonal_naive"
 
 
 @settings_class
-class ExposureBiasSettings(ExperimentSettings):
+class ExposureBiasSettings(AppExperimentSettings):
     """Settings of `rnnkit experiment exposure-bias`."""
 
-    DEFAULTS = dict(out="runs/exposure-bias")
+    DEFAULTS = dict(out="runs/exposure-bias", steps=300)
     data: Optional[str] = setting(None, f"Series file (default: {forecast.DEFAULT_DATA}).", path=True)
     sampling: float = setting(0.5, "Probability of the true previous value in the scheduled-sampling run.", min=0,
                               max=1, min_open=True, max_open=True)
-    cell: str = setting("lstm", "Recurrent cell.", choices=tuple(CELLS))
     hidden_size: int = setting(64, "Hidden units.", min=1)
     lookback: int = setting(72, "History steps each forecast sees.", min=1)
     horizon: int = setting(24, "Steps forecast free-running.", min=2)
-    steps: int = setting(300, "Training steps per regime.", min=1)
-    eval_every: int = setting(50, "Steps between (free-running) validation evaluations.", min=1)
-    batch_size: int = setting(32, "Windows per batch.", min=1)
-    lr: float = setting(3e-3, "Adam learning rate.", min=0, min_open=True)
     margin: float = setting(0.02, "Relative backtest MAE by which a regime must beat teacher forcing for the "
                                   "claim to hold.", min=0)
 
@@ -73,9 +66,8 @@ def train_regime(s: ExposureBiasSettings, name: str, teacher_forcing: float) -> 
     """One autoregressive forecaster trained with `teacher_forcing`; no backtest yet (see `backtest_errors`)."""
     recipe = dataclasses.replace(forecast.RECIPE, finish=lambda run: {})
     return train_quietly(recipe, s, name.replace(" ", "-"), data=s.data, mode="autoregressive", head="point",
-                         teacher_forcing=teacher_forcing, cell=s.cell, hidden_size=s.hidden_size,
-                         lookback=s.lookback, horizon=s.horizon, max_steps=s.steps, eval_every=s.eval_every,
-                         batch_size=s.batch_size, lr=s.lr, clip_norm=1.0, baselines=BASELINE)
+                         teacher_forcing=teacher_forcing, hidden_size=s.hidden_size, lookback=s.lookback,
+                         horizon=s.horizon, clip_norm=1.0, baselines=BASELINE)
 
 
 def errors_by_step(forecasts: np.ndarray, actual: np.ndarray) -> np.ndarray:
