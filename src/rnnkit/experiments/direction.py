@@ -209,5 +209,6 @@ def run(s: DirectionSettings) -> Dict[str, Any]:
     by_gain = dict(sorted(tables["tags"].items(), key=lambda kv: kv[1]["unidirectional"] - kv[1]["bidirectional"]))
     markdown = (f"{title}\n\nBy kind of token (test file; training counts decide the kind):\n\n"
                 f"{markdown_table(tables['groups'], total, 'kind of token')}\n\n"
-                f"By part of speech (largest gain first):\n\n{markdown_table(by_gain, total, 'UPOS')}\n\nPlot: direction.png\n\n{line}\n")
+                f"By part of speech (largest gain first):\n\n{markdown_table(by_gain, total, 'UPOS')}\n\n"
+                f"Plot: direction.png\n\n{line}\n")
     return {"sizes": sizes, "tables": tables, "test": test_path, "holds": holds, "markdown": markdown}
