@@ -183,7 +183,7 @@ def verdict(groups: Dict[str, Dict[str, int]], margin: float) -> Tuple[bool, str
         where = (f"; on the {misled['tokens']:,} tokens the left context misleads the gain is {100 * m_gain:+.1f} "
                  f"points")
     evidence = (f"token accuracy {acc['bidirectional']:.4f} bidirectional against {acc['unidirectional']:.4f} "
-                f"unidirectional ({100 * gain:+.2f} points; the margin asked is {100 * margin:g}){where}")
+                f"unidirectional ({100 * gain:+.2f} points; the margin asked is {100 * margin:g} points){where}")
     holds = gain > margin
     return holds, verdict_line(holds, "bidirectional tags better", evidence)
 
