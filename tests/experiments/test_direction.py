@@ -75,3 +75,8 @@ def test_run_end_to_end_on_a_tiny_tagged_file(tmp_path):
 def test_settings_checks():
     with pytest.raises(ValueError, match="steps"):
         direction.DirectionSettings(steps=0)
+
+
+def test_own_validation_or_test_files_need_own_training_data():
+    with pytest.raises(ValueError, match="test_data goes with data"):
+        direction.DirectionSettings(test_data="test.tsv")

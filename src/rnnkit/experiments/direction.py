@@ -3,14 +3,11 @@
 Trains the tagger (`rnnkit.apps.tag`, default data: the repository's UD English EWT, UPOS tags)
 twice for the same number of steps: unidirectional (widened to the bidirectional model's
 parameter count, so that the second direction is not just more parameters) and bidirectional.
-Scores both on the test file, overall and by kind of token:
-
-- words seen with one tag in training, ambiguous words in their usual tag and in another tag,
-  and words never seen in training;
-- "left context misleads": tokens whose usual tag after the same previous word (in training;
-  the word's usual tag where that pair is unseen) is not their tag — the ones a left-to-right
-  reader of one word back gets wrong, which the right context can fix;
-- each part of speech, with its share of the total gain.
+Scores both on the test file, overall, by part of speech and by kind of token: words seen with
+one tag in training, ambiguous words in their usual tag and in another one, unseen words, and
+"left context misleads": tokens whose usual tag after the same previous word (in training; the
+word's usual tag where that pair is unseen) is not their tag, the ones a reader of one word back
+gets wrong and the right context can fix.
 
     rnnkit experiment direction --help
 """
@@ -26,7 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .._optional import pyplot
 from ..apps import tag
 from ..apps.runner import Run
-from ..apps.settings import setting, settings_class
+from ..apps.settings import setting, setting_name, settings_class
+from ..errors import InputError
 from ..data.labelled import read_tagged
 from ..models.tagger import SequenceTagger
 from .app_runs import AppExperimentSettings, hidden_for_budget, parameter_count, train_quietly, verdict_line
@@ -57,6 +55,14 @@ class DirectionSettings(AppExperimentSettings):
                                            "count (else: the same hidden size per direction).")
     margin: float = setting(0.005, "Token accuracy by which bidirectional must beat unidirectional for the claim "
                                    "to hold.", min=0)
+
+
+    def check(self) -> None:
+        given = [setting_name(k) for k in ("val_data", "test_data") if getattr(self, k) is not None]
+        if given and self.data is None:
+            verb = "go" if len(given) > 1 else "goes"
+            raise InputError(f"{' and '.join(given)} {verb} with {setting_name('data')} (without it the default data "
+                             f"set's own files are used); give {setting_name('data')} too, or leave them out")
 
 
 SETTINGS = DirectionSettings

@@ -2,12 +2,11 @@
 must feed itself its own forecasts, than one trained the way it is used?
 
 Trains the autoregressive forecaster (`rnnkit.apps.forecast`, mode autoregressive, point head;
-default data: the embedded hourly ISP traffic series) three times for the same number of steps:
-
-- teacher forcing: every step of the horizon is fed the true previous value (teacher_forcing 1);
-- scheduled sampling: the true value with probability 0.5, else the model's own forecast (constant
-  mixing, not a decaying schedule);
-- free running: always its own forecast (teacher_forcing 0), as at inference.
+default data: the repository's hourly ISP traffic series) three times for the same number of steps:
+with teacher forcing (every step of the horizon fed the true previous value, teacher_forcing 1),
+with scheduled sampling (the true value with probability 0.5, else the model's own forecast: a
+constant mix, not a decaying schedule) and free running (always its own forecast, teacher_forcing
+0, as at inference).
 
 All three are evaluated free-running: the validation loss during training (the forecaster rolls
 out when it evaluates) and the rolling-origin backtest on the test part, whose error is also
