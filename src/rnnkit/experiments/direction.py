@@ -37,6 +37,10 @@ GROUPS = ("all", "one tag in training", "ambiguous, usual tag", "ambiguous, othe
           "left context misleads")
 #: the methods compared
 METHODS = ("unidirectional", "bidirectional")
+#: sentences as read: (tokens, tags, first line)
+Sentences = Sequence[Tuple[List[str], List[str], Any]]
+#: tag counts per word, and per (previous word, word), in the training sentences
+TagCounts = Tuple[Dict[str, Counter], Dict[Tuple[str, str], Counter]]
 
 
 @settings_class
@@ -69,8 +73,9 @@ SETTINGS = DirectionSettings
 
 
 def train_tagger(s: DirectionSettings, bidirectional: bool, hidden: int) -> Run:
-    """One tagger, trained for s.steps; its finish only scores nothing (this experiment scores it)."""
-    recipe = dataclasses.replace(tag.RECIPE, finish=lambda run: {})  # skips the slow baselines of `rnnkit train tag`
+    """One tagger trained for s.steps. The application's own final scoring is skipped (its logistic-regression
+    baseline takes minutes): `run` scores both taggers itself."""
+    recipe = dataclasses.replace(tag.RECIPE, finish=lambda run: {})
     files = dict(data=s.data, val_data=s.val_data, test_data=s.test_data) if s.data else {}
     return train_quietly(recipe, s, METHODS[bidirectional], **files, bidirectional=bidirectional,
                          hidden_size=hidden, embedding_size=s.embedding_size, num_layers=1)
@@ -87,11 +92,6 @@ def unidirectional_hidden(bi: Run, s: DirectionSettings) -> int:
         return sum(p.numel() for p in model.parameters())
 
     return hidden_for_budget(parameter_count(bi), size_of)
-
-
-Sentences = Sequence[Tuple[List[str], List[str], Any]]
-#: tag counts per word, and per (previous word, word), in the training sentences
-TagCounts = Tuple[Dict[str, Counter], Dict[Tuple[str, str], Counter]]
 
 
 def tag_counts(train: Sentences) -> TagCounts:
