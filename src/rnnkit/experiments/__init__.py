@@ -30,6 +30,9 @@ from ..errors import InputError
 #: name -> module of this package (imported on first use)
 EXPERIMENTS: Dict[str, str] = {
     "adding": "adding",
+    "depth": "depth",
+    "direction": "direction",
+    "exposure-bias": "exposure_bias",
 }
 
 
