@@ -30,6 +30,9 @@ from ..errors import InputError
 #: name -> module of this package (imported on first use)
 EXPERIMENTS: Dict[str, str] = {
     "adding": "adding",
+    "exploding": "exploding",
+    "gru-vs-lstm": "gru_vs_lstm",
+    "sru-vs-lstm": "sru_vs_lstm",
 }
 
 
