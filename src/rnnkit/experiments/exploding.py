@@ -171,8 +171,8 @@ def plot(rows: Sequence[Dict[str, Any]], path: Path, s: ExplodingSettings) -> No
             norm.semilogy(steps, run.grad_norm, color=color, linestyle=style, label=label)
             if run.diverged_at is not None:
                 loss.axvline(run.diverged_at, color=color, alpha=0.4, linestyle=style)
-    grad.set(xlabel="t (loss at the last step T)", ylabel="‖∂L_T/∂h_t‖ / ‖∂L_T/∂h_T−1‖ at initialisation",
-             title="gradient back through time")
+    grad.set(xlabel="t (loss at the last step T)", title="gradient back through time",
+             ylabel="‖∂L_T/∂h_t‖ / ‖∂L_T/∂h_T−1‖ at initialisation")
     loss.axhline(ADDING_BASELINE_MSE, color="grey", linestyle=":", label="predict 1.0")
     loss.set_ylim(top=1e4)  # a diverging loss reaches 1e30 and more: the axis would flatten the rest
     loss.set(xlabel="SGD step", ylabel="training MSE", title="loss (vertical line: non-finite loss)")

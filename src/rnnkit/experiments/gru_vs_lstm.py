@@ -49,8 +49,8 @@ def verdict(gru: Contestant, lstm: Contestant) -> str:
             f"{gru.parameters / lstm.parameters:.2f}× the LSTM's parameters and takes "
             f"{gru.step_ms / lstm.step_ms:.2f}× its forward+backward time per batch "
             f"({gru.step_ms:.1f} vs {lstm.step_ms:.1f} ms: {'faster' if faster(gru, lstm) else 'not faster'}); "
-            f"in the same CPU time {better} reached the lower validation loss ({gru.final_bpc:.3f} vs {lstm.final_bpc:.3f} "
-            f"bits/char for GRU vs LSTM).")
+            f"in the same CPU time {better} reached the lower validation loss ({gru.final_bpc:.3f} vs "
+            f"{lstm.final_bpc:.3f} bits/char for GRU vs LSTM).")
 
 
 def run(s: GRUvsLSTMSettings) -> Dict[str, Any]:
