@@ -142,7 +142,8 @@ def verdict(growth: float, unclipped: TrainingRun, clipped: TrainingRun) -> bool
 def format_table(rows: Sequence[Dict[str, Any]], s: ExplodingSettings) -> str:
     """Markdown: one row per cell with the growth, both runs' outcomes and the verdict."""
     lines = ["| cell | W_hh radius | ‖∂L/∂h_0‖ / ‖∂L/∂h_T−1‖ | same at default init | no clipping | "
-             f"clip norm {s.clip:g}: held-out MSE start → end (predict 1.0: {ADDING_BASELINE_MSE:.3f}) | claim |", "|---|---:|---:|---:|---|---|---|"]
+             f"clip norm {s.clip:g}: held-out MSE start → end (predict 1.0: {ADDING_BASELINE_MSE:.3f}) | claim |",
+             "|---|---:|---:|---:|---|---|---|"]
     for r in rows:
         u, c = r["unclipped"], r["clipped"]
         free = f"diverged at step {u.diverged_at}" if u.diverged_at is not None else f"finite for {s.steps} steps"

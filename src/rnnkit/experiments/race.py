@@ -19,7 +19,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -40,8 +40,8 @@ TITLES = {"lstm": "LSTM", "gru": "GRU", "sru": "SRU"}
 class RaceSettings(ExperimentSettings):
     """Two cells, one char-LM, one CPU-time budget each."""
 
-    data: str = setting(str(TINYSHAKESPEARE), "Text file the char-LM trains on (default: the embedded "
-                                              "tinyshakespeare).", path=True)
+    data: Optional[str] = setting(None, "Text file the char-LM trains on (default: the embedded tinyshakespeare).",
+                                  path=True)
     chars: int = setting(300_000, "Characters read from the start of --data (the last 10% validate).", min=1000)
     hidden_size: int = setting(256, "Units per recurrent layer (the same for both cells).", min=1)
     num_layers: int = setting(1, "Stacked recurrent layers (the same for both cells).", min=1)
@@ -79,9 +79,10 @@ class Contestant:
 
 def text_slice(s: RaceSettings) -> Path:
     """The first `chars` characters of `data`, written to OUT/data.txt (what the char-LM reads)."""
-    text = Path(s.data).read_text(encoding="utf-8")[: s.chars]
+    source = Path(s.data) if s.data is not None else TINYSHAKESPEARE
+    text = source.read_text(encoding="utf-8")[: s.chars]
     if len(text) < 1000:
-        raise DataError(f"{s.data}: the race needs at least 1000 characters of text; the file has {len(text)}")
+        raise DataError(f"{source}: the race needs at least 1000 characters of text; the file has {len(text)}")
     path = Path(s.out) / "data.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -176,7 +177,8 @@ def results(contestants: Sequence[Contestant], s: RaceSettings, *, name: str, ti
             reference: str = "lstm") -> Dict[str, Any]:
     """The plot (OUT/NAME.png), the numbers and the markdown: the table, then the verdict."""
     plot(contestants, Path(s.out) / f"{name}.png", s, title)
-    markdown = (f"{title}: char-LM on the first {s.chars:,} characters of {Path(s.data).name}, "
+    source = Path(s.data).name if s.data else "the embedded tinyshakespeare"
+    markdown = (f"{title}: char-LM on the first {s.chars:,} characters of {source}, "
                 f"{s.num_layers}×{s.hidden_size} units, {s.seconds_per_cell:g} s of CPU time per cell (one thread), "
                 f"shared Trainer\n\n{format_table(contestants, reference)}\n\nPlot: {name}.png\n\n{verdict}\n")
     return {"contestants": [{**asdict(c), "final_bpc": c.final_bpc} for c in contestants], "markdown": markdown}
