@@ -32,6 +32,7 @@ def test_gru_verdict_needs_fewer_parameters_and_a_clearly_shorter_step():
 def test_sru_verdict_needs_the_claimed_speedup():
     lstm = _contestant("lstm", 400, 10.0, 2.0)
     assert sru_vs_lstm.speedup(_contestant("sru", 100, 2.0, 2.1), lstm) == 5.0
+    assert sru_vs_lstm.holds(_contestant("sru", 100, 2.0, 2.1), lstm)
     assert "claim holds on this CPU" in sru_vs_lstm.verdict(_contestant("sru", 100, 2.0, 2.1), lstm)
     text = sru_vs_lstm.verdict(_contestant("sru", 100, 4.0, 2.1), lstm)
     assert "claim does not hold on this CPU" in text and "2.50× as fast" in text and "LSTM reached the lower" in text

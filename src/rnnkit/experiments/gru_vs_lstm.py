@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..apps.settings import settings_class
-from .race import Contestant, RaceSettings, race, results
+from .race import Contestant, RaceSettings, quality, run_race
 
 CLAIM = ("A GRU is faster than an LSTM and has fewer parameters, for about the same quality (seed 000: GRU "
          "'연산 속도가 빠르다', LSTM '연산속도가 느리다'; seed 003: GRU simplifies the LSTM).")
@@ -43,18 +43,13 @@ def holds(gru: Contestant, lstm: Contestant) -> bool:
 
 def verdict(gru: Contestant, lstm: Contestant) -> str:
     """The verdict (`holds`) with its numbers; the quality at equal time is reported beside it."""
-    held = holds(gru, lstm)
-    better = "GRU" if gru.final_bpc < lstm.final_bpc else "LSTM"
-    return (f"**Verdict: the claim {'holds' if held else 'does not hold'} on this machine.** The GRU has "
-            f"{gru.parameters / lstm.parameters:.2f}× the LSTM's parameters and takes "
+    return (f"**Verdict: the claim {'holds' if holds(gru, lstm) else 'does not hold'} on this machine.** The GRU "
+            f"has {gru.parameters / lstm.parameters:.2f}× the LSTM's parameters and takes "
             f"{gru.step_ms / lstm.step_ms:.2f}× its forward+backward time per batch "
             f"({gru.step_ms:.1f} vs {lstm.step_ms:.1f} ms: {'faster' if faster(gru, lstm) else 'not faster'}); "
-            f"in the same CPU time {better} reached the lower validation loss ({gru.final_bpc:.3f} vs "
-            f"{lstm.final_bpc:.3f} bits/char for GRU vs LSTM).")
+            f"{quality(gru, lstm)}.")
 
 
 def run(s: GRUvsLSTMSettings) -> Dict[str, Any]:
     """The race (see `rnnkit.experiments.race`), gru-vs-lstm.png, the table and the verdict."""
-    gru, lstm = race(("gru", "lstm"), s)
-    return {**results((gru, lstm), s, name="gru-vs-lstm", title="GRU vs LSTM", verdict=verdict(gru, lstm)),
-            "holds": holds(gru, lstm)}
+    return run_race(("gru", "lstm"), s, name="gru-vs-lstm", title="GRU vs LSTM", holds=holds, verdict=verdict)

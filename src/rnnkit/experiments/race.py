@@ -19,7 +19,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -173,8 +173,25 @@ def plot(contestants: Sequence[Contestant], path: Path, s: RaceSettings, title: 
     plt.close(fig)
 
 
+def quality(a: Contestant, b: Contestant) -> str:
+    """Which of two cells reached the lower validation loss in the same CPU time, with both numbers."""
+    better = a if a.final_bpc < b.final_bpc else b
+    return (f"in the same CPU time {TITLES[better.cell]} reached the lower validation loss ({a.final_bpc:.3f} vs "
+            f"{b.final_bpc:.3f} bits/char for {TITLES[a.cell]} vs {TITLES[b.cell]})")
+
+
+def run_race(cells: Tuple[str, str], s: RaceSettings, *, name: str, title: str,
+             holds: Callable[[Contestant, Contestant], bool],
+             verdict: Callable[[Contestant, Contestant], str]) -> Dict[str, Any]:
+    """An experiment of this kind: the race of `cells` (the second the reference), OUT/NAME.png, the numbers,
+    whether the claim `holds`, and the markdown: the table, then the `verdict`."""
+    a, b = race(cells, s)
+    return {**results((a, b), s, name=name, title=title, verdict=verdict(a, b), reference=b.cell),
+            "holds": holds(a, b)}
+
+
 def results(contestants: Sequence[Contestant], s: RaceSettings, *, name: str, title: str, verdict: str,
-            reference: str = "lstm") -> Dict[str, Any]:
+            reference: str) -> Dict[str, Any]:
     """The plot (OUT/NAME.png), the numbers and the markdown: the table, then the verdict."""
     plot(contestants, Path(s.out) / f"{name}.png", s, title)
     source = Path(s.data).name if s.data else "the embedded tinyshakespeare"
