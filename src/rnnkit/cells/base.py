@@ -211,6 +211,24 @@ class RecurrentCell(nn.Module):
         for block in weight.split(self.hidden_size):
             nn.init.orthogonal_(block)
 
+    @torch.no_grad()
+    def init_recurrent_radius(self, radius: float) -> None:
+        """Scale each H-row gate block of weight_hh so that its spectral radius (largest |eigenvalue|) is
+        `radius`: above 1 the linearised recurrence h -> W h grows a direction at every step, the
+        condition for exploding gradients (Pascanu et al. 2013); 1 with ReLU is IRNN-like (Le et al. 2015)."""
+        weight = getattr(self, "weight_hh", None)
+        if not isinstance(weight, Tensor):
+            raise InputError(f"{type(self).__name__} has no recurrent matrix weight_hh, so scaling the initial "
+                             f"recurrent weights does not apply")
+        if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+            raise InputError(f"{type(self).__name__}: the spectral radius must be a positive number; got {radius!r}")
+        for block in weight.split(self.hidden_size):
+            current = float(spectral_radius(block))
+            if current == 0.0:
+                raise InputError(f"{type(self).__name__}: a block of weight_hh has spectral radius 0 (all its "
+                                 f"eigenvalues are 0), so no scaling gives it radius {radius}")
+            block.mul_(radius / current)
+
     def _parameter_tensors(self) -> list:
         """Its own parameters, then those its owner holds for it that are plain parameters there
         (a parametrized or pruned one is computed, not stored: its owner re-initialises the original)."""
@@ -245,3 +263,8 @@ def bias_sum(bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]) -> Optional[T
 
 def masked(h: Tensor, mask: Optional[Tensor]) -> Tensor:
     return h if mask is None else h * mask
+
+
+def spectral_radius(matrix: Tensor) -> Tensor:
+    """The largest |eigenvalue| of a square matrix (H, H), computed in float64."""
+    return torch.linalg.eigvals(matrix.detach().double()).abs().max()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Dict
 
 from ..errors import InputError
@@ -27,6 +28,7 @@ CELLS: Dict[str, Callable[[int, int], RecurrentCell]] = {
     "lngru": LayerNormGRUCell,
     "mingru": MinGRUCell,
     "qrnn": QRNNCell,
+    "rnn-relu": partial(ElmanCell, nonlinearity="relu"),  # torch.nn.RNN(nonlinearity="relu")
 }
 
 
@@ -37,7 +39,7 @@ def check_cell(name: object, *, setting: str = "cell", owner: str = "") -> None:
     >>> check_cell("lstmm", owner="LMConfig")
     Traceback (most recent call last):
     ...
-    rnnkit.errors.InputError: LMConfig: unknown cell 'lstmm'; expected one of rnn, lstm, peephole, gru, sru, lnlstm, lngru, mingru, qrnn
+    rnnkit.errors.InputError: LMConfig: unknown cell 'lstmm'; expected one of rnn, lstm, peephole, gru, sru, lnlstm, lngru, mingru, qrnn, rnn-relu
     """
     if name not in CELLS:
         where = f"{owner}: " if owner else ""
@@ -49,6 +51,8 @@ def make_cell(name: str, input_size: int, hidden_size: int) -> RecurrentCell:
 
     >>> make_cell("gru", 3, 4)
     GRUCell(3, 4, reset='after')
+    >>> make_cell("rnn-relu", 3, 4)
+    ElmanCell(3, 4, nonlinearity='relu')
     """
     check_cell(name)
     return CELLS[name](input_size, hidden_size)

@@ -42,6 +42,10 @@ def _cells(value: str):
 @click.option("--forget-bias", type=float, default=1.0, show_default=True,
               help="Initial forget-gate bias of LSTM-family cells and SRU (Gers et al. 2000; Keras's default); "
                    "0 keeps the cells' own initialisation.")
+@click.option("--init-scale", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Scale each cell's initial recurrent weights (every H×H block of weight_hh) to this spectral "
+                   "radius; above 1 an Elman RNN's gradient grows back through time. 0 keeps the cells' own "
+                   "initialisation.")
 @click.option("--checkpoint", default=None,
               help="Measure a trained language model instead (checkpoint file or run directory) on --text.")
 @click.option("--text", default=None, help="Input text for --checkpoint (default: the first T characters of "
@@ -50,7 +54,8 @@ def _cells(value: str):
 @out_option("runs/gradflow", "gradflow.png and gradflow.json (the curves)")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, train_steps: int, lr: float,
-             forget_bias: float, checkpoint: Optional[str], text: Optional[str], seed: int, out: str, quiet: bool) -> None:
+             forget_bias: float, init_scale: float, checkpoint: Optional[str], text: Optional[str], seed: int,
+             out: str, quiet: bool) -> None:
     """Gradient flow through time: ||∂L_T/∂h_t|| for every t (log scale) and mean gate activations.
 
     With the adding problem (default) each cell is trained --train-steps steps on the same
@@ -63,7 +68,8 @@ def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, t
         results, title = _from_checkpoint(checkpoint, text, T)
     else:
         names = _cells(cells)
-        results, title = _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias)
+        results, title = _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias,
+                                 init_scale)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     plot_gradflow(results, out_path, title)
     curves = {c: {"grad": {k: v.tolist() for k, v in r["grad"].items()},
@@ -75,13 +81,14 @@ def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, t
     click.echo(f"gradient flow: {out_path}")
 
 
-def _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias):
+def _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias, init_scale):
     probe_x, probe_y = adding_problem(batch_size, T, generator=torch.Generator().manual_seed(seed + 999),
                                       dtype=torch.float64)
     results: Dict[str, dict] = {}
     for name in names:
         torch.manual_seed(seed)
-        model = SequenceRegressor(name, 2, hidden_size, forget_bias=forget_bias or None)
+        model = SequenceRegressor(name, 2, hidden_size, forget_bias=forget_bias or None,
+                                  init_scale=init_scale or None)
         info = {}
         if train_steps:
             source = GeneratedBatches(lambda g: adding_problem(batch_size, T, generator=g), train_steps, seed)
@@ -103,6 +110,7 @@ def _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, for
                          "info": info}
     what = f"after {train_steps} training steps" if train_steps else "freshly initialised"
     fb = f", forget bias {forget_bias:g}" if forget_bias else ""
+    fb += f", initial W_hh spectral radius {init_scale:g}" if init_scale else ""
     title = (f"adding problem, T={T}, H={hidden_size}, {what}{fb}; loss = MSE at the last step "
              f"(baseline MSE {ADDING_BASELINE_MSE:.3f})")
     return results, title

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from ..apps.settings import Settings, setting, settings_class
 from ..errors import InputError
@@ -33,6 +33,9 @@ EXPERIMENTS: Dict[str, str] = {
     "depth": "depth",
     "direction": "direction",
     "exposure-bias": "exposure_bias",
+    "exploding": "exploding",
+    "gru-vs-lstm": "gru_vs_lstm",
+    "sru-vs-lstm": "sru_vs_lstm",
 }
 
 
@@ -44,6 +47,15 @@ class ExperimentSettings(Settings):
     seed: int = setting(0, "Random seed (initialisation, data).")
     threads: int = setting(1, "torch CPU threads (small per-step products gain little from a second one).", min=1)
     quiet: bool = setting(False, "No progress bars.")
+
+
+def comma_list(value: str, known: Iterable[str], setting: str = "cells") -> Tuple[str, ...]:
+    """The names in the comma-separated `value`; InputError unless there are some, all of them `known`."""
+    known = tuple(known)
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names or any(n not in known for n in names):
+        raise InputError(f"{setting} must list some of {','.join(known)}; got {value!r}")
+    return names
 
 
 def module(name: str) -> ModuleType:

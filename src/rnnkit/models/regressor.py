@@ -12,10 +12,14 @@ from ..cells.registry import make_cell
 
 
 class SequenceRegressor(nn.Module):
-    """x (T, B, I) -> prediction (B, O) = W y_T + b, with y_T the last layer's output at the last step."""
+    """x (T, B, I) -> prediction (B, O) = W y_T + b, with y_T the last layer's output at the last step.
+
+    forget_bias: see `set_forget_bias`; init_scale: the spectral radius every H×H block of each layer's
+    initial weight_hh is scaled to (`RecurrentCell.init_recurrent_radius`); None keeps the cell's own.
+    """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int = 1,
-                 num_layers: int = 1, forget_bias: Optional[float] = None) -> None:
+                 num_layers: int = 1, forget_bias: Optional[float] = None, init_scale: Optional[float] = None) -> None:
         super().__init__()
         self.cell_name = cell
         self.rnn = Recurrent(lambda size: make_cell(cell, size, hidden_size), num_layers, input_size=input_size)
@@ -23,6 +27,9 @@ class SequenceRegressor(nn.Module):
         if forget_bias is not None:
             for c in self.rnn.cells:
                 set_forget_bias(c, forget_bias)
+        if init_scale is not None:
+            for c in self.rnn.cells:
+                c.init_recurrent_radius(init_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         y, _ = self.rnn(x)  # (T, B, H)
