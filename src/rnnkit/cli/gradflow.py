@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import click
-import torch
 
 from .._optional import require_extra
-from ..analysis.gradflow import gate_activations, gradient_flow, plot_gradflow, summary_line
-from ..data.synthetic import ADDING_BASELINE_MSE, adding_problem
+from ..analysis.gradflow import summary_line
+from ..analysis.gradflow_runs import adding_flows, language_model_flow, write_flows
+from ..apps import load
 from ..cells import CELLS
-from ..models.regressor import RegressionTask, SequenceRegressor
-from ..training.config import TrainConfig
-from ..training.sources import GeneratedBatches
-from ..training.trainer import Trainer
 from .options import out_option
 
 
@@ -63,89 +58,12 @@ def gradflow(cells: str, task: str, T: int, hidden_size: int, batch_size: int, t
     over T steps, the LSTM's (through c) and GRU's fall far less.
     """
     require_extra("plots", "rnnkit gradflow")
-    out_path = Path(out) / "gradflow.png"
     if checkpoint is not None:
-        results, title = _from_checkpoint(checkpoint, text, T)
+        results, title = language_model_flow(load(checkpoint), text, T)
     else:
-        names = _cells(cells)
-        results, title = _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias,
-                                 init_scale)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    plot_gradflow(results, out_path, title)
-    curves = {c: {"grad": {k: v.tolist() for k, v in r["grad"].items()},
-                  "gates": {k: v.tolist() for k, v in r["gates"].items()}, **r.get("info", {})}
-              for c, r in results.items()}
-    out_path.with_suffix(".json").write_text(json.dumps({"title": title, "cells": curves}) + "\n")
+        results, title = adding_flows(_cells(cells), T, hidden_size, batch_size, train_steps, lr, seed, quiet,
+                                      forget_bias, init_scale)
+    out_path = write_flows(results, title, Path(out))
     for c, r in results.items():
         click.echo(summary_line(c, r["grad"]) + "".join(f", {k}={v:.4g}" for k, v in r.get("info", {}).items()))
     click.echo(f"gradient flow: {out_path}")
-
-
-def _adding(names, T, hidden_size, batch_size, train_steps, lr, seed, quiet, forget_bias, init_scale):
-    probe_x, probe_y = adding_problem(batch_size, T, generator=torch.Generator().manual_seed(seed + 999),
-                                      dtype=torch.float64)
-    results: Dict[str, dict] = {}
-    for name in names:
-        torch.manual_seed(seed)
-        model = SequenceRegressor(name, 2, hidden_size, forget_bias=forget_bias or None,
-                                  init_scale=init_scale or None)
-        info = {}
-        if train_steps:
-            source = GeneratedBatches(lambda g: adding_problem(batch_size, T, generator=g), train_steps, seed)
-            trainer = Trainer(model, RegressionTask(), source,
-                              TrainConfig(max_steps=train_steps, lr=lr, clip_norm=1.0, seed=seed, quiet=quiet,
-                                          tensorboard=False))
-            if not quiet:
-                click.echo(f"training {name} on the adding problem (T={T}) for {train_steps} steps", err=True)
-            trainer.fit()
-        model = model.double().eval()
-        with torch.no_grad():
-            info["mse"] = float(((model(probe_x) - probe_y) ** 2).mean())
-        cell = model.rnn.cells[0]
-
-        def readout(y_T, model=model):
-            return ((model.head(y_T) - probe_y) ** 2).mean()
-
-        results[name] = {"grad": gradient_flow(cell, probe_x, readout), "gates": gate_activations(cell, probe_x),
-                         "info": info}
-    what = f"after {train_steps} training steps" if train_steps else "freshly initialised"
-    fb = f", forget bias {forget_bias:g}" if forget_bias else ""
-    fb += f", initial W_hh spectral radius {init_scale:g}" if init_scale else ""
-    title = (f"adding problem, T={T}, H={hidden_size}, {what}{fb}; loss = MSE at the last step "
-             f"(baseline MSE {ADDING_BASELINE_MSE:.3f})")
-    return results, title
-
-
-def _from_checkpoint(checkpoint, text, T):
-    from torch.nn import functional as F
-
-    from ..data.text import CharVocab, DataError, load_char_corpus
-    from ..apps import load
-    run = load(checkpoint)
-    model, vocab = run.model, run.extras["vocab"]
-    if not isinstance(vocab, CharVocab):
-        raise DataError("gradflow --checkpoint needs a char-LM checkpoint")
-    if text is None:
-        data = json.loads((Path(checkpoint) / "config.json").read_text())["settings"]["data"] \
-            if Path(checkpoint).is_dir() else None
-        if data is None:
-            raise DataError("give --text (the checkpoint's run directory was not given, so its data is unknown)")
-        corpus = load_char_corpus(data, 0.1, vocab)
-        ids = corpus.valid[0][: T + 1] if corpus.valid else corpus.train[0][: T + 1]
-    else:
-        ids = vocab.encode(text, what="--text")[: T + 1]
-    if len(ids) < 3:
-        raise DataError("gradflow needs at least 3 characters of text")
-    model = model.double()
-    x = model.embed(ids[:-1].view(-1, 1))  # (T, 1, E)
-    target = ids[-1:]
-    cell = model.rnn.cells[0]
-    if model.rnn.num_layers != 1:
-        raise DataError("gradflow --checkpoint measures single-layer models")
-
-    def readout(y_T):
-        return F.cross_entropy(model.head(y_T), target)
-
-    name = model.config.cell
-    results = {name: {"grad": gradient_flow(cell, x.detach(), readout), "gates": gate_activations(cell, x.detach())}}
-    return results, f"trained char-LM ({name}, H={model.config.hidden_size}); loss = cross-entropy of the last character"
