@@ -80,7 +80,7 @@ def test_backtest_and_load_agree_with_the_trained_run(trained):
 @pytest.mark.parametrize("changes,needle", [
     (dict(head="quantile", quantiles="0.1,0.9"), "quantiles must be increasing, in (0, 1) and include 0.5"),
     (dict(aggregate="sum"), "aggregate has no effect without freq"),
-    (dict(head="point", level=0.8), "level has no effect with head point"),
+    (dict(head="point", quantiles="0.2,0.5,0.8"), "quantiles has no effect with head point"),
     (dict(baselines="naive,prophet"), "baselines: unknown baseline 'prophet'"),
     (dict(calendar="hour,month"), "calendar: unknown feature 'month'"),
     (dict(format="kaggle-ipasn", machines="1,x"), "machines must be integers"),
