@@ -29,7 +29,7 @@ from ..data.timeseries import (CALENDAR_FEATURES, ForecastFrame, Scaler, Split, 
                                window_origins)
 from ..errors import InputError
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
-from ..models.forecast_eval import BASELINES, Backtest, backtest as run_backtest, model_forecast, model_predictive, \
+from ..models.forecast_eval import BASELINES, Backtest, backtest as run_backtest, forecast_windows, model_forecast, \
     plot_forecast, write_forecast_csv
 from ..models.forecast_intervals import Calibration
 from ..training.checkpoint import CheckpointError, write_json_atomic
@@ -263,9 +263,7 @@ def calibrate(run: Run) -> Optional[Calibration]:
     if len(origins) == 0:
         return None
     frame = _frame(run, _series(run, None, need=split.n))
-    values = np.where(frame.target_mask, frame.series.values, np.nan)
-    actual = np.stack([values[o:o + c.horizon] for o in origins])
-    return Calibration.fit(model_predictive(run.model, frame, origins), actual)
+    return Calibration.fit(*forecast_windows(run.model, frame, origins))
 
 
 def calibration_of(run: Run) -> Optional[Calibration]:

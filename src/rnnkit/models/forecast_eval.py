@@ -184,7 +184,8 @@ class Backtest:
     def verdict(self) -> str:
         model = self.metrics["model"]["MAE"]
         beaten = [LABELS[b] for b in self.metrics if b != "model" and self.metrics[b]["MAE"] <= model]
-        cov = (f"; {100 * self.coverage:.0f}% of actuals inside the model's {100 * self.level:.0f}% interval"
+        cov = (f"; {100 * self.coverage:.1f}% of the test windows' actuals inside the model's "
+               f"{100 * self.level:.0f}% interval"
                if self.coverage is not None else "")
         if beaten:
             return f"the model does NOT beat {', '.join(beaten)} on MAE" + cov
@@ -245,9 +246,8 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
     for b in baselines:
         if b not in BASELINE_FUNCTIONS:
             raise InputError(f"unknown baseline {b!r}; expected some of {BASELINES}")
-    values = np.where(frame.series.observed | ~frame.mask_missing, frame.series.values, np.nan)
-    actual = np.stack([values[o:o + H] for o in origins])  # (O, H, C)
-    pred = model_predictive(model, frame, origins)
+    values = np.where(frame.target_mask[:len(frame.series)], frame.series.values, np.nan)
+    pred, actual = forecast_windows(model, frame, origins)  # actual (O, H, C)
     point = pred.point
     lower, upper = pred.interval(calibration.q(level) if calibration is not None else pred.default_q(level))
     forecasts = {"model": point}
@@ -276,9 +276,31 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
     scale = mase_scale(values[:split.n_train], season)
     notes = mase_notes(scale, frame.series.columns, mase_season(split.n_train, season))
     metrics = {name: error_metrics(actual, f, scale) for name, f in forecasts.items()}
-    intervals = interval_report(pred, actual, level, calibration) if calibration or c.head != "point" else {}
+    intervals = model_intervals(model, frame, split, level, calibration, first, (pred, actual) if stride == 1 else None)
     coverage = intervals["calibrated" if calibration else "uncalibrated"]["coverage"] if intervals else None
     return Backtest(origins, actual, forecasts, lower, upper, metrics, failures, coverage, level, notes, intervals)
+
+
+def model_intervals(model: Forecaster, frame: ForecastFrame, split: Split, level: float,
+                    calibration: Optional[Calibration], first: Optional[int] = None,
+                    known: Optional[Tuple[Predictive, np.ndarray]] = None) -> Dict[str, Dict[str, float]]:
+    """`interval_report` over every test window (stride 1: the backtest's few origins, 7 days of the hourly
+    series, would make a coverage of 90% a matter of one window); `known`: those windows' forecasts and
+    actuals when already made. {} for the point head without calibration (no interval)."""
+    c = model.config
+    if calibration is None and c.head == "point":
+        return {}
+    if known is None:
+        origins = window_origins(split.n_val if first is None else first, split.n, c.lookback, c.horizon, 1)
+        known = forecast_windows(model, frame, origins)
+    return interval_report(*known, level, calibration)
+
+
+def forecast_windows(model: Forecaster, frame: ForecastFrame, origins: np.ndarray) -> Tuple[Predictive, np.ndarray]:
+    """The model's forecasts of the windows at `origins` and their actuals (O, H, C), NaN where missing."""
+    values = np.where(frame.target_mask[:len(frame.series)], frame.series.values, np.nan)
+    actual = np.stack([values[o:o + model.config.horizon] for o in origins])
+    return model_predictive(model, frame, origins), actual
 
 
 # ------------------------------------------------------------------ outputs

@@ -137,30 +137,36 @@ class Calibration:
         return cls(d["head"], d["scores"], int(d["windows"]))
 
 
-def empirical_q(scores: np.ndarray, level: float) -> np.ndarray:
-    """Per (k, j), the smallest q with a fraction ≥ `level` of the scores (O, H, C) at or below it: the q an
-    interval of this family needed to cover exactly `level` of these windows."""
-    return np.nanquantile(scores, level, axis=0, method="inverted_cdf")
+def needed_q(predictive: Predictive, scores: np.ndarray, shape: Any, level: float) -> Any:
+    """The q of the narrowest interval shaped like interval(`shape`) (q per step and series) that covers
+    exactly a fraction `level` of the windows whose scores (O, H, C) are given: the shape scaled by one
+    factor (gaussian, point: q = t·shape) or shifted by one offset (quantile, CQR: q = shape + t)."""
+    ok = ~np.isnan(scores)
+    shape = np.broadcast_to(shape, scores.shape[1:])
+    if predictive.head == "quantile":
+        return shape + np.quantile((scores - shape)[ok], level, method="inverted_cdf")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return shape * np.quantile((scores / shape)[ok], level, method="inverted_cdf")
 
 
 def interval_report(predictive: Predictive, actual: np.ndarray, level: float,
                     calibration: Optional[Calibration] = None) -> Dict[str, Dict[str, float]]:
-    """Coverage, mean width, the width needed (the same family with the q that covers exactly `level` of
-    these actuals per step and series) and the distribution score, for the model's own interval and, with
+    """Coverage, mean width, the width needed (`needed_q` for the calibrated shape, else the model's own) and
+    the distribution score, for the model's own interval (not the point head's: it has none) and, with
     `calibration`, the calibrated one."""
-    scores = predictive.scores(actual)
     ok = ~np.isnan(actual)
-    lo, hi = predictive.interval(empirical_q(scores, level))
-    needed = float((hi - lo)[ok].mean())
     qs = {} if predictive.head == "point" else {"uncalibrated": predictive.default_q(level)}
     if calibration is not None:
         qs["calibrated"] = calibration.q(level)
+    shape = qs["calibrated" if calibration is not None else "uncalibrated"]
+    lo, hi = predictive.interval(needed_q(predictive, predictive.scores(actual), shape, level))
+    needed = float((hi - lo)[ok].mean())
     report = {}
     for name, q in qs.items():
         lo, hi = predictive.interval(q)
         width = float((hi - lo)[ok].mean())
-        row = {"coverage": float(((actual >= lo) & (actual <= hi))[ok].mean()), "width": width,
-               "needed_width": needed, "width_ratio": width / needed if needed > 0 else float("nan")}
+        row = {"windows": int(actual.shape[0]), "coverage": float(((actual >= lo) & (actual <= hi))[ok].mean()),
+               "width": width, "needed_width": needed, "width_ratio": width / needed if needed > 0 else float("nan")}
         score = predictive.distribution_score(actual, q if name == "calibrated" else None, level)
         if score is not None:
             row[score[0]] = score[1]
@@ -171,11 +177,12 @@ def interval_report(predictive: Predictive, actual: np.ndarray, level: float,
 def interval_table(report: Dict[str, Dict[str, float]], level: float) -> str:
     """Markdown: one row per interval (calibrated first)."""
     extra = [k for k in ("CRPS", "pinball") if any(k in r for r in report.values())]
-    lines = [f"| {100 * level:.0f}% interval | coverage | mean width | needed width | width / needed | "
-             + "".join(f"{k} | " for k in extra), "|---|" + "---:|" * (4 + len(extra))]
+    windows = next(iter(report.values()))["windows"]
+    lines = [f"| {100 * level:.0f}% interval, {windows} test windows | coverage | mean width | needed width | "
+             f"width / needed |" + "".join(f" {k} |" for k in extra), "|---|" + "---:|" * (4 + len(extra))]
     for name in sorted(report, key=lambda n: n != "calibrated"):
         r = report[name]
         label = "split-conformal (validation windows)" if name == "calibrated" else "model's own"
         lines.append(f"| {label} | {100 * r['coverage']:.1f}% | {r['width']:.4g} | {r['needed_width']:.4g} | "
-                     f"{r['width_ratio']:.2f} | " + "".join(f"{r[k]:.4g} | " for k in extra))
+                     f"{r['width_ratio']:.2f} |" + "".join(f" {r[k]:.4g} |" for k in extra))
     return "\n".join(lines)
