@@ -4,7 +4,8 @@ Cortez et al. 2012).
 The series is split by time into train / validation / test; the scaler sees the training part
 only. After training, the best-validation model is backtested with rolling origins over the test
 part next to naive, seasonal-naive, Holt-Winters and SARIMA forecasts of the same windows
-(OUT/results.md and results.json, forecast.csv, forecast.png).
+(OUT/results.md and results.json, forecast.csv, forecast.png). Its intervals are split-conformal: calibrated
+on the validation windows' errors per horizon step (OUT/calibration.json, used again after `load`).
 
     >>> from rnnkit.apps import forecast
     >>> run = forecast.train(forecast.ForecastSettings(data="series.csv", max_epochs=3))  # doctest: +SKIP

@@ -14,6 +14,9 @@ on the seasonally differenced series, i.e. SARIMA(2,0,1)(0,1,0)_m (statsmodels
 ARIMA on y_t − y_{t−m}; the differencing is done here so that m = 288 stays
 cheap). Both are refitted at every origin on at most `fit_window` past values.
 A fit that fails is reported (its forecasts count as missing), never hidden.
+
+The model's interval (conformally calibrated when a `Calibration` is given, see `forecast_intervals`) is
+scored over every test window (stride 1): coverage, mean width, the width needed, CRPS or pinball loss.
 """
 
 from __future__ import annotations
