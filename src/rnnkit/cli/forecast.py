@@ -29,8 +29,9 @@ def forecast(checkpoint: str, data: Optional[str], out: str, do_backtest: bool, 
     run = app.load(checkpoint, run_device(device))
     result = app.forecast(run, data, level=level)
     csv, png = result.save(out)
-    click.echo(f"rnnkit: forecast of {len(result.times)} steps past {len(result.frame.series)} observed -> "
-               f"{csv}, {png}")
+    how = "split-conformal" if app.calibration_of(run) is not None else "the model's own, uncalibrated"
+    click.echo(f"rnnkit: forecast of {len(result.times)} steps past {len(result.frame.series)} observed, "
+               f"{100 * result.level:g}% interval {how} -> {csv}, {png}")
     if do_backtest:
         bt = app.backtest(run, data, level=level)
         click.echo(bt.table())
