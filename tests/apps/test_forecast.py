@@ -4,6 +4,7 @@ past its end, backtest against the baselines, and the same from the run director
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -77,10 +78,43 @@ def test_backtest_and_load_agree_with_the_trained_run(trained):
     assert set(only_naive.metrics) == {"model", "naive"} and len(only_naive.origins) > len(bt.origins)
 
 
+def test_the_conformal_calibration_is_kept_in_the_run_and_used_after_load(trained, tmp_path):
+    run, folder = trained
+    saved = json.loads((folder / "run" / "calibration.json").read_text())
+    assert saved["method"] == "split conformal" and saved["windows"] == 28  # every validation window
+    assert len(saved["scores"]) == 3  # one list of scores per horizon step
+    assert "split-conformal" in (folder / "run" / "results.md").read_text()
+    assert set(run.results["intervals"]) == {"calibrated", "uncalibrated"}
+    loaded = forecast.load(folder / "run")
+    again, first = forecast.forecast(loaded), forecast.forecast(run)
+    np.testing.assert_allclose(again.lower, first.lower, rtol=1e-5)  # scores are kept to 6 digits
+    np.testing.assert_allclose(again.upper, first.upper, rtol=1e-5)
+    calibrated = forecast.backtest(loaded).intervals["calibrated"]
+    assert calibrated == pytest.approx(run.results["intervals"]["calibrated"], rel=1e-4)
+    # without the file the interval is the model's own (μ ± 1.645σ): a different one
+    shutil.copytree(folder / "run", tmp_path / "bare")
+    (tmp_path / "bare" / "calibration.json").unlink()
+    bare = forecast.forecast(forecast.load(tmp_path / "bare"))
+    assert not np.allclose(bare.upper - bare.lower, forecast.forecast(run).upper - forecast.forecast(run).lower)
+    (tmp_path / "bare" / "calibration.json").write_text("{}")
+    with pytest.raises(InputError, match="is not a calibration file"):
+        forecast.forecast(forecast.load(tmp_path / "bare"))
+
+
+def test_a_point_forecaster_gets_a_conformal_interval(tmp_path):
+    hourly().to_csv(tmp_path / "series.csv", index=False)
+    run = forecast.train(forecast.ForecastSettings(
+        data=str(tmp_path / "series.csv"), out=str(tmp_path / "run"), lookback=12, horizon=3, hidden_size=4,
+        batch_size=8, max_steps=3, head="point", level=0.8, baselines="naive", quiet=True, tensorboard=False))
+    fc = forecast.forecast(forecast.load(tmp_path / "run"))
+    assert (fc.lower < fc.values).all() and (fc.values < fc.upper).all()
+    assert set(run.results["intervals"]) == {"calibrated"}
+
+
 @pytest.mark.parametrize("changes,needle", [
     (dict(head="quantile", quantiles="0.1,0.9"), "quantiles must be increasing, in (0, 1) and include 0.5"),
     (dict(aggregate="sum"), "aggregate has no effect without freq"),
-    (dict(head="point", level=0.8), "level has no effect with head point"),
+    (dict(head="point", quantiles="0.2,0.5,0.8"), "quantiles has no effect with head point"),
     (dict(baselines="naive,prophet"), "baselines: unknown baseline 'prophet'"),
     (dict(calendar="hour,month"), "calendar: unknown feature 'month'"),
     (dict(format="kaggle-ipasn", machines="1,x"), "machines must be integers"),

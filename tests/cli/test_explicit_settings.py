@@ -108,7 +108,7 @@ def test_resume_keeps_which_settings_were_defaults():
     (train_seq2seq, ["--ss-c", "0.01", "--scheduled-sampling", "exponential"], ["--ss-c", "linear"]),
     (train_seq2seq, ["--ss-min", "0.2"], ["--ss-min"]),
     (train_forecast, ["--quantiles", "0.1,0.5,0.9"], ["--quantiles", "--head gaussian (the default)"]),
-    (train_forecast, ["--head", "point", "--level", "0.8"], ["--level", "--head point (as set)"]),
+    (train_forecast, ["--head", "point", "--quantiles", "0.2,0.5,0.8"], ["--quantiles", "--head point (as set)"]),
     (train_forecast, ["--teacher-forcing", "0.5"], ["--teacher-forcing", "--mode direct (the default)"]),
     (train_forecast, ["--machines", "1,2"], ["--machines", "kaggle-ipasn"]),
 ])

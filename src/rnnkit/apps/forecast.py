@@ -4,7 +4,8 @@ Cortez et al. 2012).
 The series is split by time into train / validation / test; the scaler sees the training part
 only. After training, the best-validation model is backtested with rolling origins over the test
 part next to naive, seasonal-naive, Holt-Winters and SARIMA forecasts of the same windows
-(OUT/results.md and results.json, forecast.csv, forecast.png).
+(OUT/results.md and results.json, forecast.csv, forecast.png). Its intervals are split-conformal: calibrated
+on the validation windows' errors per horizon step (OUT/calibration.json, used again after `load`).
 
     >>> from rnnkit.apps import forecast
     >>> run = forecast.train(forecast.ForecastSettings(data="series.csv", max_epochs=3))  # doctest: +SKIP
@@ -15,6 +16,7 @@ part next to naive, seasonal-naive, Holt-Winters and SARIMA forecasts of the sam
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -28,8 +30,10 @@ from ..data.timeseries import (CALENDAR_FEATURES, ForecastFrame, Scaler, Split, 
                                window_origins)
 from ..errors import InputError
 from ..models.forecast import HEADS, MODES, ForecastConfig, Forecaster, ForecastTask
-from ..models.forecast_eval import BASELINES, Backtest, backtest as run_backtest, model_forecast, plot_forecast, \
-    write_forecast_csv
+from ..models.forecast_eval import BASELINES, Backtest, backtest as run_backtest, forecast_windows, model_forecast, \
+    plot_forecast, write_forecast_csv
+from ..models.forecast_intervals import Calibration
+from ..training.checkpoint import CheckpointError, write_json_atomic
 from ..recipes import repository_data
 from .rundir import saved_settings
 from .runner import Prepared, Recipe, Run, say
@@ -43,6 +47,8 @@ CORTEZ_A = {"A1H.txt": ("2005-06-07 06:57", "h"), "A5M.txt": ("2005-06-07 06:57"
             "A1D.txt": ("2005-06-07 06:57", "D")}
 #: the season of a frequency (seasonal naive, Holt-Winters, SARIMA and MASE), when --season is 0
 SEASONS = {"5min": 288, "min": 1440, "h": 24, "D": 7, "B": 5, "W": 52}
+#: the conformal calibration of the intervals, written after training (read by `forecast` and `backtest`)
+CALIBRATION_FILE = "calibration.json"
 #: the settings that say how the series is read (kept in the run's info: inference reads new data alike)
 DATA_KEYS = ("data", "format", "time_column", "value_columns", "freq", "start", "aggregate", "missing", "machines")
 
@@ -88,8 +94,8 @@ class ForecastSettings(TrainingSettings):
     head: str = setting("gaussian", "point (MSE), gaussian (likelihood) or quantile (pinball).", choices=HEADS)
     quantiles: str = setting("0.05,0.5,0.95", "Quantiles of the quantile head (must include 0.5).",
                              acts_with=("head", ("quantile",)))
-    level: float = setting(0.9, "Central interval shown for the gaussian head.", min=0, max=1, min_open=True,
-                           max_open=True, acts_with=("head", ("gaussian",)))
+    level: float = setting(0.9, "Central forecast interval (nominal coverage; split-conformal on the validation "
+                                "windows, per horizon step).", min=0, max=1, min_open=True, max_open=True)
     cell: str = setting("lstm", "Recurrent cell.", choices=tuple(CELLS))
     hidden_size: int = setting(64, "Hidden units per layer.", min=1)
     num_layers: int = setting(1, "Stacked layers.", min=1)
@@ -227,8 +233,14 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
 
 # ---------------------------------------------------------------------- after training
 def finish(run: Run) -> Dict[str, Any]:
-    """Backtest the best weights on the test part; forecast.csv and forecast.png; the table as results.md."""
+    """Calibrate the intervals on the validation windows (OUT/calibration.json); backtest the best weights on
+    the test part; forecast.csv and forecast.png; the table as results.md."""
     s, out, c = run.settings, run.out, run.model.config
+    calibration = calibrate(run)
+    run.extras = {**_extras(run), "calibration": calibration}
+    if calibration is not None:
+        write_json_atomic(out / CALIBRATION_FILE, calibration.to_json())
+        say(s, f"intervals calibrated on {calibration.windows} validation windows -> {out / CALIBRATION_FILE}")
     bt, frame = _backtest(run, progress=not s.quiet)
     write_forecast_csv(out / "forecast.csv", frame, bt.origins, bt.forecasts, bt.lower, bt.upper, bt.actual)
     base = ("seasonal naive", bt.forecasts["seasonal_naive"]) if "seasonal_naive" in bt.forecasts else None
@@ -239,8 +251,34 @@ def finish(run: Run) -> Dict[str, Any]:
     header = (f"Backtest: {s.data or DEFAULT_DATA}, {c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, {c.head} "
               f"head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
               f"{run.info['season']}\n\n")
-    return {"metrics": bt.metrics, "failures": bt.failures, "coverage": bt.coverage, "origins": bt.origins.tolist(),
+    return {"metrics": bt.metrics, "failures": bt.failures, "coverage": bt.coverage, "intervals": bt.intervals,
+            "level": bt.level, "origins": bt.origins.tolist(),
             "verdict": bt.verdict(), "notes": bt.notes, "markdown": header + bt.table() + "\n\n" + bt.verdict()}
+
+
+def calibrate(run: Run) -> Optional[Calibration]:
+    """Split-conformal calibration on every validation window (stride 1) of the run's data; None without a
+    validation part."""
+    split, c = _extras(run)["split"], run.model.config
+    origins = window_origins(split.n_train, split.n_val, c.lookback, c.horizon, 1)
+    if len(origins) == 0:
+        return None
+    frame = _frame(run, _series(run, None, need=split.n))
+    return Calibration.fit(*forecast_windows(run.model, frame, origins))
+
+
+def calibration_of(run: Run) -> Optional[Calibration]:
+    """The run's calibration: from training, else OUT/calibration.json; None for a run without one."""
+    extras = _extras(run)
+    if "calibration" not in extras:
+        path = run.out / CALIBRATION_FILE if run.out is not None else None
+        try:
+            extras["calibration"] = Calibration.from_json(json.loads(path.read_text())) if path and path.is_file() \
+                else None
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{str(path)!r} is not a calibration file of rnnkit ({err})") from None
+        run.extras = extras
+    return extras["calibration"]
 
 
 def load_extras(info: Dict[str, Any]) -> Dict[str, Any]:
@@ -308,7 +346,8 @@ def forecast(run: Run, data: Data = None, *, level: Optional[float] = None) -> F
     """The next `horizon` steps past the end of `data` (default: the run's own series).
 
     `data`: a series file in the training data's format and columns, or a pandas DataFrame with them;
-    `level`: the central interval of the gaussian head (default: the run's). The model sees the last
+    `level`: the central interval (default: the run's), split-conformal from the validation windows'
+    errors when the run has a calibration (OUT/calibration.json), else the model's own. The model sees the last
     `lookback` steps and the calendar of the steps it forecasts.
     """
     c = run.model.config
@@ -316,7 +355,7 @@ def forecast(run: Run, data: Data = None, *, level: Optional[float] = None) -> F
     frame = _frame(run, series)
     frame.extend(c.horizon)
     level = _setting(run, "level") if level is None else level
-    point, lower, upper = model_forecast(run.model, frame, np.array([len(series)]), level)
+    point, lower, upper = model_forecast(run.model, frame, np.array([len(series)]), level, calibration_of(run))
     times = series.future_times(len(series), c.horizon)
     times = np.arange(len(series), len(series) + c.horizon) if times is None else times
     return Forecast(point[0], lower[0], upper[0], times, list(series.columns), level, frame, c.lookback,
@@ -342,7 +381,8 @@ def _backtest(run: Run, data: Data = None, *, baselines: Optional[List[str]] = N
                       stride=stride or _setting(run, "backtest_stride") or None,
                       baselines=baseline_names(_setting(run, "baselines")) if baselines is None else baselines,
                       fit_window=fit_window or _setting(run, "fit_window"),
-                      level=_setting(run, "level") if level is None else level, progress=progress)
+                      level=_setting(run, "level") if level is None else level, progress=progress,
+                      calibration=calibration_of(run))
     return bt, frame
 
 

@@ -19,7 +19,7 @@ from .options import checkpoint_option, device_option, out_option
 @click.option("--backtest", "do_backtest", is_flag=True, help="Also backtest on the run's test part against its "
                                                              "baselines and print the table.")
 @click.option("--level", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
-              help="Central interval of the gaussian head (default: the run's --level).")
+              help="Central interval, conformally calibrated (default: the run's --level).")
 @device_option
 def forecast(checkpoint: str, data: Optional[str], out: str, do_backtest: bool, level: Optional[float],
              device: str) -> None:
@@ -29,8 +29,9 @@ def forecast(checkpoint: str, data: Optional[str], out: str, do_backtest: bool, 
     run = app.load(checkpoint, run_device(device))
     result = app.forecast(run, data, level=level)
     csv, png = result.save(out)
-    click.echo(f"rnnkit: forecast of {len(result.times)} steps past {len(result.frame.series)} observed -> "
-               f"{csv}, {png}")
+    how = "split-conformal" if app.calibration_of(run) is not None else "the model's own, uncalibrated"
+    click.echo(f"rnnkit: forecast of {len(result.times)} steps past {len(result.frame.series)} observed, "
+               f"{100 * result.level:g}% interval {how} -> {csv}, {png}")
     if do_backtest:
         bt = app.backtest(run, data, level=level)
         click.echo(bt.table())

@@ -14,6 +14,9 @@ on the seasonally differenced series, i.e. SARIMA(2,0,1)(0,1,0)_m (statsmodels
 ARIMA on y_t − y_{t−m}; the differencing is done here so that m = 288 stays
 cheap). Both are refitted at every origin on at most `fit_window` past values.
 A fit that fails is reported (its forecasts count as missing), never hidden.
+
+The model's interval (conformally calibrated when a `Calibration` is given, see `forecast_intervals`) is
+scored over every test window (stride 1): coverage, mean width, the width needed, CRPS or pinball loss.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import torch
 
 from .._optional import pyplot, require
 from ..data.timeseries import ForecastFrame, Split, window_origins
-from .forecast import Forecaster
+from .forecast import Forecaster, gaussian_sigma
+from .forecast_intervals import Calibration, Predictive, interval_report, interval_table
 from ..errors import InputError, MissingExtraError
 
 BASELINES = ("naive", "seasonal_naive", "holt_winters", "arima")
@@ -164,21 +168,27 @@ class Backtest:
     coverage: Optional[float] = None
     level: float = 0.9
     notes: List[str] = field(default_factory=list)  # e.g. why a metric is undefined
+    #: {"calibrated"/"uncalibrated": coverage, width, needed_width, width_ratio, CRPS or pinball} (not for a
+    #: point head without calibration)
+    intervals: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     def table(self) -> str:
-        """Markdown table: one row per method, the model first; the notes below it."""
+        """Markdown table: one row per method, the model first; the notes below it; then the model's interval:
+        coverage, width and distribution score."""
         lines = ["| method | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
         for name, m in self.metrics.items():
             cells = ["undefined" if k == "MASE" and self.notes and math.isnan(m[k]) else f"{m[k]:.4g}"
                      for k in METRICS]
             note = f" ({self.failures[name]} failed fits)" if self.failures.get(name) else ""
             lines.append(f"| {LABELS.get(name, name)}{note} | " + " | ".join(cells) + " |")
-        return "\n".join(lines + [""] * bool(self.notes) + self.notes)
+        intervals = ["", interval_table(self.intervals, self.level)] if self.intervals else []
+        return "\n".join(lines + [""] * bool(self.notes) + self.notes + intervals)
 
     def verdict(self) -> str:
         model = self.metrics["model"]["MAE"]
         beaten = [LABELS[b] for b in self.metrics if b != "model" and self.metrics[b]["MAE"] <= model]
-        cov = (f"; {100 * self.coverage:.0f}% of actuals inside the model's {100 * self.level:.0f}% interval"
+        cov = (f"; {100 * self.coverage:.1f}% of the test windows' actuals inside the model's "
+               f"{100 * self.level:.0f}% interval"
                if self.coverage is not None else "")
         if beaten:
             return f"the model does NOT beat {', '.join(beaten)} on MAE" + cov
@@ -186,32 +196,49 @@ class Backtest:
 
 
 @torch.no_grad()
-def model_forecast(model: Forecaster, frame: ForecastFrame, origins: np.ndarray, level: float = 0.9,
-                   batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(point, lower, upper) (O, H, C) in data units for windows at `origins` (rolled out, eval mode)."""
+def model_predictive(model: Forecaster, frame: ForecastFrame, origins: np.ndarray,
+                     batch_size: int = 256) -> Predictive:
+    """The model's forecast distribution (data units) for windows at `origins` (rolled out, eval mode)."""
     c = model.config
     was = model.training
     model.eval()
     device = next(model.parameters()).device
-    outs: List[Tuple[np.ndarray, ...]] = []
+    thetas: List[np.ndarray] = []
     try:
         for i in range(0, len(origins), batch_size):
             b = frame.batch(origins[i:i + batch_size], c.lookback, c.horizon)
-            theta = model(b["x"].to(device), b["future"].to(device))
-            outs.append(tuple(t.double().cpu().numpy() for t in model.distribution(theta, level)))
+            thetas.append(model(b["x"].to(device), b["future"].to(device)).double().cpu().numpy())
     finally:
         model.train(was)
-    p, lo, hi = (np.concatenate([o[j] for o in outs]) for j in range(3))
-    inv = frame.scaler.inverse
-    return inv(p), inv(lo), inv(hi)
+    theta = np.concatenate(thetas)  # (O, H, C, P), scaled
+    scaler = frame.scaler
+    point = scaler.inverse(theta[..., model.point_index])
+    if c.head == "gaussian":
+        sigma = scaler.inverse_scale(gaussian_sigma(torch.from_numpy(theta[..., 1])).numpy())
+        return Predictive(c.head, point, sigma=sigma)
+    if c.head == "quantile":
+        return Predictive(c.head, point, quantiles=scaler.inverse(theta, column_axis=-2),
+                          quantile_levels=list(c.quantiles))
+    return Predictive(c.head, point)
+
+
+def model_forecast(model: Forecaster, frame: ForecastFrame, origins: np.ndarray, level: float = 0.9,
+                   calibration: Optional[Calibration] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(point, lower, upper) (O, H, C) in data units for windows at `origins`: the central `level` interval,
+    conformally calibrated when `calibration` is given, else the model's own."""
+    pred = model_predictive(model, frame, origins)
+    q = calibration.q(level) if calibration is not None else pred.default_q(level)
+    return (pred.point, *pred.interval(q))
 
 
 def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: int, stride: Optional[int] = None,
              baselines: Sequence[str] = BASELINES, fit_window: int = 2000, level: float = 0.9,
-             first: Optional[int] = None, progress: bool = False) -> Backtest:
+             first: Optional[int] = None, progress: bool = False,
+             calibration: Optional[Calibration] = None) -> Backtest:
     """Rolling-origin backtest over the test part [split.n_val, split.n) (or from `first`).
 
-    stride defaults to the horizon (forecasts tile the test part).
+    stride defaults to the horizon (forecasts tile the test part). The model's interval is the calibrated one
+    when `calibration` is given; `intervals` reports both.
     """
     c = model.config
     L, H = c.lookback, c.horizon
@@ -222,9 +249,10 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
     for b in baselines:
         if b not in BASELINE_FUNCTIONS:
             raise InputError(f"unknown baseline {b!r}; expected some of {BASELINES}")
-    values = np.where(frame.series.observed | ~frame.mask_missing, frame.series.values, np.nan)
-    actual = np.stack([values[o:o + H] for o in origins])  # (O, H, C)
-    point, lower, upper = model_forecast(model, frame, origins, level)
+    values = np.where(frame.target_mask[:len(frame.series)], frame.series.values, np.nan)
+    pred, actual = forecast_windows(model, frame, origins)  # actual (O, H, C)
+    point = pred.point
+    lower, upper = pred.interval(calibration.q(level) if calibration is not None else pred.default_q(level))
     forecasts = {"model": point}
     failures: Dict[str, int] = {}
     bar = None
@@ -251,11 +279,31 @@ def backtest(model: Forecaster, frame: ForecastFrame, split: Split, *, season: i
     scale = mase_scale(values[:split.n_train], season)
     notes = mase_notes(scale, frame.series.columns, mase_season(split.n_train, season))
     metrics = {name: error_metrics(actual, f, scale) for name, f in forecasts.items()}
-    coverage = None
-    if c.head != "point":
-        ok = ~np.isnan(actual)
-        coverage = float(((actual >= lower) & (actual <= upper))[ok].mean())
-    return Backtest(origins, actual, forecasts, lower, upper, metrics, failures, coverage, level, notes)
+    intervals = model_intervals(model, frame, split, level, calibration, first, (pred, actual) if stride == 1 else None)
+    coverage = intervals["calibrated" if calibration else "uncalibrated"]["coverage"] if intervals else None
+    return Backtest(origins, actual, forecasts, lower, upper, metrics, failures, coverage, level, notes, intervals)
+
+
+def model_intervals(model: Forecaster, frame: ForecastFrame, split: Split, level: float,
+                    calibration: Optional[Calibration], first: Optional[int] = None,
+                    known: Optional[Tuple[Predictive, np.ndarray]] = None) -> Dict[str, Dict[str, float]]:
+    """`interval_report` over every test window (stride 1: the backtest's few origins, 7 days of the hourly
+    series, would make a coverage of 90% a matter of one window); `known`: those windows' forecasts and
+    actuals when already made. {} for the point head without calibration (no interval)."""
+    c = model.config
+    if calibration is None and c.head == "point":
+        return {}
+    if known is None:
+        origins = window_origins(split.n_val if first is None else first, split.n, c.lookback, c.horizon, 1)
+        known = forecast_windows(model, frame, origins)
+    return interval_report(*known, level, calibration)
+
+
+def forecast_windows(model: Forecaster, frame: ForecastFrame, origins: np.ndarray) -> Tuple[Predictive, np.ndarray]:
+    """The model's forecasts of the windows at `origins` and their actuals (O, H, C), NaN where missing."""
+    values = np.where(frame.target_mask[:len(frame.series)], frame.series.values, np.nan)
+    actual = np.stack([values[o:o + model.config.horizon] for o in origins])
+    return model_predictive(model, frame, origins), actual
 
 
 # ------------------------------------------------------------------ outputs
