@@ -22,7 +22,7 @@ from .settings import RunSettings, setting_name
 
 #: what every training run writes into its run directory; one of them there means a previous run
 RUN_MARKERS = ("config.json", "data.json", "metrics.jsonl", "tensorboard", "checkpoints", "best.safetensors",
-               "best.json", "results.md", "results.json")
+               "best.json", "results.md", "results.json", "calibration.json")
 
 
 def check_run_dir(out: Path) -> None:
