@@ -3,38 +3,33 @@ each source led by a token naming its target language (`--also`, `--lang`, `--al
 
 from __future__ import annotations
 
-import random
+import io
 import re
+import sys
 
 import pytest
 
 from rnnkit.apps import seq2seq
+from rnnkit.apps.runner import Run
+from rnnkit.apps.seq2seq_decode import source_prefix
 from rnnkit.cli import main
 from rnnkit.errors import InputError
+
+from .test_seq2seq import ENG, FRA, write_pairs
 
 pytest.importorskip("sentencepiece")
 pytest.importorskip("sacrebleu")
 
-ENG = "I you we see like want the a red big cat dog house car book tree".split()
 #: two made-up target languages: word i of the source becomes word i of the target
-LATIN = "je tu nous vois aime veux le la rouge grand chat chien maison voiture livre arbre".split()
+LATIN = FRA
 HANGUL = "나 너 우리 봐 좋아 원해 그 한 빨강 큰 고양이 개 집 차 책 나무".split()
 IS_HANGUL = re.compile(r"^[\uac00-\ud7a3 ]+$")
 IS_LATIN = re.compile(r"^[a-z ]+$")
 
 
-def write_pairs(path, target_words, n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n):
-        idx = [rng.randrange(len(ENG)) for _ in range(rng.randint(2, 4))]
-        lines.append(" ".join(ENG[i] for i in idx) + "\t" + " ".join(target_words[i] for i in idx) + "\n")
-    path.write_text("".join(lines), encoding="utf-8")
-    return str(path)
-
-
 def settings(folder, **changes) -> seq2seq.Seq2SeqSettings:
-    base = dict(data=write_pairs(folder / "ko.tsv", HANGUL, 60, 1), also=write_pairs(folder / "fr.tsv", LATIN, 200, 2),
+    base = dict(data=write_pairs(folder / "ko.tsv", 60, HANGUL, seed=1, longest=4),
+                also=write_pairs(folder / "fr.tsv", 200, LATIN, seed=2, longest=4),
                 lang="ko", also_lang="fr", oversample=3, attention="dot", out=str(folder / "run"), hidden_size=24,
                 embedding_size=16, vocab_size=80, spm_type="unigram", spm_shared=False, batch_size=16, dropout=0.0,
                 label_smoothing=0.0, lr=0.01, val_fraction=0.1, test_fraction=0.1, beam=1, quiet=True,
@@ -102,20 +97,20 @@ def test_scores_per_language_and_the_saved_run_translates_the_same(trained):
 
 
 def test_translate_command_picks_the_language(trained, capsys, monkeypatch):
-    import io
-    import sys
     _, folder = trained
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"I see the big cat\n"), encoding="utf-8"))
-    with pytest.raises(SystemExit) as exc:
-        main(["translate", "--checkpoint", str(folder / "run"), "--lang", "fr", "--beam", "1"])
-    out = capsys.readouterr().out
-    assert exc.value.code in (0, None) and IS_LATIN.match(out.strip()), out
+    for flags, script in (([], IS_HANGUL), (["--lang", "fr"], IS_LATIN)):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"I see the cat\n"), encoding="utf-8"))
+        main(["translate", "--checkpoint", str(folder / "run"), "--beam", "1", *flags])
+        out = capsys.readouterr().out
+        assert script.match(out.strip()), (flags, out)
 
 
 def test_language_errors(trained, tmp_path):
     run, _ = trained
     with pytest.raises(InputError, match="one of this run's languages"):
         seq2seq.translate(run, ["I see"], lang="de")
+    with pytest.raises(InputError, match="into one language only"):  # a run trained without --also
+        source_prefix(Run("seq2seq", run.model, {}), "fr")
     with pytest.raises(InputError, match="act only with also"):
         seq2seq.Seq2SeqSettings(lang="ko")
     with pytest.raises(InputError, match="needs also_lang"):
