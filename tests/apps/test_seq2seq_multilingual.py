@@ -111,7 +111,7 @@ def test_language_errors(trained, tmp_path):
         seq2seq.translate(run, ["I see"], lang="de")
     with pytest.raises(InputError, match="into one language only"):  # a run trained without --also
         source_prefix(Run("seq2seq", run.model, {}), "fr")
-    with pytest.raises(InputError, match="act only with also"):
+    with pytest.raises(InputError, match="acts only with also"):
         seq2seq.Seq2SeqSettings(lang="ko")
     with pytest.raises(InputError, match="needs also_lang"):
         seq2seq.Seq2SeqSettings(also=str(tmp_path), lang="ko")

@@ -122,7 +122,8 @@ class Seq2SeqSettings(TrainingSettings):
         if self.also is None:
             named = [setting_name(k) for k in ("lang", "also_lang", "oversample") if self.explicit(k)]
             if named:
-                raise InputError(f"{' and '.join(named)} act only with {setting_name('also')} (a second corpus)")
+                raise InputError(f"{' and '.join(named)} {'act' if len(named) > 1 else 'acts'} only with "
+                                 f"{setting_name('also')} (a second corpus)")
             return
         for name in ("lang", "also_lang"):
             tag = getattr(self, name)
@@ -291,9 +292,10 @@ def finish(run: Run) -> Dict[str, Any]:
     rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                      for k, v in results.items() if k not in ("step", "stop"))
     c = run.model.config
+    langs = f"target languages {', '.join(run.info['languages'])}, " if run.info.get("languages") else ""
     results["markdown"] = (f"seq2seq: {c.encoder_cell or c.cell}→{c.cell} {c.num_layers}x{c.hidden_size}, "
-                           f"attention {c.attention}, vocabulary {c.source_vocab_size}/{c.target_vocab_size}, step "
-                           f"{summary.get('step')} ({summary.get('stop')})\n\n| score | value |\n|---|---|\n{rows}\n")
+                           f"attention {c.attention}, vocabulary {c.source_vocab_size}/{c.target_vocab_size}, {langs}"
+                           f"step {summary.get('step')} ({summary.get('stop')})\n\n| score | value |\n|---|---|\n{rows}\n")
     return results
 
 
