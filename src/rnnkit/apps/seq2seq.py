@@ -32,7 +32,7 @@ from ..recipes import repository_data
 from .runner import Prepared, Recipe, Run, say
 from .rundir import saved_settings
 from .seq2seq_decode import (DecodeOptions, decode, decode_options, load_extras, plot_attention, score_pairs,
-                             tokenizers, tokenizers_to_json, translate)
+                             target_language, tokenizers, tokenizers_to_json, translate)
 from .settings import TrainingSettings, setting, setting_name, settings_class
 
 __all__ = ["Seq2SeqSettings", "DecodeOptions", "train", "load", "translate", "evaluate", "decode", "tokenizers",
@@ -339,13 +339,13 @@ def evaluate(run: Run, data: Optional[str] = None, *, split: str = "test", limit
     settings = run_settings(run)
     if data is None and not settings.get("data"):
         raise DataError(f"{setting_name('data')} is needed: the run has no config.json naming its data")
-    splits = read_splits(settings, data, options.lang)
+    lang = target_language(run, options.lang)
+    splits = read_splits(settings, data, lang)
     pairs = getattr(splits, split)[:limit]
     if not pairs:
         raise DataError(f"the {split} split of {splits.description} is empty")
     t0 = time.monotonic()
     result, outputs = score_pairs(run, pairs, options, progress=progress)
     result.update(split=split, step=run.summary.get("step"), decode_s=round(time.monotonic() - t0, 1),
-                  method=options.generate_kwargs()["method"], beam=options.beam,
-                  **({"lang": options.lang or next(iter(run.info["languages"]))} if run.info.get("languages") else {}))
+                  method=options.generate_kwargs()["method"], beam=options.beam, **({"lang": lang} if lang else {}))
     return {**result, "hypotheses": outputs} if hypotheses else result

@@ -143,21 +143,26 @@ def language_token(lang: str) -> str:
     return f"<2{lang}>"
 
 
-def source_prefix(run: Run, lang: Optional[str]) -> List[int]:
-    """The ids put before every source of `run`: [the token of `lang`] in a multilingual run (default
-    language: its first), nothing in a run with one target language (where naming one is an error)."""
+def target_language(run: Run, lang: Optional[str]) -> Optional[str]:
+    """The language `run` translates into when asked for `lang`: `lang` itself, checked, or the first of a
+    multilingual run; None for a run with one target language (where naming one is an error)."""
     tokens: Dict[str, int] = run.info.get("languages") or {}
     if not tokens:
         if lang is not None:
             raise InputError(f"{setting_name('lang')} {lang!r}: this run translates into one language only "
                              f"(it was not trained with --also)")
-        return []
-    if lang is None:
-        return [next(iter(tokens.values()))]
-    if lang not in tokens:
+        return None
+    if lang is not None and lang not in tokens:
         raise InputError(f"{setting_name('lang')} must be one of this run's languages ({', '.join(tokens)}); "
                          f"got {lang!r}")
-    return [tokens[lang]]
+    return lang if lang is not None else next(iter(tokens))
+
+
+def source_prefix(run: Run, lang: Optional[str]) -> List[int]:
+    """The ids put before every source of `run`: [the token of its target language] in a multilingual run
+    (`target_language`), nothing otherwise."""
+    chosen = target_language(run, lang)
+    return [run.info["languages"][chosen]] if chosen is not None else []
 
 
 def encode_sources(run: Run, texts: Sequence[str], lang: Optional[str]) -> List[List[int]]:
