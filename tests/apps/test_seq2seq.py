@@ -21,13 +21,13 @@ ENG = "I you we see like want the a red big cat dog house car book tree".split()
 FRA = "je tu nous vois aime veux le la rouge grand chat chien maison voiture livre arbre".split()
 
 
-def write_pairs(path, n: int = 60) -> str:
-    """N pairs, word i of the source always becoming word i of the target."""
-    rng = random.Random(0)
+def write_pairs(path, n: int = 60, target_words=FRA, seed: int = 0, longest: int = 5) -> str:
+    """N pairs of 2 to `longest` words, word i of the source always becoming word i of `target_words`."""
+    rng = random.Random(seed)
     lines = []
     for _ in range(n):
-        idx = [rng.randrange(len(ENG)) for _ in range(rng.randint(2, 5))]
-        lines.append(" ".join(ENG[i] for i in idx) + "\t" + " ".join(FRA[i] for i in idx) + "\n")
+        idx = [rng.randrange(len(ENG)) for _ in range(rng.randint(2, longest))]
+        lines.append(" ".join(ENG[i] for i in idx) + "\t" + " ".join(target_words[i] for i in idx) + "\n")
     path.write_text("".join(lines), encoding="utf-8")
     return str(path)
 

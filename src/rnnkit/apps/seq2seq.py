@@ -14,11 +14,12 @@ shared).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..cells import CELLS
 from ..data.spm import BOS_ID, EOS_ID, MODEL_TYPES, PAD_ID
@@ -31,7 +32,7 @@ from ..recipes import repository_data
 from .runner import Prepared, Recipe, Run, say
 from .rundir import saved_settings
 from .seq2seq_decode import (DecodeOptions, decode, decode_options, load_extras, plot_attention, score_pairs,
-                             tokenizers, tokenizers_to_json, translate)
+                             target_language, tokenizers, tokenizers_to_json, translate)
 from .settings import TrainingSettings, setting, setting_name, settings_class
 
 __all__ = ["Seq2SeqSettings", "DecodeOptions", "train", "load", "translate", "evaluate", "decode", "tokenizers",
@@ -62,6 +63,14 @@ class Seq2SeqSettings(TrainingSettings):
                         "aligned files (see --target-data).", path=True)
     target_data: Optional[str] = setting(None, "Target side, aligned line by line with --data.", path=True)
     swap: bool = setting(False, "Exchange source and target (e.g. French→English on an English–French corpus).")
+    also: Optional[str] = setting(None, "More pairs with the same source language and another target language "
+                                  "(any format --data takes): one multilingual model is trained on both, each "
+                                  "source led by a token naming its target language (<2ko>, <2fr>).", path=True)
+    lang: Optional[str] = setting(None, "With --also: the target language of --data (its tag, e.g. ko); translate "
+                                        "produces it unless told --lang.")
+    also_lang: Optional[str] = setting(None, "With --also: the target language of --also (e.g. fr).")
+    oversample: int = setting(1, "With --also: --data's training pairs appear this many times per epoch (a "
+                                 "small corpus beside a large one).", min=1)
     val_fraction: float = setting(0.05, "Held out for validation when --data has no split.", min=0, max=0.5)
     test_fraction: float = setting(0.05, "Held out for testing when --data has no split.", min=0, max=0.5)
     spm_type: str = setting("bpe", "SentencePiece model type.", choices=MODEL_TYPES)
@@ -104,8 +113,29 @@ class Seq2SeqSettings(TrainingSettings):
 
     def check(self) -> None:
         super().check()
+        self.check_languages()
         self.sampling_schedule()
         self.model_config(8, 8)  # the rules between model settings (e.g. attention none needs a bridge)
+
+    def check_languages(self) -> None:
+        """--also needs --lang and --also-lang (two different tags); they and --oversample need --also."""
+        if self.also is None:
+            named = [setting_name(k) for k in ("lang", "also_lang", "oversample") if self.explicit(k)]
+            if named:
+                raise InputError(f"{' and '.join(named)} {'act' if len(named) > 1 else 'acts'} only with "
+                                 f"{setting_name('also')} (a second corpus)")
+            return
+        for name in ("lang", "also_lang"):
+            tag = getattr(self, name)
+            if tag is None or not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
+                raise InputError(f"{setting_name('also')} needs {setting_name(name)}: a language tag of letters, "
+                                 f"digits, - or _ (e.g. ko, fr); got {tag!r}")
+        if self.lang == self.also_lang:
+            raise InputError(f"{setting_name('lang')} and {setting_name('also_lang')} must differ; both are "
+                             f"{self.lang!r}")
+        if self.swap or self.target_data is not None:
+            raise InputError(f"{setting_name('also')} cannot be combined with {setting_name('swap')} or "
+                             f"{setting_name('target_data')}: give --data as pairs in the direction to learn")
 
     def sampling_schedule(self) -> SamplingSchedule:
         kind = self.scheduled_sampling
@@ -120,11 +150,19 @@ class Seq2SeqSettings(TrainingSettings):
 
 
 # ---------------------------------------------------------------------- training
-def read_splits(settings: Dict[str, Any], data: Optional[str] = None) -> Any:
-    """The train/valid/test pairs of a run's settings (another `data` instead: its own, unswapped)."""
+def languages(settings: Dict[str, Any]) -> List[Optional[str]]:
+    """The target languages of a run's settings, --data's first: [lang, also_lang], or [None] (one corpus)."""
+    return [settings["lang"], settings["also_lang"]] if settings.get("also") else [None]
+
+
+def read_splits(settings: Dict[str, Any], data: Optional[str] = None, lang: Optional[str] = None) -> Any:
+    """The train/valid/test pairs of a run's settings: --data's, or --also's for its language `lang`
+    (another `data` instead: its own, unswapped)."""
     from ..data.pairs import load_pair_splits
     default = {f.name: f.default for f in fields(Seq2SeqSettings)}
     get = lambda k: settings.get(k, default[k])  # noqa: E731
+    if data is None and lang is not None and get("also") and lang == get("also_lang"):
+        data = get("also")
     return load_pair_splits(data or get("data"), None if data else get("target_data"),
                             valid_fraction=get("val_fraction"), test_fraction=get("test_fraction"),
                             swap=bool(get("swap")) and data is None)
@@ -139,9 +177,12 @@ def check_fractions(s: Seq2SeqSettings) -> None:
                              f"which are used as they are")
 
 
-def sentencepiece(s: Seq2SeqSettings, train_pairs: List[Any], resumed: Optional[Dict[str, Any]], report: List[str]):
+def sentencepiece(s: Seq2SeqSettings, train_pairs: List[Any], resumed: Optional[Dict[str, Any]], report: List[str],
+                  symbols: Tuple[str, ...] = ()):
     """(source, target) SentencePiece models: a resumed run's own, never retrained; else trained on the
-    training pairs (one model on both sides when spm_shared)."""
+    training pairs (one model on both sides when spm_shared), the source side's with `symbols` as pieces
+    of their own (the language tokens). A multilingual run's target model is shared by its languages:
+    their scripts barely overlap, so it holds each one's pieces, and oversampling gives the small one its share."""
     from ..data.spm import train_sentencepiece
     from .seq2seq_decode import read_tokenizers
     if resumed is not None:
@@ -149,31 +190,64 @@ def sentencepiece(s: Seq2SeqSettings, train_pairs: List[Any], resumed: Optional[
     t0 = time.monotonic()
     sources, targets = [p.source for p in train_pairs], [p.target for p in train_pairs]
     if s.spm_shared:
-        src = tgt = train_sentencepiece(sources + targets, s.vocab_size, s.spm_type)
+        src = tgt = train_sentencepiece(sources + targets, s.vocab_size, s.spm_type, symbols=symbols)
     else:
-        src, tgt = (train_sentencepiece(side, s.vocab_size, s.spm_type) for side in (sources, targets))
+        src = train_sentencepiece(sources, s.vocab_size, s.spm_type, symbols=symbols)
+        tgt = train_sentencepiece(targets, s.vocab_size, s.spm_type)
     report.append(f"SentencePiece {s.spm_type} trained in {time.monotonic() - t0:.1f} s: vocab {src.vocab_size}"
                   + ("" if s.spm_shared else f" / {tgt.vocab_size}"))
     return src, tgt
 
 
-def prepare(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], rank: int, world: int) -> Prepared:
-    from ..data.pairs import PairBatches, encode_pairs
-    check_fractions(s)
-    splits = read_splits(s.to_dict())
-    for note in splits.notes:  # which columns became source and target: shown even when quiet
-        print(f"rnnkit: note: {note}", file=sys.stderr, flush=True)
-    report: List[str] = []
-    src_tok, tgt_tok = sentencepiece(s, splits.train, resumed, report)
-    config = s.model_config(src_tok.vocab_size, tgt_tok.vocab_size)
-    encoded = {name: encode_pairs(getattr(splits, name), src_tok, tgt_tok, max_source_len=s.max_source_len,
-                                  max_target_len=s.max_target_len) for name in ("train", "valid", "test")}
+def split_report(splits: Any, encoded: Dict[str, Any], s: Seq2SeqSettings, lang: Optional[str]) -> str:
+    """One line on what a corpus gave: pairs per split, and what was dropped."""
     train, valid = encoded["train"], encoded["valid"]
-    report.append(f"{splits.description}: {len(splits.train)} train / {len(splits.valid)} valid / "
-                  f"{len(splits.test)} test pairs; {splits.skipped_blank} blank lines skipped; dropped from train: "
-                  f"{train.dropped_long} longer than {s.max_source_len}/{s.max_target_len} tokens, "
-                  f"{train.dropped_empty} empty after tokenization"
-                  + (f"; from valid: {valid.dropped}" if splits.valid else ""))
+    return (f"{splits.description}{f' (→ {lang})' if lang else ''}: {len(splits.train)} train / "
+            f"{len(splits.valid)} valid / {len(splits.test)} test pairs; {splits.skipped_blank} blank lines skipped; "
+            f"dropped from train: {train.dropped_long} longer than {s.max_source_len}/{s.max_target_len} tokens, "
+            f"{train.dropped_empty} empty after tokenization" + (f"; from valid: {valid.dropped}" if splits.valid else ""))
+
+
+def encode_corpora(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], report: List[str]):
+    """(source and target SentencePiece models, encoded train/valid/test pairs of every corpus, the
+    language token ids (empty with one corpus), test pairs). A multilingual run's sources begin with their
+    target language's token; --data's training pairs come `oversample` times."""
+    from ..data.pairs import EncodedPairs, encode_pairs
+    from .seq2seq_decode import language_token
+    settings = s.to_dict()
+    corpora = {lang: read_splits(settings, lang=lang) for lang in languages(settings)}
+    for splits in corpora.values():
+        for note in splits.notes:  # which columns became source and target: shown even when quiet
+            print(f"rnnkit: note: {note}", file=sys.stderr, flush=True)
+    repeats = [s.oversample] + [1] * (len(corpora) - 1)
+    train_pairs = [p for splits, times in zip(corpora.values(), repeats) for p in splits.train * times]
+    tokens = tuple(language_token(lang) for lang in corpora if lang is not None)
+    src_tok, tgt_tok = sentencepiece(s, train_pairs, resumed, report, tokens)
+    token_ids = {lang: src_tok.piece_to_id(language_token(lang)) for lang in corpora if lang is not None}
+    parts = {name: [] for name in ("train", "valid", "test")}
+    for lang, splits in corpora.items():
+        one = {name: encode_pairs(getattr(splits, name), src_tok, tgt_tok, max_source_len=s.max_source_len,
+                                  max_target_len=s.max_target_len,
+                                  source_prefix=[token_ids[lang]] if lang is not None else [])
+               for name in parts}
+        report.append(split_report(splits, one, s, lang))
+        for name in parts:
+            parts[name].append(one[name])
+    encoded = {name: EncodedPairs.join(p, repeats if name == "train" else None) for name, p in parts.items()}
+    if s.oversample > 1:
+        report.append(f"training pairs of {s.data} × {s.oversample}: {len(encoded['train'])} per epoch")
+    test_pairs = sum(len(splits.test) for splits in corpora.values())
+    blank = sum(splits.skipped_blank for splits in corpora.values())
+    return src_tok, tgt_tok, encoded, token_ids, test_pairs, blank
+
+
+def prepare(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], rank: int, world: int) -> Prepared:
+    from ..data.pairs import PairBatches
+    check_fractions(s)
+    report: List[str] = []
+    src_tok, tgt_tok, encoded, token_ids, test_pairs, blank = encode_corpora(s, resumed, report)
+    config = s.model_config(src_tok.vocab_size, tgt_tok.vocab_size)
+    train, valid = encoded["train"], encoded["valid"]
     batches = {name: PairBatches(pairs, s.val_batch_size, shuffle=False, **config.special_ids)
                if len(pairs) and name != "train" else None for name, pairs in encoded.items()}
     train_data = PairBatches(train, s.batch_size, shuffle=True, seed=s.seed, **config.special_ids)
@@ -184,10 +258,12 @@ def prepare(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], rank: int, wo
                   f"{' bidirectional' if s.bidirectional else ''}, attention {s.attention}, bridge {s.bridge}, "
                   f"{s.scheduled_sampling if s.scheduled_sampling != 'none' else 'teacher forcing'}, "
                   f"{train_data.tokens_per_epoch:,} target tokens/epoch")
-    counts = {"train": len(train), "valid": len(valid), "test": len(splits.test), "dropped_long": train.dropped_long,
-              "dropped_empty": train.dropped_empty, "blank_lines": splits.skipped_blank}
+    counts = {"train": len(train), "valid": len(valid), "test": test_pairs, "dropped_long": train.dropped_long,
+              "dropped_empty": train.dropped_empty, "blank_lines": blank}
     info = {"model": config.to_dict(), "tokenizers": tokenizers_to_json(src_tok, tgt_tok, s.spm_shared),
             "schedule": schedule.to_dict(), "data": counts}
+    if token_ids:  # a multilingual run: each target language and the id of its source-side token
+        info["languages"] = token_ids
     return Prepared(Seq2Seq(config), task, train_data, batches["valid"], batches["test"], info, report)
 
 
@@ -204,16 +280,22 @@ def finish(run: Run) -> Dict[str, Any]:
     scores = {k: v for k, v in scores.items() if k.startswith(("val_", "test_"))}
     results: Dict[str, Any] = {"step": summary.get("step"), "stop": summary.get("stop"), **scores}
     if run.info["data"]["test"]:
-        test = evaluate(run, limit=s.eval_max_sentences or None, beam=s.beam, progress=not s.quiet)
-        results.update({k: test[k] for k in ("bleu", "chrf", "sentences", "too_long", "beam", "decode_s")})
-        say(s, f"test BLEU {test['bleu']:.2f}, chrF {test['chrf']:.2f} on {test['sentences']} sentences "
-               f"(beam {s.beam})")
+        for i, lang in enumerate(languages(s.to_dict())):
+            test = evaluate(run, limit=s.eval_max_sentences or None, beam=s.beam, lang=lang, progress=not s.quiet)
+            keys = ("bleu", "chrf", "sentences", "too_long", "beam", "decode_s")
+            if i == 0:  # the first language's scores are the run's
+                results.update({k: test[k] for k in keys})
+            if lang is not None:
+                results.update({f"{k}_{lang}": test[k] for k in keys if k != "beam"})
+            say(s, f"test BLEU {test['bleu']:.2f}, chrF {test['chrf']:.2f} on {test['sentences']} sentences "
+                   f"(beam {s.beam}{f', → {lang}' if lang else ''})")
     rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                      for k, v in results.items() if k not in ("step", "stop"))
     c = run.model.config
+    langs = f"target languages {', '.join(run.info['languages'])}, " if run.info.get("languages") else ""
     results["markdown"] = (f"seq2seq: {c.encoder_cell or c.cell}→{c.cell} {c.num_layers}x{c.hidden_size}, "
-                           f"attention {c.attention}, vocabulary {c.source_vocab_size}/{c.target_vocab_size}, step "
-                           f"{summary.get('step')} ({summary.get('stop')})\n\n| score | value |\n|---|---|\n{rows}\n")
+                           f"attention {c.attention}, vocabulary {c.source_vocab_size}/{c.target_vocab_size}, {langs}"
+                           f"step {summary.get('step')} ({summary.get('stop')})\n\n| score | value |\n|---|---|\n{rows}\n")
     return results
 
 
@@ -244,7 +326,9 @@ def evaluate(run: Run, data: Optional[str] = None, *, split: str = "test", limit
              options: Optional[DecodeOptions] = None, hypotheses: bool = False, progress: bool = False,
              **changes: Any) -> Dict[str, Any]:
     """BLEU and chrF (sacrebleu) of `run` on a split of its own data, or of `data` (pairs in any format
-    `train` reads); the first `limit` pairs only if given. With `hypotheses`, the outputs too.
+    `train` reads); the first `limit` pairs only if given. With `hypotheses`, the outputs too. A
+    multilingual run translates into `lang` (an option; default: its first language), and its own data
+    is that language's corpus.
 
         >>> seq2seq.evaluate(run, split="valid", beam=1)  # doctest: +SKIP
         {'bleu': 21.3, 'chrf': 44.0, 'sentences': 500, 'too_long': 0, 'split': 'valid', ...}
@@ -255,12 +339,13 @@ def evaluate(run: Run, data: Optional[str] = None, *, split: str = "test", limit
     settings = run_settings(run)
     if data is None and not settings.get("data"):
         raise DataError(f"{setting_name('data')} is needed: the run has no config.json naming its data")
-    splits = read_splits(settings, data)
+    lang = target_language(run, options.lang)
+    splits = read_splits(settings, data, lang)
     pairs = getattr(splits, split)[:limit]
     if not pairs:
         raise DataError(f"the {split} split of {splits.description} is empty")
     t0 = time.monotonic()
     result, outputs = score_pairs(run, pairs, options, progress=progress)
     result.update(split=split, step=run.summary.get("step"), decode_s=round(time.monotonic() - t0, 1),
-                  method=options.generate_kwargs()["method"], beam=options.beam)
+                  method=options.generate_kwargs()["method"], beam=options.beam, **({"lang": lang} if lang else {}))
     return {**result, "hypotheses": outputs} if hypotheses else result

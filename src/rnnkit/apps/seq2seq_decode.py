@@ -44,6 +44,8 @@ class DecodeOptions(Settings):
     min_len: int = setting(0, "Fewest output tokens before the end token.", min=0)
     no_repeat_ngram: int = setting(0, "Block repeated n-grams of this size (0: off).", min=0)
     batch_size: int = setting(64, "Sentences decoded together.", min=1)
+    lang: Optional[str] = setting(None, "Target language of a multilingual run (one of its --lang/--also-lang; "
+                                        "default: its first, --lang).")
 
     def check(self) -> None:
         if self.n_best > self.beam and not self.sample:
@@ -135,6 +137,40 @@ def tokenizers(run: Run) -> Tuple["SentencePieceTokenizer", "SentencePieceTokeni
     return run.extras["tokenizers"]
 
 
+# ---------------------------------------------------------------------- target languages
+def language_token(lang: str) -> str:
+    """The source-side token that asks a multilingual model for language `lang` (Johnson et al. 2017)."""
+    return f"<2{lang}>"
+
+
+def target_language(run: Run, lang: Optional[str]) -> Optional[str]:
+    """The language `run` translates into when asked for `lang`: `lang` itself, checked, or the first of a
+    multilingual run; None for a run with one target language (where naming one is an error)."""
+    tokens: Dict[str, int] = run.info.get("languages") or {}
+    if not tokens:
+        if lang is not None:
+            raise InputError(f"{setting_name('lang')} {lang!r}: this run translates into one language only "
+                             f"(it was not trained with --also)")
+        return None
+    if lang is not None and lang not in tokens:
+        raise InputError(f"{setting_name('lang')} must be one of this run's languages ({', '.join(tokens)}); "
+                         f"got {lang!r}")
+    return lang if lang is not None else next(iter(tokens))
+
+
+def source_prefix(run: Run, lang: Optional[str]) -> List[int]:
+    """The ids put before every source of `run`: [the token of its target language] in a multilingual run
+    (`target_language`), nothing otherwise."""
+    chosen = target_language(run, lang)
+    return [run.info["languages"][chosen]] if chosen is not None else []
+
+
+def encode_sources(run: Run, texts: Sequence[str], lang: Optional[str]) -> List[List[int]]:
+    """Source ids of `texts` as the model reads them (the language token first); [] for an empty text."""
+    prefix = source_prefix(run, lang)
+    return [[*prefix, *ids] if ids else [] for ids in tokenizers(run)[0].encode_batch([t.strip() for t in texts])]
+
+
 # ---------------------------------------------------------------------- decoding
 def decode(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = None, *, origin: str = "texts",
            first_line: int = 1, attention: bool = False, progress: bool = False) -> List[List["Hypothesis"]]:
@@ -147,13 +183,12 @@ def decode(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = No
         raise InputTypeError(f"texts must be a list of strings; got {type(texts).__name__} (a single sentence "
                              f"goes in a list: [sentence])")
     options = options or DecodeOptions()
-    src_tok, _ = tokenizers(run)
     config = run.model.config
-    ids = src_tok.encode_batch([t.strip() for t in texts])
+    ids = encode_sources(run, texts, options.lang)
     for i, s in enumerate(ids, first_line):
         if len(s) + 1 > config.max_source_len:
-            raise DataError(f"{origin}:{i}: the source has {len(s)} tokens (+1 end token); this model accepts at "
-                            f"most {config.max_source_len} (max_source_len)")
+            raise DataError(f"{origin}:{i}: the source has {len(s)} tokens (+1 end token{tagged(run)}); this "
+                            f"model accepts at most {config.max_source_len} (max_source_len)")
     order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: len(ids[i]))
     batches = [order[i:i + options.batch_size] for i in range(0, len(order), options.batch_size)]
     if progress:
@@ -167,6 +202,11 @@ def decode(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = No
         for i, h in zip(idx, hyps):
             out[i] = h
     return out
+
+
+def tagged(run: Run) -> str:
+    """", the language token included" in a multilingual run's messages about source lengths."""
+    return ", the language token included" if run.info.get("languages") else ""
 
 
 def translate(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = None, *, origin: str = "texts",
@@ -194,9 +234,10 @@ def score_pairs(run: Run, pairs: Sequence[Any], options: DecodeOptions, progress
                 ) -> Tuple[Dict[str, float], List[str]]:
     """(BLEU/chrF of `run` on `pairs`, its outputs). A source longer than the model's maximum is counted
     (too_long) and scored as an empty output, so that leaving it out does not flatter the score."""
-    src_tok, tgt_tok = tokenizers(run)
+    tgt_tok = tokenizers(run)[1]
     limit = run.model.config.max_source_len
-    fits = [i for i, s in enumerate(src_tok.encode_batch([p.source for p in pairs])) if len(s) + 1 <= limit]
+    fits = [i for i, s in enumerate(encode_sources(run, [p.source for p in pairs], options.lang))
+            if len(s) + 1 <= limit]
     hyps = decode(run, [pairs[i].source for i in fits], options, progress=progress)
     texts = [""] * len(pairs)
     for i, h in zip(fits, hyps):
@@ -205,14 +246,15 @@ def score_pairs(run: Run, pairs: Sequence[Any], options: DecodeOptions, progress
 
 
 # ---------------------------------------------------------------------- the attention map
-def plot_attention(run: Run, text: str, hypothesis: "Hypothesis", path: Union[str, Path]) -> None:
+def plot_attention(run: Run, text: str, hypothesis: "Hypothesis", path: Union[str, Path], *,
+                   lang: Optional[str] = None) -> None:
     """Heat map of `hypothesis`'s attention over `text` (output rows × source columns) to a PNG file,
     written atomically (decode with attention=True)."""
     from .._optional import pyplot
     if hypothesis.attention is None:
         raise InputError("this model has no attention (attention 'none'), or it was decoded without attention=True")
     src_tok, tgt_tok = tokenizers(run)
-    source = [src_tok.id_to_piece(i) for i in src_tok.encode(text.strip())] + ["</s>"]
+    source = [src_tok.id_to_piece(i) for i in encode_sources(run, [text], lang)[0]] + ["</s>"]
     target = [tgt_tok.id_to_piece(i) for i in hypothesis.tokens] + (["</s>"] if hypothesis.finished else [])
     plt = pyplot(extra="nlp", purpose="the attention plot")
     w = hypothesis.attention[:len(target), :len(source)].numpy()

@@ -74,7 +74,7 @@ def translate(run: Any, options: Any, input_path: Optional[str], output: Optiona
         first = next((i for i, hs in enumerate(hyps) if hs), None)
         if first is None:
             raise DataError("--plot-attention: there is no non-empty input line to draw")
-        seq2seq.plot_attention(run, lines[first], hyps[first][0], plot_attention)
+        seq2seq.plot_attention(run, lines[first], hyps[first][0], plot_attention, lang=options.lang)
 
 
 @click.option("--data", default=None, help="Pairs to score (default: the run's own --data).")

@@ -250,21 +250,35 @@ class EncodedPairs:
     def dropped(self) -> int:
         return self.dropped_long + self.dropped_empty
 
+    @classmethod
+    def join(cls, parts: Sequence["EncodedPairs"], repeats: Optional[Sequence[int]] = None) -> "EncodedPairs":
+        """The pairs of every part in turn, part i `repeats[i]` times (oversampling a small corpus); the
+        dropped counts once per part."""
+        out = cls([], [], [])
+        for part, times in zip(parts, repeats or [1] * len(parts)):
+            out.source += part.source * times
+            out.target += part.target * times
+            out.origins += part.origins * times
+            out.dropped_long += part.dropped_long
+            out.dropped_empty += part.dropped_empty
+        return out
+
 
 def encode_pairs(pairs: Sequence[Pair], source_tokenizer, target_tokenizer, *, max_source_len: int,
-                 max_target_len: int) -> EncodedPairs:
+                 max_target_len: int, source_prefix: Sequence[int] = ()) -> EncodedPairs:
     """Encode with the tokenizers; drop pairs with a side longer than its maximum (the end
-    token counts) or empty after tokenization (e.g. only characters the normaliser removes)."""
+    token and `source_prefix` count) or empty after tokenization (e.g. only characters the normaliser
+    removes). `source_prefix` goes before every source (a multilingual run's target-language token)."""
     src_ids = source_tokenizer.encode_batch([p.source for p in pairs])
     tgt_ids = target_tokenizer.encode_batch([p.target for p in pairs])
     out = EncodedPairs([], [], [])
     for p, s, t in zip(pairs, src_ids, tgt_ids):
         if not s or not t:
             out.dropped_empty += 1
-        elif len(s) + 1 > max_source_len or len(t) + 1 > max_target_len:
+        elif len(source_prefix) + len(s) + 1 > max_source_len or len(t) + 1 > max_target_len:
             out.dropped_long += 1
         else:
-            out.source.append(s)
+            out.source.append([*source_prefix, *s])
             out.target.append(t)
             out.origins.append(p.origin)
     return out

@@ -66,6 +66,13 @@ class SentencePieceTokenizer:
     def id_to_piece(self, i: int) -> str:
         return self.sp.id_to_piece(int(i))
 
+    def piece_to_id(self, piece: str) -> int:
+        """The id of `piece`; InputError if the model does not have it (SentencePiece would give unk)."""
+        i = self.sp.piece_to_id(piece)
+        if i == UNK_ID and piece != self.sp.id_to_piece(UNK_ID):
+            raise InputError(f"the SentencePiece model has no piece {piece!r}")
+        return i
+
     # --------------------------------------------------------- persistence
     def to_json(self) -> Dict[str, Any]:
         return {"sha256": self.sha256, "vocab_size": self.vocab_size,
@@ -89,12 +96,14 @@ class SentencePieceTokenizer:
 
 
 def train_sentencepiece(sentences: Iterable[str], vocab_size: int, model_type: str = "bpe", *,
-                        character_coverage: float = 1.0, num_threads: int = 1) -> SentencePieceTokenizer:
+                        character_coverage: float = 1.0, num_threads: int = 1,
+                        symbols: Sequence[str] = ()) -> SentencePieceTokenizer:
     """Train a SentencePiece model on `sentences` (one text per item), in memory.
 
     vocab_size is an upper bound: a corpus too small for it gets fewer pieces
     (hard_vocab_limit off) rather than an error. character_coverage 1.0 keeps
-    every character (Hangul syllables included); lower it for huge alphabets.
+    every character (Hangul syllables included); lower it for huge alphabets. `symbols` are pieces kept
+    whole with ids of their own (e.g. target-language tokens `<2ko>`), right after the special ids.
     """
     spm = require("sentencepiece", extra="nlp", purpose="SentencePiece tokens")
     if model_type not in MODEL_TYPES:
@@ -110,7 +119,7 @@ def train_sentencepiece(sentences: Iterable[str], vocab_size: int, model_type: s
             sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
             character_coverage=character_coverage, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             hard_vocab_limit=False, num_threads=num_threads, minloglevel=2, input_sentence_size=0,
-            shuffle_input_sentence=False)
+            shuffle_input_sentence=False, user_defined_symbols=list(symbols))
     except RuntimeError as err:  # e.g. a vocabulary smaller than the corpus's alphabet
         reason = str(err).split("] ", 1)[-1].strip()
         raise DataError(f"SentencePiece ({model_type}, vocab_size {vocab_size}) cannot be trained on this data: "
