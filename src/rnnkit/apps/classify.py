@@ -157,9 +157,10 @@ def bag_of_words_baseline(tok: Any, train_texts: List[str], y_train: np.ndarray,
     return model.predict(vec.transform(texts))
 
 
+classify_load_extras = functools.partial(load_extras, labels_key="labels", size_key="num_classes")
 RECIPE = Recipe("classify", ClassifySettings, prepare, finish, lambda m: SequenceClassifier(ClassifierConfig(**m)),
-                functools.partial(load_extras, labels_key="labels", size_key="num_classes"), extra="nlp")
-classify_extras = functools.partial(extras, app="classify", labels_key="labels", size_key="num_classes")
+                classify_load_extras, extra="nlp")
+classify_extras = functools.partial(extras, app="classify", load=classify_load_extras)
 
 
 def train(settings: Optional[ClassifySettings] = None, **changes: Any) -> Run:

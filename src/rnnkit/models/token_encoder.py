@@ -1,6 +1,7 @@
 """The token encoder shared by the sequence classifier and the sequence tagger.
 
     e = Embed(tokens)                                   (B, T, E)   index 0 is padding
+    e = [e, features]                                   (B, T, E+F) when a model adds per-token features
     y, _ = Recurrent(cell)(dropout(e), lengths=lengths) (B, T, D·H) batch-first, D = 2 when bidirectional
 
 Each model adds its own head on `y`. The submodules keep the names `embedding`, `encoder` and `drop`,
@@ -9,8 +10,9 @@ which checkpoints (state_dict keys) and the ONNX exporter rely on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+import torch
 from torch import Tensor, nn
 
 from ..recurrent import Recurrent
@@ -32,13 +34,13 @@ class TokenEncoderModel(nn.Module):
     (already validated). Subclasses build their head on `encoder_width` features.
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, feature_size: int = 0) -> None:
         super().__init__()
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=0)
         self.encoder = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
                                  bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
-                                 input_size=c.embedding_size)
+                                 input_size=c.embedding_size + feature_size)
         self.drop = nn.Dropout(c.dropout)
 
     @property
@@ -46,9 +48,13 @@ class TokenEncoderModel(nn.Module):
         """D·H: the feature size of the encoder outputs, both directions side by side."""
         return self.encoder.output_size * (2 if self.config.bidirectional else 1)
 
-    def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """tokens (B, T) int64, lengths (B,) → encoder outputs y (B, T, D·H), zero at padded steps."""
+    def encode(self, tokens: Tensor, lengths: Tensor, features: Optional[Tensor] = None) -> Tensor:
+        """tokens (B, T) int64, lengths (B,) [, features (B, T, F)] → encoder outputs y (B, T, D·H), zero at
+        padded steps."""
         if tokens.dim() != 2:
             raise InputError(f"{type(self).__name__} expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
-        y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)
+        e = self.embedding(tokens)
+        if features is not None:
+            e = torch.cat([e, features.to(e.dtype)], dim=-1)
+        y, _ = self.encoder(self.drop(e), lengths=lengths)
         return y
