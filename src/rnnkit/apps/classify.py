@@ -90,7 +90,8 @@ def prepare(s: ClassifySettings, resumed: Optional[Dict[str, Any]], rank: int, w
     objective = s.objective if s.objective != "auto" else ("sigmoid" if len(labels) == 2 else "softmax")
     config = ClassifierConfig(len(tok), len(labels), objective=objective, pooling=s.pooling, cell=s.cell,
                               embedding_size=s.embedding_size, hidden_size=s.hidden_size, num_layers=s.num_layers,
-                              bidirectional=s.bidirectional, dropout=s.dropout)
+                              bidirectional=s.bidirectional, dropout=s.dropout,
+                              word_dropout=s.word_dropout)
     ids = [tok.encode(t) for t in data.texts]
     train = SequenceLoader([ids[i] for i in tr], [y[i] for i in tr], s.batch_size, shuffle=True, seed=s.seed,
                            max_length=s.max_length)

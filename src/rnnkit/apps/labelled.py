@@ -36,6 +36,9 @@ class LabelledSettings(TrainingSettings):
     bidirectional: bool = setting(True, "Bidirectional encoder.")
     dropout: float = setting(0.2, "Dropout on embeddings, between layers and before the head.", min=0, max=1,
                              max_open=True)
+    word_dropout: float = setting(0.0, "Training: the probability that a token is read as <unk> (tag: its "
+                                       "characters still seen), so the model learns to do without rare tokens.",
+                                  min=0, max=1, max_open=True)
     embedding_size: int = setting(128, "Embedding size.", min=1)
     hidden_size: int = setting(128, "Hidden units per direction and layer.", min=1)
     num_layers: int = setting(1, "Stacked layers.", min=1)

@@ -58,9 +58,6 @@ class TagSettings(LabelledSettings):
                                        acts_with=("char_features", CHAR_FEATURES[1:]))
     char_hidden_size: int = setting(50, "Character CNN filters, or BiLSTM units per direction.", min=1,
                                     acts_with=("char_features", CHAR_FEATURES[1:]))
-    word_dropout: float = setting(0.0, "Training: the probability that a word is read as <unk> (its characters "
-                                       "still seen), so the model learns to tag unknown words.", min=0, max=1,
-                                  max_open=True)
 
     def check(self) -> None:
         super().check()

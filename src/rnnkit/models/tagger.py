@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data.labelled import IGNORE, PAD, UNK
-from ..checks import check_choice, check_positive_ints, check_probability
+from ..data.labelled import IGNORE
+from ..checks import check_choice, check_positive_ints
 from .char_words import CHAR_FEATURES, CharWords
 from .token_encoder import TokenEncoderModel, check_cell_and_dropout
 from ..errors import InputError
@@ -43,7 +43,7 @@ class TaggerConfig:
     char_embedding_size: int = 32
     #: CNN filters, or BiLSTM units per direction
     char_hidden_size: int = 50
-    #: training only: the probability that a word id becomes <unk>, so the model learns to tag from characters
+    #: training only: the probability that a word id becomes <unk> (see token_encoder.py)
     word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -51,7 +51,6 @@ class TaggerConfig:
                                    "char_embedding_size", "char_hidden_size"))
         check_cell_and_dropout(self)
         check_choice("char_features", self.char_features, CHAR_FEATURES)
-        check_probability("word_dropout", self.word_dropout)
         if self.char_features != "none" and self.num_chars < 2:
             raise InputError(f"character features need a character vocabulary (num_chars >= 2); got {self.num_chars}")
 
@@ -79,9 +78,6 @@ class SequenceTagger(TokenEncoderModel):
                 raise InputError("this tagger reads each word's characters: pass chars (batch, time, letters)")
             valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
             features = self.chars(chars, valid)  # (B, T, C)
-        if self.training and self.config.word_dropout > 0:
-            drop = torch.rand(tokens.shape, device=tokens.device) < self.config.word_dropout
-            tokens = tokens.masked_fill(drop & (tokens != PAD), UNK)
         y = self.encode(tokens, lengths, features)  # (B, T, D·H)
         return self.head(self.drop(y))
 

@@ -1,6 +1,7 @@
 """The token encoder shared by the sequence classifier and the sequence tagger.
 
-    e = Embed(tokens)                                   (B, T, E)   index 0 is padding
+    e = Embed(tokens)                                   (B, T, E)   index 0 is padding; in training a token
+                                                                    is <unk> with p = word_dropout
     e = [e, features]                                   (B, T, E+F) when a model adds per-token features
     y, _ = Recurrent(cell)(dropout(e), lengths=lengths) (B, T, D·H) batch-first, D = 2 when bidirectional
 
@@ -15,6 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from ..data.labelled import PAD, UNK
 from ..recurrent import Recurrent
 from ..checks import check_positive_ints, check_probability  # noqa: F401 (check_positive_ints: its old home)
 from ..cells.registry import check_cell, make_cell
@@ -22,16 +24,19 @@ from ..errors import InputError
 
 
 def check_cell_and_dropout(config: Any) -> None:
-    """Raise ValueError when `config.cell` is not in CELLS or `config.dropout` is outside [0, 1)."""
+    """Raise ValueError when `config.cell` is not in CELLS or `config.dropout` (or word_dropout) is outside [0, 1)."""
     check_cell(config.cell)
     check_probability("dropout", config.dropout)
+    check_probability("word_dropout", getattr(config, "word_dropout", 0.0))
 
 
 class TokenEncoderModel(nn.Module):
     """Base of the token models: embedding → dropout → batch-first Recurrent encoder.
 
     `config` needs vocab_size, embedding_size, cell, hidden_size, num_layers, bidirectional and dropout
-    (already validated). Subclasses build their head on `encoder_width` features.
+    (already validated), and may have word_dropout: in training, the probability that a token is read as
+    <unk>. Subclasses build their head on `encoder_width` features; one that adds `feature_size` features per
+    token to the embedding passes them to `encode`.
     """
 
     def __init__(self, config: Any, feature_size: int = 0) -> None:
@@ -53,6 +58,9 @@ class TokenEncoderModel(nn.Module):
         padded steps."""
         if tokens.dim() != 2:
             raise InputError(f"{type(self).__name__} expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
+        p = getattr(self.config, "word_dropout", 0.0)
+        if self.training and p > 0:  # the model learns to read a rare word from its context (and characters)
+            tokens = tokens.masked_fill((torch.rand(tokens.shape, device=tokens.device) < p) & (tokens != PAD), UNK)
         e = self.embedding(tokens)
         if features is not None:
             e = torch.cat([e, features.to(e.dtype)], dim=-1)
