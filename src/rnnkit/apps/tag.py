@@ -42,19 +42,19 @@ MAX_WORD_CHARS = 20
 
 @settings_class
 class TagSettings(LabelledSettings):
-    """Settings of `rnnkit train tag` (defaults: two bidirectional GRU layers over words and their characters on
-    UD English EWT, the recipe tag-ud-ewt)."""
+    """Settings of `rnnkit train tag` (defaults: two bidirectional GRU layers over words on UD English EWT,
+    exportable to ONNX; the recipe tag-ud-ewt adds character features)."""
 
-    DEFAULTS = dict(out="runs/tag", batch_size=32, lr=5e-3, embedding_size=100, hidden_size=64, num_layers=2,
-                    word_dropout=0.1)
+    DEFAULTS = dict(out="runs/tag", batch_size=32, lr=5e-3, embedding_size=100, hidden_size=64, num_layers=2)
     data: Optional[str] = setting(None, f"Training file, token<TAB>tag a line, blank line between sentences, or "
                                         f"CoNLL-U (FORM and UPOS) (default {DEFAULT_DATA[0]}).", path=True)
     val_data: Optional[str] = setting(None, "Validation file (default: the default data set's, else val_fraction of "
                                             "the training sentences).", path=True)
-    min_count: int = setting(1, "Words seen fewer times in training become <unk>.", min=1)
+    min_count: int = setting(2, "Words seen fewer times in training become <unk>.", min=1)
     lowercase: bool = setting(False, "Lower-case words (the character features keep the case).")
-    char_features: str = setting("cnn", "A vector per word from its characters (a CNN or a BiLSTM), beside its "
-                                         "embedding: words outside the vocabulary are seen by their spelling.",
+    char_features: str = setting("none", "A vector per word from its characters (a CNN or a BiLSTM), beside its "
+                                         "embedding: words outside the vocabulary are seen by their spelling (not "
+                                         "exportable to ONNX).",
                                  choices=CHAR_FEATURES)
     char_embedding_size: int = setting(32, "Character embedding size.", min=1,
                                        acts_with=("char_features", CHAR_FEATURES[1:]))
