@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -84,3 +85,36 @@ def test_val_fraction_with_val_data_is_an_error(tmp_path):
         tag.TagSettings(val_data=str(tmp_path / "dev.tsv"), val_fraction=0.2)
     with pytest.raises(InputError, match="num_layers"):
         tag.TagSettings(num_layers=0)
+
+
+def suffix_sentences(path: Path, n: int, seed: int, stems: List[str]) -> Path:
+    """"the" then three words, each a NOUN ending in -tion or a VERB ending in -ed at random: only the suffix
+    tells the tag, never the position or the neighbours."""
+    rng = random.Random(seed)
+    blocks = []
+    for _ in range(n):
+        words = [("the", "DET")] + [(rng.choice(stems) + suffix, t) for suffix, t in
+                                    (rng.choice([("tion", "NOUN"), ("ed", "VERB")]) for _ in range(3))]
+        blocks.append("".join(f"{w}\t{t}\n" for w, t in words))
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("chars", ["cnn", "bilstm"])
+def test_character_features_tag_unseen_words_by_their_spelling(tmp_path, chars):
+    """Test words never seen in training are all <unk> to the word vocabulary: with character features the
+    tagger tags them by suffix (oov_accuracy in results.json), and a loaded run predicts the same."""
+    train_stems = ["ac", "bo", "cu", "de", "fi", "ga", "ho", "ju"]
+    settings = tag.TagSettings(data=str(suffix_sentences(tmp_path / "train.tsv", 60, 0, train_stems)),
+                               test_data=str(suffix_sentences(tmp_path / "test.tsv", 10, 1, ["zyx", "qua", "wem"])),
+                               min_count=1, embedding_size=8, hidden_size=8, num_layers=1, char_features=chars,
+                               char_embedding_size=8, char_hidden_size=8, batch_size=8, lr=0.03, max_epochs=8,
+                               out=str(tmp_path / "run"), quiet=True, tensorboard=False)
+    run = tag.train(settings)
+    model = json.loads((run.out / "results.json").read_text())["scores"]["model"]
+    assert model["oov_accuracy"] >= 0.9 and model["oov_accuracy"] <= model["token_accuracy"] + 0.25
+    scores = tag.evaluate(run, str(tmp_path / "test.tsv"))
+    assert scores["oov_tokens"] == 30 and scores["oov_accuracy"] == pytest.approx(model["oov_accuracy"])
+    unseen = [["the", "plimtion", "sorbed", "krued"]]
+    assert tag.predict(run, unseen) == [["DET", "NOUN", "VERB", "VERB"]]
+    assert tag.predict(tag.load(run.out), unseen) == tag.predict(run, unseen)

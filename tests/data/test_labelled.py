@@ -8,6 +8,7 @@ import torch
 from rnnkit.data.labelled import (IGNORE, CharTokenizer, LabelVocab, PieceTokenizer, SequenceLoader, WordTokenizer,
                                   read_classification, read_tagged, tokenizer_from_json)
 from rnnkit.data.text import DataError
+from rnnkit.errors import InputError
 
 
 def test_read_classification(tmp_path):
@@ -147,3 +148,17 @@ def test_read_tagged_without_blank_lines(tmp_path):
     p.write_text("".join(f"w{i}\tX\n" for i in range(500)))
     with pytest.raises(DataError, match="all 500 tokens would be one sentence; expected"):
         read_tagged(p)
+
+
+def test_sequence_loader_pads_each_tokens_characters():
+    """chars: per sequence, per token, character ids → "chars" (B, T, L) padded with 0 in both T and L, in the
+    same order as the tokens; an empty sequence's one <unk> step has one padding character."""
+    loader = SequenceLoader([[5, 6, 7], [8], []], [[0, 1, 0], [1], []], 3,
+                            chars=[[[2, 3], [4], [2, 3, 4, 5]], [[6, 7, 8]], []])
+    b = loader.collate([0, 1, 2])
+    assert b["chars"].shape == (3, 3, 4)
+    assert b["chars"][0].tolist() == [[2, 3, 0, 0], [4, 0, 0, 0], [2, 3, 4, 5]]
+    assert b["chars"][1].tolist() == [[6, 7, 8, 0], [0] * 4, [0] * 4] and b["chars"][2].sum() == 0
+    assert "chars" not in SequenceLoader([[5]], [[0]], 1).collate([0])
+    with pytest.raises(InputError, match="2 sequences but 2 labels and 1 character sequences"):
+        SequenceLoader([[5], [6]], [0, 1], 1, chars=[[[2]]])

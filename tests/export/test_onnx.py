@@ -158,6 +158,16 @@ def test_float64_model_is_refused_with_the_fix() -> None:
         build_onnx(rnnkit.LSTM(3, 4, dtype=torch.float64))
 
 
+def test_character_features_and_attention_pooling_are_refused_with_the_way_out() -> None:
+    from rnnkit.models.classify import ClassifierConfig, SequenceClassifier
+    from rnnkit.models.tagger import SequenceTagger, TaggerConfig
+    tagger = SequenceTagger(TaggerConfig(9, 3, hidden_size=4, embedding_size=3, char_features="cnn", num_chars=5))
+    with pytest.raises(ExportError, match="cnn character features.*char_features none"):
+        build_onnx(tagger.eval())
+    with pytest.raises(ExportError, match="attention pooling.*last, mean or max"):
+        build_onnx(SequenceClassifier(ClassifierConfig(9, 2, pooling="attention", hidden_size=4)).eval())
+
+
 def test_non_recurrent_model_is_refused() -> None:
     with pytest.raises(ExportError, match="Linear"):
         build_onnx(torch.nn.Linear(3, 4))

@@ -28,7 +28,32 @@ def test_pooling_ignores_padded_positions(how, D):
         torch.testing.assert_close(out[b], expect)
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_attention_pooling_weighs_valid_steps_only():
+    """v = Σ softmax(scores over the valid steps) · y: padded steps get no weight, whatever their score."""
+    y, scores, lengths = torch.randn(2, 4, 3), torch.randn(2, 4), torch.tensor([4, 2])
+    garbage_y, garbage_s = y.clone(), scores.clone()
+    garbage_y[1, 2:], garbage_s[1, 2:] = 1e6, 50.0
+    out = pool(garbage_y, lengths, "attention", scores=garbage_s)
+    for b, n in enumerate(lengths.tolist()):
+        expect = (torch.softmax(scores[b, :n], 0)[:, None] * y[b, :n]).sum(0)
+        torch.testing.assert_close(out[b], expect)
+
+
+def test_word_dropout_reads_tokens_as_unk_in_training_only():
+    cfg = ClassifierConfig(20, 2, pooling="max", hidden_size=4, embedding_size=3, word_dropout=0.5)
+    m = SequenceClassifier(cfg)
+    seen = []
+    m.embedding.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].clone()))
+    tokens = torch.randint(2, 20, (8, 10))
+    torch.manual_seed(0)
+    m.train()(tokens, torch.full((8,), 10))
+    m.eval()(tokens, torch.full((8,), 10))
+    dropped = seen[0] == 1  # <unk>
+    assert 0.3 < dropped.float().mean() < 0.7 and torch.equal(seen[0][~dropped], tokens[~dropped])
+    assert torch.equal(seen[1], tokens)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 def test_padded_batch_equals_sequences_alone(pooling):
     cfg = ClassifierConfig(20, 3, pooling=pooling, hidden_size=6, embedding_size=5, bidirectional=True)
     m = SequenceClassifier(cfg).double().eval()

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from rnnkit.data.labelled import IGNORE, SequenceLoader
+from rnnkit.errors import InputError
+from rnnkit.models.char_words import CharWords
 from rnnkit.models.tagger import SequenceTagger, TaggerConfig, TagTask, bio_entities, entity_scores, is_bio
 from rnnkit.training import TrainConfig, Trainer
 
@@ -92,3 +94,36 @@ def test_held_out_sentences_stay_out_of_the_vocabulary(tmp_path):
     run_info = prepare(settings, None, 0, 1).info
     # <pad>, <unk> and the two words of each of the 36 sentences kept for training
     assert len(run_info["tokenizer"]["words"]) == 2 + 2 * 36
+
+
+@pytest.mark.parametrize("kind, width", [("cnn", 7), ("bilstm", 14)])
+def test_char_words_shapes_zero_padding_and_padding_invariance(kind, width):
+    """CharWords: (B, T, L) character ids → (B, T, width), zero at padded words; a word's vector does not depend
+    on the padding around it (longer words, longer sentences in the batch)."""
+    m = CharWords(kind, 12, 5, 7).double()
+    chars = torch.tensor([[[2, 3, 4, 0], [5, 0, 0, 0], [6, 7, 8, 9]], [[2, 3, 4, 0], [0, 0, 0, 0], [0, 0, 0, 0]]])
+    valid = torch.tensor([[True, True, True], [True, False, False]])
+    v = m(chars, valid)
+    assert v.shape == (2, 3, width) and torch.all(v[1, 1:] == 0)
+    torch.testing.assert_close(v[0, 0], v[1, 0])
+    alone = m(torch.tensor([[[2, 3, 4]]]), torch.tensor([[True]]))
+    torch.testing.assert_close(v[0, 0], alone[0, 0])
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm"])
+def test_unknown_words_are_told_apart_by_their_characters(kind):
+    """Two words outside the vocabulary (both <unk>) get different tag scores from their spelling with character
+    features, and the same scores without."""
+    tokens, lengths = torch.tensor([[2, 1], [2, 1]]), torch.tensor([2, 2])
+    chars = torch.tensor([[[2, 3, 0], [4, 5, 6]], [[2, 3, 0], [7, 8, 0]]])
+    cfg = dict(vocab_size=10, num_tags=3, hidden_size=4, embedding_size=3, num_layers=1, dropout=0.0)
+    with_chars = SequenceTagger(TaggerConfig(**cfg, char_features=kind, num_chars=9, char_hidden_size=4)).eval()
+    z = with_chars(tokens, lengths, chars)
+    assert not torch.allclose(z[0, 1], z[1, 1])
+    plain = SequenceTagger(TaggerConfig(**cfg)).eval()
+    z = plain(tokens, lengths)
+    torch.testing.assert_close(z[0, 1], z[1, 1])
+    with pytest.raises(InputError, match="pass chars"):
+        with_chars(tokens, lengths)
+    with pytest.raises(InputError, match="character vocabulary"):
+        TaggerConfig(**cfg, char_features="cnn")

@@ -90,7 +90,8 @@ def prepare(s: ClassifySettings, resumed: Optional[Dict[str, Any]], rank: int, w
     objective = s.objective if s.objective != "auto" else ("sigmoid" if len(labels) == 2 else "softmax")
     config = ClassifierConfig(len(tok), len(labels), objective=objective, pooling=s.pooling, cell=s.cell,
                               embedding_size=s.embedding_size, hidden_size=s.hidden_size, num_layers=s.num_layers,
-                              bidirectional=s.bidirectional, dropout=s.dropout)
+                              bidirectional=s.bidirectional, dropout=s.dropout,
+                              word_dropout=s.word_dropout)
     ids = [tok.encode(t) for t in data.texts]
     train = SequenceLoader([ids[i] for i in tr], [y[i] for i in tr], s.batch_size, shuffle=True, seed=s.seed,
                            max_length=s.max_length)
@@ -157,9 +158,10 @@ def bag_of_words_baseline(tok: Any, train_texts: List[str], y_train: np.ndarray,
     return model.predict(vec.transform(texts))
 
 
+classify_load_extras = functools.partial(load_extras, labels_key="labels", size_key="num_classes")
 RECIPE = Recipe("classify", ClassifySettings, prepare, finish, lambda m: SequenceClassifier(ClassifierConfig(**m)),
-                functools.partial(load_extras, labels_key="labels", size_key="num_classes"), extra="nlp")
-classify_extras = functools.partial(extras, app="classify", labels_key="labels", size_key="num_classes")
+                classify_load_extras, extra="nlp")
+classify_extras = functools.partial(extras, app="classify", load=classify_load_extras)
 
 
 def train(settings: Optional[ClassifySettings] = None, **changes: Any) -> Run:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ class LabelledSettings(TrainingSettings):
     bidirectional: bool = setting(True, "Bidirectional encoder.")
     dropout: float = setting(0.2, "Dropout on embeddings, between layers and before the head.", min=0, max=1,
                              max_open=True)
+    word_dropout: float = setting(0.0, "Training: the probability that a token is read as <unk> (tag: its "
+                                       "characters still seen), so the model learns to do without rare tokens.",
+                                  min=0, max=1, max_open=True)
     embedding_size: int = setting(128, "Embedding size.", min=1)
     hidden_size: int = setting(128, "Hidden units per direction and layer.", min=1)
     num_layers: int = setting(1, "Stacked layers.", min=1)
@@ -97,27 +100,31 @@ def load_extras(info: Dict[str, Any], labels_key: str, size_key: str) -> Dict[st
     return {"tokenizer": tokenizer, "labels": labels}
 
 
-def extras(run: Run, app: str, labels_key: str, size_key: str) -> Dict[str, Any]:
-    """The run's tokenizer and labels (read from its info once); InputError if `run` is not an `app` run."""
+def extras(run: Run, app: str, load: Callable[[Dict[str, Any]], Dict[str, Any]]) -> Dict[str, Any]:
+    """The run's tokenizer and labels (read from its info once by `load`, e.g. a `load_extras`); InputError if
+    `run` is not an `app` run."""
     if run.app != app:
         raise InputError(f"expected a {app} run; got a {run.app} run")
     if "tokenizer" not in run.extras:
-        run.extras.update(load_extras(run.info, labels_key, size_key))
+        run.extras.update(load(run.info))
     return run.extras
 
 
 @torch.no_grad()
-def model_outputs(run: Run, sequences: Sequence[Sequence[int]], max_length: Optional[int] = None
+def model_outputs(run: Run, sequences: Sequence[Sequence[int]], max_length: Optional[int] = None,
+                  chars: Optional[Sequence[Sequence[Sequence[int]]]] = None
                   ) -> Iterator[Tuple[torch.Tensor, List[int]]]:
-    """(outputs on the CPU, lengths) of the run's model over `sequences` of token ids, a batch at a time, in
-    order, in eval mode (the model's mode is restored afterwards)."""
+    """(outputs on the CPU, lengths) of the run's model over `sequences` of token ids (and each token's
+    character ids, for a model that reads them), a batch at a time, in order, in eval mode (the model's mode
+    is restored afterwards)."""
     model, device = run.model, run.device
     was = model.training
     model.eval()
     try:
-        loader = SequenceLoader(sequences, [0] * len(sequences), PREDICT_BATCH, max_length=max_length)
+        loader = SequenceLoader(sequences, [0] * len(sequences), PREDICT_BATCH, max_length=max_length, chars=chars)
         for batch in loader.batches(0):
-            yield model(batch["tokens"].to(device), batch["lengths"].to(device)).float().cpu(), \
+            extra = [batch["chars"].to(device)] if "chars" in batch else []
+            yield model(batch["tokens"].to(device), batch["lengths"].to(device), *extra).float().cpu(), \
                 batch["lengths"].tolist()
     finally:
         model.train(was)

@@ -356,18 +356,21 @@ def tokenizer_from_json(d: dict):
 
 # ------------------------------------------------------------------ batching
 class SequenceLoader:
-    """Trainer data source: padded batches {"tokens" (B, T), "lengths" (B,), "labels" (B,) or (B, T)}.
+    """Trainer data source: padded batches {"tokens" (B, T), "lengths" (B,), "labels" (B,) or (B, T)}, and
+    "chars" (B, T, L) when each token's character ids are given (`chars`: per sequence, per token).
 
-    Token sequences are right-padded with <pad> = 0; per-token labels with IGNORE (-100).
+    Token sequences are right-padded with <pad> = 0; per-token labels with IGNORE (-100); characters with 0.
     Sequences longer than `max_length` are cut (the count is reported by the caller).
     Training order is shuffled per epoch (seeded) within buckets of similar length, so
     little padding is computed.
     """
 
     def __init__(self, sequences: Sequence[Sequence[int]], labels: Sequence[Any], batch_size: int, *,
-                 shuffle: bool = False, seed: int = 0, max_length: Optional[int] = None) -> None:
-        if len(sequences) != len(labels):
-            raise InputError(f"{len(sequences)} sequences but {len(labels)} labels")
+                 shuffle: bool = False, seed: int = 0, max_length: Optional[int] = None,
+                 chars: Optional[Sequence[Sequence[Sequence[int]]]] = None) -> None:
+        if len(sequences) != len(labels) or (chars is not None and len(chars) != len(sequences)):
+            raise InputError(f"{len(sequences)} sequences but {len(labels)} labels"
+                             + (f" and {len(chars)} character sequences" if chars is not None else ""))
         if len(sequences) == 0:
             raise InputError("no examples")
         self.max_length = max_length
@@ -375,6 +378,9 @@ class SequenceLoader:
         self.sequences = [s if s else [UNK] for s in self.sequences]  # an empty text still has one step
         self.labels = [list(l[:len(s)]) if isinstance(l, (list, tuple)) else l
                        for l, s in zip(labels, self.sequences)]
+        # an empty sequence's one <unk> step has one padding character
+        self.chars = None if chars is None else [[list(w) or [PAD] for w in c[:len(s)]] or [[PAD]]
+                                                 for c, s in zip(chars, self.sequences)]
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
 
     def __len__(self) -> int:
@@ -407,6 +413,13 @@ class SequenceLoader:
         for r, s in enumerate(seqs):
             tokens[r, :len(s)] = torch.tensor(s, dtype=torch.int64)
         out = {"tokens": tokens, "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.int64)}
+        if self.chars is not None:
+            words = [self.chars[i] for i in idx]
+            chars = torch.full((len(seqs), T, max(len(w) for c in words for w in c)), PAD, dtype=torch.int64)
+            for r, c in enumerate(words):
+                for t, w in enumerate(c):
+                    chars[r, t, :len(w)] = torch.tensor(w, dtype=torch.int64)
+            out["chars"] = chars
         first = self.labels[idx[0]]
         if isinstance(first, list):
             lab = torch.full((len(seqs), T), IGNORE, dtype=torch.int64)

@@ -5,6 +5,7 @@
     v = pool(y, lengths)                            (B, D·H)
         last: forward half at step lengths−1, backward half at step 0 (each direction's final state)
         mean: mean over valid steps;  max: max over valid steps
+        attention: a = softmax over valid t of w·tanh(A y_t + b);  v = Σ_t a_t y_t   (Yang et al. 2016)
     sigmoid objective: z = w·v + b (B,),  loss = BCE(σ(z), label)      (two classes)
     softmax objective: z = W v + b (B, K), loss = CE(softmax(z), label)
 
@@ -26,18 +27,25 @@ from ..checks import check_choice, check_int, check_positive_ints
 from .token_encoder import TokenEncoderModel, check_cell_and_dropout
 from ..errors import InputError
 
-POOLINGS = ("last", "mean", "max")
+POOLINGS = ("last", "mean", "max", "attention")
 OBJECTIVES = ("sigmoid", "softmax")
 
 
-def pool(y: Tensor, lengths: Tensor, how: str, num_directions: int = 1) -> Tensor:
-    """Pool encoder outputs y (B, T, D·H) over the valid steps given by lengths (B,) → (B, D·H).
+def pool(y: Tensor, lengths: Tensor, how: str, num_directions: int = 1, scores: Optional[Tensor] = None
+         ) -> Tensor:
+    """Pool encoder outputs y (B, T, D·H) over the valid steps given by lengths (B,) → (B, D·H); "attention"
+    weighs the steps by the softmax of `scores` (B, T) over valid steps.
 
     Padded positions never count, whatever values they hold.
     """
     B, T, W = y.shape
     lengths = lengths.to(y.device)
     valid = torch.arange(T, device=y.device)[None, :] < lengths[:, None]  # (B, T)
+    if how == "attention":
+        if scores is None:
+            raise InputError("attention pooling needs a score for each step")
+        a = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=1)  # (B, T)
+        return (a[..., None] * y.masked_fill(~valid[..., None], 0.0)).sum(1)
     if how == "mean":
         return (y * valid[..., None]).sum(1) / lengths[:, None].to(y.dtype)
     if how == "max":
@@ -63,6 +71,8 @@ class ClassifierConfig:
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.0
+    #: training only: the probability that a token id becomes <unk> (see token_encoder.py)
+    word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("vocab_size", "embedding_size", "hidden_size", "num_layers"))
@@ -83,10 +93,15 @@ class SequenceClassifier(TokenEncoderModel):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__(config)
         self.head = nn.Linear(self.encoder_width, 1 if config.objective == "sigmoid" else config.num_classes)
+        W = self.encoder_width
+        # attention pooling's scorer: w·tanh(A y_t + b), one score per step
+        self.attention = (nn.Sequential(nn.Linear(W, W), nn.Tanh(), nn.Linear(W, 1, bias=False))
+                          if config.pooling == "attention" else None)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         y = self.encode(tokens, lengths)  # (B, T, D·H)
-        v = pool(y, lengths, self.config.pooling, 2 if self.config.bidirectional else 1)
+        scores = self.attention(y).squeeze(-1) if self.attention is not None else None  # (B, T)
+        v = pool(y, lengths, self.config.pooling, 2 if self.config.bidirectional else 1, scores)
         z = self.head(self.drop(v))
         return z.squeeze(-1) if self.config.objective == "sigmoid" else z
 

@@ -1,6 +1,7 @@
 """Many-to-many aligned tagging: embedding → stacked bidirectional recurrent encoder → per-token softmax.
 
-    e = Embed(tokens)                               (B, T, E)
+    e = Embed(tokens)                               (B, T, E)    training: a word becomes <unk> with p = word_dropout
+    e = [e, CharWords(chars)]                       (B, T, E+C)  with character features (see char_words.py)
     y, _ = Recurrent(cell, bidirectional)(e, lengths=lengths)   (B, T, 2H)
     z_t = W y_t + b                                 (B, T, K)    loss: CE over valid tokens only
 
@@ -13,14 +14,15 @@ when type and both boundaries match).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.labelled import IGNORE
-from ..checks import check_positive_ints
+from ..checks import check_choice, check_positive_ints
+from .char_words import CHAR_FEATURES, CharWords
 from .token_encoder import TokenEncoderModel, check_cell_and_dropout
 from ..errors import InputError
 
@@ -35,24 +37,48 @@ class TaggerConfig:
     num_layers: int = 2
     bidirectional: bool = True
     dropout: float = 0.2
+    #: character-level word representations: "none", "cnn" or "bilstm" (see char_words.py)
+    char_features: str = "none"
+    num_chars: int = 0
+    char_embedding_size: int = 32
+    #: CNN filters, or BiLSTM units per direction
+    char_hidden_size: int = 50
+    #: training only: the probability that a word id becomes <unk> (see token_encoder.py)
+    word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check_positive_ints(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size", "num_layers"))
+        check_positive_ints(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size", "num_layers",
+                                   "char_embedding_size", "char_hidden_size"))
         check_cell_and_dropout(self)
+        check_choice("char_features", self.char_features, CHAR_FEATURES)
+        if self.char_features != "none" and self.num_chars < 2:
+            raise InputError(f"character features need a character vocabulary (num_chars >= 2); got {self.num_chars}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class SequenceTagger(TokenEncoderModel):
-    """forward(tokens (B, T), lengths (B,)) → logits (B, T, K); rows past a sequence's length are meaningless."""
+    """forward(tokens (B, T), lengths (B,)[, chars (B, T, L)]) → logits (B, T, K); rows past a sequence's length
+    are meaningless. `chars` (each word's character ids) is required with character features."""
 
     def __init__(self, config: TaggerConfig) -> None:
-        super().__init__(config)
+        chars = None
+        if config.char_features != "none":
+            chars = CharWords(config.char_features, config.num_chars, config.char_embedding_size,
+                              config.char_hidden_size)
+        super().__init__(config, chars.width if chars is not None else 0)
+        self.chars = chars
         self.head = nn.Linear(self.encoder_width, config.num_tags)
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        y = self.encode(tokens, lengths)  # (B, T, D·H)
+    def forward(self, tokens: Tensor, lengths: Tensor, chars: Optional[Tensor] = None) -> Tensor:
+        features = None
+        if self.chars is not None:
+            if chars is None:
+                raise InputError("this tagger reads each word's characters: pass chars (batch, time, letters)")
+            valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+            features = self.chars(chars, valid)  # (B, T, C)
+        y = self.encode(tokens, lengths, features)  # (B, T, D·H)
         return self.head(self.drop(y))
 
 
@@ -61,7 +87,7 @@ class TagTask:
 
     def loss(self, model: nn.Module, batch: Dict[str, Tensor], state=None):
         from ..training.trainer import LossResult
-        z = model(batch["tokens"], batch["lengths"])
+        z = model(batch["tokens"], batch["lengths"], batch.get("chars"))
         y = batch["labels"]
         loss = F.cross_entropy(z.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
         return LossResult(loss, (y != IGNORE).sum(), y.shape[0], None)
@@ -113,7 +139,8 @@ def predict_tags(model: SequenceTagger, loader) -> Tuple[List[List[int]], List[L
     true, pred = [], []
     try:
         for b in loader.batches(0, 0):
-            z = model(b["tokens"].to(device), b["lengths"].to(device)).argmax(-1).cpu()
+            chars = b["chars"].to(device) if "chars" in b else None
+            z = model(b["tokens"].to(device), b["lengths"].to(device), chars).argmax(-1).cpu()
             for r, n in enumerate(b["lengths"].tolist()):
                 true.append(b["labels"][r, :n].tolist())
                 pred.append(z[r, :n].tolist())

@@ -1,6 +1,8 @@
 """The token encoder shared by the sequence classifier and the sequence tagger.
 
-    e = Embed(tokens)                                   (B, T, E)   index 0 is padding
+    e = Embed(tokens)                                   (B, T, E)   index 0 is padding; in training a token
+                                                                    is <unk> with p = word_dropout
+    e = [e, features]                                   (B, T, E+F) when a model adds per-token features
     y, _ = Recurrent(cell)(dropout(e), lengths=lengths) (B, T, D·H) batch-first, D = 2 when bidirectional
 
 Each model adds its own head on `y`. The submodules keep the names `embedding`, `encoder` and `drop`,
@@ -9,10 +11,12 @@ which checkpoints (state_dict keys) and the ONNX exporter rely on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+import torch
 from torch import Tensor, nn
 
+from ..data.labelled import PAD, UNK
 from ..recurrent import Recurrent
 from ..checks import check_positive_ints, check_probability  # noqa: F401 (check_positive_ints: its old home)
 from ..cells.registry import check_cell, make_cell
@@ -20,25 +24,28 @@ from ..errors import InputError
 
 
 def check_cell_and_dropout(config: Any) -> None:
-    """Raise ValueError when `config.cell` is not in CELLS or `config.dropout` is outside [0, 1)."""
+    """Raise ValueError when `config.cell` is not in CELLS or `config.dropout` (or word_dropout) is outside [0, 1)."""
     check_cell(config.cell)
     check_probability("dropout", config.dropout)
+    check_probability("word_dropout", getattr(config, "word_dropout", 0.0))
 
 
 class TokenEncoderModel(nn.Module):
     """Base of the token models: embedding → dropout → batch-first Recurrent encoder.
 
     `config` needs vocab_size, embedding_size, cell, hidden_size, num_layers, bidirectional and dropout
-    (already validated). Subclasses build their head on `encoder_width` features.
+    (already validated), and may have word_dropout: in training, the probability that a token is read as
+    <unk>. Subclasses build their head on `encoder_width` features; one that adds `feature_size` features per
+    token to the embedding passes them to `encode`.
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, feature_size: int = 0) -> None:
         super().__init__()
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=0)
         self.encoder = Recurrent(lambda size: make_cell(c.cell, size, c.hidden_size), c.num_layers,
                                  bidirectional=c.bidirectional, batch_first=True, dropout=c.dropout,
-                                 input_size=c.embedding_size)
+                                 input_size=c.embedding_size + feature_size)
         self.drop = nn.Dropout(c.dropout)
 
     @property
@@ -46,9 +53,16 @@ class TokenEncoderModel(nn.Module):
         """D·H: the feature size of the encoder outputs, both directions side by side."""
         return self.encoder.output_size * (2 if self.config.bidirectional else 1)
 
-    def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """tokens (B, T) int64, lengths (B,) → encoder outputs y (B, T, D·H), zero at padded steps."""
+    def encode(self, tokens: Tensor, lengths: Tensor, features: Optional[Tensor] = None) -> Tensor:
+        """tokens (B, T) int64, lengths (B,) [, features (B, T, F)] → encoder outputs y (B, T, D·H), zero at
+        padded steps."""
         if tokens.dim() != 2:
             raise InputError(f"{type(self).__name__} expects tokens of shape (batch, time); got {tuple(tokens.shape)}")
-        y, _ = self.encoder(self.drop(self.embedding(tokens)), lengths=lengths)
+        p = getattr(self.config, "word_dropout", 0.0)
+        if self.training and p > 0:  # the model learns to read a rare word from its context (and characters)
+            tokens = tokens.masked_fill((torch.rand(tokens.shape, device=tokens.device) < p) & (tokens != PAD), UNK)
+        e = self.embedding(tokens)
+        if features is not None:
+            e = torch.cat([e, features.to(e.dtype)], dim=-1)
+        y, _ = self.encoder(self.drop(e), lengths=lengths)
         return y

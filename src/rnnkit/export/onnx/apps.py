@@ -18,7 +18,7 @@ from ...models.classify import SequenceClassifier
 from ...models.forecast import Forecaster
 from ...models.tagger import SequenceTagger
 from ...recurrent import Recurrent
-from .graph import FLOAT, INT64, Graph, f32
+from .graph import FLOAT, INT64, ExportError, Graph, f32
 from .layer import check_layer, declare_final_states, recurrent_graph, run_with_options
 from .registry import ExportOptions, SampleInputs, register_graph
 
@@ -55,6 +55,11 @@ def _token_reference(model, sample: SampleInputs) -> List[Tensor]:
 def _encode_tokens(g: Graph, model, options: ExportOptions) -> str:
     """Graph inputs tokens (B, T) int64 and lengths (B,) -> the encoder's outputs (T, B, W), zero at padding."""
     check_layer(model.encoder)
+    if getattr(model, "chars", None) is not None:
+        raise ExportError(f"a tagger with {model.config.char_features} character features reads each word's "
+                          f"characters; the ONNX graph takes word ids only (train with char_features none to export)")
+    if getattr(model, "attention", None) is not None:
+        raise ExportError("attention pooling is not in the ONNX graph yet (export a last, mean or max pooling model)")
     g.input("tokens", ["batch", "time"], INT64)
     g.input("lengths", ["batch"], INT64)
     x = g.op("Gather", [g.const(f32(model.embedding.weight), "embedding"),
