@@ -162,7 +162,8 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
             summary["test"] = test_evaluation(trainer, p.test_data, out, rank)
         if rank == 0:
             say(s, f"stopped ({summary['stop']}) at step {summary['step']}, epoch {summary['epoch']}, "
-                   f"{summary['elapsed_s']:.0f} s; best {best.name} {best.value}"
+                   f"{summary['elapsed_s']:.0f} s; best {best.name} "
+                   f"{'none (no evaluation)' if best.value is None else f'{best.value:.4f}'}"
                    + (" (weights restored from best.safetensors)" if best.saved else ""))
             result.results = recipe.finish(result)
             markdown = write_results(out, result.results)
