@@ -76,8 +76,9 @@ def _cell_projection(spec: RunSpec) -> Tensor:
 def _recurrent(spec: RunSpec, weight: Optional[Tensor]) -> Optional[Tensor]:
     """A recurrent weight as the time loop takes it: bfloat16 under a bfloat16 projection (the kernels run
     the per-step GEMM in bfloat16 with float32 accumulation; a differentiable cast, so the float32 master
-    gets its gradient), else as it is."""
-    if weight is None or spec.projection_dtype != torch.bfloat16:
+    gets its gradient), else as it is. Where the CPU has no bfloat16 units the kernels would only widen it
+    again: it stays float32 (no rounding for no speed)."""
+    if weight is None or spec.projection_dtype != torch.bfloat16 or not extension.bf16_step_gemm():
         return weight
     return weight.to(torch.bfloat16)
 

@@ -14,10 +14,11 @@ fixed-length float32 LSTM, where oneDNN's LSTM beats rnnkit's fused loop.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..cells import ElmanCell, GRUCell, LSTMCell
@@ -49,6 +50,20 @@ def _function(cell):
     return torch._VF.rnn_tanh if cell.nonlinearity == "tanh" else torch._VF.rnn_relu
 
 
+@functools.lru_cache(maxsize=None)
+def runs_under_cpu_autocast(cell_name: str) -> bool:
+    """Whether torch's own CPU kernel of the family ("LSTMCell", "GRUCell", "ElmanCell") runs under bfloat16
+    autocast here: below AVX-512 (or under an ONEDNN_MAX_CPU_ISA limit) oneDNN has no bfloat16 RNN primitive
+    and torch raises. Tried once per process on a 2-unit layer."""
+    module = {"LSTMCell": nn.LSTM, "GRUCell": nn.GRU, "ElmanCell": nn.RNN}[cell_name](2, 2)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            module(torch.zeros(1, 1, 2))
+        return True
+    except RuntimeError:
+        return False
+
+
 class NativeBackend:
     """torch's own kernels for the configurations torch.nn itself has."""
 
@@ -67,6 +82,10 @@ class NativeBackend:
             return "zoneout is not part of torch's kernels"
         if not spec.inputs.is_floating_point():
             return f"floating-point input needed; got {spec.inputs.dtype}"
+        if spec.inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu") and \
+                torch.get_autocast_dtype("cpu") == torch.bfloat16 and not runs_under_cpu_autocast(kind.__name__):
+            return (f"torch's own {kind.__name__[:-4]} kernel has no bfloat16 form on this CPU (oneDNN's bfloat16 "
+                    f"RNN needs AVX-512); the fused backend runs it")
         if spec.lengths is not None and torch.compiler.is_compiling():
             # torch's kernels take lengths as a PackedSequence, which torch.compile cannot trace
             return "lengths under torch.compile (packing reads lengths on the host: a graph break)"
