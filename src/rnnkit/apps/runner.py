@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError, MissingExtraError
-from ..training.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                   read_checkpoint, sub_dict, write_json_atomic, write_safetensors_atomic)
+from ..training.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, read_checkpoint_meta,
+                                   read_checkpoint, resolve_checkpoint, sub_dict, write_json_atomic,
+                                   write_safetensors_atomic)
 from ..training.trainer import PREEMPTED, Trainer, check_run_info
 from .rundir import apply_threads, check_new_run, checked_data_fingerprint, open_run_dir, run_device
 from .settings import TrainingSettings
@@ -132,7 +133,8 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
         say(s, f"nothing to resume in {str(out)!r}; starting a new run", err=True)
     data = checked_data_fingerprint(s, out, resuming=record is not None)
     apply_threads(s)
-    resumed = read_checkpoint(record)[0].get("run") if record is not None else None
+    # the run info only: the trainer reads (and checks) the tensors when it resumes
+    resumed = read_checkpoint_meta(record).get("run") if record is not None else None
     torch.manual_seed(s.seed)  # the same initial weights on every rank
     p = recipe.prepare(s, resumed, rank, world)
     info = json.loads(json.dumps({"recipe": recipe.name, **p.info}))
@@ -273,7 +275,8 @@ def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu", recip
     Without `recipe`, the application is the one the checkpoint names; `extras=False` skips what only
     inference needs (tokenizers, vocabularies). Never runs code from the file."""
     from . import recipe_of
-    record, meta, tensors = load_checkpoint(path)
+    record = resolve_checkpoint(path)
+    meta = read_checkpoint_meta(record)
     info = meta.get("run") or {}
     name = info.get("recipe")
     if recipe is None:
@@ -288,7 +291,8 @@ def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu", recip
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {str(record)!r} has a malformed model description ({err})") from None
     best = Path(path) / "best.safetensors"
-    weights = read_weights(best) if best.is_file() else sub_dict(tensors, "model")
+    # the best weights when the run kept them; else the checkpoint's (read, and checked, only then)
+    weights = read_weights(best) if best.is_file() else sub_dict(read_checkpoint(record)[1], "model")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:

@@ -58,9 +58,9 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
     require_extra("deploy", "rnnkit export", ("onnx", "onnxruntime") if check or quantize != "none" else ("onnx",))
     from ..apps.runner import load
     from ..export.onnx import ExportError, check_onnx, export_onnx
-    from ..training.checkpoint import load_checkpoint
+    from ..training.checkpoint import read_checkpoint_meta, resolve_checkpoint
 
-    app = (load_checkpoint(checkpoint)[1].get("run") or {}).get("recipe")
+    app = (read_checkpoint_meta(resolve_checkpoint(checkpoint)).get("run") or {}).get("recipe")
     if app not in SERVED:
         raise ExportError(f"cannot export a {app!r} run to ONNX: rnnkit export writes {', '.join(SERVED)} runs"
                           + (REFUSALS.get(app, "") if app else " (this checkpoint names no application)"))

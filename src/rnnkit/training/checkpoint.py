@@ -207,8 +207,8 @@ def resolve_checkpoint(path: PathLike) -> Path:
     return path
 
 
-def read_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
-    """(meta, tensors) of a checkpoint record, after checking it is complete and intact."""
+def read_checkpoint_meta(path: PathLike) -> Dict[str, Any]:
+    """The JSON record of a checkpoint (its run info and counters) without reading its tensors."""
     path = Path(path)
     try:
         meta = json.loads(path.read_text())
@@ -218,6 +218,13 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a valid JSON record (truncated or corrupt)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an rnnkit checkpoint (expected format {FORMAT!r})")
+    return meta
+
+
+def read_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
+    """(meta, tensors) of a checkpoint record, after checking it is complete and intact."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
     tensor_path = path.parent / str(meta.get("tensors_file", ""))
     try:
         blob = tensor_path.read_bytes()
