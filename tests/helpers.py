@@ -53,7 +53,9 @@ ACCURACY_FLOOR = 32 * EPS32
 #: modes LayerConfig knows; the torch.nn class for those torch has.
 TORCH_MODES = {"RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
 ALL_MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_BEFORE", "PeepholeLSTM", "SRU", "LayerNormLSTM",
-             "LayerNormGRU", "MinGRU")
+             "LayerNormGRU", "MinGRU", "QRNN")
+#: QRNN's pooling -> how many rows of W each input tap produces (Z, F, O, I)
+QRNN_GATES = {"f": 2, "fo": 3, "ifo": 4}
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class LayerConfig:
     """A layer configuration that can be built as an rnnkit layer and, where torch has it, a torch.nn one.
 
     options: rnnkit-only keywords, e.g. (("zoneout_hidden", 0.3), ("recurrent_dropout", 0.2)).
+    window, pooling: QRNN's convolution width and pooling (other modes ignore them).
     """
 
     mode: str = "LSTM"
@@ -74,6 +77,8 @@ class LayerConfig:
     dropout: float = 0.0
     dtype: torch.dtype = torch.float64
     options: Tuple[Tuple[str, float], ...] = ()
+    window: int = 2
+    pooling: str = "fo"
 
     @property
     def num_directions(self) -> int:
@@ -85,6 +90,8 @@ class LayerConfig:
             return (self.proj_size or self.hidden_size, self.hidden_size)
         if self.mode == "LayerNormLSTM":
             return (self.hidden_size, self.hidden_size)
+        if self.mode == "QRNN" and self.window > 1:  # (c, the last window − 1 input taps' projections)
+            return (self.hidden_size, (self.window - 1) * QRNN_GATES[self.pooling] * self.hidden_size)
         return (self.hidden_size,)
 
     @property
@@ -113,6 +120,8 @@ class LayerConfig:
             return rnnkit.PeepholeLSTM(I, H, proj_size=self.proj_size, **kw)
         if self.mode in ("GRU", "GRU_BEFORE"):
             return rnnkit.GRU(I, H, reset="after" if self.mode == "GRU" else "before", **kw)
+        if self.mode == "QRNN":
+            return rnnkit.QRNN(I, H, window=self.window, pooling=self.pooling, **kw)
         layer = getattr(rnnkit, self.mode)
         return layer(I, H, **kw)
 
@@ -503,12 +512,12 @@ def layer_cases(modes: Sequence[str] = tuple(TORCH_MODES), *, regularisation: bo
         options: Tuple[Tuple[str, float], ...] = ()
         if regularisation:
             names = ["input_dropout", "output_dropout"]
-            if mode not in ("SRU", "MinGRU"):
+            if mode not in ("SRU", "MinGRU", "QRNN"):
                 names += ["recurrent_dropout", "weight_dropout"]
             if mode in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_BEFORE", "MinGRU", "LayerNormLSTM",
                         "LayerNormGRU"):
                 names.append("zoneout_hidden")
-            if mode in ("LSTM", "PeepholeLSTM", "SRU", "LayerNormLSTM"):
+            if mode in ("LSTM", "PeepholeLSTM", "SRU", "LayerNormLSTM", "QRNN"):
                 names.append("zoneout_cell")
             chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=3))
             options = tuple((n, draw(st.sampled_from([0.2, 0.5]))) for n in sorted(chosen))

@@ -15,9 +15,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (ALL_MODES, Case, as_state, assert_as_accurate, assert_close, compare_backends, layer_cases,
+from helpers import (ALL_MODES, Case, LayerConfig, as_state, assert_as_accurate, assert_close, compare_backends, layer_cases,
                      make_batch, run_by_hand, run_torch_case, state_parts)
-from qrnn_config import QRNNConfig
 from rnnkit.backends import extension
 
 BACKEND = "reference"
@@ -62,7 +61,7 @@ def test_random_configurations_match_cells_stepped_by_hand(case: Case) -> None:
 def test_random_qrnn_configurations(data) -> None:
     """QRNN (window, pooling, layers, direction, layout, bias, lengths, initial state): the reference against
     its cells stepped by hand, and every fast backend that takes the configuration against the reference."""
-    cfg = QRNNConfig(window=data.draw(st.integers(1, 4)), pooling=data.draw(st.sampled_from(["f", "fo", "ifo"])),
+    cfg = LayerConfig(mode="QRNN", window=data.draw(st.integers(1, 4)), pooling=data.draw(st.sampled_from(["f", "fo", "ifo"])),
                      input_size=data.draw(st.integers(1, 3)), hidden_size=data.draw(st.integers(1, 3)),
                      num_layers=data.draw(st.integers(1, 2)), bidirectional=data.draw(st.booleans()),
                      batch_first=data.draw(st.booleans()), bias=data.draw(st.booleans()))

@@ -79,6 +79,8 @@ def expected_parameter_count(mode: str, I: int, H: int, bias: bool = True) -> in
         return 3 * H * I + 3 * H * H + b * 6 * H + 3 * H + 3 * H
     if mode == "MinGRU":
         return 2 * H * I + b * 2 * H
+    if mode == "QRNN":  # the default window 2, fo-pooling: Z, F, O from a width-2 convolution
+        return 3 * H * I * 2 + b * 3 * H
     raise KeyError(mode)
 
 
@@ -370,3 +372,23 @@ def test_cuda_matches_cpu(mode: str) -> None:
                         *[p.grad for p in layer.parameters()]])
     for k, (a, b) in enumerate(zip(*results)):
         assert_close(b.detach().cpu(), a.detach(), f"entry {k}")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_loop_backends_give_autocast_dtypes(mode: str) -> None:
+    """Under CPU autocast the reference loop (and the scan) return outputs and states in bfloat16, as torch's
+    RNN modules and the fused kernels do, so a model's dtypes do not depend on the backend chosen; the state
+    carries into the next call, and float64 layers are left alone."""
+    x = torch.randn(5, 2, 3)
+    backends = ["reference"] + (["scan"] if mode in ("MinGRU", "QRNN") else [])
+    for backend in backends:
+        layer = LayerConfig(mode, num_layers=2, dtype=torch.float32).build(backend)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, state = layer(x)
+            assert out.dtype == torch.bfloat16 and {s.dtype for s in state_parts(state)} == {torch.bfloat16}
+            again, _ = layer(x, state)
+        again.float().sum().backward()
+        assert all(p.grad.dtype == torch.float32 for p in layer.parameters())
+    wide = LayerConfig(mode, num_layers=2).build("reference")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert wide(x.double())[0].dtype == torch.float64

@@ -19,7 +19,7 @@ from helpers import ALL_MODES, LayerConfig, as_state, assert_close, make_batch, 
 
 F64 = torch.float64
 DROPOUTS = ("dropout", "input_dropout", "output_dropout", "recurrent_dropout", "weight_dropout")
-NO_RECURRENT_MATRIX = ("SRU", "MinGRU")
+NO_RECURRENT_MATRIX = ("SRU", "MinGRU", "QRNN")
 
 
 def layer_gradcheck(layer: rnnkit.Recurrent, x: Tensor, state: Optional[Tuple[Tensor, ...]] = None, *,

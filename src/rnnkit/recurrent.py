@@ -361,7 +361,7 @@ class Recurrent(nn.Module):
         out, final = self._run_stack(x[:T_run], states, lengths)
         if T_run < T:
             out = torch.cat([out, out.new_zeros(T - T_run, *out.shape[1:])])
-        return out, final
+        return _in_autocast_dtype(out, final)
 
     def _run_stack(self, x: Tensor, states: Tuple[Tuple[Tensor, ...], ...],
                    lengths: Optional[Tensor]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
@@ -459,6 +459,16 @@ class Recurrent(nn.Module):
 
 
 # ------------------------------------------------------------------ helpers
+def _in_autocast_dtype(out: Tensor, final: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    """Under autocast, float32 results in the autocast dtype, as torch's RNN modules and the fused kernels
+    give them: the backends whose loop computes in float32 (reference, scan) return the same dtypes."""
+    device = out.device.type
+    if out.dtype != torch.float32 or not torch.is_autocast_enabled(device):
+        return out, final
+    low = torch.get_autocast_dtype(device)
+    return out.to(low), tuple(f.to(low) if f.dtype == torch.float32 else f for f in final)
+
+
 def _reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     """Reverse each row's valid prefix in time; padded steps stay where they are."""
     if lengths is None:

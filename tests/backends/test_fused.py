@@ -42,7 +42,7 @@ REGULARISERS = {
     "LSTM": (True, ("zoneout_hidden", "zoneout_cell")), "PeepholeLSTM": (True, ("zoneout_hidden", "zoneout_cell")),
     "GRU": (True, ("zoneout_hidden",)), "GRU_BEFORE": (True, ("zoneout_hidden",)),
     "LayerNormLSTM": (True, ("zoneout_hidden", "zoneout_cell")), "LayerNormGRU": (True, ("zoneout_hidden",)),
-    "SRU": (False, ("zoneout_cell",)), "MinGRU": (False, ("zoneout_hidden",)),
+    "SRU": (False, ("zoneout_cell",)), "MinGRU": (False, ("zoneout_hidden",)), "QRNN": (False, ("zoneout_cell",)),
 }
 
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import rnnkit
-from helpers import compare_backends
-from qrnn_config import QRNNConfig
+from helpers import LayerConfig, compare_backends
 from rnnkit.backends import extension
 from rnnkit.errors import InputError
 
@@ -67,11 +66,11 @@ def test_continuation_with_lengths_takes_each_rows_window() -> None:
 
 
 CONFIGS = {
-    "f_k1": QRNNConfig(window=1, pooling="f"),
-    "fo_k2_stacked_bidir": QRNNConfig(window=2, pooling="fo", num_layers=2, bidirectional=True),
-    "ifo_k3_nobias_batch_first": QRNNConfig(window=3, pooling="ifo", bias=False, batch_first=True),
-    "fo_k4_zoneout": QRNNConfig(window=4, pooling="fo", options=(("zoneout_cell", 0.4),)),
-    "f_k2_zoneout_dropout": QRNNConfig(window=2, pooling="f", num_layers=2, dropout=0.3,
+    "f_k1": LayerConfig(mode="QRNN", window=1, pooling="f"),
+    "fo_k2_stacked_bidir": LayerConfig(mode="QRNN", window=2, pooling="fo", num_layers=2, bidirectional=True),
+    "ifo_k3_nobias_batch_first": LayerConfig(mode="QRNN", window=3, pooling="ifo", bias=False, batch_first=True),
+    "fo_k4_zoneout": LayerConfig(mode="QRNN", window=4, pooling="fo", options=(("zoneout_cell", 0.4),)),
+    "f_k2_zoneout_dropout": LayerConfig(mode="QRNN", window=2, pooling="f", num_layers=2, dropout=0.3,
                                        options=(("zoneout_cell", 0.5), ("input_dropout", 0.2))),
 }
 

@@ -15,7 +15,6 @@ import onnx  # noqa: E402
 
 import rnnkit  # noqa: E402
 from helpers import ALL_MODES, LayerConfig  # noqa: E402
-from qrnn_config import QRNNConfig  # noqa: E402
 from rnnkit.errors import InputError  # noqa: E402
 from rnnkit.export import ExportError, build_onnx, check_onnx, export_onnx, run_onnx  # noqa: E402
 from rnnkit.models.char_lm import LMConfig, RecurrentLM  # noqa: E402
@@ -69,9 +68,9 @@ def test_every_family_stacked_bidirectional(mode: str, native_ops: bool, tmp_pat
     LayerConfig(mode="SRU", input_size=4, hidden_size=4, bidirectional=True, dtype=torch.float32),
     LayerConfig(mode="LSTM", num_layers=2, dtype=torch.float32,
                 options=(("zoneout_hidden", 0.3), ("zoneout_cell", 0.1), ("dropout", 0.4))),
-    QRNNConfig(pooling="f", window=1, num_layers=2, dtype=torch.float32),
-    QRNNConfig(pooling="fo", window=2, num_layers=2, bidirectional=True, dtype=torch.float32),
-    QRNNConfig(pooling="ifo", window=3, bias=False, batch_first=True, dtype=torch.float32,
+    LayerConfig(mode="QRNN", pooling="f", window=1, num_layers=2, dtype=torch.float32),
+    LayerConfig(mode="QRNN", pooling="fo", window=2, num_layers=2, bidirectional=True, dtype=torch.float32),
+    LayerConfig(mode="QRNN", pooling="ifo", window=3, bias=False, batch_first=True, dtype=torch.float32,
                options=(("zoneout_cell", 0.3),)),
 ], ids=["proj", "peephole_proj", "nobias_batch_first", "gru_before_nobias", "sru_highway_identity", "zoneout",
         "qrnn_f_k1", "qrnn_fo_k2_bidir", "qrnn_ifo_k3_zoneout"])

@@ -121,11 +121,13 @@ class QRNNCell(RecurrentCell):
         G_H = self.num_gates * self.hidden_size
         if k == 1:
             return linear(x, self.weight_ih[:, :, 0], self.bias_ih), None
-        # a_t = Σ_j W[:, :, k−1−j] x_{t−j}: one GEMM per tap over the steps it reaches (Conv1d's sum,
-        # without copying k shifted inputs side by side; their backward stays I wide)
+        # a_t = Σ_j W[:, :, k−1−j] x_{t−j}: one GEMM per tap (Conv1d's sum, without k shifted inputs side by
+        # side). Tap j reads x delayed by j steps, zeros first: padded to T + j rows and cut to T, never a
+        # T − j slice, so torch.export keeps the time dimension dynamic (a T − j view guards T − j ≠ 1).
         a = linear(x, self.weight_ih[:, :, k - 1], self.bias_ih)
-        for j in range(1, min(k, T)):
-            a[j:] += linear(x[:T - j], self.weight_ih[:, :, k - 1 - j], None)
+        for j in range(1, k):
+            delayed = torch.cat([x.new_zeros(j, B, I), x])[:T]
+            a = a + linear(delayed, self.weight_ih[:, :, k - 1 - j], None)
         old = window.view(B, k - 1, G_H)
         a[:k - 1] += old[:, :T].transpose(0, 1)  # what the inputs before this call left for its first steps
         last = torch.full((B,), T, device=x.device, dtype=torch.long) if lengths is None else lengths
