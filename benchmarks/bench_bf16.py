@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rnnkit  # noqa: E402
 from rnnkit.backends import extension  # noqa: E402
 from rnnkit.backends.allocator import keep_freed_memory  # noqa: E402
-from timing import bench_interleaved, machine  # noqa: E402
+from timing import bench_interleaved, cpu_flags, machine  # noqa: E402
 
 SHAPES = [(100, 64, 256), (100, 64, 512)]
 #: family -> (rnnkit layer, torch.nn peer or None)
@@ -40,14 +40,9 @@ FAMILIES = {"LSTM": (rnnkit.LSTM, nn.LSTM), "GRU": (rnnkit.GRU, nn.GRU), "LayerN
             "LayerNormGRU": (rnnkit.LayerNormGRU, None), "SRU": (rnnkit.SRU, None), "MinGRU": (rnnkit.MinGRU, None)}
 
 
-def cpu_flags() -> List[str]:
+def bf16_flags() -> List[str]:
     """The bfloat16 flags this CPU reports in /proc/cpuinfo (Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return [f for f in cpu_flags() if f in ("avx512_bf16", "amx_bf16", "amx_tile")]
 
 
 def _fwd_bwd(layer: nn.Module, x: torch.Tensor, autocast: bool) -> Callable[[], None]:
@@ -92,7 +87,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     keep_freed_memory()
     info = machine()
-    flags = cpu_flags()
+    flags = bf16_flags()
     print(f"cpu: {info['cpu']} ({info['logical_cpus']} logical), torch {info['torch']}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}, bf16 flags: {' '.join(flags) or 'none'}; "
           f"load average at start {info['load_average_at_start']}")

@@ -42,6 +42,16 @@ def gemm_rate(n: int = 1024, reps: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
+def cpu_flags() -> List[str]:
+    """The ISA flags that decide rnnkit's and torch's kernel routes, as this CPU reports them (Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+
+
 def machine() -> Dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -60,6 +70,7 @@ def machine() -> Dict[str, str]:
         gxx = subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     except (OSError, IndexError):
         gxx = "n/a"
-    return {"cpu": cpu, "logical_cpus": str(os.cpu_count()), "torch": torch.__version__,
+    isa = f"torch capability {torch.backends.cpu.get_cpu_capability()}; flags {' '.join(cpu_flags()) or 'none'}"
+    return {"cpu": cpu, "isa": isa, "logical_cpus": str(os.cpu_count()), "torch": torch.__version__,
             "threads": str(torch.get_num_threads()), "compiler": gxx, "load_average_at_start": load,
             "python": platform.python_version()}
