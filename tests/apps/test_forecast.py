@@ -124,3 +124,18 @@ def test_settings_errors_name_the_setting(changes, needle):
     with pytest.raises(InputError) as err:
         forecast.ForecastSettings(**changes)
     assert needle in str(err.value)
+
+
+def test_a_run_trained_on_a_relative_path_forecasts_from_another_folder(tmp_path, monkeypatch):
+    """The data path is recorded absolute: the run, loaded in another folder, still finds its series."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    hourly().to_csv(tmp_path / "here" / "series.csv", index=False)
+    monkeypatch.chdir(tmp_path / "here")
+    run = forecast.train(data="series.csv", out="run", lookback=12, horizon=3, hidden_size=4, batch_size=8,
+                         max_steps=2, baselines="naive", quiet=True, tensorboard=False)
+    assert run.settings.data == str(tmp_path / "here" / "series.csv")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = apps.load(tmp_path / "here" / "run")
+    assert forecast.forecast(again).values.shape == (3, 1)
+    assert forecast.backtest(again).metrics.keys() >= {"model", "naive"}

@@ -27,7 +27,7 @@ def settings(run: Path) -> dict:
 
 def test_config_inputs_resolve_against_the_config_file(tmp_path, monkeypatch, capsys):
     """Run from another directory, the config finds the corpus beside it; its `out` stays in the working
-    directory; a --data on the command line is relative to the working directory."""
+    directory; a --data on the command line is relative to the working directory (recorded absolute)."""
     conf = tmp_path / "project" / "configs"
     conf.mkdir(parents=True)
     (conf / "corpus.txt").write_text("to be or not to be, that is the question\n" * 30)
@@ -43,7 +43,7 @@ def test_config_inputs_resolve_against_the_config_file(tmp_path, monkeypatch, ca
     code, err = run_cli(["train", "charlm", "--config", conf / "run.toml", "--data", "local.txt",
                          "--out", "runs/cli", *TINY], capsys)
     assert code == 0, err
-    assert settings(elsewhere / "runs" / "cli")["data"] == "local.txt"
+    assert settings(elsewhere / "runs" / "cli")["data"] == str(elsewhere / "local.txt")
 
 
 def test_config_by_recipe_name_reads_the_embedded_corpus(tmp_path, monkeypatch, capsys):

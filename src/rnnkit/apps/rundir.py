@@ -18,7 +18,7 @@ import torch
 
 from ..errors import InputError
 from ..training.checkpoint import write_json_atomic
-from .settings import RunSettings, setting_name
+from .settings import RunSettings, is_path_setting, setting_name
 
 #: what every training run writes into its run directory; one of them there means a previous run
 RUN_MARKERS = ("config.json", "data.json", "metrics.jsonl", "tensorboard", "checkpoints", "best.safetensors",
@@ -88,8 +88,7 @@ def data_paths(settings: RunSettings) -> List[str]:
     """The data paths the settings name: `data`, every `*_data` and every path setting that is set."""
     from dataclasses import fields
     return [getattr(settings, f.name) for f in sorted(fields(settings), key=lambda f: f.name)
-            if (f.metadata.get("path") or f.name == "data" or f.name.endswith("_data"))
-            and isinstance(getattr(settings, f.name), str) and getattr(settings, f.name)]
+            if is_path_setting(f) and isinstance(getattr(settings, f.name), str) and getattr(settings, f.name)]
 
 
 def checked_data_fingerprint(settings: RunSettings, out: Path, resuming: bool) -> Dict[str, Any]:

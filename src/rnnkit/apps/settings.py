@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import os
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Type, TypeVar
@@ -81,6 +82,11 @@ def setting(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None,
     meta = dict(help=help, choices=tuple(choices) if choices is not None else None, min=min, max=max,
                 min_open=min_open, max_open=max_open, path=path, acts_with=acts_with, cli=cli)
     return field(default=default, metadata=meta)
+
+
+def is_path_setting(f: dataclasses.Field) -> bool:
+    """A file or folder setting: declared with path=True, or named `data` / `*_data`."""
+    return bool(f.metadata.get("path")) or f.name == "data" or f.name.endswith("_data")
 
 
 def base_type(hint: Any) -> Tuple[type, bool]:
@@ -166,6 +172,10 @@ class Settings:
     def _validate(self) -> None:
         for f in fields(self):
             check_field(type(self).__name__, f, self.TYPES[f.name], getattr(self, f.name))
+            if is_path_setting(f) and isinstance(getattr(self, f.name), (str, os.PathLike)):
+                # absolute from here on: the run's config.json and checkpoint record them, and inference,
+                # export and resume read them from another folder than the one training started in
+                object.__setattr__(self, f.name, os.path.abspath(os.fspath(getattr(self, f.name))))
         if any(self.explicit(k) for k in BUDGETS if hasattr(self, k)):
             for k in BUDGETS + ("early_stop_patience",):
                 if hasattr(self, k) and not self.explicit(k):
