@@ -25,7 +25,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -48,7 +48,7 @@ BUILD_WAIT_SECONDS = 180.0
 STALE_BUILD_DAYS = 14.0
 
 _state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None, "march": None,
-                "step_gemm": "auto", "library": None}
+                "step_gemm": "auto", "recurrence_threads": 0, "library": None}
 #: the recurrent GEMM's routes inside the kernels (common.h: GemmRoute); auto chooses by size
 STEP_GEMM_ROUTES = {"auto": -1, "blas": 0, "onednn": 1, "small": 2}
 
@@ -69,6 +69,40 @@ def set_step_gemm(route: str) -> None:
     _state["step_gemm"] = route
     if _state["library"] is not None:
         _state["library"].rnnkit_set_step_gemm(STEP_GEMM_ROUTES[route])
+
+
+def set_recurrence_threads(threads: Union[int, str]) -> None:
+    """How many threads share one recurrence (LSTM, GRU, Elman kernels): each takes a block of the batch
+    rows through the whole time loop, in one parallel region of torch's intra-op pool. "auto" (the default)
+    splits between torch.get_num_threads() threads where one step's recurrent product is small (e.g. B=8,
+    H=64), too small for BLAS to split itself; 1 never splits; n >= 2 always splits into n row blocks
+    (at most one per row; more blocks than torch threads run in turn). For tests and benchmarks.
+
+    >>> from rnnkit.backends import set_recurrence_threads
+    >>> set_recurrence_threads("auto")
+    """
+    if threads == "auto":
+        code = 0
+    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        code = threads
+    else:
+        raise InputError(f"set_recurrence_threads: threads must be \"auto\" or an integer >= 1; got {threads!r}")
+    _state["recurrence_threads"] = code
+    if _state["library"] is not None:
+        _state["library"].rnnkit_set_recurrence_threads(code)
+
+
+def recurrence_blocks(batch: int, step_gemm_size: int) -> Optional[int]:
+    """How many row blocks (threads) a fused time loop over `batch` rows whose per-step recurrent product is
+    `step_gemm_size` = rows x n x k (LSTM: batch x 4H x H) runs in now; None where the kernels are unavailable.
+
+    >>> from rnnkit.backends import extension
+    >>> extension.recurrence_blocks(1, 64) in (None, 1)
+    True
+    """
+    if load() is not None:
+        return None
+    return int(_state["library"].rnnkit_recurrence_blocks(ctypes.c_int64(batch), ctypes.c_int64(step_gemm_size)))
 
 
 def bf16_step_gemm() -> bool:
@@ -144,7 +178,21 @@ def _flags() -> tuple[List[str], List[str]]:
         ldflags.append("-lmvec")
     if _has_fortran_blas():
         cflags.append("-DRNNKIT_HAVE_FORTRAN_BLAS")
+    if _shares_torch_openmp():
+        # at::parallel_for is a header template: without -fopenmp it runs serially in our code. Linking
+        # -fopenmp resolves to the libgomp.so.1 torch already loaded (same soname), so the kernels'
+        # parallel regions use torch's own OpenMP pool and its torch.set_num_threads setting.
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
     return cflags, ldflags
+
+
+def _shares_torch_openmp() -> bool:
+    """True where torch's intra-op pool is GNU OpenMP loaded as libgomp.so.1 (Linux wheels), so the kernels
+    can join it."""
+    if platform.system() != "Linux" or "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return False
+    return (Path(torch.__file__).parent / "lib" / "libgomp.so.1").exists()
 
 
 def _ninja_dir() -> Optional[str]:
@@ -251,6 +299,8 @@ def _build() -> None:
     _state["build_seconds"] = time.perf_counter() - start
     _state["library"] = ctypes.CDLL(str(directory / f"{name}.so"))  # the handle torch loaded it with
     _state["library"].rnnkit_set_step_gemm(STEP_GEMM_ROUTES[_state["step_gemm"]])
+    _state["library"].rnnkit_set_recurrence_threads(_state["recurrence_threads"])
+    _state["library"].rnnkit_recurrence_blocks.restype = ctypes.c_int64
     if fresh:
         log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
     os.utime(directory)  # "last used": what prune_stale_builds reads, here and in other checkouts

@@ -356,17 +356,67 @@ inline R sigmoid(R x) {
   return R(1) / (R(1) + std::exp(-x));
 }
 
-// Rows of one step's pointwise pass; threads only when the step is big enough
-// to pay for waking them (the GEMMs are threaded by BLAS either way).
+// ------------------------------------------------------- two cores, one loop
+// The batch rows [begin, end) that one thread carries through a whole time loop. Rows of a batch never
+// meet inside a recurrence, so splitting the batch between threads needs no barrier at all: each thread
+// runs every step of its own rows (its slice of each step GEMM, its gate math) from start to end, in one
+// parallel region per sequence. This is what lets two cores share a long sequence at small H, where one
+// step's product (B=8, H=64: 8 x 64 x 256) is far too small for BLAS to split.
+struct Rows {
+  int64_t begin, end;
+  int64_t size() const { return end - begin; }
+};
+
+// rnnkit.backends.set_recurrence_threads(n): 0 = auto, 1 = never split, n >= 2 = always split into n
+// row blocks (run by torch's intra-op threads; more blocks than threads run in turn). One value per process.
+inline std::atomic<int>& forced_recurrence_threads() {
+  static std::atomic<int> n{0};
+  return n;
+}
+
+// Auto splits only where one step's recurrent product is small enough to run single-threaded anyway
+// (the Small route's size, benchmarks/NOTES.md): larger products are threaded by BLAS/oneDNN inside the
+// step, and a bfloat16 weight (mixed precision) keeps its own route.
+inline int64_t recurrence_blocks(int64_t B, int64_t step_gemm_size, bool bf16_weight) {
+  const int forced = forced_recurrence_threads().load();
+  if (forced > 0) return std::max<int64_t>(1, std::min<int64_t>(forced, B));
+  const int64_t threads = at::get_num_threads();
+  if (threads < 2 || B < 2 || bf16_weight || at::in_parallel_region()) return 1;
+  if (step_gemm_size > (int64_t(1) << 19)) return 1;
+  return std::min(threads, B);
+}
+
+// Runs loop(Rows) over the batch: once over every row, or over `blocks` balanced row blocks in one
+// parallel region (torch's intra-op pool). step_gemm_size: rows x n x k of the largest per-step product.
 template <typename F>
-inline void for_rows(int64_t B, int64_t width, const F& f) {
-  if (B > 1 && B * width >= 32768) {
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+inline void split_batch(int64_t B, int64_t step_gemm_size, bool bf16_weight, const F& loop) {
+  const int64_t blocks = recurrence_blocks(B, step_gemm_size, bf16_weight);
+  if (blocks <= 1) {
+    loop(Rows{0, B});
+    return;
+  }
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) loop(Rows{i * B / blocks, (i + 1) * B / blocks});
+  });
+}
+
+// Rows of one step's pointwise pass; threads only when the step is big enough
+// to pay for waking them (the GEMMs are threaded by BLAS either way; inside a
+// split_batch region this runs serially).
+template <typename F>
+inline void for_rows(Rows rows, int64_t width, const F& f) {
+  if (rows.size() > 1 && rows.size() * width >= 32768) {
+    at::parallel_for(rows.begin, rows.end, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) f(b);
     });
   } else {
-    for (int64_t b = 0; b < B; ++b) f(b);
+    for (int64_t b = rows.begin; b < rows.end; ++b) f(b);
   }
+}
+
+template <typename F>
+inline void for_rows(int64_t B, int64_t width, const F& f) {
+  for_rows(Rows{0, B}, width, f);
 }
 
 // ------------------------------------------------------------ optional inputs
@@ -454,13 +504,14 @@ struct Steps {
     }
   }
   bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
-  // rows the GEMM of step t must cover
-  int64_t active(int64_t t) const {
-    if (len == nullptr || !sorted) return B;
-    int64_t n = B;
-    while (n > 0 && len[n - 1] <= t) --n;
-    return n;
+  // rows from rows.begin on that the GEMM of step t must cover
+  int64_t active(int64_t t, Rows rows) const {
+    if (len == nullptr || !sorted) return rows.size();
+    int64_t n = rows.end;
+    while (n > rows.begin && len[n - 1] <= t) --n;
+    return n - rows.begin;
   }
+  int64_t active(int64_t t) const { return active(t, Rows{0, B}); }
 };
 
 // A forward kernel's dispatch: f(R(), U()) with R the state's dtype and U u's (R's own, or bfloat16 with

@@ -272,3 +272,10 @@ extern "C" int rnnkit_step_gemm() { return rnnkit::forced_step_gemm().load(); }
 // Whether a bfloat16 recurrent weight runs the step GEMM in bfloat16 here (oneDNN's brgemm on AMX or
 // AVX512-BF16); elsewhere it is widened to float32 (rnnkit.backends.extension.bf16_step_gemm).
 extern "C" int rnnkit_bf16_step_gemm() { return rnnkit::Bf16Gemm::available() ? 1 : 0; }
+// The setter behind rnnkit.backends.set_recurrence_threads: 0 auto, 1 never split the batch, n >= 2 into n blocks.
+extern "C" void rnnkit_set_recurrence_threads(int threads) { rnnkit::forced_recurrence_threads().store(threads); }
+// How many row blocks a time loop over `batch` rows with a per-step product of `step_gemm_size`
+// (rows x n x k) runs in, now (rnnkit.backends.extension.recurrence_blocks).
+extern "C" int64_t rnnkit_recurrence_blocks(int64_t batch, int64_t step_gemm_size) {
+  return rnnkit::recurrence_blocks(batch, step_gemm_size, false);
+}
