@@ -19,6 +19,7 @@ milliseconds: the load average is printed beside them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -87,6 +88,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         set_recurrence_threads("auto")
     print(table(results))
     print(f"# load average at end {machine()['load_average_at_start']}")
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        print("# the machine was loaded (load average above the CPU count): every 2-thread region waited for "
+              "threads held by other jobs; the 2-thread ratios and verdicts mean nothing, rerun on a quiet machine")
 
 
 if __name__ == "__main__":
