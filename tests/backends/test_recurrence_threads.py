@@ -107,3 +107,23 @@ def test_auto_split_at_the_target_shape_matches_single_thread(split) -> None:
 def test_set_recurrence_threads_rejects_bad_values(bad) -> None:
     with pytest.raises(InputError, match="set_recurrence_threads"):
         rnnkit.backends.set_recurrence_threads(bad)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "GRU_BEFORE"])
+def test_forced_split_under_autocast_matches_one_block(mode: str, split) -> None:
+    """Mixed precision (bfloat16 projection and, where the CPU has bfloat16 units, a bfloat16 step GEMM per
+    thread): the split gives every row the numbers one block gives it."""
+    torch.manual_seed(0)
+    layer = LayerConfig(mode=mode, input_size=6, hidden_size=9, dtype=torch.float32).build("fused", 0)
+    x = torch.randn(7, 5, 6)
+
+    def run(threads: int):
+        split(threads)
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)[0]
+        y.float().sum().backward()
+        return [y.float()] + [p.grad.clone() for p in layer.parameters()]
+
+    for a, b in zip(run(2), run(1)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
