@@ -85,3 +85,10 @@ def test_entries_of_another_machine_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "routes.json"
     path.write_text(json.dumps({"identity": "some other CPU | torch 0.0", "routes": [[3, 36, 12, 1, 2]]}))
     assert extension.load_route_cache(path) == 0
+
+
+def test_isa_settings_get_their_own_route_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routes timed with MKL/oneDNN limited to an older ISA must not serve the full-ISA process (or back)."""
+    default = extension.route_cache_path()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert extension.route_cache_path() != default

@@ -110,12 +110,18 @@ def recurrence_blocks(batch: int, step_gemm_size: int) -> Optional[int]:
 
 
 def route_cache_path() -> Path:
-    """The file of measured step-GEMM routes for this CPU model and torch version (under cache_root())."""
+    """The file of measured step-GEMM routes for this CPU model, torch version and ISA settings (under
+    cache_root()); delete it to measure again."""
     return cache_root() / f"step-gemm-routes-{hashlib.sha256(_route_identity().encode()).hexdigest()[:16]}.json"
 
 
+#: settings that change which instructions BLAS/oneDNN/ATen use, and so which step-GEMM route wins
+ISA_SETTINGS = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def _route_identity() -> str:
-    return f"{_cpu_model()} | torch {torch.__version__}"
+    isa = ", ".join(f"{name}={os.environ[name]}" for name in ISA_SETTINGS if os.environ.get(name))
+    return f"{_cpu_model()} | torch {torch.__version__}" + (f" | {isa}" if isa else "")
 
 
 def _cpu_model() -> str:
