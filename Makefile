@@ -7,7 +7,7 @@
 #                the docstrings' examples, then the fused float32 comparisons as an AVX2 CPU would run them
 #   make test-portable  the backend-parity tests under every CPU setting this machine can imitate
 #   make test-slow  the few tests that take over a minute (not part of make test)
-#   make bench   run the cell benchmarks, the bfloat16 section and the step latency (after make demo or make test)
+#   make bench   run the cell benchmarks, the bfloat16 section, the step latency and the two-core rows (after make demo or make test)
 #   make clean   remove .venv, build outputs and runs/
 #
 # torch is installed first and pinned, from the local wheel that pip's config points at
@@ -58,7 +58,8 @@ test-slow: $(STAMP_TEST)
 
 bench: $(STAMP_BENCH)
 	@if [ -f benchmarks/bench_cells.py ]; then \
-		$(PY) benchmarks/bench_cells.py && $(PY) benchmarks/bench_bf16.py && $(PY) benchmarks/bench_latency.py; \
+		$(PY) benchmarks/bench_cells.py && $(PY) benchmarks/bench_bf16.py && $(PY) benchmarks/bench_latency.py && \
+		$(PY) benchmarks/bench_threads.py; \
 	else \
 		echo "make bench: benchmarks/bench_cells.py does not exist yet; nothing to run." >&2; exit 1; \
 	fi

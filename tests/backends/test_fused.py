@@ -342,7 +342,7 @@ def test_input_projection_operator() -> None:
 
 
 def test_large_hidden_float32_takes_the_onednn_route() -> None:
-    """H=256, B=8: a size where `auto` picks oneDNN for the step GEMM (rows·n·k ≥ 2^21), unforced."""
+    """H=256, B=8: a large float32 step GEMM under `auto` (measured at first use; oneDNN on most CPUs)."""
     for mode in ("LSTM", "GRU"):
         cfg = _cfg(mode, torch.float32, input_size=8, hidden_size=256)
         _check(cfg, seq_len=3, batch=8, lengths=[3, 1, 2, 3, 3, 2, 1, 3])

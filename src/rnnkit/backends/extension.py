@@ -14,18 +14,21 @@ fall back to the reference backend at the cost of one line.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import logging
 import os
 import platform
 import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -48,14 +51,15 @@ BUILD_WAIT_SECONDS = 180.0
 STALE_BUILD_DAYS = 14.0
 
 _state: dict = {"loaded": False, "error": None, "warned": False, "build_seconds": None, "march": None,
-                "step_gemm": "auto", "library": None}
-#: the recurrent GEMM's routes inside the kernels (common.h: GemmRoute); auto chooses by size
+                "step_gemm": "auto", "recurrence_threads": 0, "library": None}
+#: the recurrent GEMM's routes inside the kernels (common.h: GemmRoute); auto measures each shape once
 STEP_GEMM_ROUTES = {"auto": -1, "blas": 0, "onednn": 1, "small": 2}
 
 
 def set_step_gemm(route: str) -> None:
     """Force the route of the kernels' per-step recurrent GEMM: "blas", "onednn" (float32, where torch
-    has it) or "small" (the hand-written kernel for tiny products), or "auto" (the default: by size, and
+    has it) or "small" (the hand-written kernel for tiny products), or "auto" (the default: float32 shapes
+    take the route timed fastest at their first use on this machine (route_cache_path()), float64 BLAS, and
     bfloat16 recurrent weights in bfloat16 where the CPU has bfloat16 units; a forced route widens them
     to float32).
 
@@ -69,6 +73,142 @@ def set_step_gemm(route: str) -> None:
     _state["step_gemm"] = route
     if _state["library"] is not None:
         _state["library"].rnnkit_set_step_gemm(STEP_GEMM_ROUTES[route])
+
+
+def set_recurrence_threads(threads: Union[int, str]) -> None:
+    """How many threads share one recurrence (LSTM, GRU, Elman kernels): each takes a block of the batch
+    rows through the whole time loop, in one parallel region of torch's intra-op pool. "auto" (the default)
+    splits between torch.get_num_threads() threads where one step's recurrent product is small (e.g. B=8,
+    H=64), too small for BLAS to split itself; 1 never splits; n >= 2 always splits into n row blocks
+    (at most one per row; more blocks than torch threads run in turn). For tests and benchmarks.
+
+    >>> from rnnkit.backends import set_recurrence_threads
+    >>> set_recurrence_threads("auto")
+    """
+    if threads == "auto":
+        code = 0
+    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        code = threads
+    else:
+        raise InputError(f"set_recurrence_threads: threads must be \"auto\" or an integer >= 1; got {threads!r}")
+    _state["recurrence_threads"] = code
+    if _state["library"] is not None:
+        _state["library"].rnnkit_set_recurrence_threads(code)
+
+
+def recurrence_blocks(batch: int, step_gemm_size: int) -> Optional[int]:
+    """How many row blocks (threads) a fused time loop over `batch` rows whose per-step recurrent product is
+    `step_gemm_size` = rows x n x k (LSTM: batch x 4H x H) runs in now; None where the kernels are unavailable.
+
+    >>> from rnnkit.backends import extension
+    >>> extension.recurrence_blocks(1, 64) in (None, 1)
+    True
+    """
+    if load() is not None:
+        return None
+    return int(_state["library"].rnnkit_recurrence_blocks(ctypes.c_int64(batch), ctypes.c_int64(step_gemm_size)))
+
+
+def route_cache_path() -> Path:
+    """The file of measured step-GEMM routes for this CPU model, torch version and ISA settings (under
+    cache_root()); delete it to measure again."""
+    return cache_root() / f"step-gemm-routes-{hashlib.sha256(_route_identity().encode()).hexdigest()[:16]}.json"
+
+
+#: settings that change which instructions BLAS/oneDNN/ATen use, and so which step-GEMM route wins
+ISA_SETTINGS = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def _route_identity() -> str:
+    isa = ", ".join(f"{name}={os.environ[name]}" for name in ISA_SETTINGS if os.environ.get(name))
+    return f"{_cpu_model()} | torch {torch.__version__}" + (f" | {isa}" if isa else "")
+
+
+def _cpu_model() -> str:
+    return next((ln.split(":", 1)[1].strip() for ln in _cpu_fingerprint().splitlines()
+                 if ln.startswith("model name")), platform.processor() or platform.machine())
+
+
+def _library_routes() -> List[List[int]]:
+    lib = _state["library"]
+    count = lib.rnnkit_route_cache_entries(None, ctypes.c_int64(0))
+    buf = (ctypes.c_int64 * (5 * count))()
+    lib.rnnkit_route_cache_entries(buf, ctypes.c_int64(count))
+    return [list(buf[5 * i:5 * i + 5]) for i in range(count)]
+
+
+def _read_routes(path: Path) -> List[List[int]]:
+    """The entries of a route file; [] where it is missing, unreadable, corrupt or from another machine."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        routes = data["routes"] if data.get("identity") == _route_identity() else []
+        if not all(isinstance(r, list) and len(r) == 5 and all(type(v) is int and v >= 0 for v in r)
+                   and r[4] in STEP_GEMM_ROUTES.values() for r in routes):
+            raise ValueError("malformed entry")
+        return routes
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        if path.exists():
+            log.info("rnnkit: ignoring the step-GEMM route cache %s (%s)", path, err)
+        return []
+
+
+def load_route_cache(path: Optional[Path] = None) -> int:
+    """Preload the kernels' measured step-GEMM routes from `path` (default route_cache_path()), so shapes
+    measured by an earlier process on this machine are not timed again; an unreadable or corrupt file is
+    ignored. Returns the number of entries loaded.
+
+    >>> from rnnkit.backends import extension
+    >>> extension.load_route_cache() >= 0
+    True
+    """
+    if load() is not None:
+        return 0
+    return _preload_routes(path or route_cache_path())
+
+
+def _preload_routes(path: Path) -> int:
+    routes = _read_routes(path)
+    for entry in routes:
+        _state["library"].rnnkit_route_cache_put(*(ctypes.c_int64(v) for v in entry))
+    return len(routes)
+
+
+def save_route_cache(path: Optional[Path] = None) -> None:
+    """Write the routes measured so far (merged with the file's) to `path` (default route_cache_path()),
+    atomically: a temporary file in the same folder renamed over it. Runs at exit once the kernels measured."""
+    if _state["library"] is None:
+        return
+    path = path or route_cache_path()
+    merged = {tuple(r[:4]): r for r in _read_routes(path)}
+    merged.update({tuple(r[:4]): r for r in _library_routes()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"identity": _route_identity(), "routes": sorted(merged.values())}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_route_cache_at_exit() -> None:
+    if _state["library"] is not None and _state["library"].rnnkit_route_measurements() > 0:
+        try:
+            save_route_cache()
+        except OSError as err:
+            log.info("rnnkit: could not save the step-GEMM route cache: %s", err)
+
+
+def route_measurements() -> int:
+    """How many step-GEMM shapes the kernels have timed in this process (0 before they are loaded)."""
+    return 0 if _state["library"] is None else int(_state["library"].rnnkit_route_measurements())
+
+
+def clear_route_cache() -> None:
+    """Forget the measured routes of this process (tests, benchmarks); the file is left alone."""
+    if _state["library"] is not None:
+        _state["library"].rnnkit_route_cache_clear()
 
 
 def bf16_step_gemm() -> bool:
@@ -144,7 +284,21 @@ def _flags() -> tuple[List[str], List[str]]:
         ldflags.append("-lmvec")
     if _has_fortran_blas():
         cflags.append("-DRNNKIT_HAVE_FORTRAN_BLAS")
+    if _shares_torch_openmp():
+        # at::parallel_for is a header template: without -fopenmp it runs serially in our code. Linking
+        # -fopenmp resolves to the libgomp.so.1 torch already loaded (same soname), so the kernels'
+        # parallel regions use torch's own OpenMP pool and its torch.set_num_threads setting.
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
     return cflags, ldflags
+
+
+def _shares_torch_openmp() -> bool:
+    """True where torch's intra-op pool is GNU OpenMP loaded as libgomp.so.1 (Linux wheels), so the kernels
+    can join it."""
+    if platform.system() != "Linux" or "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return False
+    return (Path(torch.__file__).parent / "lib" / "libgomp.so.1").exists()
 
 
 def _ninja_dir() -> Optional[str]:
@@ -251,6 +405,12 @@ def _build() -> None:
     _state["build_seconds"] = time.perf_counter() - start
     _state["library"] = ctypes.CDLL(str(directory / f"{name}.so"))  # the handle torch loaded it with
     _state["library"].rnnkit_set_step_gemm(STEP_GEMM_ROUTES[_state["step_gemm"]])
+    _state["library"].rnnkit_set_recurrence_threads(_state["recurrence_threads"])
+    _state["library"].rnnkit_recurrence_blocks.restype = ctypes.c_int64
+    _state["library"].rnnkit_route_measurements.restype = ctypes.c_int64
+    _state["library"].rnnkit_route_cache_entries.restype = ctypes.c_int64
+    _preload_routes(route_cache_path())
+    atexit.register(_save_route_cache_at_exit)
     if fresh:
         log.warning("rnnkit: kernels built in %.1f s", _state["build_seconds"])
     os.utime(directory)  # "last used": what prune_stale_builds reads, here and in other checkouts

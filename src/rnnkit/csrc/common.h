@@ -27,8 +27,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -87,7 +91,8 @@ inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, R alpha
 // ------------------------------------------------------------ the step GEMM
 // The recurrent product of every time step, C(rows, n) = beta·C + A(rows, k)·op(W),
 // is the one GEMM left inside the loop: T small calls of the same weight. Which
-// route is fastest depends on the size (benchmarks/NOTES.md, "step GEMM"):
+// route is fastest depends on the size and on the CPU (benchmarks/NOTES.md, "step GEMM");
+// on the AMD machine:
 //  - small products (rows·n·k ≤ 2^19, e.g. B=8, H=64): a register-blocked kernel
 //    below, single-threaded; BLAS's per-call cost (packing W, waking threads) is
 //    larger than the product itself there;
@@ -95,17 +100,57 @@ inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, R alpha
 //    cell): oneDNN's matmul with the weight re-laid out once per sequence
 //    (torch's mkldnn linear ops, called through the dispatcher); MKL re-packs W
 //    on every call and runs 1.2–2x slower on these per-step shapes;
-//  - everything else, and every float64 product: BLAS;
+//  - BLAS in between;
+// so float32 takes the route timed fastest at the first use of each shape (StepGemm::measured_route),
+// and every float64 product BLAS;
 //  - a bfloat16 weight with float32 A and C (mixed precision): bfloat16 products with float32
 //    accumulation through oneDNN's brgemm (Bf16Gemm) where the CPU has bfloat16 units.
 // rnnkit.backends.set_step_gemm("blas"|"onednn"|"small") forces one route where it applies (tests,
-// benchmarks); "auto" (-1) chooses by size. One value per process (inline: shared by every kernel file).
+// benchmarks); "auto" (-1) measures: which of these wins where moves with the CPU (AVX2 vs AVX-512, core
+// count), so the first float32 product of each shape times every applicable route on this machine and
+// keeps the fastest (RouteCache). One value per process (inline: shared by every kernel file).
 enum class GemmRoute { Blas, OneDnn, Small, Bf16 };
 
 inline std::atomic<int>& forced_step_gemm() {
   static std::atomic<int> route{-1};
   return route;
 }
+
+// The measured route of each float32 step-GEMM shape, per process: (rows, n, k, threads) -> route, where
+// threads is what BLAS/oneDNN may use for the call (1 inside a split_batch block). Python preloads it from
+// and saves it to a per-machine JSON file (rnnkit.backends.extension: load_route_cache, save_route_cache).
+class RouteCache {
+ public:
+  using Key = std::array<int64_t, 4>;
+  static RouteCache& get() {
+    static RouteCache cache;
+    return cache;
+  }
+  std::optional<GemmRoute> find(const Key& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = routes_.find(key);
+    if (it == routes_.end()) return std::nullopt;
+    return it->second;
+  }
+  void put(const Key& key, GemmRoute route) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    routes_[key] = route;
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    routes_.clear();
+  }
+  std::vector<std::pair<Key, GemmRoute>> entries() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {routes_.begin(), routes_.end()};
+  }
+  std::mutex& measuring() { return measuring_; }  // one measurement at a time: two would disturb each other
+  std::atomic<int64_t> measurements{0};            // shapes measured in this process (tests read it)
+
+ private:
+  std::mutex mutex_, measuring_;
+  std::map<Key, GemmRoute> routes_;
+};
 
 // torch's oneDNN linear operators, when this torch build has them
 struct OneDnnLinear {
@@ -296,10 +341,22 @@ class StepGemm {
   void init(const R* W, int64_t ldw, int64_t max_rows) {
     W_ = W;
     ldw_ = ldw;
-    route_ = choose(max_rows);
-    if (route_ == GemmRoute::Blas) return;  // BLAS reads W in place
+    const int forced = forced_step_gemm().load();
+    if (forced >= 0) {
+      prepare(forced_route(forced), max_rows);
+    } else if (!std::is_same_v<R, float> || max_rows == 0 || n_ == 0 || k_ == 0) {
+      prepare(GemmRoute::Blas, max_rows);  // float64 is the accuracy path
+    } else {
+      prepare(measured_route(max_rows), max_rows);
+    }
+  }
+
+  // Lays the weight out for `route` (BLAS reads W in place).
+  void prepare(GemmRoute route, int64_t max_rows) {
+    route_ = route;
+    if (route_ == GemmRoute::Blas) return;
     const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<R>::value);
-    const auto w = at::from_blob(const_cast<R*>(W), {nt_ ? n_ : k_, nt_ ? k_ : n_}, {ldw, 1}, opts);
+    const auto w = at::from_blob(const_cast<R*>(W_), {nt_ ? n_ : k_, nt_ ? k_ : n_}, {ldw_, 1}, opts);
     const auto w_kn = nt_ ? w.t() : w;  // the (k, n) view: C = A · w_kn
     if (route_ == GemmRoute::Small) {
       wt_ = w_kn.contiguous();
@@ -308,18 +365,52 @@ class StepGemm {
     }
   }
 
-  GemmRoute choose(int64_t max_rows) const {
-    const bool onednn_ok = std::is_same_v<R, float> && OneDnnLinear::get().available();
-    const int forced = forced_step_gemm().load();
-    if (forced >= 0) {
-      if (forced == int(GemmRoute::Small)) return GemmRoute::Small;
-      if (forced == int(GemmRoute::OneDnn) && onednn_ok) return GemmRoute::OneDnn;
-      return GemmRoute::Blas;
-    }
-    if (!std::is_same_v<R, float>) return GemmRoute::Blas;  // float64 is the accuracy path
-    if (max_rows * n_ * k_ <= (int64_t(1) << 19)) return GemmRoute::Small;
-    if (onednn_ok && max_rows * n_ * k_ >= (int64_t(1) << 21)) return GemmRoute::OneDnn;
+  static bool onednn_ok() { return std::is_same_v<R, float> && OneDnnLinear::get().available(); }
+
+  static GemmRoute forced_route(int forced) {
+    if (forced == int(GemmRoute::Small)) return GemmRoute::Small;
+    if (forced == int(GemmRoute::OneDnn) && onednn_ok()) return GemmRoute::OneDnn;
     return GemmRoute::Blas;
+  }
+
+  // The fastest route for this shape on this machine: from the cache, or timed now on the actual weight.
+  GemmRoute measured_route(int64_t max_rows) {
+    const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+    const RouteCache::Key key{max_rows, n_, k_, threads};
+    auto& cache = RouteCache::get();
+    if (auto hit = cache.find(key)) return *hit;
+    std::lock_guard<std::mutex> one_at_a_time(cache.measuring());
+    if (auto hit = cache.find(key)) return *hit;  // measured meanwhile by another thread
+    // the register-blocked kernel is single-threaded: past 2^22 multiply-adds it cannot win, skip timing it
+    std::vector<GemmRoute> routes{GemmRoute::Blas};
+    if (max_rows * n_ * k_ <= (int64_t(1) << 22)) routes.push_back(GemmRoute::Small);
+    if (onednn_ok()) routes.push_back(GemmRoute::OneDnn);
+    std::vector<R> a(max_rows * k_, R(0.5)), c(max_rows * n_);
+    GemmRoute best = GemmRoute::Blas;
+    double best_s = INFINITY;
+    for (GemmRoute route : routes) {
+      prepare(route, max_rows);
+      const double s = seconds_per_call(max_rows, a.data(), c.data());
+      if (s < best_s) best_s = s, best = route;
+    }
+    cache.put(key, best);
+    cache.measurements.fetch_add(1);
+    return best;
+  }
+
+  // Best of 5 batches of calls, each batch about 0.2 ms (at least one call), after two warm-up calls.
+  double seconds_per_call(int64_t rows, const R* A, R* C) const {
+    using clock = std::chrono::steady_clock;
+    auto time_calls = [&](int64_t calls) {
+      const auto start = clock::now();
+      for (int64_t i = 0; i < calls; ++i) (*this)(rows, A, k_, R(0), C, n_);
+      return std::chrono::duration<double>(clock::now() - start).count() / double(calls);
+    };
+    const double first = time_calls(2);
+    const int64_t calls = std::max<int64_t>(1, std::min<int64_t>(1000, int64_t(2e-4 / std::max(first, 1e-9))));
+    double best = first;
+    for (int batch = 0; batch < 5; ++batch) best = std::min(best, time_calls(calls));
+    return best;
   }
 
   void onednn(int64_t rows, const R* A, int64_t lda, R beta, R* C, int64_t ldc) const {
@@ -356,17 +447,67 @@ inline R sigmoid(R x) {
   return R(1) / (R(1) + std::exp(-x));
 }
 
-// Rows of one step's pointwise pass; threads only when the step is big enough
-// to pay for waking them (the GEMMs are threaded by BLAS either way).
+// ------------------------------------------------------- two cores, one loop
+// The batch rows [begin, end) that one thread carries through a whole time loop. Rows of a batch never
+// meet inside a recurrence, so splitting the batch between threads needs no barrier at all: each thread
+// runs every step of its own rows (its slice of each step GEMM, its gate math) from start to end, in one
+// parallel region per sequence. This is what lets two cores share a long sequence at small H, where one
+// step's product (B=8, H=64: 8 x 64 x 256) is far too small for BLAS to split.
+struct Rows {
+  int64_t begin, end;
+  int64_t size() const { return end - begin; }
+};
+
+// rnnkit.backends.set_recurrence_threads(n): 0 = auto, 1 = never split, n >= 2 = always split into n
+// row blocks (run by torch's intra-op threads; more blocks than threads run in turn). One value per process.
+inline std::atomic<int>& forced_recurrence_threads() {
+  static std::atomic<int> n{0};
+  return n;
+}
+
+// Auto splits only where one step's recurrent product is small enough to run single-threaded anyway
+// (the Small route's size, benchmarks/NOTES.md): larger products are threaded by BLAS/oneDNN inside the
+// step, and a bfloat16 weight (mixed precision) keeps its own route.
+inline int64_t recurrence_blocks(int64_t B, int64_t step_gemm_size, bool bf16_weight) {
+  const int forced = forced_recurrence_threads().load();
+  if (forced > 0) return std::max<int64_t>(1, std::min<int64_t>(forced, B));
+  const int64_t threads = at::get_num_threads();
+  if (threads < 2 || B < 2 || bf16_weight || at::in_parallel_region()) return 1;
+  if (step_gemm_size > (int64_t(1) << 19)) return 1;
+  return std::min(threads, B);
+}
+
+// Runs loop(Rows) over the batch: once over every row, or over `blocks` balanced row blocks in one
+// parallel region (torch's intra-op pool). step_gemm_size: rows x n x k of the largest per-step product.
 template <typename F>
-inline void for_rows(int64_t B, int64_t width, const F& f) {
-  if (B > 1 && B * width >= 32768) {
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+inline void split_batch(int64_t B, int64_t step_gemm_size, bool bf16_weight, const F& loop) {
+  const int64_t blocks = recurrence_blocks(B, step_gemm_size, bf16_weight);
+  if (blocks <= 1) {
+    loop(Rows{0, B});
+    return;
+  }
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) loop(Rows{i * B / blocks, (i + 1) * B / blocks});
+  });
+}
+
+// Rows of one step's pointwise pass; threads only when the step is big enough
+// to pay for waking them (the GEMMs are threaded by BLAS either way; inside a
+// split_batch region this runs serially).
+template <typename F>
+inline void for_rows(Rows rows, int64_t width, const F& f) {
+  if (rows.size() > 1 && rows.size() * width >= 32768) {
+    at::parallel_for(rows.begin, rows.end, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) f(b);
     });
   } else {
-    for (int64_t b = 0; b < B; ++b) f(b);
+    for (int64_t b = rows.begin; b < rows.end; ++b) f(b);
   }
+}
+
+template <typename F>
+inline void for_rows(int64_t B, int64_t width, const F& f) {
+  for_rows(Rows{0, B}, width, f);
 }
 
 // ------------------------------------------------------------ optional inputs
@@ -454,13 +595,14 @@ struct Steps {
     }
   }
   bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
-  // rows the GEMM of step t must cover
-  int64_t active(int64_t t) const {
-    if (len == nullptr || !sorted) return B;
-    int64_t n = B;
-    while (n > 0 && len[n - 1] <= t) --n;
-    return n;
+  // rows from rows.begin on that the GEMM of step t must cover
+  int64_t active(int64_t t, Rows rows) const {
+    if (len == nullptr || !sorted) return rows.size();
+    int64_t n = rows.end;
+    while (n > rows.begin && len[n - 1] <= t) --n;
+    return n - rows.begin;
   }
+  int64_t active(int64_t t) const { return active(t, Rows{0, B}); }
 };
 
 // A forward kernel's dispatch: f(R(), U()) with R the state's dtype and U u's (R's own, or bfloat16 with

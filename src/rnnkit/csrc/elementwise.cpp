@@ -272,3 +272,27 @@ extern "C" int rnnkit_step_gemm() { return rnnkit::forced_step_gemm().load(); }
 // Whether a bfloat16 recurrent weight runs the step GEMM in bfloat16 here (oneDNN's brgemm on AMX or
 // AVX512-BF16); elsewhere it is widened to float32 (rnnkit.backends.extension.bf16_step_gemm).
 extern "C" int rnnkit_bf16_step_gemm() { return rnnkit::Bf16Gemm::available() ? 1 : 0; }
+// The setter behind rnnkit.backends.set_recurrence_threads: 0 auto, 1 never split the batch, n >= 2 into n blocks.
+extern "C" void rnnkit_set_recurrence_threads(int threads) { rnnkit::forced_recurrence_threads().store(threads); }
+// How many row blocks a time loop over `batch` rows with a per-step product of `step_gemm_size`
+// (rows x n x k) runs in, now (rnnkit.backends.extension.recurrence_blocks).
+extern "C" int64_t rnnkit_recurrence_blocks(int64_t batch, int64_t step_gemm_size) {
+  return rnnkit::recurrence_blocks(batch, step_gemm_size, false);
+}
+// The measured step-GEMM routes (common.h: RouteCache), for rnnkit.backends.extension's per-machine file:
+// entries as (rows, n, k, threads, route), how many shapes this process measured, and a reset for tests.
+extern "C" int64_t rnnkit_route_measurements() { return rnnkit::RouteCache::get().measurements.load(); }
+extern "C" void rnnkit_route_cache_clear() { rnnkit::RouteCache::get().clear(); }
+extern "C" void rnnkit_route_cache_put(int64_t rows, int64_t n, int64_t k, int64_t threads, int64_t route) {
+  rnnkit::RouteCache::get().put({rows, n, k, threads}, static_cast<rnnkit::GemmRoute>(route));
+}
+// Writes up to `capacity` entries as 5 int64 each into `out`; returns the number of entries in the cache.
+extern "C" int64_t rnnkit_route_cache_entries(int64_t* out, int64_t capacity) {
+  const auto entries = rnnkit::RouteCache::get().entries();
+  for (int64_t i = 0; i < std::min<int64_t>(capacity, entries.size()); ++i) {
+    const auto& [key, route] = entries[i];
+    for (int j = 0; j < 4; ++j) out[5 * i + j] = key[j];
+    out[5 * i + 4] = static_cast<int64_t>(route);
+  }
+  return entries.size();
+}

@@ -13,8 +13,9 @@
 namespace rnnkit {
 namespace {
 
+// rows: the batch rows this call carries through the loop (split_batch); h_n holds h0 on entry
 template <typename R>
-void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Tensor& h0, const OptTensor& lengths,
+void elman_forward_impl(Rows rows, bool relu, const Tensor& u, const Tensor& w_hh, const Tensor& h0, const OptTensor& lengths,
                         const Tensor& rmask, const OptTensor& zh_, Tensor& y, Tensor& h_n, Tensor& ht) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
   const R* up = u.data_ptr<R>();
@@ -23,18 +24,18 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
   const StepRows<R> act_rows(ht, B, H, 1, u.options());  // activations (saved, or this step's)
-  h_n.copy_(h0);
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, u.options()) : Tensor();
   R* hm = rm ? hm_buf.data_ptr<R>() : h;
-  const StepGemm<R> rec_gemm(true, H, H, w_hh, 0, H, B);  // (h ⊙ rmask) W_hh^T
+  const int64_t b0 = rows.begin;
+  const StepGemm<R> rec_gemm(true, H, H, w_hh, 0, H, rows.size());  // (h ⊙ rmask) W_hh^T
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t nb = steps.active(t);
+    const int64_t nb = steps.active(t, rows);
     R* a = act_rows[t];
     if (rm)
-      for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
-    rec_gemm(nb, hm, H, R(0), a, H);
-    for_rows(B, H, [&](int64_t b) {
+      for (int64_t k = b0 * H; k < (b0 + nb) * H; ++k) hm[k] = h[k] * rm[k];
+    rec_gemm(nb, hm + b0 * H, H, R(0), a + b0 * H, H);
+    for_rows(rows, H, [&](int64_t b) {
       R* ar = a + b * H;
       R* yr = yp + (t * B + b) * H;
       if (!steps.valid(t, b)) {
@@ -63,7 +64,7 @@ void elman_forward_impl(bool relu, const Tensor& u, const Tensor& w_hh, const Te
 }
 
 template <typename R>
-void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Tensor& w_hh, const OptTensor& lengths,
+void elman_backward_impl(Rows rows, bool relu, const Tensor& dy, const Tensor& ht, const Tensor& w_hh, const OptTensor& lengths,
                          const Tensor& rmask, const OptTensor& zh_, Tensor& du, Tensor& dh) {
   const int64_t T = ht.size(0), B = ht.size(1), H = ht.size(2);
   const R* rm = rmask.defined() ? rmask.data_ptr<R>() : nullptr;
@@ -75,11 +76,12 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
   R* dhv = dh.data_ptr<R>();
   Tensor rec_buf = rm ? at::empty({B, H}, dh.options()) : Tensor();
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
-  const StepGemm<R> back_gemm(false, H, H, w_hh, 0, H, B);  // du_t W_hh
+  const int64_t b0 = rows.begin;
+  const StepGemm<R> back_gemm(false, H, H, w_hh, 0, H, rows.size());  // du_t W_hh
   for (int64_t t = T - 1; t >= 0; --t) {
-    const int64_t nb = steps.active(t);
+    const int64_t nb = steps.active(t, rows);
     R* dut = dup + t * B * H;
-    for_rows(B, H, [&](int64_t b) {
+    for_rows(rows, H, [&](int64_t b) {
       R* d = dut + b * H;
       if (!steps.valid(t, b)) {
         std::fill(d, d + H, R(0));
@@ -99,10 +101,10 @@ void elman_backward_impl(bool relu, const Tensor& dy, const Tensor& ht, const Te
       }
     });
     if (rm) {
-      back_gemm(nb, dut, H, R(0), rec, H);
-      for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rec[k] * rm[k];
+      back_gemm(nb, dut + b0 * H, H, R(0), rec + b0 * H, H);
+      for (int64_t k = b0 * H; k < (b0 + nb) * H; ++k) dhv[k] += rec[k] * rm[k];
     } else {
-      back_gemm(nb, dut, H, R(1), dhv, H);
+      back_gemm(nb, dut + b0 * H, H, R(1), dhv + b0 * H, H);
     }
   }
 }
@@ -112,12 +114,14 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(const Tensor& u, const Tensor& 
                                                  const OptTensor& zh, bool relu, bool save) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
   auto y = at::empty({T, B, H}, u.options());
-  auto h_n = at::empty({B, H}, u.options());
+  auto h_n = h0.contiguous().clone();  // the running h_{t-1}
   auto ht = at::empty({save ? T : 0, B, H}, u.options());
   auto rm = contiguous_or_undefined(rmask);
+  const auto uc = u.contiguous(), W = w_hh.contiguous(), h0c = h0.contiguous();
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "rnnkit_elman_forward", [&] {
-    elman_forward_impl<scalar_t>(relu, u.contiguous(), w_hh.contiguous(), h0.contiguous(), lengths, rm, zh, y, h_n,
-                                 ht);
+    split_batch(B, B * H * H, W.scalar_type() != uc.scalar_type(), [&](Rows rows) {
+      elman_forward_impl<scalar_t>(rows, relu, uc, W, h0c, lengths, rm, zh, y, h_n, ht);
+    });
   });
   return {y, h_n, ht};
 }
@@ -128,9 +132,11 @@ std::tuple<Tensor, Tensor> elman_backward(const Tensor& dy, const Tensor& dh_n, 
   auto du = at::empty_like(ht);
   auto dh = dh_n.contiguous().clone();
   auto rm = contiguous_or_undefined(rmask);
+  const auto dyc = dy.contiguous(), htc = ht.contiguous(), W = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(ht.scalar_type(), "rnnkit_elman_backward", [&] {
-    elman_backward_impl<scalar_t>(relu, dy.contiguous(), ht.contiguous(), w_hh.contiguous(), lengths, rm, zh, du,
-                                  dh);
+    split_batch(ht.size(1), ht.size(1) * ht.size(2) * ht.size(2), W.scalar_type() != htc.scalar_type(), [&](Rows rows) {
+      elman_backward_impl<scalar_t>(rows, relu, dyc, htc, W, lengths, rm, zh, du, dh);
+    });
   });
   return {du, dh};
 }

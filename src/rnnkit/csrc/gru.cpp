@@ -25,8 +25,9 @@
 namespace rnnkit {
 namespace {
 
-template <typename R, typename U>  // U: u's type (dispatch_state_and_u)
-void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Tensor& b_hh, const Tensor& h0,
+// U: u's type (dispatch_state_and_u); rows: the batch rows this call carries (split_batch); h_n holds h0
+template <typename R, typename U>
+void gru_forward_impl(Rows rows, bool after, const Tensor& u, const Tensor& w_hh, const Tensor& b_hh, const Tensor& h0,
                       const OptTensor& lengths, const Tensor& rmask, const OptTensor& zh_, Tensor& y, Tensor& h_n,
                       Tensor& gates) {
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3, G = 3 * H, S = gates.size(2);
@@ -38,7 +39,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   Steps steps(lengths, B);
   R* yp = y.data_ptr<R>();
   const StepRows<R> gate_rows(gates, B, S, 1, h0.options());  // saved, or this step's only
-  h_n.copy_(h0);
+  const int64_t b0 = rows.begin;
   R* h = h_n.data_ptr<R>();
   Tensor hm_buf = rm ? at::empty({B, H}, h0.options()) : Tensor();
   Tensor w_buf = at::empty({B, G}, h0.options());
@@ -48,18 +49,18 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
   R* q = after ? nullptr : q_buf.data_ptr<R>();
 
   // after: all three blocks at once; before: r, z first (n needs r)
-  const StepGemm<R> rec_gemm(true, after ? G : 2 * H, H, w_hh, 0, H, B);
+  const StepGemm<R> rec_gemm(true, after ? G : 2 * H, H, w_hh, 0, H, rows.size());
   std::optional<StepGemm<R>> n_gemm;  // (r ⊙ hm) W_n^T, reset before only
-  if (!after) n_gemm.emplace(true, H, H, w_hh, 2 * H * H, H, B);
+  if (!after) n_gemm.emplace(true, H, H, w_hh, 2 * H * H, H, rows.size());
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t nb = steps.active(t);
+    const int64_t nb = steps.active(t, rows);
     R* gt = gate_rows[t];
     if (rm)
-      for (int64_t k = 0; k < nb * H; ++k) hm[k] = h[k] * rm[k];
+      for (int64_t k = b0 * H; k < (b0 + nb) * H; ++k) hm[k] = h[k] * rm[k];
     // after: all three blocks; before: only r, z (n needs r first)
-    rec_gemm(nb, hm, H, R(0), w, G);
+    rec_gemm(nb, hm + b0 * H, H, R(0), w + b0 * G, G);
     if (after) {
-      for_rows(B, G, [&](int64_t b) {
+      for_rows(rows, G, [&](int64_t b) {
         R* g = gt + b * S;
         R* yr = yp + (t * B + b) * H;
         if (!steps.valid(t, b)) {
@@ -84,7 +85,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
         }
       });
     } else {
-      for_rows(B, G, [&](int64_t b) {
+      for_rows(rows, G, [&](int64_t b) {
         R* g = gt + b * S;
         R* qr = q + b * H;
         if (!steps.valid(t, b)) {
@@ -104,8 +105,8 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
           qr[j] = r * hmr[j];
         }
       });
-      (*n_gemm)(nb, q, H, R(0), w + 2 * H, G);  // (r ⊙ hm) W_n^T
-      for_rows(B, G, [&](int64_t b) {
+      (*n_gemm)(nb, q + b0 * H, H, R(0), w + b0 * G + 2 * H, G);  // (r ⊙ hm) W_n^T
+      for_rows(rows, G, [&](int64_t b) {
         R* yr = yp + (t * B + b) * H;
         if (!steps.valid(t, b)) {
           std::fill(yr, yr + H, R(0));
@@ -131,7 +132,7 @@ void gru_forward_impl(bool after, const Tensor& u, const Tensor& w_hh, const Ten
 }
 
 template <typename R>
-void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const Tensor& y, const Tensor& h0,
+void gru_backward_impl(Rows rows, bool after, const Tensor& dy, const Tensor& gates, const Tensor& y, const Tensor& h0,
                        const Tensor& w_hh, const OptTensor& lengths, const Tensor& rmask, const OptTensor& zh_,
                        Tensor& du, Tensor& dw, Tensor& dh) {
   const int64_t T = gates.size(0), B = gates.size(1), H = h0.size(1), G = 3 * H, S = gates.size(2);
@@ -153,17 +154,18 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
   // after: dw_t W_hh; before: da_n W_n and [da_r, da_z] W_rz
   std::optional<StepGemm<R>> back_gemm, n_gemm, rz_gemm;
   if (after) {
-    back_gemm.emplace(false, H, G, w_hh, 0, H, B);
+    back_gemm.emplace(false, H, G, w_hh, 0, H, rows.size());
   } else {
-    n_gemm.emplace(false, H, H, w_hh, 2 * H * H, H, B);
-    rz_gemm.emplace(false, H, 2 * H, w_hh, 0, H, B);
+    n_gemm.emplace(false, H, H, w_hh, 2 * H * H, H, rows.size());
+    rz_gemm.emplace(false, H, 2 * H, w_hh, 0, H, rows.size());
   }
+  const int64_t b0 = rows.begin;
   for (int64_t t = T - 1; t >= 0; --t) {
-    const int64_t nb = steps.active(t);
+    const int64_t nb = steps.active(t, rows);
     R* dut = dup + t * B * G;
     R* dwt = after ? dwp + t * B * G : nullptr;
     const R* hprev_all = t == 0 ? h0p : yp + (t - 1) * B * H;
-    for_rows(B, G, [&](int64_t b) {
+    for_rows(rows, G, [&](int64_t b) {
       R* d = dut + b * G;
       if (!steps.valid(t, b)) {
         std::fill(d, d + G, R(0));
@@ -205,15 +207,15 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
     if (after) {
       // ∂L/∂h_{t-1} += (dw_t W_hh) ⊙ rmask
       if (rm) {
-        (*back_gemm)(nb, dwt, G, R(0), rec, H);
-        for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rec[k] * rm[k];
+        (*back_gemm)(nb, dwt + b0 * G, G, R(0), rec + b0 * H, H);
+        for (int64_t k = b0 * H; k < (b0 + nb) * H; ++k) dhv[k] += rec[k] * rm[k];
       } else {
-        (*back_gemm)(nb, dwt, G, R(1), dhv, H);
+        (*back_gemm)(nb, dwt + b0 * G, G, R(1), dhv + b0 * H, H);
       }
     } else {
       // dq = ∂L/∂(r ⊙ hm) = da_n W_n
-      (*n_gemm)(nb, dut + 2 * H, G, R(0), dq, H);
-      for_rows(B, G, [&](int64_t b) {
+      (*n_gemm)(nb, dut + b0 * G + 2 * H, G, R(0), dq + b0 * H, H);
+      for_rows(rows, G, [&](int64_t b) {
         R* d = dut + b * G;
         R* recr = rec + b * H;
         if (!steps.valid(t, b)) {
@@ -233,8 +235,8 @@ void gru_backward_impl(bool after, const Tensor& dy, const Tensor& gates, const 
         }
       });
       // rec += [da_r, da_z] W_rz, then ∂L/∂h_{t-1} += rec ⊙ rmask
-      (*rz_gemm)(nb, dut, G, R(1), rec, H);
-      for (int64_t k = 0; k < nb * H; ++k) dhv[k] += rm ? rec[k] * rm[k] : rec[k];
+      (*rz_gemm)(nb, dut + b0 * G, G, R(1), rec + b0 * H, H);
+      for (int64_t k = b0 * H; k < (b0 + nb) * H; ++k) dhv[k] += rm ? rec[k] * rm[k] : rec[k];
     }
   }
 }
@@ -245,13 +247,15 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& u, const Tensor& w_
   const int64_t T = u.size(0), B = u.size(1), H = u.size(2) / 3;
   const auto opts = h0.options();  // u may be bfloat16 (mixed precision); everything else is h0's dtype
   auto y = at::empty({T, B, H}, opts);
-  auto h_n = at::empty({B, H}, opts);
+  auto h_n = h0.contiguous().clone();  // the running h_{t-1}
   auto gates = at::empty({save ? T : 0, B, (reset_after ? 4 : 3) * H}, opts);
   auto bh = contiguous_or_undefined(b_hh), rm = contiguous_or_undefined(rmask);
   const auto uc = u.contiguous();
+  const auto W = w_hh.contiguous(), h0c = h0.contiguous();
   dispatch_state_and_u(h0.scalar_type(), uc, "rnnkit_gru_forward", [&](auto r, auto v) {
-    gru_forward_impl<decltype(r), decltype(v)>(reset_after, uc, w_hh.contiguous(), bh, h0.contiguous(), lengths, rm,
-                                               zh, y, h_n, gates);
+    split_batch(B, B * 3 * H * H, W.scalar_type() != h0.scalar_type(), [&](Rows rows) {
+      gru_forward_impl<decltype(r), decltype(v)>(rows, reset_after, uc, W, bh, h0c, lengths, rm, zh, y, h_n, gates);
+    });
   });
   return {y, h_n, gates};
 }
@@ -265,9 +269,12 @@ std::tuple<Tensor, Tensor, Tensor> gru_backward(const Tensor& dy, const Tensor& 
   auto dw = at::empty({reset_after ? T : 0, B, 3 * H}, gates.options());
   auto dh = dh_n.contiguous().clone();
   auto rm = contiguous_or_undefined(rmask);
+  const auto dyc = dy.contiguous(), gc = gates.contiguous(), yc = y.contiguous(), h0c = h0.contiguous();
+  const auto W = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "rnnkit_gru_backward", [&] {
-    gru_backward_impl<scalar_t>(reset_after, dy.contiguous(), gates.contiguous(), y.contiguous(), h0.contiguous(),
-                                w_hh.contiguous(), lengths, rm, zh, du, dw, dh);
+    split_batch(B, B * 3 * H * H, W.scalar_type() != gates.scalar_type(), [&](Rows rows) {
+      gru_backward_impl<scalar_t>(rows, reset_after, dyc, gc, yc, h0c, W, lengths, rm, zh, du, dw, dh);
+    });
   });
   return {du, dw, dh};
 }

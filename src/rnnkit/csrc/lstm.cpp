@@ -27,8 +27,9 @@ namespace rnnkit {
 namespace {
 
 // U: the type of u, R's own or bfloat16 (mixed precision: the projection's output read as it is)
+// Rows: the batch rows this call carries through the loop (split_batch); h_n holds h0 on entry.
 template <typename R, typename U>
-void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, const Tensor& w_peep,
+void lstm_forward_impl(Rows rows, const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, const Tensor& w_peep,
                        const Tensor& h0, const Tensor& c0, const OptTensor& lengths, const Tensor& rmask,
                        const OptTensor& zh_, const OptTensor& zc_, Tensor& y, Tensor& h_n, Tensor& c_n,
                        Tensor& gates, Tensor& cs, Tensor& ct) {
@@ -47,9 +48,9 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   const StepRows<R> gate_rows(gates, B, G, 1, opts), c_rows(cs, B, H, 2, opts);
   // c~_t goes to `ct` when zoneout needs it saved, else to a scratch row
   const StepRows<R> ctil_rows(ct, B, H, 1, opts);
-  h_n.copy_(h0);
+  const int64_t b0 = rows.begin;
   R* h = h_n.data_ptr<R>();  // running h_{t-1} (B,P)
-  std::memcpy(c_rows[0], c0.data_ptr<R>(), sizeof(R) * B * H);
+  std::memcpy(c_rows[0] + b0 * H, c0.data_ptr<R>() + b0 * H, sizeof(R) * rows.size() * H);
   Tensor hm_buf = rm ? at::empty({B, P}, opts) : Tensor();
   Tensor m_buf = proj ? at::empty({B, H}, opts) : Tensor();
   Tensor hp_buf = proj ? at::empty({B, P}, opts) : Tensor();
@@ -57,18 +58,18 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
   R* mb = proj ? m_buf.data_ptr<R>() : nullptr;
   R* hpb = proj ? hp_buf.data_ptr<R>() : nullptr;
 
-  const StepGemm<R> rec_gemm(true, G, P, w_hh, 0, P, B);  // (h ⊙ rmask) W_hh^T
-  std::optional<StepGemm<R>> proj_gemm;                  // m_t W_hr^T
-  if (proj) proj_gemm.emplace(true, P, H, w_hr, 0, H, B);
+  const StepGemm<R> rec_gemm(true, G, P, w_hh, 0, P, rows.size());  // (h ⊙ rmask) W_hh^T
+  std::optional<StepGemm<R>> proj_gemm;                             // m_t W_hr^T
+  if (proj) proj_gemm.emplace(true, P, H, w_hr, 0, H, rows.size());
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t nb = steps.active(t);
+    const int64_t nb = steps.active(t, rows);
     R* gt = gate_rows[t];
     if (rm)
-      for (int64_t k = 0; k < nb * P; ++k) hm[k] = h[k] * rm[k];
-    rec_gemm(nb, hm, P, R(0), gt, G);  // a_t - u_t
+      for (int64_t k = b0 * P; k < (b0 + nb) * P; ++k) hm[k] = h[k] * rm[k];
+    rec_gemm(nb, hm + b0 * P, P, R(0), gt + b0 * G, G);  // a_t - u_t
     const R* cprev_all = c_rows[t];
     R* cnew_all = c_rows[t + 1];
-    for_rows(B, G, [&](int64_t b) {
+    for_rows(rows, G, [&](int64_t b) {
       R* __restrict__ g = gt + b * G;
       const R* __restrict__ cp = cprev_all + b * H;
       R* __restrict__ cn = cnew_all + b * H;
@@ -112,8 +113,8 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
       }
     });
     if (proj) {
-      (*proj_gemm)(nb, mb, H, R(0), hpb, P);  // h~_t = m_t W_hr^T
-      for (int64_t b = 0; b < B; ++b) {
+      (*proj_gemm)(nb, mb + b0 * H, H, R(0), hpb + b0 * P, P);  // h~_t = m_t W_hr^T
+      for (int64_t b = rows.begin; b < rows.end; ++b) {
         if (!steps.valid(t, b)) continue;  // y already zero, h carried
         R* __restrict__ yr = yp + (t * B + b) * P;
         R* __restrict__ hr = h + b * P;
@@ -129,11 +130,11 @@ void lstm_forward_impl(const Tensor& u, const Tensor& w_hh, const Tensor& w_hr, 
     }
   }
   // final c of each row = the carried state after its last valid step = cs[T]
-  std::memcpy(c_n.data_ptr<R>(), c_rows[T], sizeof(R) * B * H);
+  std::memcpy(c_n.data_ptr<R>() + b0 * H, c_rows[T] + b0 * H, sizeof(R) * rows.size() * H);
 }
 
 template <typename R>
-void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs, const Tensor& ct,
+void lstm_backward_impl(Rows rows, const Tensor& dy, const Tensor& gates, const Tensor& cs, const Tensor& ct,
                         const Tensor& w_hh, const Tensor& w_hr, const Tensor& w_peep, const OptTensor& lengths,
                         const Tensor& rmask, const OptTensor& zh_, const OptTensor& zc_, Tensor& dgates, Tensor& dh,
                         Tensor& dc, Tensor& dhp, Tensor& ms) {
@@ -162,15 +163,16 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
   R* dmb = proj ? dm_buf.data_ptr<R>() : dhpp;  // without proj, ∂L/∂m_t = ∂L/∂h~_t
   R* rec = rm ? rec_buf.data_ptr<R>() : nullptr;
 
-  const StepGemm<R> back_gemm(false, P, G, w_hh, 0, P, B);  // dgates_t W_hh
-  std::optional<StepGemm<R>> proj_gemm;                    // ∂L/∂h~_t W_hr
-  if (proj) proj_gemm.emplace(false, H, P, w_hr, 0, H, B);
+  const int64_t b0 = rows.begin;
+  const StepGemm<R> back_gemm(false, P, G, w_hh, 0, P, rows.size());  // dgates_t W_hh
+  std::optional<StepGemm<R>> proj_gemm;                              // ∂L/∂h~_t W_hr
+  if (proj) proj_gemm.emplace(false, H, P, w_hr, 0, H, rows.size());
   for (int64_t t = T - 1; t >= 0; --t) {
-    const int64_t nb = steps.active(t);
+    const int64_t nb = steps.active(t, rows);
     R* dgt = dgp + t * B * G;
     R* dht = dhpp + t * dhp_step;
     // ∂L/∂h~_t = (1 − kh)(∂L/∂h_t + dy_t); the kh part skips the cell (zoneout)
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = rows.begin; b < rows.end; ++b) {
       R* __restrict__ d = dht + b * P;
       if (!steps.valid(t, b)) {
         std::fill(d, d + P, R(0));
@@ -186,10 +188,10 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
         dhr[j] = kh[j] * g;
       }
     }
-    if (proj) (*proj_gemm)(nb, dht, P, R(0), dmb, H);  // ∂L/∂m_t = ∂L/∂h~_t W_hr
+    if (proj) (*proj_gemm)(nb, dht + b0 * P, P, R(0), dmb + b0 * H, H);  // ∂L/∂m_t = ∂L/∂h~_t W_hr
     const R* cprev_all = csp + t * B * H;
     const R* ctil_all = ctp ? ctp + t * B * H : csp + (t + 1) * B * H;
-    for_rows(B, G, [&](int64_t b) {
+    for_rows(rows, G, [&](int64_t b) {
       R* __restrict__ dg = dgt + b * G;
       if (!steps.valid(t, b)) {  // state was carried: gradients pass through untouched
         std::fill(dg, dg + G, R(0));
@@ -224,10 +226,10 @@ void lstm_backward_impl(const Tensor& dy, const Tensor& gates, const Tensor& cs,
     });
     // ∂L/∂h_{t-1} += (dgates_t W_hh) ⊙ rmask
     if (rm) {
-      back_gemm(nb, dgt, G, R(0), rec, P);
-      for (int64_t k = 0; k < nb * P; ++k) dhv[k] += rec[k] * rm[k];
+      back_gemm(nb, dgt + b0 * G, G, R(0), rec + b0 * P, P);
+      for (int64_t k = b0 * P; k < (b0 + nb) * P; ++k) dhv[k] += rec[k] * rm[k];
     } else {
-      back_gemm(nb, dgt, G, R(1), dhv, P);
+      back_gemm(nb, dgt + b0 * G, G, R(1), dhv + b0 * P, P);
     }
   }
 }
@@ -245,15 +247,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   auto h0c = h0.contiguous(), c0c = c0.contiguous();
   const auto opts = h0.options();  // u may be bfloat16 (mixed precision); everything else is h0's dtype
   auto y = at::empty({T, B, P}, opts);
-  auto h_n = at::empty({B, P}, opts);
+  auto h_n = h0c.clone();  // the running h_{t-1}
   auto c_n = at::empty({B, H}, opts);
   auto gates = at::empty({save ? T : 0, B, 4 * H}, opts);
   auto cs = at::empty({save ? T + 1 : 0, B, H}, opts);
   const bool need_ct = save && zc.has_value() && zc->defined();
   auto ct = at::empty({need_ct ? T : 0, B, H}, opts);
   dispatch_state_and_u(h0.scalar_type(), uc, "rnnkit_lstm_forward", [&](auto r, auto v) {
-    lstm_forward_impl<decltype(r), decltype(v)>(uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n, gates, cs,
-                                                ct);
+    split_batch(B, B * 4 * H * P, W.scalar_type() != h0.scalar_type(), [&](Rows rows) {
+      lstm_forward_impl<decltype(r), decltype(v)>(rows, uc, W, Wr, pe, h0c, c0c, lengths, rm, zh, zc, y, h_n, c_n,
+                                                  gates, cs, ct);
+    });
   });
   return {y, h_n, c_n, gates, cs, ct};
 }
@@ -272,9 +276,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   const bool proj = Wr.defined();
   auto dhp = at::empty({proj ? T : 0, B, P}, gates.options());
   auto ms = at::empty({proj ? T : 0, B, H}, gates.options());
+  const auto gc = gates.contiguous(), csc = cs.contiguous(), ctc = ct.contiguous();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "rnnkit_lstm_backward", [&] {
-    lstm_backward_impl<scalar_t>(dyc, gates.contiguous(), cs.contiguous(), ct.contiguous(), W, Wr, pe, lengths, rm,
-                                 zh, zc, dgates, dh, dc, dhp, ms);
+    split_batch(B, B * 4 * H * P, W.scalar_type() != gates.scalar_type(), [&](Rows rows) {
+      lstm_backward_impl<scalar_t>(rows, dyc, gc, csc, ctc, W, Wr, pe, lengths, rm, zh, zc, dgates, dh, dc, dhp, ms);
+    });
   });
   return {dgates, dh, dc, dhp, ms};
 }
