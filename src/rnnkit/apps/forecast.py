@@ -25,6 +25,7 @@ import numpy as np
 
 from ..cells import CELLS
 from ..data.text import DataError
+from ..data.exponential_smoothing import ES_KINDS, ESDecomposition
 from ..data.series import MISSING_POLICIES, Series, load_kaggle_ipasn, load_series, series_from_frame
 from ..data.timeseries import (CALENDAR_FEATURES, ForecastFrame, Scaler, Split, WindowLoader, split_by_time,
                                window_origins)
@@ -87,6 +88,10 @@ class ForecastSettings(TrainingSettings):
                              "frequency: 5min 288, h 24, D 7).", min=0)
     mode: str = setting("direct", "direct (many-to-one, H outputs at once), autoregressive (teacher forcing, "
                                   "rolled out) or seq2seq (encoder-decoder).", choices=MODES)
+    es: str = setting("none", "ES-RNN hybrid: normalise each window by the level and seasonality (season m) of "
+                              "Holt-Winters exponential smoothing fitted on the training part (statsmodels, no "
+                              "trend, coefficients then fixed); the network forecasts the remainder. auto: "
+                              "multiplicative for a positive series, additive otherwise.", choices=ES_KINDS)
     teacher_forcing: float = setting(1.0, "autoregressive/seq2seq training: probability of feeding the true "
                                           "previous value (1: teacher forcing; lower: its own forecast otherwise, "
                                           "against exposure bias).", min=0, max=1,
@@ -205,9 +210,11 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
     L, H, mask = s.lookback, s.horizon, s.missing == "mask"
     split = split_by_time(len(series), L, H, s.val_fraction, s.test_fraction)
     observed = np.where(series.observed, series.values, np.nan) if mask else series.values
-    scaler = Scaler.fit(observed[:split.n_train])
+    season = season_of(s, series)
+    es = fit_es(s.es, observed[:split.n_train], season, report, series.columns)
+    scaler = Scaler.fit(remainders(es, observed[:split.n_train]))
     calendar = calendar_names(s.calendar, series)
-    frame = ForecastFrame(series, scaler, calendar, mask_missing=mask)
+    frame = ForecastFrame(series, scaler, calendar, mask_missing=mask, es=es)
     train_origins = window_origins(0, split.n_train, L, H, s.stride)
     val_origins = window_origins(split.n_train, split.n_val, L, H, 1)
     config = ForecastConfig(frame.num_series, frame.num_features, frame.num_calendar, L, H, mode=s.mode,
@@ -220,15 +227,33 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
                   f"[{split.n_val}, {split.n}); {len(train_origins)} training windows, {len(val_origins)} "
                   f"validation windows; scaler fitted on the training part; calendar covariates "
                   f"{calendar or 'none'}")
-    season = season_of(s, series)
     if season == 1 and not s.season:
         what = "a series without timestamps" if series.freq is None else f"frequency {series.freq}"
         report.append(f"season 1 (seasonal naive = naive): no season is known for {what}; give "
                       f"{setting_name('season')} m if the series repeats every m steps")
     info = {"model": config.to_dict(), "scaler": scaler.to_json(), "calendar": calendar,
             "split": [split.n_train, split.n_val, split.n], "season": season,
-            "data": data, "columns": series.columns}
+            "data": data, "columns": series.columns, "es": es.to_json() if es is not None else None}
     return Prepared(Forecaster(config), ForecastTask(), train_data, val_data, info=info, report=report)
+
+
+def fit_es(kind: str, train: np.ndarray, season: int, report: List[str], columns: List[str]) -> \
+        Optional[ESDecomposition]:
+    """The ES-RNN decomposition fitted on the training part (N_train, C); None for es none."""
+    if kind == "none":
+        return None
+    es = ESDecomposition.fit(train, season, kind, what=f"the training part ({setting_name('es')} {kind}, season "
+                                                       f"{season})")
+    report.append(f"ES-RNN: Holt-Winters level and season m={season} fitted on the training part, coefficients "
+                  f"fixed: {es.describe(columns)}")
+    return es
+
+
+def remainders(es: Optional[ESDecomposition], values: np.ndarray) -> np.ndarray:
+    """What the scaler standardises: the values, or with `es` each step normalised by the state before it."""
+    if es is None:
+        return values
+    return es.normalise(values, *es.step_affine(es.filter(values), len(values)))
 
 
 # ---------------------------------------------------------------------- after training
@@ -246,9 +271,10 @@ def finish(run: Run) -> Dict[str, Any]:
     base = ("seasonal naive", bt.forecasts["seasonal_naive"]) if "seasonal_naive" in bt.forecasts else None
     plot_forecast(out / "forecast.png", frame, bt.origins, bt.forecasts["model"], bt.lower, bt.upper,
                   history=3 * c.lookback, actual=bt.actual, baseline=base, level=bt.level,
-                  title=f"backtest ({c.mode}, {c.head})")
+                  title=f"backtest ({'ES-RNN, ' * (s.es != 'none')}{c.mode}, {c.head})")
     say(s, f"wrote {out / 'forecast.csv'}, {out / 'forecast.png'}")
-    header = (f"Backtest: {s.data or DEFAULT_DATA}, {c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, {c.head} "
+    hybrid = f"ES-RNN ({s.es}) " if s.es != "none" else ""
+    header = (f"Backtest: {s.data or DEFAULT_DATA}, {hybrid}{c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, {c.head} "
               f"head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
               f"{run.info['season']}\n\n")
     return {"metrics": bt.metrics, "failures": bt.failures, "coverage": bt.coverage, "intervals": bt.intervals,
@@ -282,8 +308,10 @@ def calibration_of(run: Run) -> Optional[Calibration]:
 
 
 def load_extras(info: Dict[str, Any]) -> Dict[str, Any]:
+    es = info.get("es")  # absent from runs saved before the ES-RNN hybrid
     return {"scaler": Scaler.from_json(info["scaler"]), "split": Split(*info["split"]),
-            "calendar": list(info["calendar"]), "columns": list(info["columns"])}
+            "calendar": list(info["calendar"]), "columns": list(info["columns"]),
+            "es": ESDecomposition.from_json(es) if es else None}
 
 
 RECIPE = Recipe("forecast", ForecastSettings, prepare, finish, lambda m: Forecaster(ForecastConfig(**m)),
@@ -417,4 +445,5 @@ def _series(run: Run, data: Data, need: int) -> Series:
 
 def _frame(run: Run, series: Series) -> ForecastFrame:
     extras = _extras(run)
-    return ForecastFrame(series, extras["scaler"], extras["calendar"], mask_missing=run.model.config.masked)
+    return ForecastFrame(series, extras["scaler"], extras["calendar"], mask_missing=run.model.config.masked,
+                         es=extras["es"])
