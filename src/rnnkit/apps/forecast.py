@@ -92,6 +92,9 @@ class ForecastSettings(TrainingSettings):
                               "Holt-Winters exponential smoothing fitted on the training part (statsmodels, no "
                               "trend, coefficients then fixed); the network forecasts the remainder. auto: "
                               "multiplicative for a positive series, additive otherwise.", choices=ES_KINDS)
+    es_level_smoothing: float = setting(0.0, "ES-RNN: the level's smoothing coefficient α, fixed (0: fitted with "
+                                             "the rest). A smaller α gives a smoother level to normalise by.",
+                                        min=0, max=1, acts_with=("es", ("auto", "multiplicative", "additive")))
     teacher_forcing: float = setting(1.0, "autoregressive/seq2seq training: probability of feeding the true "
                                           "previous value (1: teacher forcing; lower: its own forecast otherwise, "
                                           "against exposure bias).", min=0, max=1,
@@ -211,7 +214,7 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
     split = split_by_time(len(series), L, H, s.val_fraction, s.test_fraction)
     observed = np.where(series.observed, series.values, np.nan) if mask else series.values
     season = season_of(s, series)
-    es = fit_es(s.es, observed[:split.n_train], season, report, series.columns)
+    es = fit_es(s, observed[:split.n_train], season, report, series.columns)
     scaler = Scaler.fit(remainders(es, observed[:split.n_train]))
     calendar = calendar_names(s.calendar, series)
     frame = ForecastFrame(series, scaler, calendar, mask_missing=mask, es=es)
@@ -237,13 +240,13 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
     return Prepared(Forecaster(config), ForecastTask(), train_data, val_data, info=info, report=report)
 
 
-def fit_es(kind: str, train: np.ndarray, season: int, report: List[str], columns: List[str]) -> \
+def fit_es(s: ForecastSettings, train: np.ndarray, season: int, report: List[str], columns: List[str]) -> \
         Optional[ESDecomposition]:
     """The ES-RNN decomposition fitted on the training part (N_train, C); None for es none."""
-    if kind == "none":
+    if s.es == "none":
         return None
-    es = ESDecomposition.fit(train, season, kind, what=f"the training part ({setting_name('es')} {kind}, season "
-                                                       f"{season})")
+    es = ESDecomposition.fit(train, season, s.es, what=f"the training part ({setting_name('es')} {s.es}, season "
+                                                       f"{season})", level_smoothing=s.es_level_smoothing or None)
     report.append(f"ES-RNN: Holt-Winters level and season m={season} fitted on the training part, coefficients "
                   f"fixed: {es.describe(columns)}")
     return es

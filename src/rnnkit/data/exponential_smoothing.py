@@ -65,10 +65,13 @@ class ESDecomposition:
     seasons0: np.ndarray
 
     @classmethod
-    def fit(cls, train: np.ndarray, season: int, kind: str = "auto", what: str = "the training part") -> \
-            "ESDecomposition":
+    def fit(cls, train: np.ndarray, season: int, kind: str = "auto", what: str = "the training part",
+            level_smoothing: Optional[float] = None) -> "ESDecomposition":
         """Fit α, γ and the initial states of each column of `train` (N_train, C; NaN = missing, interpolated
-        for the fit) by statsmodels' ExponentialSmoothing without trend. season m = 1: level only."""
+        for the fit) by statsmodels' ExponentialSmoothing without trend. season m = 1: level only.
+        `level_smoothing`: α fixed at this value (the rest fitted), e.g. a smoother level than the one-step
+        optimum, which for traffic follows the last value (α ≈ 0.8–0.9) and so passes its noise to every
+        target of the window (Smyl learns α for the whole horizon's loss)."""
         if kind not in ES_KINDS[1:]:
             raise InputError(f"es must be one of {', '.join(ES_KINDS[1:])}; got {kind!r}")
         n = train.shape[0]
@@ -78,7 +81,8 @@ class ESDecomposition:
                              f"es none")
         if n < 10:
             raise InputError(f"es: {what} ({n} steps) is too short to fit exponential smoothing (10 steps at least)")
-        fits = [_fit_column(_interpolated(train[:, j], what, j), season, kind, what, j) for j in range(train.shape[1])]
+        fits = [_fit_column(_interpolated(train[:, j], what, j), season, kind, what, j, level_smoothing)
+                for j in range(train.shape[1])]
         kinds, alpha, gamma, level0, seasons0 = zip(*fits)
         return cls(season, list(kinds), np.array(alpha), np.array(gamma), np.array(level0),
                    np.stack(seasons0, axis=1))
@@ -153,7 +157,7 @@ def _interpolated(column: np.ndarray, what: str, j: int) -> np.ndarray:
     return np.interp(idx, idx[seen], column[seen])
 
 
-def _fit_column(y: np.ndarray, season: int, kind: str, what: str, j: int) -> \
+def _fit_column(y: np.ndarray, season: int, kind: str, what: str, j: int, level_smoothing: Optional[float]) -> \
         Tuple[str, float, float, float, np.ndarray]:
     positive = bool(y.min() > 0)
     if kind == "multiplicative" and not positive:
@@ -167,7 +171,7 @@ def _fit_column(y: np.ndarray, season: int, kind: str, what: str, j: int) -> \
         warnings.simplefilter("ignore")  # statsmodels' convergence chatter; the fit is checked below
         fit = ExponentialSmoothing(y, trend=None, seasonal=seasonal, seasonal_periods=season if seasonal else None,
                                    initialization_method="estimated" if season <= ESTIMATED_INIT_MAX_SEASON
-                                   else "heuristic").fit()
+                                   else "heuristic").fit(smoothing_level=level_smoothing)
     p = fit.params
     seasons0 = np.asarray(p["initial_seasons"], float) if seasonal else np.full(1, float(kind == "multiplicative"))
     gamma = float(p.get("smoothing_seasonal") or 0.0) if seasonal else 0.0
