@@ -215,10 +215,10 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
     observed = np.where(series.observed, series.values, np.nan) if mask else series.values
     season = season_of(s, series)
     es = fit_es(s, observed[:split.n_train], season, report, series.columns)
-    scaler = Scaler.fit(remainders(es, observed[:split.n_train]))
+    train_origins = window_origins(0, split.n_train, L, H, s.stride)
+    scaler = Scaler.fit(remainders(es, observed[:split.n_train], train_origins, L, H))
     calendar = calendar_names(s.calendar, series)
     frame = ForecastFrame(series, scaler, calendar, mask_missing=mask, es=es)
-    train_origins = window_origins(0, split.n_train, L, H, s.stride)
     val_origins = window_origins(split.n_train, split.n_val, L, H, 1)
     config = ForecastConfig(frame.num_series, frame.num_features, frame.num_calendar, L, H, mode=s.mode,
                             head=s.head, quantiles=quantile_list(s.quantiles), cell=s.cell,
@@ -245,18 +245,24 @@ def fit_es(s: ForecastSettings, train: np.ndarray, season: int, report: List[str
     """The ES-RNN decomposition fitted on the training part (N_train, C); None for es none."""
     if s.es == "none":
         return None
-    es = ESDecomposition.fit(train, season, s.es, what=f"the training part ({setting_name('es')} {s.es}, season "
-                                                       f"{season})", level_smoothing=s.es_level_smoothing or None)
+    where = f"the training part of {s.data or DEFAULT_DATA} ({setting_name('es')} {s.es}, season {season})"
+    es = ESDecomposition.fit(train, season, s.es, what=where, level_smoothing=s.es_level_smoothing or None,
+                             columns=columns)
     report.append(f"ES-RNN: Holt-Winters level and season m={season} fitted on the training part, coefficients "
                   f"fixed: {es.describe(columns)}")
     return es
 
 
-def remainders(es: Optional[ESDecomposition], values: np.ndarray) -> np.ndarray:
-    """What the scaler standardises: the values, or with `es` each step normalised by the state before it."""
+def remainders(es: Optional[ESDecomposition], train: np.ndarray, origins: np.ndarray, lookback: int,
+               horizon: int) -> np.ndarray:
+    """What the scaler standardises (N', C): the training values, or with `es` the values of every training
+    window normalised as the network sees them (by the level at its origin: a window strays further from it
+    than one step does from the step before, so one-step remainders would scale the inputs far too large)."""
     if es is None:
-        return values
-    return es.normalise(values, *es.step_affine(es.filter(values), len(values)))
+        return train
+    a, b = es.window_affine(es.filter(train), origins, lookback, horizon)
+    steps = np.asarray(origins)[:, None] + np.arange(-lookback, horizon)[None, :]
+    return es.normalise(train[steps], a, b).reshape(-1, train.shape[1])
 
 
 # ---------------------------------------------------------------------- after training

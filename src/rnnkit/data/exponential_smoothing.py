@@ -66,12 +66,13 @@ class ESDecomposition:
 
     @classmethod
     def fit(cls, train: np.ndarray, season: int, kind: str = "auto", what: str = "the training part",
-            level_smoothing: Optional[float] = None) -> "ESDecomposition":
+            level_smoothing: Optional[float] = None, columns: Optional[List[str]] = None) -> "ESDecomposition":
         """Fit α, γ and the initial states of each column of `train` (N_train, C; NaN = missing, interpolated
         for the fit) by statsmodels' ExponentialSmoothing without trend. season m = 1: level only.
         `level_smoothing`: α fixed at this value (the rest fitted), e.g. a smoother level than the one-step
         optimum, which for traffic follows the last value (α ≈ 0.8–0.9) and so passes its noise to every
-        target of the window (Smyl learns α for the whole horizon's loss)."""
+        target of the window (Smyl learns α for the whole horizon's loss). `what` and `columns` name the data in
+        error messages."""
         if kind not in ES_KINDS[1:]:
             raise InputError(f"es must be one of {', '.join(ES_KINDS[1:])}; got {kind!r}")
         n = train.shape[0]
@@ -81,8 +82,9 @@ class ESDecomposition:
                              f"es none")
         if n < 10:
             raise InputError(f"es: {what} ({n} steps) is too short to fit exponential smoothing (10 steps at least)")
-        fits = [_fit_column(_interpolated(train[:, j], what, j), season, kind, what, j, level_smoothing)
-                for j in range(train.shape[1])]
+        names = [f"column {c!r} of {what}" for c in (columns or range(train.shape[1]))]
+        fits = [_fit_column(_interpolated(train[:, j], name), season, kind, name, level_smoothing)
+                for j, name in enumerate(names)]
         kinds, alpha, gamma, level0, seasons0 = zip(*fits)
         return cls(season, list(kinds), np.array(alpha), np.array(gamma), np.array(level0),
                    np.stack(seasons0, axis=1))
@@ -149,20 +151,20 @@ class ESDecomposition:
                          zip(columns, self.kinds, self.alpha, self.gamma))
 
 
-def _interpolated(column: np.ndarray, what: str, j: int) -> np.ndarray:
+def _interpolated(column: np.ndarray, name: str) -> np.ndarray:
     seen = ~np.isnan(column)
     if seen.sum() < 2:
-        raise InputError(f"es: column {j} of {what} has fewer than two observed values")
+        raise InputError(f"es: {name} has fewer than two observed values")
     idx = np.arange(len(column))
     return np.interp(idx, idx[seen], column[seen])
 
 
-def _fit_column(y: np.ndarray, season: int, kind: str, what: str, j: int, level_smoothing: Optional[float]) -> \
+def _fit_column(y: np.ndarray, season: int, kind: str, name: str, level_smoothing: Optional[float]) -> \
         Tuple[str, float, float, float, np.ndarray]:
     positive = bool(y.min() > 0)
     if kind == "multiplicative" and not positive:
-        raise InputError(f"es multiplicative needs a positive series; column {j} of {what} reaches {y.min():.4g} "
-                         f"(use es additive or auto)")
+        raise InputError(f"es multiplicative needs a positive series; {name} reaches {y.min():.4g} (es additive "
+                         f"or auto take any sign)")
     kind = ("multiplicative" if positive else "additive") if kind == "auto" else kind
     ExponentialSmoothing = require("statsmodels.tsa.holtwinters", extra="forecast",
                                    purpose="the ES-RNN hybrid (es)").ExponentialSmoothing
@@ -177,5 +179,5 @@ def _fit_column(y: np.ndarray, season: int, kind: str, what: str, j: int, level_
     gamma = float(p.get("smoothing_seasonal") or 0.0) if seasonal else 0.0
     alpha, level0 = float(p["smoothing_level"]), float(p["initial_level"])
     if not np.isfinite([alpha, gamma, level0, *seasons0]).all():
-        raise InputError(f"es: exponential smoothing did not converge on column {j} of {what}")
+        raise InputError(f"es: exponential smoothing did not converge on {name}")
     return kind, alpha, gamma, level0, seasons0
