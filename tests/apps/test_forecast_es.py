@@ -42,7 +42,8 @@ def test_the_hybrid_changes_what_the_network_sees(tmp_path):
 
 
 @pytest.mark.parametrize("changes,needle", [
-    (dict(season=200), r"es: the training part of .*series.csv \(es auto, season 200\) \(16\d steps\) must hold two seasons"),
+    (dict(season=200),
+     r"es: the training part of .*series.csv \(es auto, season 200\) \(16\d steps\) must hold two seasons"),
     (dict(es="none", es_level_smoothing=0.5), "es_level_smoothing has no effect with es none"),
 ])
 def test_settings_the_hybrid_cannot_use_say_why(tmp_path, changes, needle):

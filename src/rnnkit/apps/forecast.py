@@ -5,7 +5,9 @@ The series is split by time into train / validation / test; the scaler sees the 
 only. After training, the best-validation model is backtested with rolling origins over the test
 part next to naive, seasonal-naive, Holt-Winters and SARIMA forecasts of the same windows
 (OUT/results.md and results.json, forecast.csv, forecast.png). Its intervals are split-conformal: calibrated
-on the validation windows' errors per horizon step (OUT/calibration.json, used again after `load`).
+on the validation windows' errors per horizon step (OUT/calibration.json, used again after `load`). With
+`es` (the ES-RNN hybrid) each window is normalised by Holt-Winters level and seasonality fitted on the
+training part (`rnnkit.data.exponential_smoothing`), and the forecasts are mapped back.
 
     >>> from rnnkit.apps import forecast
     >>> run = forecast.train(forecast.ForecastSettings(data="series.csv", max_epochs=3))  # doctest: +SKIP
@@ -283,8 +285,8 @@ def finish(run: Run) -> Dict[str, Any]:
                   title=f"backtest ({'ES-RNN, ' * (s.es != 'none')}{c.mode}, {c.head})")
     say(s, f"wrote {out / 'forecast.csv'}, {out / 'forecast.png'}")
     hybrid = f"ES-RNN ({s.es}) " if s.es != "none" else ""
-    header = (f"Backtest: {s.data or DEFAULT_DATA}, {hybrid}{c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, {c.head} "
-              f"head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
+    header = (f"Backtest: {s.data or DEFAULT_DATA}, {hybrid}{c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, "
+              f"{c.head} head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
               f"{run.info['season']}\n\n")
     return {"metrics": bt.metrics, "failures": bt.failures, "coverage": bt.coverage, "intervals": bt.intervals,
             "level": bt.level, "origins": bt.origins.tolist(),

@@ -103,7 +103,8 @@ class ESDecomposition:
             y, l, s = values[t], level[t], seasons[t]
             new_l = np.where(mul, self.alpha * y / s + (1 - self.alpha) * l,
                              self.alpha * (y - s) + (1 - self.alpha) * l)
-            new_s = np.where(mul, self.gamma * y / l + (1 - self.gamma) * s, self.gamma * (y - l) + (1 - self.gamma) * s)
+            new_s = np.where(mul, self.gamma * y / l + (1 - self.gamma) * s,
+                             self.gamma * (y - l) + (1 - self.gamma) * s)
             seen = ~np.isnan(y)
             level[t + 1] = np.where(seen, new_l, l)
             seasons[t + m] = np.where(seen, new_s, s) if m > 1 else seasons[t]

@@ -150,8 +150,8 @@ class ForecastFrame:
     masking (C), calendar sin/cos (K). targets (N, C) scaled, target_mask (N, C).
 
     With `es` (the ES-RNN hybrid) each window's values are first normalised by the level and seasonality
-    known at its origin (`ESDecomposition`), then standardised by `scaler` (fitted on the training part's
-    one-step remainders): `batch` computes them per window; `to_data` maps forecasts back.
+    known at its origin (`ESDecomposition`), then standardised by `scaler` (fitted on the training windows so
+    normalised): `batch` computes them per window; `to_data` maps forecasts back.
     """
 
     def __init__(self, series: Series, scaler: Scaler, calendar: Sequence[str] = (), mask_missing: bool = False,
