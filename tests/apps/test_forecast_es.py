@@ -49,3 +49,11 @@ def test_the_hybrid_changes_what_the_network_sees(tmp_path):
 def test_settings_the_hybrid_cannot_use_say_why(tmp_path, changes, needle):
     with pytest.raises(InputError, match=needle):
         forecast.train(tiny(tmp_path, **changes))
+
+
+def test_a_series_starting_later_gets_the_seasonal_phase_of_its_timestamps(tmp_path):
+    run = forecast.train(tiny(tmp_path, es_level_smoothing=0.3))
+    full = seasonal_trend_series(240, seed=1)
+    recent = full.iloc[101:].reset_index(drop=True)  # starts 101 steps (5 in the season of 24) later
+    np.testing.assert_allclose(forecast.forecast(run, recent).values, forecast.forecast(run, full).values,
+                               rtol=0.01)

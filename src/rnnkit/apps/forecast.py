@@ -216,7 +216,7 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
     split = split_by_time(len(series), L, H, s.val_fraction, s.test_fraction)
     observed = np.where(series.observed, series.values, np.nan) if mask else series.values
     season = season_of(s, series)
-    es = fit_es(s, observed[:split.n_train], season, report, series.columns)
+    es = fit_es(s, observed[:split.n_train], season, report, series)
     train_origins = window_origins(0, split.n_train, L, H, s.stride)
     scaler = Scaler.fit(remainders(es, observed[:split.n_train], train_origins, L, H))
     calendar = calendar_names(s.calendar, series)
@@ -242,16 +242,16 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
     return Prepared(Forecaster(config), ForecastTask(), train_data, val_data, info=info, report=report)
 
 
-def fit_es(s: ForecastSettings, train: np.ndarray, season: int, report: List[str], columns: List[str]) -> \
+def fit_es(s: ForecastSettings, train: np.ndarray, season: int, report: List[str], series: Series) -> \
         Optional[ESDecomposition]:
     """The ES-RNN decomposition fitted on the training part (N_train, C); None for es none."""
     if s.es == "none":
         return None
     where = f"the training part of {s.data or DEFAULT_DATA} ({setting_name('es')} {s.es}, season {season})"
     es = ESDecomposition.fit(train, season, s.es, what=where, level_smoothing=s.es_level_smoothing or None,
-                             columns=columns)
+                             columns=series.columns, start=None if series.times is None else str(series.times[0]))
     report.append(f"ES-RNN: Holt-Winters level and season m={season} fitted on the training part, coefficients "
-                  f"fixed: {es.describe(columns)}")
+                  f"fixed: {es.describe(series.columns)}")
     return es
 
 

@@ -55,7 +55,9 @@ ESTIMATED_INIT_MAX_SEASON = 48
 @dataclass
 class ESDecomposition:
     """Fixed smoothing coefficients and initial states, one per column. alpha, gamma, level0 (C,); seasons0
-    (m, C): the seasonal indices of the first m steps; kinds: "multiplicative" or "additive" per column."""
+    (m, C): the seasonal indices of the first m steps; kinds: "multiplicative" or "additive" per column;
+    start: the timestamp of the first training step, if known (a series starting elsewhere gets its seasonal
+    phase from it, see `phase`)."""
 
     season: int
     kinds: List[str]
@@ -63,16 +65,18 @@ class ESDecomposition:
     gamma: np.ndarray
     level0: np.ndarray
     seasons0: np.ndarray
+    start: Optional[str] = None
 
     @classmethod
     def fit(cls, train: np.ndarray, season: int, kind: str = "auto", what: str = "the training part",
-            level_smoothing: Optional[float] = None, columns: Optional[List[str]] = None) -> "ESDecomposition":
+            level_smoothing: Optional[float] = None, columns: Optional[List[str]] = None,
+            start: Optional[str] = None) -> "ESDecomposition":
         """Fit α, γ and the initial states of each column of `train` (N_train, C; NaN = missing, interpolated
         for the fit) by statsmodels' ExponentialSmoothing without trend. season m = 1: level only.
         `level_smoothing`: α fixed at this value (the rest fitted), e.g. a smoother level than the one-step
         optimum, which for traffic follows the last value (α ≈ 0.8–0.9) and so passes its noise to every
         target of the window (Smyl learns α for the whole horizon's loss). `what` and `columns` name the data in
-        error messages."""
+        error messages; `start`: the timestamp of train's first step."""
         if kind not in ES_KINDS[1:]:
             raise InputError(f"es must be one of {', '.join(ES_KINDS[1:])}; got {kind!r}")
         n = train.shape[0]
@@ -87,18 +91,25 @@ class ESDecomposition:
                 for j, name in enumerate(names)]
         kinds, alpha, gamma, level0, seasons0 = zip(*fits)
         return cls(season, list(kinds), np.array(alpha), np.array(gamma), np.array(level0),
-                   np.stack(seasons0, axis=1))
+                   np.stack(seasons0, axis=1), start)
 
     # -------------------------------------------------------------- the recursion
-    def filter(self, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """The smoothed states over `values` (N, C; NaN = missing): level (N + 1, C), level[i] the level
-        before step i; seasons (N + m, C), seasons[i] the seasonal index known before step i (the first m
-        are the initial ones)."""
+    def phase(self, times: Optional[np.ndarray]) -> int:
+        """Where in the season a series with timestamps `times` (N,) starts, counted from the training series'
+        first step (0 without timestamps or `start`: the series is taken to start where training did)."""
+        if self.start is None or times is None or len(times) < 2:
+            return 0
+        return int(round((times[0] - np.datetime64(self.start)) / (times[1] - times[0]))) % self.season
+
+    def filter(self, values: np.ndarray, phase: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """The smoothed states over `values` (N, C; NaN = missing), whose first step is `phase` steps into the
+        season of the initial states: level (N + 1, C), level[i] the level before step i; seasons (N + m, C),
+        seasons[i] the seasonal index known before step i (the first m are the initial ones)."""
         n, m = values.shape[0], self.season
         mul = np.array([k == "multiplicative" for k in self.kinds])
         level = np.empty((n + 1, values.shape[1]))
         seasons = np.empty((n + m, values.shape[1]))
-        level[0], seasons[:m] = self.level0, self.seasons0
+        level[0], seasons[:m] = self.level0, np.roll(self.seasons0, -phase, axis=0)
         for t in range(n):
             y, l, s = values[t], level[t], seasons[t]
             new_l = np.where(mul, self.alpha * y / s + (1 - self.alpha) * l,
@@ -140,12 +151,13 @@ class ESDecomposition:
     # -------------------------------------------------------------- saved with the run
     def to_json(self) -> dict:
         return {"season": self.season, "kinds": self.kinds, "alpha": self.alpha.tolist(),
-                "gamma": self.gamma.tolist(), "level0": self.level0.tolist(), "seasons0": self.seasons0.tolist()}
+                "gamma": self.gamma.tolist(), "level0": self.level0.tolist(), "seasons0": self.seasons0.tolist(),
+                "start": self.start}
 
     @classmethod
     def from_json(cls, d: dict) -> "ESDecomposition":
         return cls(int(d["season"]), list(d["kinds"]), np.asarray(d["alpha"], float), np.asarray(d["gamma"], float),
-                   np.asarray(d["level0"], float), np.asarray(d["seasons0"], float))
+                   np.asarray(d["level0"], float), np.asarray(d["seasons0"], float), d.get("start"))
 
     def describe(self, columns: List[str]) -> str:
         return "; ".join(f"{c}: {k}, α={a:.3g}, γ={g:.3g}" for c, k, a, g in

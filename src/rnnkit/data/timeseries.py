@@ -174,7 +174,7 @@ class ForecastFrame:
         self.features = np.concatenate(parts, axis=1).astype(np.float32)
         if es is not None:
             self.raw = np.where(observed, series.values, np.nan)  # (N, C) data units, NaN = missing
-            self.es_states = es.filter(self.raw)
+            self.es_states = es.filter(self.raw, es.phase(series.times))
 
     def extend(self, steps: int) -> None:
         """Add `steps` future steps past the end of the series: their calendar features (the series' clock
