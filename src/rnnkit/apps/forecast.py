@@ -402,20 +402,27 @@ def forecast(run: Run, data: Data = None, *, level: Optional[float] = None) -> F
 
 
 def backtest(run: Run, data: Data = None, *, baselines: Optional[List[str]] = None, stride: Optional[int] = None,
-             fit_window: Optional[int] = None, level: Optional[float] = None, progress: bool = False) -> Backtest:
+             fit_window: Optional[int] = None, level: Optional[float] = None, progress: bool = False,
+             part: str = "test") -> Backtest:
     """Rolling-origin backtest of the model over the run's test part, next to the baselines' forecasts of the
     same windows (default: the run's baselines, backtest stride, fit window and level). `bt.table()` is the
-    markdown table, `bt.verdict()` one line, `bt.metrics` the numbers."""
+    markdown table, `bt.verdict()` one line, `bt.metrics` the numbers. `part="validation"`: over the
+    validation part instead, for choices that must not see the test part (its intervals are scored on the
+    windows they were calibrated on, so their coverage there means nothing)."""
     return _backtest(run, data, baselines=baselines, stride=stride, fit_window=fit_window, level=level,
-                     progress=progress)[0]
+                     progress=progress, part=part)[0]
 
 
 def _backtest(run: Run, data: Data = None, *, baselines: Optional[List[str]] = None, stride: Optional[int] = None,
-              fit_window: Optional[int] = None, level: Optional[float] = None,
-              progress: bool = False) -> Tuple[Backtest, ForecastFrame]:
+              fit_window: Optional[int] = None, level: Optional[float] = None, progress: bool = False,
+              part: str = "test") -> Tuple[Backtest, ForecastFrame]:
     split = _extras(run)["split"]
     series = _series(run, data, need=split.n)
     frame = _frame(run, series)
+    if part not in ("test", "validation"):
+        raise InputError(f"backtest part must be 'test' or 'validation'; got {part!r}")
+    if part == "validation":  # the backtest reads [n_val, n): make that the validation part
+        split = Split(split.n_train, split.n_train, split.n_val)
     bt = run_backtest(run.model, frame, split, season=run.info["season"],
                       stride=stride or _setting(run, "backtest_stride") or None,
                       baselines=baseline_names(_setting(run, "baselines")) if baselines is None else baselines,
