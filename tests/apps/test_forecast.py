@@ -78,6 +78,16 @@ def test_backtest_and_load_agree_with_the_trained_run(trained):
     assert set(only_naive.metrics) == {"model", "naive"} and len(only_naive.origins) > len(bt.origins)
 
 
+def test_a_backtest_of_the_validation_part_stays_inside_it(trained):
+    run, _ = trained
+    n_train, n_val, _ = run.info["split"]
+    bt = forecast.backtest(run, baselines=["naive"], stride=1, part="validation")
+    assert bt.origins.min() == n_train and bt.origins.max() == n_val - run.model.config.horizon
+    assert maes(bt) != pytest.approx(maes(forecast.backtest(run, baselines=["naive"], stride=1)))
+    with pytest.raises(InputError, match="backtest part must be 'test' or 'validation'; got 'train'"):
+        forecast.backtest(run, part="train")
+
+
 def test_the_conformal_calibration_is_kept_in_the_run_and_used_after_load(trained, tmp_path):
     run, folder = trained
     saved = json.loads((folder / "run" / "calibration.json").read_text())

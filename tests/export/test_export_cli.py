@@ -86,7 +86,8 @@ def test_export_command_application_runs(recipe: str, tmp_path: Path, capsys) ->
         config = ForecastConfig(num_series=2, num_features=3, num_calendar=1, lookback=5, horizon=3,
                                 mode="seq2seq", head="gaussian", hidden_size=6)
         model = Forecaster(config).eval()
-        extra = {"scaler": {"mean": [0.0, 1.0]}, "calendar": ["hour"], "columns": ["a", "b"]}
+        extra = {"scaler": {"mean": [0.0, 1.0]}, "calendar": ["hour"], "columns": ["a", "b"],
+                 "es": None}  # the sidecar says explicitly that windows are not ES-normalised
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta = {"run": {"recipe": recipe, "model": config.to_dict(), **extra}}
     record = save_checkpoint(tmp_path / "run" / "checkpoints", 5, tensors, meta)

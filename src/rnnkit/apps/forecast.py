@@ -5,7 +5,9 @@ The series is split by time into train / validation / test; the scaler sees the 
 only. After training, the best-validation model is backtested with rolling origins over the test
 part next to naive, seasonal-naive, Holt-Winters and SARIMA forecasts of the same windows
 (OUT/results.md and results.json, forecast.csv, forecast.png). Its intervals are split-conformal: calibrated
-on the validation windows' errors per horizon step (OUT/calibration.json, used again after `load`).
+on the validation windows' errors per horizon step (OUT/calibration.json, used again after `load`). With
+`es` (the ES-RNN hybrid) each window is normalised by Holt-Winters level and seasonality fitted on the
+training part (`rnnkit.data.exponential_smoothing`), and the forecasts are mapped back.
 
     >>> from rnnkit.apps import forecast
     >>> run = forecast.train(forecast.ForecastSettings(data="series.csv", max_epochs=3))  # doctest: +SKIP
@@ -25,6 +27,7 @@ import numpy as np
 
 from ..cells import CELLS
 from ..data.text import DataError
+from ..data.exponential_smoothing import ES_KINDS, ESDecomposition
 from ..data.series import MISSING_POLICIES, Series, load_kaggle_ipasn, load_series, series_from_frame
 from ..data.timeseries import (CALENDAR_FEATURES, ForecastFrame, Scaler, Split, WindowLoader, split_by_time,
                                window_origins)
@@ -87,6 +90,13 @@ class ForecastSettings(TrainingSettings):
                              "frequency: 5min 288, h 24, D 7).", min=0)
     mode: str = setting("direct", "direct (many-to-one, H outputs at once), autoregressive (teacher forcing, "
                                   "rolled out) or seq2seq (encoder-decoder).", choices=MODES)
+    es: str = setting("none", "ES-RNN hybrid: normalise each window by the level and seasonality (season m) of "
+                              "Holt-Winters exponential smoothing fitted on the training part (statsmodels, no "
+                              "trend, coefficients then fixed); the network forecasts the remainder. auto: "
+                              "multiplicative for a positive series, additive otherwise.", choices=ES_KINDS)
+    es_level_smoothing: float = setting(0.0, "ES-RNN: the level's smoothing coefficient α, fixed (0: fitted with "
+                                             "the rest). A smaller α gives a smoother level to normalise by.",
+                                        min=0, max=1, acts_with=("es", ("auto", "multiplicative", "additive")))
     teacher_forcing: float = setting(1.0, "autoregressive/seq2seq training: probability of feeding the true "
                                           "previous value (1: teacher forcing; lower: its own forecast otherwise, "
                                           "against exposure bias).", min=0, max=1,
@@ -205,10 +215,12 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
     L, H, mask = s.lookback, s.horizon, s.missing == "mask"
     split = split_by_time(len(series), L, H, s.val_fraction, s.test_fraction)
     observed = np.where(series.observed, series.values, np.nan) if mask else series.values
-    scaler = Scaler.fit(observed[:split.n_train])
-    calendar = calendar_names(s.calendar, series)
-    frame = ForecastFrame(series, scaler, calendar, mask_missing=mask)
+    season = season_of(s, series)
+    es = fit_es(s, observed[:split.n_train], season, report, series)
     train_origins = window_origins(0, split.n_train, L, H, s.stride)
+    scaler = Scaler.fit(remainders(es, observed[:split.n_train], train_origins, L, H))
+    calendar = calendar_names(s.calendar, series)
+    frame = ForecastFrame(series, scaler, calendar, mask_missing=mask, es=es)
     val_origins = window_origins(split.n_train, split.n_val, L, H, 1)
     config = ForecastConfig(frame.num_series, frame.num_features, frame.num_calendar, L, H, mode=s.mode,
                             head=s.head, quantiles=quantile_list(s.quantiles), cell=s.cell,
@@ -220,15 +232,39 @@ def prepare(s: ForecastSettings, resumed: Optional[Dict[str, Any]], rank: int, w
                   f"[{split.n_val}, {split.n}); {len(train_origins)} training windows, {len(val_origins)} "
                   f"validation windows; scaler fitted on the training part; calendar covariates "
                   f"{calendar or 'none'}")
-    season = season_of(s, series)
     if season == 1 and not s.season:
         what = "a series without timestamps" if series.freq is None else f"frequency {series.freq}"
         report.append(f"season 1 (seasonal naive = naive): no season is known for {what}; give "
                       f"{setting_name('season')} m if the series repeats every m steps")
     info = {"model": config.to_dict(), "scaler": scaler.to_json(), "calendar": calendar,
             "split": [split.n_train, split.n_val, split.n], "season": season,
-            "data": data, "columns": series.columns}
+            "data": data, "columns": series.columns, "es": es.to_json() if es is not None else None}
     return Prepared(Forecaster(config), ForecastTask(), train_data, val_data, info=info, report=report)
+
+
+def fit_es(s: ForecastSettings, train: np.ndarray, season: int, report: List[str], series: Series) -> \
+        Optional[ESDecomposition]:
+    """The ES-RNN decomposition fitted on the training part (N_train, C); None for es none."""
+    if s.es == "none":
+        return None
+    where = f"the training part of {s.data or DEFAULT_DATA} ({setting_name('es')} {s.es}, season {season})"
+    es = ESDecomposition.fit(train, season, s.es, what=where, level_smoothing=s.es_level_smoothing or None,
+                             columns=series.columns, start=None if series.times is None else str(series.times[0]))
+    report.append(f"ES-RNN: Holt-Winters level and season m={season} fitted on the training part, coefficients "
+                  f"fixed: {es.describe(series.columns)}")
+    return es
+
+
+def remainders(es: Optional[ESDecomposition], train: np.ndarray, origins: np.ndarray, lookback: int,
+               horizon: int) -> np.ndarray:
+    """What the scaler standardises (N', C): the training values, or with `es` the values of every training
+    window normalised as the network sees them (by the level at its origin: a window strays further from it
+    than one step does from the step before, so one-step remainders would scale the inputs far too large)."""
+    if es is None:
+        return train
+    a, b = es.window_affine(es.filter(train), origins, lookback, horizon)
+    steps = np.asarray(origins)[:, None] + np.arange(-lookback, horizon)[None, :]
+    return es.normalise(train[steps], a, b).reshape(-1, train.shape[1])
 
 
 # ---------------------------------------------------------------------- after training
@@ -246,10 +282,11 @@ def finish(run: Run) -> Dict[str, Any]:
     base = ("seasonal naive", bt.forecasts["seasonal_naive"]) if "seasonal_naive" in bt.forecasts else None
     plot_forecast(out / "forecast.png", frame, bt.origins, bt.forecasts["model"], bt.lower, bt.upper,
                   history=3 * c.lookback, actual=bt.actual, baseline=base, level=bt.level,
-                  title=f"backtest ({c.mode}, {c.head})")
+                  title=f"backtest ({'ES-RNN, ' * (s.es != 'none')}{c.mode}, {c.head})")
     say(s, f"wrote {out / 'forecast.csv'}, {out / 'forecast.png'}")
-    header = (f"Backtest: {s.data or DEFAULT_DATA}, {c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, {c.head} "
-              f"head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
+    hybrid = f"ES-RNN ({s.es}) " if s.es != "none" else ""
+    header = (f"Backtest: {s.data or DEFAULT_DATA}, {hybrid}{c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, "
+              f"{c.head} head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
               f"{run.info['season']}\n\n")
     return {"metrics": bt.metrics, "failures": bt.failures, "coverage": bt.coverage, "intervals": bt.intervals,
             "level": bt.level, "origins": bt.origins.tolist(),
@@ -282,8 +319,10 @@ def calibration_of(run: Run) -> Optional[Calibration]:
 
 
 def load_extras(info: Dict[str, Any]) -> Dict[str, Any]:
+    es = info.get("es")  # absent from runs saved before the ES-RNN hybrid
     return {"scaler": Scaler.from_json(info["scaler"]), "split": Split(*info["split"]),
-            "calendar": list(info["calendar"]), "columns": list(info["columns"])}
+            "calendar": list(info["calendar"]), "columns": list(info["columns"]),
+            "es": ESDecomposition.from_json(es) if es else None}
 
 
 RECIPE = Recipe("forecast", ForecastSettings, prepare, finish, lambda m: Forecaster(ForecastConfig(**m)),
@@ -363,20 +402,27 @@ def forecast(run: Run, data: Data = None, *, level: Optional[float] = None) -> F
 
 
 def backtest(run: Run, data: Data = None, *, baselines: Optional[List[str]] = None, stride: Optional[int] = None,
-             fit_window: Optional[int] = None, level: Optional[float] = None, progress: bool = False) -> Backtest:
+             fit_window: Optional[int] = None, level: Optional[float] = None, progress: bool = False,
+             part: str = "test") -> Backtest:
     """Rolling-origin backtest of the model over the run's test part, next to the baselines' forecasts of the
     same windows (default: the run's baselines, backtest stride, fit window and level). `bt.table()` is the
-    markdown table, `bt.verdict()` one line, `bt.metrics` the numbers."""
+    markdown table, `bt.verdict()` one line, `bt.metrics` the numbers. `part="validation"`: over the
+    validation part instead, for choices that must not see the test part (its intervals are scored on the
+    windows they were calibrated on, so their coverage there means nothing)."""
     return _backtest(run, data, baselines=baselines, stride=stride, fit_window=fit_window, level=level,
-                     progress=progress)[0]
+                     progress=progress, part=part)[0]
 
 
 def _backtest(run: Run, data: Data = None, *, baselines: Optional[List[str]] = None, stride: Optional[int] = None,
-              fit_window: Optional[int] = None, level: Optional[float] = None,
-              progress: bool = False) -> Tuple[Backtest, ForecastFrame]:
+              fit_window: Optional[int] = None, level: Optional[float] = None, progress: bool = False,
+              part: str = "test") -> Tuple[Backtest, ForecastFrame]:
     split = _extras(run)["split"]
     series = _series(run, data, need=split.n)
     frame = _frame(run, series)
+    if part not in ("test", "validation"):
+        raise InputError(f"backtest part must be 'test' or 'validation'; got {part!r}")
+    if part == "validation":  # the backtest reads [n_val, n): make that the validation part
+        split = Split(split.n_train, split.n_train, split.n_val)
     bt = run_backtest(run.model, frame, split, season=run.info["season"],
                       stride=stride or _setting(run, "backtest_stride") or None,
                       baselines=baseline_names(_setting(run, "baselines")) if baselines is None else baselines,
@@ -417,4 +463,5 @@ def _series(run: Run, data: Data, need: int) -> Series:
 
 def _frame(run: Run, series: Series) -> ForecastFrame:
     extras = _extras(run)
-    return ForecastFrame(series, extras["scaler"], extras["calendar"], mask_missing=run.model.config.masked)
+    return ForecastFrame(series, extras["scaler"], extras["calendar"], mask_missing=run.model.config.masked,
+                         es=extras["es"])

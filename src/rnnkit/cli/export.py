@@ -19,7 +19,7 @@ SERVED: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "wordlm": (("vocab",), "tokens (time, batch)"),
     "classify": (("tokenizer", "labels"), "tokens (batch, time), lengths (batch,)"),
     "tag": (("tokenizer", "tags"), "tokens (batch, time), lengths (batch,)"),
-    "forecast": (("scaler", "calendar", "columns"), "input (batch, lookback, features), future (batch, horizon, "
+    "forecast": (("scaler", "calendar", "columns", "es"), "input (batch, lookback, features), future (batch, horizon, "
                                                     "calendar)"),
     "video": ((), "frames (time, batch, channels, size, size)"),
     "adding": ((), "x (time, batch, 2)"),

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..checks import check_int
 from ..errors import InputError
+from .exponential_smoothing import ESDecomposition
 from .series import (MISSING_POLICIES, Series, _pandas, load_kaggle_ipasn, load_series,  # noqa: F401
                      series_from_frame)
 
@@ -147,10 +148,15 @@ class ForecastFrame:
 
     features (N, F) float32: scaled values with missing → 0 (C), observed flags when
     masking (C), calendar sin/cos (K). targets (N, C) scaled, target_mask (N, C).
+
+    With `es` (the ES-RNN hybrid) each window's values are first normalised by the level and seasonality
+    known at its origin (`ESDecomposition`), then standardised by `scaler` (fitted on the training windows so
+    normalised): `batch` computes them per window; `to_data` maps forecasts back.
     """
 
-    def __init__(self, series: Series, scaler: Scaler, calendar: Sequence[str] = (), mask_missing: bool = False):
-        self.series, self.scaler = series, scaler
+    def __init__(self, series: Series, scaler: Scaler, calendar: Sequence[str] = (), mask_missing: bool = False,
+                 es: Optional[ESDecomposition] = None):
+        self.series, self.scaler, self.es = series, scaler, es
         self.calendar = list(calendar)
         self.mask_missing = mask_missing
         z = scaler.transform(series.values)
@@ -166,6 +172,9 @@ class ForecastFrame:
         self.calendar_values = calendar_features(series.times, self.calendar, len(series)).astype(np.float32)
         parts.append(self.calendar_values)
         self.features = np.concatenate(parts, axis=1).astype(np.float32)
+        if es is not None:
+            self.raw = np.where(observed, series.values, np.nan)  # (N, C) data units, NaN = missing
+            self.es_states = es.filter(self.raw, es.phase(series.times))
 
     def extend(self, steps: int) -> None:
         """Add `steps` future steps past the end of the series: their calendar features (the series' clock
@@ -175,6 +184,8 @@ class ForecastFrame:
         self.calendar_values = np.concatenate([self.calendar_values, future])
         self.targets = np.concatenate([self.targets, np.zeros((steps, self.num_series), np.float32)])
         self.target_mask = np.concatenate([self.target_mask, np.zeros((steps, self.num_series), bool)])
+        if self.es is not None:  # the states already reach one season past the end (module docstring)
+            self.raw = np.concatenate([self.raw, np.full((steps, self.num_series), np.nan)])
 
     @property
     def num_series(self) -> int:
@@ -195,13 +206,34 @@ class ForecastFrame:
         o = np.asarray(origins, dtype=np.int64)
         hist = o[:, None] + np.arange(-lookback, 0)[None, :]
         fut = o[:, None] + np.arange(horizon)[None, :]
+        x, y = self.features[hist], self.targets[fut]
+        if self.es is not None:
+            a, b = self.es.window_affine(self.es_states, o, lookback, horizon)
+            raw = self.raw[np.concatenate([hist, fut], axis=1)]  # (B, L + H, C)
+            z = np.nan_to_num(self.scaler.transform(self.es.normalise(raw, a, b)), nan=0.0).astype(np.float32)
+            x = x.copy()
+            x[..., :self.num_series], y = z[:, :lookback], z[:, lookback:]
         return {
-            "x": torch.from_numpy(self.features[hist]),
-            "y": torch.from_numpy(self.targets[fut]),
+            "x": torch.from_numpy(x),
+            "y": torch.from_numpy(y),
             "y_mask": torch.from_numpy(self.target_mask[fut]),
             "future": torch.from_numpy(self.calendar_values[fut]),
             "origin": torch.from_numpy(o),
         }
+
+
+    def to_data(self, z: np.ndarray, origins: np.ndarray, *, column_axis: int = -1, spread: bool = False) -> \
+            np.ndarray:
+        """Forecasts z (O, H, C), or (O, H, C, P) with column_axis −2, of the windows at `origins` back in data
+        units: undo the scaler and, with `es`, each window's level and seasonality. `spread`: z is a standard
+        deviation (scaled, not shifted)."""
+        v = self.scaler.inverse_scale(z, column_axis) if spread else self.scaler.inverse(z, column_axis)
+        if self.es is None:
+            return v
+        a, b = self.es.window_affine(self.es_states, origins, 0, z.shape[1])  # (O, H, C)
+        if column_axis == -2:
+            a, b = a[..., None], b[..., None]
+        return b * v if spread else self.es.inverse(v, a, b)
 
 
 class WindowLoader:

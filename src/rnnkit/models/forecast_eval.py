@@ -211,13 +211,12 @@ def model_predictive(model: Forecaster, frame: ForecastFrame, origins: np.ndarra
     finally:
         model.train(was)
     theta = np.concatenate(thetas)  # (O, H, C, P), scaled
-    scaler = frame.scaler
-    point = scaler.inverse(theta[..., model.point_index])
+    point = frame.to_data(theta[..., model.point_index], origins)
     if c.head == "gaussian":
-        sigma = scaler.inverse_scale(gaussian_sigma(torch.from_numpy(theta[..., 1])).numpy())
+        sigma = frame.to_data(gaussian_sigma(torch.from_numpy(theta[..., 1])).numpy(), origins, spread=True)
         return Predictive(c.head, point, sigma=sigma)
     if c.head == "quantile":
-        return Predictive(c.head, point, quantiles=scaler.inverse(theta, column_axis=-2),
+        return Predictive(c.head, point, quantiles=frame.to_data(theta, origins, column_axis=-2),
                           quantile_levels=list(c.quantiles))
     return Predictive(c.head, point)
 
