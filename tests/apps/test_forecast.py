@@ -119,6 +119,19 @@ def test_a_point_forecaster_gets_a_conformal_interval(tmp_path):
     fc = forecast.forecast(forecast.load(tmp_path / "run"))
     assert (fc.lower < fc.values).all() and (fc.values < fc.upper).all()
     assert set(run.results["intervals"]) == {"calibrated"}
+    assert "Warning" not in (tmp_path / "run" / "results.md").read_text()
+
+
+def test_too_few_validation_windows_for_the_level_are_named(tmp_path, capsys):
+    """A 99% interval needs 99 validation windows; with fewer the report says its coverage is not promised."""
+    hourly().to_csv(tmp_path / "series.csv", index=False)
+    run = forecast.train(data=str(tmp_path / "series.csv"), out=str(tmp_path / "run"), lookback=12, horizon=3,
+                         hidden_size=4, batch_size=8, max_steps=2, level=0.99, baselines="naive", quiet=True,
+                         tensorboard=False)
+    windows = json.loads((tmp_path / "run" / "calibration.json").read_text())["windows"]
+    assert windows < 99
+    assert (f"only {windows} validation windows: a 99% split-conformal interval needs at least 99"
+            in (tmp_path / "run" / "results.md").read_text())
 
 
 @pytest.mark.parametrize("changes,needle", [

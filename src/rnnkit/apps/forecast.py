@@ -288,6 +288,11 @@ def finish(run: Run) -> Dict[str, Any]:
     header = (f"Backtest: {s.data or DEFAULT_DATA}, {hybrid}{c.mode} {c.cell} {c.num_layers}x{c.hidden_size}, "
               f"{c.head} head, L={c.lookback}, H={c.horizon}, {len(bt.origins)} rolling origins, season "
               f"{run.info['season']}\n\n")
+    shortfall = calibration.shortfall(bt.level) if calibration is not None else None
+    if shortfall:
+        shortfall += f" (more validation data: {setting_name('val_fraction')})"
+        say(s, f"warning: {shortfall}", err=True)
+        header += f"**Warning:** {shortfall}.\n\n"
     return {"metrics": bt.metrics, "failures": bt.failures, "coverage": bt.coverage, "intervals": bt.intervals,
             "level": bt.level, "origins": bt.origins.tolist(),
             "verdict": bt.verdict(), "notes": bt.notes, "markdown": header + bt.table() + "\n\n" + bt.verdict()}

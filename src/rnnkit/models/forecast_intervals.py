@@ -124,6 +124,15 @@ class Calibration:
                    for k in range(s.shape[1])]
         return cls(predictive.head, [[c.tolist() for c in row] for row in columns], s.shape[0])
 
+    def shortfall(self, level: float) -> Optional[str]:
+        """Why these windows cannot promise `level` coverage (fewer than level / (1 − level) of them: the
+        conformal quantile would lie past the largest score), in words; None when they can."""
+        need = math.ceil(level / (1 - level) - 1e-9)
+        if self.windows >= need:
+            return None
+        return (f"only {self.windows} validation windows: a {level:.0%} split-conformal interval needs at least "
+                f"{need}, so the interval is the largest validation error and its coverage is not guaranteed")
+
     def q(self, level: float) -> np.ndarray:
         """q̂ (H, C) at `level`."""
         return np.array([[c[conformal_index(len(c), level)] for c in row] for row in self.scores])
