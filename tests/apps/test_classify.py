@@ -134,9 +134,9 @@ def test_loading_a_sentencepiece_run_without_sentencepiece_names_the_extra(tmp_p
 def test_an_ensemble_with_max_and_mean_pooling_trains_saves_and_loads(tmp_path):
     """ensemble=2: one run, one checkpoint holding both members; the loaded run predicts as the trained one."""
     settings = classify.ClassifySettings(
-        data=str(reviews(tmp_path / "train.tsv", 80, seed=0)), test_data=str(reviews(tmp_path / "test.tsv", 20, seed=1)),
-        tokenizer="word", min_count=1, embedding_size=8, hidden_size=8, batch_size=8, lr=0.02, max_epochs=4,
-        pooling="max+mean", pooled_dropout=0.5, ensemble=2, out=str(tmp_path / "run"), quiet=True, tensorboard=False)
+        data=str(reviews(tmp_path / "train.tsv", 80, seed=0)),
+        test_data=str(reviews(tmp_path / "test.tsv", 20, seed=1)), tokenizer="word", min_count=1, embedding_size=8,
+        hidden_size=8, batch_size=8, lr=0.02, max_epochs=4, pooling="max+mean", pooled_dropout=0.5, ensemble=2, out=str(tmp_path / "run"), quiet=True, tensorboard=False)
     run = classify.train(settings)
     assert len(run.model.members) == 2
     assert "an ensemble of 2 gru" in (run.out / "results.md").read_text()

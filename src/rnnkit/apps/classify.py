@@ -144,7 +144,8 @@ def finish(run: Run) -> Dict[str, Any]:
                 y_true, bag_of_words_baseline(tok, [train.texts[i] for i in tr], y_train, texts), K)}
     cm = plot_confusion(run.out / "confusion.png", y_true, y_pred, vocab.labels, title=f"{what}: confusion")
     c = run.model.config
-    header = (f"Classification on {what}: {f'an ensemble of {c.ensemble} ' if c.ensemble > 1 else ''}{c.cell} {'bi' if c.bidirectional else 'uni'}directional "
+    ensemble = f"an ensemble of {c.ensemble} " if c.ensemble > 1 else ""
+    header = (f"Classification on {what}: {ensemble}{c.cell} {'bi' if c.bidirectional else 'uni'}directional "
               f"{c.num_layers}x{c.hidden_size}, {c.pooling} pooling, {c.objective}, {tok.kind} tokens "
               f"(vocabulary {len(tok)}), {len(y_true)} examples")
     if not test_path:

@@ -19,6 +19,7 @@ Variable lengths go through the core `lengths=` path: no packing in user code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -150,10 +151,9 @@ class ClassifierEnsemble(nn.Module):
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """tokens (B, T), lengths (B,) → logits of the mean probability: (B,) sigmoid, (B, K) softmax."""
         z = self.member_logits(tokens, lengths).float()
-        k = torch.tensor(float(len(self.members)), device=z.device).log()
-        if self.config.objective == "sigmoid":  # log p̄ − log(1 − p̄), from log σ(z) and log σ(−z) of each member
+        if self.config.objective == "sigmoid":  # log p̄ − log(1 − p̄) from each member's log σ(z) and log σ(−z)
             return torch.logsumexp(F.logsigmoid(z), 0) - torch.logsumexp(F.logsigmoid(-z), 0)
-        return torch.logsumexp(torch.log_softmax(z, -1), 0) - k  # log p̄
+        return torch.logsumexp(torch.log_softmax(z, -1), 0) - math.log(len(self.members))  # log p̄
 
     predict = SequenceClassifier.predict
 
