@@ -171,7 +171,7 @@ class ClassifyTask:
         from ..training.trainer import LossResult
         inner = model.module if hasattr(model, "module") else model
         y = batch["labels"]
-        if model.training:
+        if model.training:  # classify trains in one process, so no DDP wrapper is bypassed here
             z = inner.member_logits(batch["tokens"], batch["lengths"])  # (k, B[, K])
         else:
             z = model(batch["tokens"], batch["lengths"])[None]
