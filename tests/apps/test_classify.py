@@ -100,7 +100,9 @@ def test_inference_input_errors(trained):
     (dict(val_fraction=0.7), ["val_fraction", "0.7"]),
     (dict(min_count=1), ["min_count", "tokenizer sentencepiece (the default)", "word or char"]),
     (dict(tokenizer="word", vocab_size=100), ["vocab_size", "tokenizer word (as set)"]),
-    (dict(pooling="first"), ["pooling", "last, mean, max"]),
+    (dict(pooling="first"), ["pooling", "last, mean, max, max+mean"]),
+    (dict(ensemble=0), ["ensemble", "0"]),
+    (dict(pooled_dropout=1.0), ["pooled_dropout", "1.0"]),
 ])
 def test_settings_errors_name_the_setting(changes, needles):
     with pytest.raises(InputError) as err:
@@ -127,3 +129,20 @@ def test_loading_a_sentencepiece_run_without_sentencepiece_names_the_extra(tmp_p
     with pytest.raises(InputError, match=r"needs sentencepiece: pip install 'rnnkit\[nlp\]'") as err:
         classify.load(str(record))
     assert "malformed" not in str(err.value)
+
+
+def test_an_ensemble_with_max_and_mean_pooling_trains_saves_and_loads(tmp_path):
+    """ensemble=2: one run, one checkpoint holding both members; the loaded run predicts as the trained one."""
+    settings = classify.ClassifySettings(
+        data=str(reviews(tmp_path / "train.tsv", 80, seed=0)),
+        test_data=str(reviews(tmp_path / "test.tsv", 20, seed=1)), tokenizer="word", min_count=1, embedding_size=8,
+        hidden_size=8, batch_size=8, lr=0.02, max_epochs=4, pooling="max+mean", pooled_dropout=0.5, ensemble=2, out=str(tmp_path / "run"), quiet=True, tensorboard=False)
+    run = classify.train(settings)
+    assert len(run.model.members) == 2
+    assert "an ensemble of 2 gru" in (run.out / "results.md").read_text()
+    assert classify.evaluate(run, str(tmp_path / "test.tsv"))["accuracy"] >= 0.9
+    texts = ["great story", "dull music", "the plot"]
+    loaded = classify.load(run.out)
+    assert loaded.model.config.ensemble == 2 and loaded.model.config.pooling == "max+mean"
+    for a, b in zip(classify.predict_proba(loaded, texts), classify.predict_proba(run, texts)):
+        assert a == pytest.approx(b, abs=1e-6)

@@ -167,6 +167,12 @@ def test_character_features_and_attention_pooling_are_refused_with_the_way_out()
         build_onnx(SequenceClassifier(ClassifierConfig(9, 2, pooling="attention", hidden_size=4)).eval())
 
 
+def test_a_classifier_ensemble_is_refused_with_the_way_out() -> None:
+    from rnnkit.models.classify import ClassifierConfig, build_classifier
+    with pytest.raises(ExportError, match=r"ClassifierEnsemble.*probabilities are averaged.*model\.members\[i\]"):
+        build_onnx(build_classifier(ClassifierConfig(9, 2, hidden_size=4, ensemble=2)).eval())
+
+
 def test_non_recurrent_model_is_refused() -> None:
     with pytest.raises(ExportError, match="Linear"):
         build_onnx(torch.nn.Linear(3, 4))
@@ -206,7 +212,7 @@ def test_conv_layers(make, spatial_sizes, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("pooling,objective,bidirectional,cell", [
     ("mean", "softmax", True, "lstm"), ("max", "softmax", False, "gru"), ("last", "sigmoid", True, "sru"),
-    ("last", "softmax", False, "lnlstm")])
+    ("last", "softmax", False, "lnlstm"), ("max+mean", "sigmoid", True, "gru")])
 def test_sequence_classifier(pooling: str, objective: str, bidirectional: bool, cell: str, tmp_path: Path) -> None:
     from rnnkit.models.classify import ClassifierConfig, SequenceClassifier
 

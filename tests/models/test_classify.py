@@ -7,11 +7,12 @@ import torch
 from torch.nn import functional as F
 
 from rnnkit.data.labelled import SequenceLoader
-from rnnkit.models.classify import ClassifierConfig, ClassifyTask, SequenceClassifier, classification_scores, pool
+from rnnkit.models.classify import (ClassifierConfig, ClassifierEnsemble, ClassifyTask, SequenceClassifier,
+                                    build_classifier, classification_scores, pool)
 from rnnkit.training import TrainConfig, Trainer
 
 
-@pytest.mark.parametrize("how", ["last", "mean", "max"])
+@pytest.mark.parametrize("how", ["last", "mean", "max", "max+mean"])
 @pytest.mark.parametrize("D", [1, 2])
 def test_pooling_ignores_padded_positions(how, D):
     B, T, H = 3, 5, 4
@@ -23,7 +24,7 @@ def test_pooling_ignores_padded_positions(how, D):
     out = pool(garbage, lengths, how, D)
     for b, n in enumerate(lengths.tolist()):
         v = y[b, :n]
-        expect = {"mean": v.mean(0), "max": v.max(0).values,
+        expect = {"mean": v.mean(0), "max": v.max(0).values, "max+mean": torch.cat([v.max(0).values, v.mean(0)]),
                   "last": torch.cat([v[-1, :H], v[0, H:]]) if D == 2 else v[-1]}[how]
         torch.testing.assert_close(out[b], expect)
 
@@ -53,7 +54,7 @@ def test_word_dropout_reads_tokens_as_unk_in_training_only():
     assert torch.equal(seen[1], tokens)
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "max+mean", "attention"])
 def test_padded_batch_equals_sequences_alone(pooling):
     cfg = ClassifierConfig(20, 3, pooling=pooling, hidden_size=6, embedding_size=5, bidirectional=True)
     m = SequenceClassifier(cfg).double().eval()
@@ -80,6 +81,63 @@ def test_objectives():
     torch.testing.assert_close(r.loss_sum, -torch.log_softmax(z, -1)[torch.arange(4), labels].sum())
     with pytest.raises(ValueError, match="sigmoid objective is for two classes; got 3"):
         ClassifierConfig(20, 3, objective="sigmoid")
+
+
+def test_pooled_dropout_drops_the_pooled_vector_alone():
+    """pooled_dropout acts on the vector before the head, not on the embeddings; None means `dropout`."""
+    tokens, lengths = torch.randint(1, 20, (6, 5)), torch.full((6,), 5)
+    for dropout, pooled, head_dropped in ((0.0, 0.5, True), (0.5, 0.0, False), (0.5, None, True)):
+        m = SequenceClassifier(ClassifierConfig(20, 2, pooling="max", hidden_size=8, embedding_size=4,
+                                                dropout=dropout, pooled_dropout=pooled)).train()
+        seen = {}
+        m.encoder.register_forward_hook(lambda mod, inp, out: seen.update(encoder=inp[0]))
+        m.head.register_forward_hook(lambda mod, inp, out: seen.update(head=inp[0]))
+        m(tokens, lengths)
+        assert ((seen["head"] == 0).float().mean().item() > 0.3) == head_dropped, (dropout, pooled)
+        assert ((seen["encoder"] == 0).float().mean().item() > 0.3) == (dropout > 0), (dropout, pooled)
+    with pytest.raises(ValueError, match="pooled_dropout"):
+        ClassifierConfig(20, 2, pooled_dropout=1.0)
+
+
+@pytest.mark.parametrize("objective,K", [("sigmoid", 2), ("softmax", 3)])
+def test_ensemble_averages_the_members_probabilities(objective, K):
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(20, K, objective=objective, pooling="max+mean", hidden_size=4, embedding_size=3,
+                           ensemble=3)
+    m = build_classifier(cfg).eval()
+    assert isinstance(m, ClassifierEnsemble) and len(m.members) == 3
+    assert not torch.equal(m.members[0].head.weight, m.members[1].head.weight)  # each its own initial weights
+    assert isinstance(build_classifier(ClassifierConfig(20, K, objective=objective)), SequenceClassifier)
+    tokens, lengths = torch.randint(1, 20, (4, 6)), torch.tensor([6, 3, 1, 4])
+    z = torch.stack([member(tokens, lengths) for member in m.members])  # (3, B[, K])
+    if objective == "sigmoid":
+        torch.testing.assert_close(torch.sigmoid(m(tokens, lengths)), torch.sigmoid(z).mean(0))
+    else:
+        torch.testing.assert_close(torch.softmax(m(tokens, lengths), -1), torch.softmax(z, -1).mean(0))
+    torch.testing.assert_close(m.predict(tokens, lengths), (m(tokens, lengths) > 0).long() if objective == "sigmoid"
+                               else m(tokens, lengths).argmax(-1))
+
+
+def test_ensemble_members_learn_from_their_own_losses_and_validation_scores_the_average():
+    torch.manual_seed(0)
+    m = build_classifier(ClassifierConfig(20, 2, objective="sigmoid", hidden_size=4, embedding_size=3, ensemble=2))
+    tokens, lengths, labels = torch.randint(1, 20, (4, 6)), torch.tensor([6, 3, 1, 4]), torch.tensor([0, 1, 1, 0])
+    batch = {"tokens": tokens, "lengths": lengths, "labels": labels}
+
+    def bce(z):
+        return F.binary_cross_entropy_with_logits(z, labels.float(), reduction="sum")
+    m.train()
+    torch.manual_seed(1)
+    members = [bce(member(tokens, lengths)) for member in m.members]
+    torch.manual_seed(1)
+    torch.testing.assert_close(ClassifyTask().loss(m, batch).loss_sum, (members[0] + members[1]) / 2)
+    m.eval()
+    torch.testing.assert_close(ClassifyTask().loss(m, batch).loss_sum, bce(m(tokens, lengths)))
+
+
+def test_ensemble_setting_is_checked():
+    with pytest.raises(ValueError, match="ensemble"):
+        ClassifierConfig(20, 2, ensemble=0)
 
 
 def test_training_learns_a_keyword_task():

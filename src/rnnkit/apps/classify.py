@@ -28,7 +28,7 @@ from ..data.labelled import (CharTokenizer, LabelVocab, PieceTokenizer, Sequence
                              read_classification)
 from ..data.text import DataError
 from ..errors import InputError
-from ..models.classify import (OBJECTIVES, POOLINGS, ClassifierConfig, ClassifyTask, SequenceClassifier,
+from ..models.classify import (OBJECTIVES, POOLINGS, ClassifierConfig, ClassifyTask, build_classifier,
                                classification_scores, plot_confusion)
 from ..recipes import repository_data
 from .labelled import (BASELINE, LabelledSettings, check_two_classes, extras, held_out, load_extras,
@@ -59,7 +59,12 @@ class ClassifySettings(LabelledSettings):
     max_length: int = setting(200, "Tokens kept per text (longer texts are cut; the count is reported).", min=1)
     objective: str = setting("auto", "sigmoid + BCE (two classes) or softmax + CE; auto: sigmoid for two classes.",
                              choices=("auto",) + OBJECTIVES)
-    pooling: str = setting("mean", "How the encoder's outputs become one vector.", choices=POOLINGS)
+    pooling: str = setting("mean", "How the encoder's outputs become one vector (max+mean: both side by side).",
+                           choices=POOLINGS)
+    pooled_dropout: Optional[float] = setting(None, "Dropout on the pooled vector before the head (default: "
+                                                    "--dropout).", min=0, max=1, max_open=True)
+    ensemble: int = setting(1, "Models trained side by side, each from its own initial weights; predictions "
+                               "average their probabilities (k times the training time).", min=1)
 
 
 def data_files(s: ClassifySettings) -> Tuple[str, Optional[str]]:
@@ -91,7 +96,7 @@ def prepare(s: ClassifySettings, resumed: Optional[Dict[str, Any]], rank: int, w
     config = ClassifierConfig(len(tok), len(labels), objective=objective, pooling=s.pooling, cell=s.cell,
                               embedding_size=s.embedding_size, hidden_size=s.hidden_size, num_layers=s.num_layers,
                               bidirectional=s.bidirectional, dropout=s.dropout,
-                              word_dropout=s.word_dropout)
+                              word_dropout=s.word_dropout, pooled_dropout=s.pooled_dropout, ensemble=s.ensemble)
     ids = [tok.encode(t) for t in data.texts]
     train = SequenceLoader([ids[i] for i in tr], [y[i] for i in tr], s.batch_size, shuffle=True, seed=s.seed,
                            max_length=s.max_length)
@@ -113,7 +118,7 @@ def prepare(s: ClassifySettings, resumed: Optional[Dict[str, Any]], rank: int, w
             "max_length": s.max_length,
             "data": {"train": train_path, "test": test_path, "val_fraction": s.val_fraction,
                      "columns": list(data.columns)}}
-    return Prepared(SequenceClassifier(config), ClassifyTask(), train, val, test, info=info, report=report)
+    return Prepared(build_classifier(config), ClassifyTask(), train, val, test, info=info, report=report)
 
 
 def finish(run: Run) -> Dict[str, Any]:
@@ -139,7 +144,8 @@ def finish(run: Run) -> Dict[str, Any]:
                 y_true, bag_of_words_baseline(tok, [train.texts[i] for i in tr], y_train, texts), K)}
     cm = plot_confusion(run.out / "confusion.png", y_true, y_pred, vocab.labels, title=f"{what}: confusion")
     c = run.model.config
-    header = (f"Classification on {what}: {c.cell} {'bi' if c.bidirectional else 'uni'}directional "
+    ensemble = f"an ensemble of {c.ensemble} " if c.ensemble > 1 else ""
+    header = (f"Classification on {what}: {ensemble}{c.cell} {'bi' if c.bidirectional else 'uni'}directional "
               f"{c.num_layers}x{c.hidden_size}, {c.pooling} pooling, {c.objective}, {tok.kind} tokens "
               f"(vocabulary {len(tok)}), {len(y_true)} examples")
     if not test_path:
@@ -159,7 +165,7 @@ def bag_of_words_baseline(tok: Any, train_texts: List[str], y_train: np.ndarray,
 
 
 classify_load_extras = functools.partial(load_extras, labels_key="labels", size_key="num_classes")
-RECIPE = Recipe("classify", ClassifySettings, prepare, finish, lambda m: SequenceClassifier(ClassifierConfig(**m)),
+RECIPE = Recipe("classify", ClassifySettings, prepare, finish, lambda m: build_classifier(ClassifierConfig(**m)),
                 classify_load_extras, extra="nlp")
 classify_extras = functools.partial(extras, app="classify", load=classify_load_extras)
 

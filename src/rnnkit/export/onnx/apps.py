@@ -80,6 +80,8 @@ def _tagger_graph(g: Graph, model: SequenceTagger, options: ExportOptions) -> No
 def _pool(g: Graph, y: str, encoder: Recurrent, pooling: str) -> str:
     """y (T, B, W), zero at padded steps -> (B, W) as the classifier pools each row's valid steps."""
     axis0 = g.const(np.array([0]), "ax0")
+    if pooling == "max+mean":
+        return g.op("Concat", [_pool(g, y, encoder, "max"), _pool(g, y, encoder, "mean")], axis=-1)
     if pooling == "mean":  # padded outputs are zero, so the sum over all steps is the sum over valid ones
         lens = g.op("Unsqueeze", [g.op("Cast", ["lengths"], to=FLOAT), g.const(np.array([1]), "ax1")])
         return g.op("Div", [g.op("ReduceSum", [y, axis0], keepdims=0), lens])

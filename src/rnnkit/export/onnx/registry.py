@@ -97,6 +97,9 @@ _BLOCKED = {
     "CaptionModel": ("its decoder is a cell stepped in Python with attention over CNN features, "
                      "generating until EOS", "torch.export.export for a fixed number of steps, or serve it in "
                                              "PyTorch with the step API"),
+    "ClassifierEnsemble": ("its members' probabilities are averaged, and the graph holds one classifier",
+                           "export each member, export_onnx(model.members[i], ...), and average their "
+                           "probabilities"),
 }
 
 
