@@ -151,3 +151,20 @@ def test_frequency_scaled_word_dropout_reads_rare_words_as_unk_more_often():
         m.set_word_counts(torch.tensor([1, 2]))
     with pytest.raises(InputError, match="word_dropout_alpha"):
         TaggerConfig(**cfg, word_dropout_alpha=-0.5)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm"])
+def test_char_words_computes_each_distinct_word_once(kind):
+    """A batch repeats its common words: the character encoder sees each distinct spelling once, and every
+    occurrence gets its vector (and its gradient) as if computed alone."""
+    m = CharWords(kind, 12, 5, 7).double()
+    seen = []
+    m.embedding.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    chars = torch.tensor([[[2, 3, 0], [4, 0, 0], [2, 3, 0]], [[4, 0, 0], [2, 3, 0], [0, 0, 0]]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    v = m(chars, valid)
+    assert seen == [2]  # "2 3" and "4", not the five valid words
+    torch.testing.assert_close(v[0, 0], v[1, 1])
+    torch.testing.assert_close(v[0, 1], m(torch.tensor([[[4]]]), torch.tensor([[True]]))[0, 0])
+    v[0, 0].sum().backward()  # one occurrence's gradient reaches the shared parameters
+    assert m.embedding.weight.grad[2].abs().sum() > 0 and m.embedding.weight.grad[4].abs().sum() == 0
