@@ -43,8 +43,8 @@ class TokenEncoderModel(nn.Module):
     (already validated), and may have word_dropout: in training, the probability that a token is read as
     <unk>, and word_dropout_alpha α: a token seen n times in training is also read as <unk> with probability
     α / (α + n) (Plank, Søgaard & Goldberg 2016: rare words most often; the counts come from
-    `set_word_counts`). Subclasses build their head on `encoder_width` features; one that adds `feature_size` features per
-    token to the embedding passes them to `encode`.
+    `set_word_counts`). Subclasses build their head on `encoder_width` features; one that adds `feature_size`
+    features per token to the embedding passes them to `encode`.
     """
 
     def __init__(self, config: Any, feature_size: int = 0) -> None:
