@@ -118,3 +118,20 @@ def test_character_features_tag_unseen_words_by_their_spelling(tmp_path, chars):
     unseen = [["the", "plimtion", "sorbed", "krued"]]
     assert tag.predict(run, unseen) == [["DET", "NOUN", "VERB", "VERB"]]
     assert tag.predict(tag.load(run.out), unseen) == tag.predict(run, unseen)
+
+
+def test_frequency_scaled_word_dropout_reads_the_training_counts(tmp_path):
+    """--word-dropout-alpha: prepare hands the model each word's training count, so a word seen n times is read as
+    <unk> with probability α/(α+n) (the lexicon's words: "the" often, "mat" less)."""
+    from collections import Counter
+
+    from rnnkit.apps.tag import TagSettings, prepare
+
+    path = sentences(tmp_path / "train.tsv", 30, seed=0)
+    settings = TagSettings(data=str(path), val_data=str(path), min_count=1, embedding_size=4, hidden_size=4,
+                           num_layers=1, batch_size=8, word_dropout_alpha=0.5)
+    p = prepare(settings, None, 0, 1)
+    counts = Counter(line.split("\t")[0] for line in path.read_text().splitlines() if line)
+    words = p.info["tokenizer"]["words"]
+    expected = [0.0, 0.0] + [0.5 / (0.5 + counts[w]) for w in words[2:]]
+    assert p.model.word_drop_prob.tolist() == pytest.approx(expected)

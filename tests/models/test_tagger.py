@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnkit.data.labelled import IGNORE, SequenceLoader
+from rnnkit.data.labelled import IGNORE, UNK, SequenceLoader
 from rnnkit.errors import InputError
 from rnnkit.models.char_words import CharWords
 from rnnkit.models.tagger import SequenceTagger, TaggerConfig, TagTask, bio_entities, entity_scores, is_bio
@@ -127,3 +127,44 @@ def test_unknown_words_are_told_apart_by_their_characters(kind):
         with_chars(tokens, lengths)
     with pytest.raises(InputError, match="character vocabulary"):
         TaggerConfig(**cfg, char_features="cnn")
+
+
+def test_frequency_scaled_word_dropout_reads_rare_words_as_unk_more_often():
+    """word_dropout_alpha α: a word seen n times in training becomes <unk> with p = α/(α+n) in training (and
+    independently with p = word_dropout); padding stays padding; without the counts training stops with a
+    message saying what to call."""
+    cfg = dict(vocab_size=5, num_tags=2, hidden_size=4, embedding_size=3, num_layers=1, dropout=0.0)
+    m = SequenceTagger(TaggerConfig(**cfg, word_dropout_alpha=1.0))
+    with pytest.raises(InputError, match="set_word_counts"):
+        m(torch.tensor([[2, 3]]), torch.tensor([2]))
+    m.set_word_counts(torch.tensor([0, 0, 1, 99, 0]))  # id 2 seen once (p = 1/2), id 3 99 times (p = 1/100)
+    torch.manual_seed(0)
+    tokens = torch.tensor([[2, 3, 0]]).repeat(20000, 1)
+    unk_rate = (m.drop_words(tokens) == UNK).double().mean(0)
+    assert unk_rate[0] == pytest.approx(0.5, abs=0.02) and unk_rate[1] == pytest.approx(0.01, abs=0.004)
+    assert unk_rate[2] == 0
+    both = SequenceTagger(TaggerConfig(**cfg, word_dropout=0.5, word_dropout_alpha=1.0))
+    both.set_word_counts(torch.tensor([0, 0, 1, 99, 0]))
+    unk_rate = (both.drop_words(tokens) == UNK).double().mean(0)
+    assert unk_rate[0] == pytest.approx(0.75, abs=0.02) and unk_rate[1] == pytest.approx(0.505, abs=0.02)
+    with pytest.raises(InputError, match="shape"):
+        m.set_word_counts(torch.tensor([1, 2]))
+    with pytest.raises(InputError, match="word_dropout_alpha"):
+        TaggerConfig(**cfg, word_dropout_alpha=-0.5)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm"])
+def test_char_words_computes_each_distinct_word_once(kind):
+    """A batch repeats its common words: the character encoder sees each distinct spelling once, and every
+    occurrence gets its vector (and its gradient) as if computed alone."""
+    m = CharWords(kind, 12, 5, 7).double()
+    seen = []
+    m.embedding.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    chars = torch.tensor([[[2, 3, 0], [4, 0, 0], [2, 3, 0]], [[4, 0, 0], [2, 3, 0], [0, 0, 0]]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    v = m(chars, valid)
+    assert seen == [2]  # "2 3" and "4", not the five valid words
+    torch.testing.assert_close(v[0, 0], v[1, 1])
+    torch.testing.assert_close(v[0, 1], m(torch.tensor([[[4]]]), torch.tensor([[True]]))[0, 0])
+    v[0, 0].sum().backward()  # one occurrence's gradient reaches the shared parameters
+    assert m.embedding.weight.grad[2].abs().sum() > 0 and m.embedding.weight.grad[4].abs().sum() == 0

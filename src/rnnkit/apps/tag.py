@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 
 from .._optional import require
 from ..data.labelled import (UNK, CharTokenizer, LabelVocab, SequenceLoader, WordTokenizer, read_tagged,
@@ -52,6 +53,9 @@ class TagSettings(LabelledSettings):
                                             "the training sentences).", path=True)
     min_count: int = setting(2, "Words seen fewer times in training become <unk>.", min=1)
     lowercase: bool = setting(False, "Lower-case words (the character features keep the case).")
+    word_dropout_alpha: float = setting(0.0, "Training: a word seen n times in training is also read as <unk> "
+                                             "with probability α/(α+n), so rare words most often (Plank et al. "
+                                             "2016 use 0.25).", min=0)
     char_features: str = setting("none", "A vector per word from its characters (a CNN or a BiLSTM), beside its "
                                          "embedding: words outside the vocabulary are seen by their spelling (not "
                                          "exportable to ONNX).",
@@ -122,7 +126,7 @@ def prepare(s: TagSettings, resumed: Optional[Dict[str, Any]], rank: int, world:
                           hidden_size=s.hidden_size, num_layers=s.num_layers, bidirectional=s.bidirectional,
                           dropout=s.dropout, char_features=s.char_features, num_chars=len(chars) if chars else 0,
                           char_embedding_size=s.char_embedding_size, char_hidden_size=s.char_hidden_size,
-                          word_dropout=s.word_dropout)
+                          word_dropout=s.word_dropout, word_dropout_alpha=s.word_dropout_alpha)
 
     def loader(sentences: Sentences, source: str, batch_size: int, shuffle: bool = False) -> SequenceLoader:
         words = [w for w, _, _ in sentences]
@@ -139,7 +143,11 @@ def prepare(s: TagSettings, resumed: Optional[Dict[str, Any]], rank: int, world:
     info = {"model": config.to_dict(), "tags": tags.labels, "tokenizer": tok.to_json(),
             **({"char_tokenizer": chars.to_json()} if chars else {}),
             "data": {"train": train_path, "val": val_path, "test": test_path, "val_fraction": s.val_fraction}}
-    return Prepared(SequenceTagger(config), TagTask(), loader(train, train_path, s.batch_size, shuffle=True),
+    model = SequenceTagger(config)
+    if s.word_dropout_alpha > 0:
+        ids = np.concatenate([np.asarray(tok.encode(w), dtype=np.int64) for w, _, _ in train])
+        model.set_word_counts(torch.from_numpy(np.bincount(ids, minlength=len(tok))))
+    return Prepared(model, TagTask(), loader(train, train_path, s.batch_size, shuffle=True),
                     loader(val_sents, val_path or train_path, 256), test, info=info, report=report)
 
 

@@ -44,9 +44,11 @@ class CharWords(nn.Module):
             self.width = 2 * hidden_size
 
     def forward(self, chars: Tensor, valid: Tensor) -> Tensor:
-        """chars (B, T, L) int64, valid (B, T) bool → (B, T, width); only valid words are computed."""
+        """chars (B, T, L) int64, valid (B, T) bool → (B, T, width); only valid words are computed, each distinct
+        one once."""
         B, T, L = chars.shape
-        words = chars[valid]  # (N, L)
+        # a batch repeats its common words ("the", ","): each distinct spelling is computed once
+        words, inverse = torch.unique(chars[valid], dim=0, return_inverse=True)  # (N, L), (valid words,)
         lengths = (words != 0).sum(1).clamp(min=1)  # (N,) a word of no known character still has one step
         e = self.embedding(words)  # (N, L, C)
         if self.kind == "cnn":
@@ -56,5 +58,5 @@ class CharWords(nn.Module):
             y, _ = self.rnn(e, lengths=lengths)  # (N, L, 2H)
             v = pool(y, lengths, "last", num_directions=2)
         out = v.new_zeros(B, T, self.width)
-        out[valid] = v
+        out[valid] = v[inverse]
         return out

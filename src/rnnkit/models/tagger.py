@@ -1,6 +1,7 @@
 """Many-to-many aligned tagging: embedding → stacked bidirectional recurrent encoder → per-token softmax.
 
     e = Embed(tokens)                               (B, T, E)    training: a word becomes <unk> with p = word_dropout
+                                                                 (and α / (α + its count), word_dropout_alpha)
     e = [e, CharWords(chars)]                       (B, T, E+C)  with character features (see char_words.py)
     y, _ = Recurrent(cell, bidirectional)(e, lengths=lengths)   (B, T, 2H)
     z_t = W y_t + b                                 (B, T, K)    loss: CE over valid tokens only
@@ -45,6 +46,8 @@ class TaggerConfig:
     char_hidden_size: int = 50
     #: training only: the probability that a word id becomes <unk> (see token_encoder.py)
     word_dropout: float = 0.0
+    #: training only: α > 0 also reads a word seen n times in training as <unk> with p = α / (α + n)
+    word_dropout_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size", "num_layers",
