@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from helpers import LayerConfig, compare_backends
+from helpers import LayerConfig, assert_close, compare_backends
 import rnnkit
 from rnnkit.backends import extension
 from rnnkit.errors import InputError
@@ -91,8 +91,9 @@ def test_auto_splits_only_small_products_with_threads_to_spare(split) -> None:
 
 
 def test_auto_split_at_the_target_shape_matches_single_thread(split) -> None:
-    """B=8, H=64 float32 under auto (split on two threads) equals the forced single-thread run bit for bit
-    for LSTM: each row's arithmetic is the same whichever thread runs it."""
+    """B=8, H=64 float32 under auto (split on two threads) equals the forced single-thread run to float32
+    rounding (not bit for bit: BLAS may sum a 4-row block's product in another order than the 8-row one's,
+    as MKL does on AVX2 and SSE4.2)."""
     torch.manual_seed(0)
     layer = rnnkit.LSTM(16, 64, backend="fused")
     x = torch.randn(30, 8, 16)
@@ -100,7 +101,7 @@ def test_auto_split_at_the_target_shape_matches_single_thread(split) -> None:
     auto, _ = layer(x)
     split(1)
     single, _ = layer(x)
-    assert torch.equal(auto, single)
+    assert_close(auto, single, "split vs one block", tol=1e-5)
 
 
 @pytest.mark.parametrize("bad", [0, -1, "two", True, 1.5])
