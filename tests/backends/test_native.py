@@ -47,8 +47,19 @@ def test_auto_prefers_native_only_for_plain_float32_lstm() -> None:
     fused_ok = extension.load() is None
     x = torch.randn(5, 2, 3)
     lstm = rnnkit.LSTM(3, 4)
-    lstm(x)
-    assert lstm.last_backend == "native"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        lstm(x)
+        assert lstm.last_backend == "native"
+        torch.set_num_threads(2)  # a step this small: the fused loop splits the batch between the threads
+        lstm(x)
+        assert lstm.last_backend == ("fused" if fused_ok else "native")
+        big = rnnkit.LSTM(3, 256)
+        big(torch.randn(2, 32, 3))  # 32 x 1024 x 256: BLAS threads the step itself, oneDNN's LSTM wins
+        assert big.last_backend == "native"
+    finally:
+        torch.set_num_threads(threads)
     gru = rnnkit.GRU(3, 4)
     gru(x)
     assert gru.last_backend == ("fused" if fused_ok else "native")

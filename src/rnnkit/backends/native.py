@@ -9,7 +9,8 @@ with num_layers=1; variable lengths go through torch's packed-sequence kernels.
 
 `auto` prefers this backend only where it was measured to win (see
 `auto_priority` and benchmarks/RESULTS.md): on GPU always, on CPU for the plain
-fixed-length float32 LSTM, where oneDNN's LSTM beats rnnkit's fused loop.
+fixed-length float32 LSTM, where oneDNN's LSTM beats rnnkit's fused loop (not where the fused
+loop splits the batch between threads: there it wins).
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ Result = Tuple[Tensor, Tuple[Tensor, ...]]
 
 #: priority `auto` gives this backend where it wins; fused is registered at 10
 PREFERRED, NOT_PREFERRED = 20, 5
+
+
+def _fused_splits(spec: RunSpec) -> bool:
+    """Whether the fused LSTM would run this float32 batch on several threads (its rows split between them:
+    one step's product too small for BLAS, e.g. T=1000, B=8, H=64 on 2 threads), where it beats oneDNN's LSTM,
+    which keeps to one core there (benchmarks/RESULTS.md, bench_threads: 0.81x nn.LSTM on a Xeon)."""
+    from . import extension
+
+    if torch.is_autocast_enabled("cpu"):
+        return False  # bfloat16 step products are not split, and oneDNN's bfloat16 LSTM is the fast one
+    B, H = spec.inputs.shape[1], spec.cell.hidden_size
+    blocks = extension.recurrence_blocks(B, B * 4 * H * H)
+    return blocks is not None and blocks > 1
 
 
 def _params(spec: RunSpec) -> Tuple[List[Tensor], bool]:
@@ -103,7 +117,7 @@ class NativeBackend:
         cell = spec.cell
         plain_lstm = (cell_type(cell) is LSTMCell and spec.weight("weight_hr") is None and spec.lengths is None
                       and spec.inputs.dtype == torch.float32)
-        return PREFERRED if plain_lstm else NOT_PREFERRED
+        return PREFERRED if plain_lstm and not _fused_splits(spec) else NOT_PREFERRED
 
     def run(self, spec: RunSpec) -> Result:
         cell = spec.cell
