@@ -57,3 +57,25 @@ def test_training_forward_runs_in_the_precision_and_evaluation_in_float32(precis
 def test_unknown_precision_is_refused():
     with pytest.raises(InputError, match="precision"):
         TrainConfig(max_steps=1, precision="fp16")
+
+
+@pytest.mark.parametrize("amx,avx512_bf16,cap,expected", [
+    (True, False, None, "bf16"), (False, True, None, "bf16"), (False, False, None, "fp32"),
+    (True, True, "AVX2", "fp32"), (True, True, "AVX512_CORE", "fp32"), (True, True, "AVX512_CORE_AMX", "bf16"),
+])
+def test_auto_precision_is_bf16_only_with_bfloat16_units(monkeypatch, amx, avx512_bf16, cap, expected):
+    """auto trains in bf16 where the CPU has bfloat16 units oneDNN may use, else in fp32 (emulated bfloat16
+    would be slower); the Trainer says what it chose."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    model = Recorder()
+    cfg = TrainConfig(max_steps=1, precision="auto", quiet=True, tensorboard=False, lr=1e-3)
+    trainer = Trainer(model, SquareTask(), Batches(), cfg)
+    assert trainer.precision == expected
+    trainer.fit()
+    assert model.seen[0][1] == (expected == "bf16")

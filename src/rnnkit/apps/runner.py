@@ -120,6 +120,14 @@ def say(settings: TrainingSettings, line: str, err: bool = False) -> None:
         print(f"rnnkit: {line}", file=sys.stderr if err else sys.stdout, flush=True)
 
 
+def _precision_words(asked: str, trainer: Trainer) -> str:
+    """The training precision as run, and why where "auto" chose it."""
+    if asked != "auto":
+        return asked
+    why = "bfloat16 units here" if trainer.precision == "bf16" else "no bfloat16 units usable here"
+    return f"{trainer.precision} (auto: {why})"
+
+
 def run(recipe: Recipe, s: TrainingSettings) -> Run:
     """Train `recipe` with settings `s` (see the module docstring)."""
     if recipe.extra:
@@ -151,7 +159,7 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
     if rank == 0:
         n_params = sum(q.numel() for q in p.model.parameters())
         say(s, f"{recipe.name}: {n_params:,} parameters, {len(p.train_data) if hasattr(p.train_data, '__len__') else '?'}"
-               f" batches/epoch, world size {world}, device {device} -> {out}")
+               f" batches/epoch, world size {world}, device {device}, {_precision_words(s.precision, trainer)} -> {out}")
     best = BestWeights(out, p.select, record, enabled=rank == 0)
     trainer.add_hook("eval_end", best.offer)
     summary = trainer.fit(resume=record)

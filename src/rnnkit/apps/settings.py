@@ -294,7 +294,8 @@ class TrainingSettings(RunSettings):
                                                  min=1)
     precision: str = setting("fp32", "Training forward in fp32, or bf16 (torch.autocast: bfloat16 matrix products "
                                      "with float32 accumulation, fast where the CPU has AMX or AVX512-BF16; "
-                                     "evaluation stays fp32).", choices=("fp32", "bf16"))
+                                     "evaluation stays fp32), or auto: bf16 on such a CPU, else fp32.",
+                             choices=("fp32", "bf16", "auto"))
 
     def check(self) -> None:
         if not any(getattr(self, k) is not None for k in BUDGETS + ("early_stop_patience",)):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
+
+import torch
 
 from ..checks import check_choice, check_int, check_positive_ints, check_positive_number
 from ..errors import InputError
@@ -11,8 +14,24 @@ from ..errors import InputError
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "plateau", "epoch_decay")
 NORMALIZATIONS = ("token", "sequence")
-PRECISIONS = ("fp32", "bf16")  # what the forward runs in during training (see TrainConfig)
+PRECISIONS = ("fp32", "bf16", "auto")  # what the forward runs in during training (see TrainConfig)
 CLOCKS = ("wall", "cpu")  # what max_minutes, eval_every_minutes and elapsed_s count (see TrainConfig)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` is a CPU with bfloat16 units (AMX or AVX512-BF16) that oneDNN may use: not where
+    ONEDNN_MAX_CPU_ISA caps it below them."""
+    if device.type != "cpu" or not (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return cap in ("ALL", "DEFAULT") or any(unit in cap for unit in ("BF16", "AMX", "FP16"))
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """"fp32" or "bf16": "auto" resolved for `device`."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 @dataclass
@@ -43,7 +62,8 @@ class TrainConfig:
     Precision: "bf16" runs each training forward (and so the backward's matching products) under
     `torch.autocast(device, dtype=torch.bfloat16)`: bfloat16 GEMMs with float32 accumulation where the
     CPU has bfloat16 units (AMX, AVX512-BF16), float32 master weights and optimizer. Evaluation stays
-    float32, so validation numbers compare across precisions.
+    float32, so validation numbers compare across precisions. "auto" is "bf16" on a CPU with bfloat16
+    units (`native_bf16`), else "fp32" (elsewhere bfloat16 is emulated: slower, not faster).
 
     Loss normalization: "token" divides the summed loss by the number of
     predicted elements; "sequence" divides by the number of sequences (streams)
@@ -73,7 +93,7 @@ class TrainConfig:
     eval_every: Optional[int] = None  # steps; evaluation also runs at every epoch end and at the end
     eval_every_minutes: Optional[float] = None  # also evaluate each time this much of the clock has passed
     clock: str = "wall"  # "wall" or "cpu": what the time settings count (see above)
-    precision: str = "fp32"  # "bf16": the training forward under torch.autocast(bfloat16) (see above)
+    precision: str = "fp32"  # "bf16": the training forward under torch.autocast(bfloat16); "auto" (see above)
     checkpoint_every: Optional[int] = None  # steps; a checkpoint is also written at the end
     keep_checkpoints: int = 3
     early_stop_patience: Optional[int] = None

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from ..data.streams import StreamBatch
 from ..errors import InputError, InputTypeError
 from .checkpointer import Checkpointer, check_run_info
-from .config import TrainConfig
+from .config import TrainConfig, resolved_precision
 from .distributed import Distribution
 from .loggers import JsonlLog, Logger, ProgressBar, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
@@ -145,6 +145,7 @@ class Trainer:
         self.last_checkpoint: Optional[Path] = None  # record of the newest checkpoint this process wrote
         self.history: List[Dict[str, Any]] = []  # eval records of this process
         self.total_steps = self._total_steps()
+        self.precision = resolved_precision(config.precision, self.device)  # "auto" resolved for this device
         if config.schedule == "cosine" and self.total_steps is None and config.max_minutes is None:
             raise InputError("schedule 'cosine' needs max_steps, max_minutes, or max_epochs with data of known "
                              "length (the length of the cosine)")
@@ -221,7 +222,7 @@ class Trainer:
         ranks and micro-batches (gradients are all-reduced only when `sync`)."""
         c = self.config
         with self.distribution.no_sync(self.train_model, sync):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 loss_sum, count, sequences = self._batch_loss(self.train_model, batch)
             g_sum, g_count, g_seq = self.distribution.all_sum(float(loss_sum.detach()), float(count), float(sequences))
             denom = g_count if c.loss_normalization == "token" else g_seq
