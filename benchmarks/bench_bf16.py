@@ -36,7 +36,8 @@ from timing import bench_interleaved, cpu_flags, machine  # noqa: E402
 
 SHAPES = [(100, 64, 256), (100, 64, 512)]
 #: family -> (rnnkit layer, torch.nn peer or None)
-FAMILIES = {"LSTM": (rnnkit.LSTM, nn.LSTM), "GRU": (rnnkit.GRU, nn.GRU), "LayerNormLSTM": (rnnkit.LayerNormLSTM, None),
+FAMILIES = {"LSTM": (rnnkit.LSTM, nn.LSTM), "GRU": (rnnkit.GRU, nn.GRU), "Elman": (rnnkit.RNN, nn.RNN),
+            "LayerNormLSTM": (rnnkit.LayerNormLSTM, None),
             "LayerNormGRU": (rnnkit.LayerNormGRU, None), "SRU": (rnnkit.SRU, None), "MinGRU": (rnnkit.MinGRU, None)}
 
 
