@@ -79,3 +79,4 @@ def test_auto_precision_is_bf16_only_with_bfloat16_units(monkeypatch, amx, avx51
     assert trainer.precision == expected
     trainer.fit()
     assert model.seen[0][1] == (expected == "bf16")
+

@@ -99,16 +99,25 @@ class TensorBoardLog:
 
 
 class ProgressBar:
-    """A tqdm bar over optimizer steps showing the loss and tokens/s; evaluations print a line above it."""
+    """A tqdm bar over optimizer steps showing the loss and tokens/s; evaluations print a line above it.
+    A run with a time budget and no step count (`seconds`, no `total`) fills the bar with the clock instead."""
 
-    def __init__(self, total: Optional[int], initial: int) -> None:
+    def __init__(self, total: Optional[int], initial: int, seconds: Optional[float] = None) -> None:
         from tqdm import tqdm
-        self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=True)
+        self._by_time = total is None and seconds is not None
+        if self._by_time:
+            self._bar = tqdm(total=round(seconds), unit="s", dynamic_ncols=True, leave=True,
+                             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+        else:
+            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=True)
 
     def train(self, record: Record) -> None:
-        self._bar.update(record["step"] - self._bar.n)
-        self._bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):.0f}",
-                              refresh=False)
+        if self._by_time:
+            self._bar.update(min(record["elapsed_s"], self._bar.total) - self._bar.n)
+        else:
+            self._bar.update(record["step"] - self._bar.n)
+        self._bar.set_postfix(**({"step": record["step"]} if self._by_time else {}), loss=f"{record['loss']:.4f}",
+                              tok_s=f"{record.get('tokens_per_s', 0):.0f}", refresh=False)
 
     def eval(self, record: Record) -> None:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("val_") and isinstance(v, float))

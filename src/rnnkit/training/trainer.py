@@ -417,7 +417,8 @@ class Trainer:
         if not self.is_main:
             return
         if not self.config.quiet:
-            self._loggers.append(ProgressBar(self.total_steps, self.step))
+            minutes = self.config.max_minutes
+            self._loggers.append(ProgressBar(self.total_steps, self.step, 60.0 * minutes if minutes else None))
         if self.out_dir is not None:
             self.metrics_log.open(resumed)
             self._loggers.append(self.metrics_log)
