@@ -32,6 +32,7 @@ import torch
 
 from .._optional import pyplot, require
 from ..data.timeseries import ForecastFrame, Split, window_origins
+from ..data.exponential_smoothing import ESTIMATED_INIT_MAX_SEASON
 from .forecast import Forecaster, gaussian_sigma
 from .forecast_intervals import Calibration, Predictive, interval_report, interval_table
 from ..errors import InputError, MissingExtraError
@@ -122,7 +123,8 @@ def holt_winters(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
         warnings.simplefilter("ignore")
         fit = ExponentialSmoothing(h, trend=None if seasonal else "add", seasonal=seasonal,
                                    seasonal_periods=season if seasonal else None,
-                                   initialization_method="estimated" if season <= 48 else "heuristic").fit()
+                                   initialization_method="estimated" if season <= ESTIMATED_INIT_MAX_SEASON
+                                   else "heuristic").fit()
         return np.asarray(fit.forecast(horizon))
 
 

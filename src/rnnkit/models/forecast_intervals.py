@@ -98,10 +98,15 @@ def gaussian_crps(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarra
     return sigma * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / math.sqrt(math.pi))
 
 
+def conformal_rank(n: int, level: float) -> int:
+    """1-based rank of q̂ among n sorted scores, ⌈(n+1)·level⌉; above n when n scores are too few for `level`."""
+    return math.ceil((n + 1) * level)
+
+
 def conformal_index(n: int, level: float) -> int:
-    """0-based index of q̂ among n sorted scores: ⌈(n+1)·level⌉ − 1, at most n − 1 (with fewer than
-    1/(1 − level) − 1 scores the largest one is used: coverage is then not guaranteed)."""
-    return min(math.ceil((n + 1) * level), n) - 1
+    """0-based index of q̂ among n sorted scores: conformal_rank − 1, at most n − 1 (with too few scores the
+    largest one is used: coverage is then not guaranteed, see Calibration.shortfall)."""
+    return min(conformal_rank(n, level), n) - 1
 
 
 @dataclass
@@ -125,11 +130,13 @@ class Calibration:
         return cls(predictive.head, [[c.tolist() for c in row] for row in columns], s.shape[0])
 
     def shortfall(self, level: float) -> Optional[str]:
-        """Why these windows cannot promise `level` coverage (fewer than level / (1 − level) of them: the
-        conformal quantile would lie past the largest score), in words; None when they can."""
-        need = math.ceil(level / (1 - level) - 1e-9)
-        if self.windows >= need:
+        """Why these windows cannot promise `level` coverage (too few of them: the conformal quantile's rank
+        lies past the largest score, the same test conformal_index caps), in words; None when they can."""
+        if conformal_rank(self.windows, level) <= self.windows:
             return None
+        need = self.windows + 1  # the fewest windows whose rank fits: about level / (1 − level)
+        while conformal_rank(need, level) > need:
+            need += 1
         return (f"only {self.windows} validation windows: a {level:.0%} split-conformal interval needs at least "
                 f"{need}, so the interval is the largest validation error and its coverage is not guaranteed")
 
