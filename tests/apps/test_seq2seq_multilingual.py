@@ -8,10 +8,11 @@ import re
 import sys
 
 import pytest
+import torch
 
 from rnnkit.apps import seq2seq
 from rnnkit.apps.runner import Run
-from rnnkit.apps.seq2seq_decode import source_prefix
+from rnnkit.apps.seq2seq_decode import language_suppress, source_prefix
 from rnnkit.cli import main
 from rnnkit.errors import InputError
 
@@ -45,13 +46,16 @@ def trained(tmp_path_factory):
 
 def test_every_training_source_begins_with_its_language_token(tmp_path):
     s = settings(tmp_path, max_steps=1)
-    _, _, encoded, token_ids, test_pairs, _ = seq2seq.encode_corpora(s, None, [])
+    _, tgt, encoded, token_ids, pieces, test_pairs, _ = seq2seq.encode_corpora(s, None, [])
     assert set(token_ids) == {"ko", "fr"} and token_ids["ko"] != token_ids["fr"]
     firsts = [ids[0] for ids in encoded["train"].source]
     # 60 Korean pairs (48 for training) three times over, 200 French ones (160 for training) once
     assert firsts.count(token_ids["ko"]) == 3 * 48 and firsts.count(token_ids["fr"]) == 160
     assert all(token_ids["ko"] not in ids[1:] and token_ids["fr"] not in ids[1:] for ids in encoded["train"].source)
     assert test_pairs == 6 + 20
+    # each language's target pieces: Hangul ones for ko, Latin ones for fr, none in both but "▁" (a space piece)
+    script = lambda ids: {tgt.id_to_piece(i).strip("▁")[:1] for i in ids} - {""}  # noqa: E731
+    assert all(IS_HANGUL.match(c) for c in script(pieces["ko"])) and all(IS_LATIN.match(c) for c in script(pieces["fr"]))
 
 
 def test_the_language_token_reaches_the_encoder(trained):
@@ -103,6 +107,22 @@ def test_translate_command_picks_the_language(trained, capsys, monkeypatch):
         main(["translate", "--checkpoint", str(folder / "run"), "--beam", "1", *flags])
         out = capsys.readouterr().out
         assert script.match(out.strip()), (flags, out)
+
+
+def test_the_language_mask_keeps_each_output_in_its_language(trained):
+    run, _ = trained
+    suppress = language_suppress(run, "fr")
+    assert suppress.dtype == torch.bool and suppress.shape == (run.model.config.target_vocab_size,)
+    allowed = set(run.info["language_pieces"]["fr"]) | set(run.model.config.special_ids.values())
+    assert set(torch.nonzero(~suppress).flatten().tolist()) == allowed
+    # an unfinished model mixes scripts when sampled hot; the mask rules that out, --no-language-mask does not
+    sources = ["I see the cat", "we want a car", "you like the book", "dog see a tree"] * 4
+    hot = dict(sample=True, temperature=3.0, seed=0, lang="ko")
+    masked = seq2seq.translate(run, sources, **hot)
+    assert all(IS_HANGUL.match(t) for t in masked if t), masked
+    unmasked = seq2seq.translate(run, sources, language_mask=False, **hot)
+    assert not all(IS_HANGUL.match(t) for t in unmasked if t), unmasked
+    assert language_suppress(Run("seq2seq", run.model, {"languages": run.info["languages"]}), "ko") is None  # older run
 
 
 def test_language_errors(trained, tmp_path):

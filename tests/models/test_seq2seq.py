@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rnnkit.data.pairs import EncodedPairs, PairBatches
+from rnnkit.errors import InputError
 from rnnkit.models.attention import Attention
 from rnnkit.models.decoding import beam_search, greedy_search, length_penalty, sample_search, select_rows
 from rnnkit.models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
@@ -270,6 +271,27 @@ def test_ngram_blocking_and_min_len():
             assert len(toks) == 10  # min_len = max_len: the end token was never allowed
             bigrams = list(zip(toks, toks[1:]))
             assert len(bigrams) == len(set(bigrams))
+
+
+def test_suppressed_tokens_are_never_emitted_and_the_rest_renormalised():
+    m = tiny(seed=7)
+    src, lengths = padded_batch([6, 4, 5], seed=3)
+    free = m.generate(src, lengths, method="greedy", max_len=8)
+    used = sorted({t for h in free for t in h[0].tokens})
+    suppress = torch.zeros(m.config.target_vocab_size, dtype=torch.bool)
+    suppress[used[0]] = True  # a token greedy search chose
+    for method in ("greedy", "beam", "sample"):
+        hyps = m.generate(src, lengths, method=method, beam_size=3, max_len=8, suppress=suppress,
+                          generator=torch.Generator().manual_seed(0))
+        assert all(used[0] not in h.tokens for hs in hyps for h in hs), method
+    # the softmax is over the allowed tokens: with eos alone allowed, it comes first with probability 1
+    scripted = torch.log_softmax(torch.randn(8, 8, generator=torch.Generator().manual_seed(1)), -1)
+    only_eos = torch.ones(8, dtype=torch.bool)
+    only_eos[3] = False
+    h = greedy_search(scripted_step(scripted), {"s": torch.zeros(1, 1)}, 1, bos=2, eos=3, max_len=4, suppress=only_eos)
+    assert h[0][0].tokens == [] and h[0][0].finished and h[0][0].score == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(InputError, match="suppress must be a bool tensor of shape"):
+        m.generate(src, lengths, suppress=torch.zeros(3, dtype=torch.bool))
 
 
 def test_sampling_is_seeded_and_respects_top_k():

@@ -210,8 +210,9 @@ def split_report(splits: Any, encoded: Dict[str, Any], s: Seq2SeqSettings, lang:
 
 def encode_corpora(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], report: List[str]):
     """(source and target SentencePiece models, encoded train/valid/test pairs of every corpus, the
-    language token ids (empty with one corpus), test pairs). A multilingual run's sources begin with their
-    target language's token; --data's training pairs come `oversample` times."""
+    language token ids and the target piece ids of each language's training targets (both empty with one
+    corpus), test pairs, blank lines). A multilingual run's sources begin with their target language's token;
+    --data's training pairs come `oversample` times."""
     from ..data.pairs import EncodedPairs, encode_pairs
     from .seq2seq_decode import language_token
     settings = s.to_dict()
@@ -233,19 +234,22 @@ def encode_corpora(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], report
         report.append(split_report(splits, one, s, lang))
         for name in parts:
             parts[name].append(one[name])
+    # the target pieces each language's training targets use: decoding into that language emits no other
+    pieces = {lang: sorted({i for ids in one.target for i in ids})
+              for lang, one in zip(corpora, parts["train"]) if lang is not None}
     encoded = {name: EncodedPairs.join(p, repeats if name == "train" else None) for name, p in parts.items()}
     if s.oversample > 1:
         report.append(f"training pairs of {s.data} × {s.oversample}: {len(encoded['train'])} per epoch")
     test_pairs = sum(len(splits.test) for splits in corpora.values())
     blank = sum(splits.skipped_blank for splits in corpora.values())
-    return src_tok, tgt_tok, encoded, token_ids, test_pairs, blank
+    return src_tok, tgt_tok, encoded, token_ids, pieces, test_pairs, blank
 
 
 def prepare(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], rank: int, world: int) -> Prepared:
     from ..data.pairs import PairBatches
     check_fractions(s)
     report: List[str] = []
-    src_tok, tgt_tok, encoded, token_ids, test_pairs, blank = encode_corpora(s, resumed, report)
+    src_tok, tgt_tok, encoded, token_ids, pieces, test_pairs, blank = encode_corpora(s, resumed, report)
     config = s.model_config(src_tok.vocab_size, tgt_tok.vocab_size)
     train, valid = encoded["train"], encoded["valid"]
     batches = {name: PairBatches(pairs, s.val_batch_size, shuffle=False, **config.special_ids)
@@ -262,8 +266,9 @@ def prepare(s: Seq2SeqSettings, resumed: Optional[Dict[str, Any]], rank: int, wo
               "dropped_empty": train.dropped_empty, "blank_lines": blank}
     info = {"model": config.to_dict(), "tokenizers": tokenizers_to_json(src_tok, tgt_tok, s.spm_shared),
             "schedule": schedule.to_dict(), "data": counts}
-    if token_ids:  # a multilingual run: each target language and the id of its source-side token
+    if token_ids:  # a multilingual run: each target language, the id of its source-side token, its pieces
         info["languages"] = token_ids
+        info["language_pieces"] = pieces
     return Prepared(Seq2Seq(config), task, train_data, batches["valid"], batches["test"], info, report)
 
 

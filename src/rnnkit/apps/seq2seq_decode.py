@@ -46,6 +46,8 @@ class DecodeOptions(Settings):
     batch_size: int = setting(64, "Sentences decoded together.", min=1)
     lang: Optional[str] = setting(None, "Target language of a multilingual run (one of its --lang/--also-lang; "
                                         "default: its first, --lang).")
+    language_mask: bool = setting(True, "Multilingual run: emit only target pieces that the chosen language's "
+                                        "training targets use (no switch into another language mid-sentence).")
 
     def check(self) -> None:
         if self.n_best > self.beam and not self.sample:
@@ -158,6 +160,21 @@ def target_language(run: Run, lang: Optional[str]) -> Optional[str]:
     return lang if lang is not None else next(iter(tokens))
 
 
+def language_suppress(run: Run, lang: Optional[str]) -> Optional[torch.Tensor]:
+    """(V,) bool, True for the target pieces that the training targets of `run`'s language `lang`
+    (`target_language`) never use, the special tokens excepted; None for a run with one target language
+    (or one trained before the pieces were recorded)."""
+    chosen = target_language(run, lang)
+    pieces = (run.info.get("language_pieces") or {}).get(chosen)
+    if pieces is None:
+        return None
+    config = run.model.config
+    suppress = torch.ones(config.target_vocab_size, dtype=torch.bool)
+    suppress[torch.tensor(pieces, dtype=torch.long)] = False
+    suppress[[i for i in config.special_ids.values() if 0 <= i < config.target_vocab_size]] = False
+    return suppress
+
+
 def source_prefix(run: Run, lang: Optional[str]) -> List[int]:
     """The ids put before every source of `run`: [the token of its target language] in a multilingual run
     (`target_language`), nothing otherwise."""
@@ -194,11 +211,12 @@ def decode(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = No
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, unit="batch", desc="decoding", leave=False)
+    suppress = language_suppress(run, options.lang) if options.language_mask else None
     out: List[List[Hypothesis]] = [[] for _ in texts]
     for idx in batches:
         batch = collate([ids[i] for i in idx], None, **config.special_ids)
         hyps = run.model.generate(batch["source"].to(run.device), batch["source_lengths"].to(run.device),
-                                  return_attention=attention, **options.generate_kwargs())
+                                  return_attention=attention, suppress=suppress, **options.generate_kwargs())
         for i, h in zip(idx, hyps):
             out[i] = h
     return out

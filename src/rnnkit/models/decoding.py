@@ -15,6 +15,8 @@ Common options:
     max_len          most tokens generated per hypothesis, the end token included
     min_len          the end token is forbidden before this many tokens
     no_repeat_ngram  n > 0: no n-gram occurs twice in a hypothesis (n-gram blocking)
+    suppress         (V,) bool, True for tokens never emitted (e.g. another language's pieces); the
+                     softmax is taken over the others
 
 Each search returns, per sentence, a list of `Hypothesis` (beam search: the
 n best, best first): token ids without bos/eos, the score (sum of log-probs;
@@ -67,6 +69,17 @@ def _check(bos: int, eos: int, max_len: int, min_len: int, no_repeat_ngram: int)
         raise InputError(f"no_repeat_ngram must be >= 0; got {no_repeat_ngram!r}")
 
 
+def _log_probs(logits: Tensor, suppress: Optional[Tensor]) -> Tensor:
+    """Log-softmax of logits (N, V) in float32, over the tokens `suppress` (V,) leaves allowed."""
+    logits = logits.float()
+    if suppress is not None:
+        if suppress.shape != logits.shape[-1:] or suppress.dtype != torch.bool:
+            raise InputError(f"suppress must be a bool tensor of shape ({logits.shape[-1]},) (one flag per "
+                             f"vocabulary entry); got {suppress.dtype} {tuple(suppress.shape)}")
+        logits = logits.masked_fill(suppress.to(logits.device), float("-inf"))
+    return F.log_softmax(logits, dim=-1)
+
+
 def _constrain(logp: Tensor, hyps: Tensor, eos: int, min_len: int, no_repeat_ngram: int) -> Tensor:
     """Forbid the end token before min_len and tokens that would repeat an n-gram.
 
@@ -87,8 +100,8 @@ def _constrain(logp: Tensor, hyps: Tensor, eos: int, min_len: int, no_repeat_ngr
 
 
 def _sequential(step: StepFn, state: Any, batch_size: int, choose: Callable[[Tensor], Tensor], *, bos: int,
-                eos: int, max_len: int, min_len: int, no_repeat_ngram: int, return_attention: bool
-                ) -> List[List[Hypothesis]]:
+                eos: int, max_len: int, min_len: int, no_repeat_ngram: int, return_attention: bool,
+                suppress: Optional[Tensor] = None) -> List[List[Hypothesis]]:
     """One hypothesis per sentence, each next token picked by `choose(logp (N, V)) -> (N,)`."""
     _check(bos, eos, max_len, min_len, no_repeat_ngram)
     B = batch_size
@@ -101,7 +114,7 @@ def _sequential(step: StepFn, state: Any, batch_size: int, choose: Callable[[Ten
     attn: List[Tensor] = []
     for t in range(max_len):
         logits, state, a = step(tokens, state)
-        logp = _constrain(F.log_softmax(logits.float(), dim=-1), hyps, eos, min_len, no_repeat_ngram)
+        logp = _constrain(_log_probs(logits, suppress), hyps, eos, min_len, no_repeat_ngram)
         tokens = choose(logp)
         tokens = tokens.masked_fill(done, eos)  # finished rows keep emitting eos, which is ignored
         scores = scores + torch.where(done, torch.zeros_like(scores), logp.gather(1, tokens[:, None]).squeeze(1))
@@ -124,11 +137,12 @@ def _sequential(step: StepFn, state: Any, batch_size: int, choose: Callable[[Ten
 
 
 def greedy_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int, max_len: int,
-                  min_len: int = 0, no_repeat_ngram: int = 0, return_attention: bool = False
-                  ) -> List[List[Hypothesis]]:
+                  min_len: int = 0, no_repeat_ngram: int = 0, return_attention: bool = False,
+                  suppress: Optional[Tensor] = None) -> List[List[Hypothesis]]:
     """The most likely next token at every step, for `batch_size` sentences at once."""
     return _sequential(step, state, batch_size, lambda logp: logp.argmax(-1), bos=bos, eos=eos, max_len=max_len,
-                       min_len=min_len, no_repeat_ngram=no_repeat_ngram, return_attention=return_attention)
+                       min_len=min_len, no_repeat_ngram=no_repeat_ngram, return_attention=return_attention,
+                       suppress=suppress)
 
 
 def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
@@ -160,8 +174,8 @@ def sample_next(logits: Tensor, temperature: float, top_k: Optional[int], top_p:
 def sample_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int, max_len: int,
                   min_len: int = 0, no_repeat_ngram: int = 0, temperature: float = 1.0,
                   top_k: Optional[int] = None, top_p: Optional[float] = None,
-                  generator: Optional[torch.Generator] = None, return_attention: bool = False
-                  ) -> List[List[Hypothesis]]:
+                  generator: Optional[torch.Generator] = None, return_attention: bool = False,
+                  suppress: Optional[Tensor] = None) -> List[List[Hypothesis]]:
     """Sample each next token: logits / temperature, then top-k and/or nucleus (top-p) truncation."""
     check_sampling(temperature, top_k, top_p)
 
@@ -169,7 +183,7 @@ def sample_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: i
         return sample_next(logp, temperature, top_k, top_p, generator).squeeze(1)
 
     return _sequential(step, state, batch_size, choose, bos=bos, eos=eos, max_len=max_len, min_len=min_len,
-                       no_repeat_ngram=no_repeat_ngram, return_attention=return_attention)
+                       no_repeat_ngram=no_repeat_ngram, return_attention=return_attention, suppress=suppress)
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -245,7 +259,8 @@ def _start_beams(state: Any, B: int, K: int, bos: int, device: torch.device) -> 
 
 def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int, max_len: int,
                 beam_size: int = 5, min_len: int = 0, no_repeat_ngram: int = 0, alpha: float = 0.0,
-                n_best: int = 1, return_attention: bool = False) -> List[List[Hypothesis]]:
+                n_best: int = 1, return_attention: bool = False, suppress: Optional[Tensor] = None
+                ) -> List[List[Hypothesis]]:
     """Beam search over `batch_size` sentences at once (B·K rows per step).
 
     Each step takes the 2K best extensions of a sentence's K live beams. An extension by the end token
@@ -271,7 +286,7 @@ def beam_search(step: StepFn, state: Any, batch_size: int, *, bos: int, eos: int
         V = logits.shape[-1]
         if V < 2 * K:
             raise InputError(f"beam_size {K} needs a vocabulary of at least {2 * K} tokens; got {V}")
-        logp = _constrain(F.log_softmax(logits.float(), dim=-1), hyps, eos, min_len, no_repeat_ngram)
+        logp = _constrain(_log_probs(logits, suppress), hyps, eos, min_len, no_repeat_ngram)
         step_attn = None
         if return_attention and a is not None:
             step_attn = torch.cat([hist, a.float().unsqueeze(1)], 1) if hist is not None else a.float().unsqueeze(1)

@@ -300,10 +300,11 @@ class Seq2Seq(nn.Module):
                  max_len: Optional[int] = None, min_len: int = 0, no_repeat_ngram: int = 0, alpha: float = 0.0,
                  n_best: int = 1, temperature: float = 1.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
-                 return_attention: bool = False) -> List[List[Hypothesis]]:
+                 return_attention: bool = False, suppress: Optional[Tensor] = None) -> List[List[Hypothesis]]:
         """Decode a batch: per sentence a list of hypotheses (see rnnkit.models.decoding).
 
-        method: "greedy", "beam" or "sample"; max_len defaults to max_target_len.
+        method: "greedy", "beam" or "sample"; max_len defaults to max_target_len; suppress: (V,) bool,
+        the target tokens never emitted.
         """
         was = self.training
         self.eval()
@@ -311,7 +312,7 @@ class Seq2Seq(nn.Module):
             c = self.config
             state = self.encode(source, source_lengths)
             common = dict(bos=c.bos_id, eos=c.eos_id, max_len=max_len or c.max_target_len, min_len=min_len,
-                          no_repeat_ngram=no_repeat_ngram, return_attention=return_attention)
+                          no_repeat_ngram=no_repeat_ngram, return_attention=return_attention, suppress=suppress)
             B = source.shape[0]
             if method == "greedy":
                 return greedy_search(self.step, state, B, **common)
