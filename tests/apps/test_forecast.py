@@ -66,6 +66,30 @@ def test_forecast_past_the_end(trained, tmp_path):
         forecast.forecast(run, hourly().rename(columns={"load": "traffic"}))
 
 
+def test_forecast_further_than_the_horizon_goes_on_from_its_own_forecasts(trained, tmp_path, capsys):
+    run, folder = trained
+    one = forecast.forecast(run)
+    assert forecast.forecast(run, steps=2).values[:, 0].tolist() == pytest.approx(one.values[:2, 0].tolist())
+    far = forecast.forecast(run, steps=8)  # horizon 3: three rounds, the last cut to 2 steps
+    assert far.values.shape == far.lower.shape == (8, 1)
+    assert list(far.times) == list(pd.date_range("2024-01-09 08:00", periods=8, freq="h").values)
+    np.testing.assert_allclose(far.values[:3], one.values, rtol=1e-6)
+    np.testing.assert_allclose(far.lower[:3], one.lower, rtol=1e-6)
+    assert np.isnan(far.lower[3:]).all() and np.isnan(far.upper[3:]).all()  # no calibrated interval past H
+    # rounds 2 and 3 are the model's forecasts from the series continued by its own
+    data = hourly()
+    continued = pd.concat([data, pd.DataFrame({"time": far.times[:3], "load": one.values[:, 0]})], ignore_index=True)
+    np.testing.assert_allclose(far.values[3:6], forecast.forecast(run, continued).values, rtol=1e-5)
+    csv, png = far.save(tmp_path / "far")
+    table = pd.read_csv(csv)
+    assert len(table) == 8 and table["lower"].isna().sum() == 5 and png.is_file()
+    with pytest.raises(InputError, match="steps must be an int >= 1"):
+        forecast.forecast(run, steps=0)
+    from rnnkit.cli import main
+    main(["forecast", "--checkpoint", str(folder / "run"), "--steps", "7", "--out", str(tmp_path / "cli")])
+    assert "forecast of 7 steps" in capsys.readouterr().out and len(pd.read_csv(tmp_path / "cli" / "forecast.csv")) == 7
+
+
 def test_backtest_and_load_agree_with_the_trained_run(trained):
     run, folder = trained
     bt = forecast.backtest(run)

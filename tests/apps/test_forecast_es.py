@@ -32,6 +32,10 @@ def test_an_es_rnn_run_trains_saves_loads_and_forecasts(tmp_path):
     np.testing.assert_allclose(forecast.forecast(loaded).values, fc.values, rtol=1e-6)
     assert forecast.backtest(loaded).metrics["model"]["MAE"] == pytest.approx(run.results["metrics"]["model"]["MAE"])
     assert forecast.backtest(loaded).intervals["calibrated"]["coverage"] > 0
+    # past the horizon (a season and a half: the level and season states run on over the model's own forecasts)
+    far = forecast.forecast(loaded, steps=36)
+    np.testing.assert_allclose(far.values[:6], fc.values, rtol=1e-6)
+    assert np.isfinite(far.values).all() and 60 < far.values.mean() < 160
 
 
 def test_the_hybrid_changes_what_the_network_sees(tmp_path):

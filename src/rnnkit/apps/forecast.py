@@ -386,24 +386,42 @@ class Forecast:
         return [out / "forecast.csv", out / "forecast.png"]
 
 
-def forecast(run: Run, data: Data = None, *, level: Optional[float] = None) -> Forecast:
-    """The next `horizon` steps past the end of `data` (default: the run's own series).
+def forecast(run: Run, data: Data = None, *, level: Optional[float] = None, steps: Optional[int] = None) -> Forecast:
+    """The next `steps` (default: the model's horizon) past the end of `data` (default: the run's own series).
 
     `data`: a series file in the training data's format and columns, or a pandas DataFrame with them;
     `level`: the central interval (default: the run's), split-conformal from the validation windows'
     errors when the run has a calibration (OUT/calibration.json), else the model's own. The model sees the last
-    `lookback` steps and the calendar of the steps it forecasts.
+    `lookback` steps and the calendar of the steps it forecasts. Past its horizon it goes on from its own
+    point forecasts, fed back as history one horizon at a time; the interval covers the first `horizon`
+    steps only (NaN after them: it is calibrated on the model's errors from true history, which
+    forecasts built on forecasts exceed).
     """
     c = run.model.config
+    steps = c.horizon if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be an int >= 1 (how many steps to forecast); got {steps!r}")
     series = _series(run, data, need=c.lookback)
-    frame = _frame(run, series)
-    frame.extend(c.horizon)
     level = _setting(run, "level") if level is None else level
-    point, lower, upper = model_forecast(run.model, frame, np.array([len(series)]), level, calibration_of(run))
-    times = series.future_times(len(series), c.horizon)
-    times = np.arange(len(series), len(series) + c.horizon) if times is None else times
-    return Forecast(point[0], lower[0], upper[0], times, list(series.columns), level, frame, c.lookback,
-                    f"forecast ({c.mode}, {c.head})")
+    chunks: List[np.ndarray] = []
+    grown = series
+    while len(chunks) * c.horizon < steps:
+        frame = _frame(run, grown)
+        frame.extend(c.horizon)
+        point, lower, upper = model_forecast(run.model, frame, np.array([len(grown)]), level, calibration_of(run))
+        if not chunks:
+            interval = np.full((steps, series.num_series), np.nan), np.full((steps, series.num_series), np.nan)
+            n = min(steps, c.horizon)
+            interval[0][:n], interval[1][:n] = lower[0, :n], upper[0, :n]
+        chunks.append(point[0])
+        grown = grown.extended(point[0])
+    frame = _frame(run, series)
+    frame.extend(steps)
+    times = series.future_times(len(series), steps)
+    times = np.arange(len(series), len(series) + steps) if times is None else times
+    beyond = f", {steps - c.horizon} past the horizon from its own forecasts" if steps > c.horizon else ""
+    return Forecast(np.concatenate(chunks)[:steps], *interval, times, list(series.columns), level, frame, c.lookback,
+                    f"forecast ({c.mode}, {c.head}{beyond})")
 
 
 def backtest(run: Run, data: Data = None, *, baselines: Optional[List[str]] = None, stride: Optional[int] = None,
