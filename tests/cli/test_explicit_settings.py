@@ -261,3 +261,14 @@ def test_aggregate_without_freq_is_an_error(tmp_path, rnnkit):
                            "--max-steps", "1"])
     assert code == 2 and "--aggregate has no effect without --freq" in err, err
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_a_config_value_left_idle_by_the_command_line_is_no_error():
+    """`--config zaremba-small --schedule constant`: the recipe's lr_gamma goes with its schedule; the same
+    pair from one source (command line, or a config file in itself) is still an error."""
+    s = settings_of("charlm", ["--schedule", "constant"], toml={"schedule": "epoch_decay", "lr_gamma": 0.5})
+    assert s.schedule == "constant"
+    with option_names(), pytest.raises(InputError, match="--lr-gamma has no effect with --schedule constant"):
+        settings_of("charlm", ["--schedule", "constant", "--lr-gamma", "0.5"])
+    with option_names(), pytest.raises(InputError, match="--lr-gamma has no effect with --schedule constant"):
+        settings_of("charlm", [], toml={"schedule": "constant", "lr_gamma": 0.5})
