@@ -71,7 +71,7 @@ def hourly_sum_forecast(hourly: np.ndarray, origin_day: int, seed: int, folder: 
     settings = {k: v for k, v in recipe.items() if k not in ("data", "out")}
     run = forecast.train(forecast.ForecastSettings(
         **settings, data=str(series), start="2005-06-07 06:57", freq="h", test_fraction=DAYS * HOURS / end,
-        baselines="seasonal_naive", seed=seed, out=str(folder / f"run-{origin_day}-{seed}"), quiet=True,
+        baselines="seasonal_naive", seed=seed, out=str(folder / f"run-{origin_day}-{seed}"), quiet=True, threads=1,
         tensorboard=False))
     cut = folder / "cut" / "A1H.txt"  # the history up to the origin, under the same name
     cut.parent.mkdir(parents=True, exist_ok=True)
