@@ -55,7 +55,8 @@ def test_every_training_source_begins_with_its_language_token(tmp_path):
     assert test_pairs == 6 + 20
     # each language's target pieces: Hangul ones for ko, Latin ones for fr, none in both but "▁" (a space piece)
     script = lambda ids: {tgt.id_to_piece(i).strip("▁")[:1] for i in ids} - {""}  # noqa: E731
-    assert all(IS_HANGUL.match(c) for c in script(pieces["ko"])) and all(IS_LATIN.match(c) for c in script(pieces["fr"]))
+    assert all(IS_HANGUL.match(c) for c in script(pieces["ko"]))
+    assert all(IS_LATIN.match(c) for c in script(pieces["fr"]))
 
 
 def test_the_language_token_reaches_the_encoder(trained):

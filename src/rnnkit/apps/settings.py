@@ -184,7 +184,8 @@ class Settings:
             acts = f.metadata.get("acts_with")
             # a config file's value that the command line's choice of the other setting leaves idle is no error:
             # `--config zaremba-small --schedule constant` drops the recipe's lr_gamma with its schedule
-            overridden = self._sources.get(f.name) == "config" and self._sources.get(acts[0] if acts else "") == "user"  # type: ignore[attr-defined]
+            sources = self._sources  # type: ignore[attr-defined]
+            overridden = acts and sources.get(f.name) == "config" and sources.get(acts[0]) == "user"
             if acts and self.explicit(f.name) and not overridden and getattr(self, acts[0]) not in acts[1]:
                 other, values = acts
                 how = "as set" if self.explicit(other) else "the default"

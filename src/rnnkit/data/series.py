@@ -63,8 +63,8 @@ class Series:
     def extended(self, values: np.ndarray) -> "Series":
         """This series with `values` (K, C) appended as observed steps, its clock continued."""
         times = None if self.times is None else np.concatenate([self.times, self.future_times(len(self), len(values))])
-        return Series(np.concatenate([self.values, values]), np.concatenate([self.observed, np.ones(values.shape, bool)]),
-                      times, self.freq, list(self.columns))
+        observed = np.concatenate([self.observed, np.ones(values.shape, bool)])
+        return Series(np.concatenate([self.values, values]), observed, times, self.freq, list(self.columns))
 
     def future_times(self, start: int, count: int) -> Optional[np.ndarray]:
         """Timestamps of steps start .. start+count-1 (may run past the end of the data)."""
