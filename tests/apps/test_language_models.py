@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import rnnkit
 from rnnkit.apps import charlm, wordlm
@@ -60,3 +61,21 @@ def test_wordlm_reports_test_perplexity(tmp_path: Path):
     assert run.results["test_ppl"] < 9  # below the uniform 9 tokens (8 words and <eos>)
     words_out = "".join(wordlm.generate(rnnkit.load(tmp_path / "run"), "a b", 12, seed=0)).split()
     assert len(words_out) <= 12 and set(words_out) <= set(words)
+
+
+def test_a_fine_tune_starts_from_the_weights_and_vocabulary_of_another_run(tmp_path: Path):
+    text = tmp_path / "notes.txt"
+    text.write_text("the cat sat on the mat. " * 60, encoding="utf-8")
+    base = charlm.train(data=str(text), out=str(tmp_path / "base"), max_steps=40, **TINY)
+    other = tmp_path / "other.txt"  # fewer characters: the vocabulary (and so the model's shape) is base's
+    other.write_text("the hat. " * 80, encoding="utf-8")
+    tuned = charlm.train(data=str(other), out=str(tmp_path / "tuned"), max_steps=1, lr=1e-12,
+                         init_from=str(tmp_path / "base"), **TINY)
+    assert tuned.info["vocab"] == base.info["vocab"]
+    for name, w in base.model.state_dict().items():  # one step at lr 1e-12: still base's weights
+        torch.testing.assert_close(tuned.model.state_dict()[name], w, rtol=1e-6, atol=1e-9)
+    with pytest.raises(InputError, match=r"init_from .*its model has hidden_size 16, this run's 24"):
+        charlm.train(data=str(text), out=str(tmp_path / "wide"), max_steps=1, init_from=str(tmp_path / "base"),
+                     **{**TINY, "hidden_size": 24})
+    with pytest.raises(InputError, match="init_from 'nowhere'.*does not exist"):
+        charlm.train(data=str(text), out=str(tmp_path / "x"), max_steps=1, init_from="nowhere", **TINY)

@@ -32,7 +32,7 @@ from ..training.checkpoint import (CheckpointError, latest_checkpoint, list_chec
                                    write_safetensors_atomic)
 from ..training.trainer import PREEMPTED, Trainer, check_run_info
 from .rundir import apply_threads, check_new_run, checked_data_fingerprint, open_run_dir, run_device
-from .settings import TrainingSettings
+from .settings import TrainingSettings, setting_name
 
 #: a score of the model on validation data, lower is better (e.g. 1 − SSIM), and its name
 Selection = Tuple[str, Callable[[nn.Module], float]]
@@ -143,11 +143,14 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
     apply_threads(s)
     # the run info only: the trainer reads (and checks) the tensors when it resumes
     resumed = read_checkpoint_meta(record).get("run") if record is not None else None
+    start = initial_run(recipe, s) if record is None else None
     torch.manual_seed(s.seed)  # the same initial weights on every rank
-    p = recipe.prepare(s, resumed, rank, world)
+    p = recipe.prepare(s, resumed if start is None else start.info, rank, world)  # a fine-tune keeps its vocabulary
     info = json.loads(json.dumps({"recipe": recipe.name, **p.info}))
     if resumed is not None:
         check_run_info(resumed, info, record)
+    if start is not None:
+        load_initial_weights(p.model, start, info)
     if p.warm_up is not None:
         p.warm_up(p.model, device)
     if rank == 0:  # everything was checked: only now does the run directory appear
@@ -181,6 +184,28 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
                 else f"results: {out / 'results.json'}")
     stop_processes(trainer, world)
     return result
+
+
+def initial_run(recipe: Recipe, s: TrainingSettings) -> Optional[Run]:
+    """The run named by `init_from` (its best weights), or None."""
+    if s.init_from is None:
+        return None
+    try:
+        return load(s.init_from, recipe=recipe)
+    except CheckpointError as err:
+        raise InputError(f"{setting_name('init_from')} {s.init_from!r}: {err}") from None
+
+
+def load_initial_weights(model: torch.nn.Module, start: Run, info: Dict[str, Any]) -> None:
+    """Copy `start`'s weights into `model`; an InputError names the first model setting that differs."""
+    theirs, ours = start.info.get("model") or {}, info.get("model") or {}
+    differ = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    if differ:
+        k = differ[0]
+        raise InputError(f"{setting_name('init_from')} {str(start.out or '')!r}: its model has {k} "
+                         f"{theirs.get(k)!r}, this run's {ours.get(k)!r}; a fine-tune keeps the model's shape"
+                         + (f" ({len(differ) - 1} more settings differ)" if len(differ) > 1 else ""))
+    model.load_state_dict(start.model.state_dict(), strict=True)
 
 
 def resume_record(out: Path) -> Optional[Path]:
