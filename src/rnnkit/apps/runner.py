@@ -157,6 +157,8 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
         open_run_dir(out, s, record is not None, {**info, "world_size": world}, data)
     for line in p.report if rank == 0 else ():
         say(s, line)
+    if start is not None and rank == 0:
+        say(s, f"fine-tuning: starts from the best weights of {s.init_from}, with its vocabulary or tokenizers")
     trainer = Trainer(p.model, p.task, p.train_data, s.train_config(), val_data=p.val_data, out_dir=out,
                       run_info=info, device=device)
     if rank == 0:
