@@ -253,8 +253,9 @@ class RunSettings(Settings):
     overwrite: bool = setting(False, "Delete a previous run's files in --out (config, metrics, TensorBoard "
                                      "events, checkpoints, best weights) before starting a new run there.")
     init_from: Optional[str] = setting(None, "Fine-tune: start from the best weights of this run (directory or "
-                                             "checkpoint, relative to the working directory) instead of random ones; "
-                                             "its vocabulary or tokenizers are kept, and the model must have its shape.")
+                                             "checkpoint, relative to the working directory) instead of random "
+                                             "ones; its vocabulary or tokenizers are kept, and the model must have "
+                                             "its shape.")
     allow_data_change: bool = setting(False, "With --resume: continue even if a data file changed since the run "
                                              "started (OUT/data.json).")
     quiet: bool = setting(False, "No progress bar or summaries.")

@@ -33,7 +33,8 @@ def forecast(checkpoint: str, data: Optional[str], out: str, do_backtest: bool, 
     result = app.forecast(run, data, level=level, steps=steps)
     csv, png = result.save(out)
     how = "split-conformal" if app.calibration_of(run) is not None else "the model's own, uncalibrated"
-    covered = "" if len(result.times) <= run.model.config.horizon else f" for the first {run.model.config.horizon} steps"
+    H = run.model.config.horizon
+    covered = "" if len(result.times) <= H else f" for the first {H} steps"
     click.echo(f"rnnkit: forecast of {len(result.times)} steps past {len(result.frame.series)} observed, "
                f"{100 * result.level:g}% interval {how}{covered} -> {csv}, {png}")
     if do_backtest:
