@@ -56,6 +56,10 @@ def test_train_predict_evaluate_from_python(trained):
     assert "| bag-of-words logistic regression |" in (run.out / "results.md").read_text()
     assert (run.out / "confusion.png").stat().st_size > 1000
     assert not (run.out / "test_scores.json").exists()
+    # every evaluation logs the validation accuracy beside the loss
+    evals = [json.loads(line) for line in (run.out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r["kind"] == "eval"]
+    assert evals and all(0 <= r["val_accuracy"] <= 1 for r in evals) and evals[-1]["val_accuracy"] >= 0.75
     assert classify.predict(run, []) == []
 
 
@@ -146,3 +150,19 @@ def test_an_ensemble_with_max_and_mean_pooling_trains_saves_and_loads(tmp_path):
     assert loaded.model.config.ensemble == 2 and loaded.model.config.pooling == "max+mean"
     for a, b in zip(classify.predict_proba(loaded, texts), classify.predict_proba(run, texts)):
         assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_kernels_load_before_the_clock_starts(tmp_path, monkeypatch):
+    """A recipe without its own warm-up (classify) still builds the fused CPU kernels before the trainer's
+    clock starts: a first run on a new machine must not spend its max_minutes compiling."""
+    from rnnkit.backends import extension
+    from rnnkit.training.trainer import Trainer
+    order = []
+    real_load, real_start = extension.load, Trainer._start
+    monkeypatch.setattr(extension, "load", lambda: order.append("kernels") or real_load())
+    monkeypatch.setattr(Trainer, "_start", lambda self, resume: order.append("clock") or real_start(self, resume))
+    settings = classify.ClassifySettings(
+        data=str(reviews(tmp_path / "train.tsv", 40, seed=0)), tokenizer="word", min_count=1, embedding_size=8,
+        hidden_size=8, batch_size=8, max_steps=2, out=str(tmp_path / "run"), quiet=True, tensorboard=False)
+    classify.train(settings)
+    assert order[:2] == ["kernels", "clock"]

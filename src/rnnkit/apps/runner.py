@@ -153,6 +153,9 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
         load_initial_weights(p.model, start, info)
     if p.warm_up is not None:
         p.warm_up(p.model, device)
+    elif device.type == "cpu":  # the fused kernels compile on first use: now, not inside max_minutes
+        from ..backends import extension
+        extension.load()
     if rank == 0:  # everything was checked: only now does the run directory appear
         open_run_dir(out, s, record is not None, {**info, "world_size": world}, data)
     for line in p.report if rank == 0 else ():
