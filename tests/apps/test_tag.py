@@ -55,6 +55,8 @@ def test_train_predict_evaluate_from_python(trained):
     # validation: 10% (val_fraction) of the 40 training sentences, their words kept out of the vocabulary
     config = json.loads((run.out / "config.json").read_text())
     assert config["data"]["val_fraction"] == 0.1 and config["settings"]["val_fraction"] == 0.1
+    evals = [json.loads(line) for line in (run.out / "metrics.jsonl").read_text().splitlines()]
+    assert [0 <= r["val_accuracy"] <= 1 for r in evals if r["kind"] == "eval"] == [True] * 6  # one an epoch
 
 
 @pytest.mark.parametrize("loader", [rnnkit.apps.load, tag.load], ids=["apps.load", "tag.load"])

@@ -165,7 +165,8 @@ def build_classifier(config: ClassifierConfig) -> nn.Module:
 
 class ClassifyTask:
     """Summed BCE (sigmoid) or CE (softmax) over the examples of a batch. In training an ensemble's loss is the
-    mean of its members' losses (each member learns on its own); in evaluation it is the averaged model's."""
+    mean of its members' losses (each member learns on its own); in evaluation it is the averaged model's,
+    and the correct predictions are counted too (val_accuracy)."""
 
     def loss(self, model: nn.Module, batch: Dict[str, Tensor], state=None):
         from ..training.trainer import LossResult
@@ -179,7 +180,11 @@ class ClassifyTask:
             loss = F.binary_cross_entropy_with_logits(z.float(), y.float().expand(z.shape), reduction="sum")
         else:
             loss = F.cross_entropy(z.float().flatten(0, 1), y.repeat(z.shape[0]), reduction="sum")
-        return LossResult(loss / z.shape[0], y.numel(), y.shape[0], None)
+        sums = None
+        if not model.training:  # val_accuracy beside val_loss: what a classifier is chosen by
+            predicted = (z[0] > 0).long() if inner.config.objective == "sigmoid" else z[0].argmax(-1)
+            sums = {"accuracy": (predicted == y).sum()}
+        return LossResult(loss / z.shape[0], y.numel(), y.shape[0], None, sums)
 
 
 # ------------------------------------------------------------------ metrics

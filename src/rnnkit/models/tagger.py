@@ -86,14 +86,16 @@ class SequenceTagger(TokenEncoderModel):
 
 
 class TagTask:
-    """Cross-entropy summed over valid tokens (labels IGNORE at padding)."""
+    """Cross-entropy summed over valid tokens (labels IGNORE at padding); in evaluation the correctly
+    tagged tokens are counted too (val_accuracy)."""
 
     def loss(self, model: nn.Module, batch: Dict[str, Tensor], state=None):
         from ..training.trainer import LossResult
         z = model(batch["tokens"], batch["lengths"], batch.get("chars"))
         y = batch["labels"]
         loss = F.cross_entropy(z.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
-        return LossResult(loss, (y != IGNORE).sum(), y.shape[0], None)
+        sums = None if model.training else {"accuracy": (z.argmax(-1) == y).sum()}  # IGNORE is never predicted
+        return LossResult(loss, (y != IGNORE).sum(), y.shape[0], None, sums)
 
 
 # ------------------------------------------------------------------ BIO entities

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Any, Dict, Optional, Protocol, Union
 
 from torch import Tensor, nn
 
@@ -18,12 +18,16 @@ class LossResult:
     count:     number of predicted elements in the sum (0 for context-only chunks).
     sequences: number of sequences/streams in the batch (for "sequence" normalization).
     state:     the state to carry into the next chunk (stream tasks), else None.
+    sums:      optional per-element quantities summed over the batch (e.g. {"accuracy": correct predictions});
+               an evaluation reports each one's sum over the pass divided by the summed `count`
+               (val_accuracy). Computed only when it is cheap or the model is in eval mode.
     """
 
     loss_sum: Tensor
     count: Union[int, Tensor]
     sequences: int
     state: State = None
+    sums: Optional[Dict[str, Union[float, Tensor]]] = None
 
 
 class Task(Protocol):

@@ -354,6 +354,7 @@ class Trainer:
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.float64, device=self.device)
+        sums: Dict[str, Tensor] = {}  # the task's per-element quantities (LossResult.sums)
         state = None
         try:
             for batch in data.batches(0, 0):
@@ -364,11 +365,14 @@ class Trainer:
                     r = self.task.loss(self.model, map_tensors(lambda t: t.to(self.device), batch), None)
                 total += r.loss_sum.double()
                 count += float(r.count)
+                for name, value in (r.sums or {}).items():
+                    sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, dtype=torch.float64)
         finally:
             self.model.train(was_training)
-        s, n = self.distribution.all_sum(float(total), float(count))
+        s, n, *summed = self.distribution.all_sum(float(total), float(count), *(float(v) for v in sums.values()))
         loss = s / n if n else float("nan")
         metrics = {f"{prefix}_loss": loss}
+        metrics.update({f"{prefix}_{name}": (v / n if n else float("nan")) for name, v in zip(sums, summed)})
         extra = getattr(self.task, "eval_metrics", None)
         if extra is not None:
             metrics.update({f"{prefix}_{k}": v for k, v in extra(loss).items()})
