@@ -28,13 +28,28 @@ def test_charlm_trains_generates_and_loads(tmp_path: Path):
     assert first == min(e["val_loss"] for e in evals)  # the best of the evaluations, kept and restored
     for name in ("best.safetensors", "results.md", "results.json", "config.json"):
         assert (tmp_path / "run" / name).is_file(), name
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["val_loss"] == pytest.approx(evals[-1]["val_loss"])
+    # the report's validation scores are the kept weights', not the last evaluation's
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["val_loss"] == first
     sample = "".join(charlm.generate(run, "the ", 30, seed=3))
     assert len(sample) == 30 and set(sample) <= set("the cat sat on mat.")
     loaded = rnnkit.load(tmp_path / "run")
     assert loaded.app == "charlm" and "".join(charlm.generate(loaded, "the ", 30, seed=3)) == sample
     with pytest.raises(InputError, match="prime contains the character 'z'"):
         next(charlm.generate(loaded, "zebra", 5))
+
+
+def test_results_report_the_kept_weights_when_a_later_evaluation_is_worse(tmp_path: Path):
+    """The validation tenth ("acb…") is unlike the training text ("abc…"): the more the model learns, the
+    worse it validates. results.json gives the scores of the kept (best) weights, not of the last evaluation."""
+    text = tmp_path / "abc.txt"
+    text.write_text("abc" * 540 + "acb" * 60, encoding="utf-8")
+    run = charlm.train(data=str(text), out=str(tmp_path / "run"), max_steps=40, **TINY)
+    evals = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    best = min(e["val_loss"] for e in evals)
+    assert evals[-1]["val_loss"] > best  # the situation under test
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["val_loss"] == best == run.summary["best"]["val_loss"]
+    assert json.loads((tmp_path / "run" / "best.json").read_text())["scores"]["val_bpc"] == results["val_bpc"]
 
 
 def test_charlm_settings_object_and_changes(tmp_path: Path):

@@ -10,7 +10,7 @@ from ..cells import CELLS
 from ..data.text import CharVocab, DataError, WordVocab, vocab_from_json
 from ..models.char_lm import LMConfig, RecurrentLM, sample
 from ..errors import InputError
-from .runner import Prepared, Recipe, Run
+from .runner import Prepared, Recipe, Run, final_scores
 from .settings import StreamSettings, setting, setting_name, settings_class
 
 Vocab = Union[CharVocab, WordVocab]
@@ -53,8 +53,7 @@ def prepared(s: LMSettings, config: LMConfig, vocab: Vocab, task: Any, train_dat
 def finish(run: Run) -> Dict[str, Any]:
     """The final validation (and test) scores of the best weights, as results.json and results.md."""
     summary = run.summary
-    scores = {**(summary.get("last_eval") or {}), **(summary.get("test") or {})}
-    scores = {k: v for k, v in scores.items() if k.startswith(("val_", "test_"))}
+    scores = final_scores(summary)
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in scores.items())
     c = run.model.config
     markdown = (f"{run.app}: {c.cell} {c.num_layers}x{c.hidden_size}, vocabulary {c.vocab_size}, step "

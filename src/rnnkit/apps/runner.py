@@ -176,6 +176,7 @@ def run(recipe: Recipe, s: TrainingSettings) -> Run:
     if not result.preempted:
         best.restore(p.model)
         summary["best"] = {best.name: best.value}
+        summary["best_eval"] = best.scores or None
         if p.test_data is not None:
             summary["test"] = test_evaluation(trainer, p.test_data, out, rank)
         if rank == 0:
@@ -251,8 +252,10 @@ class BestWeights:
         self.name, self.score = select if select is not None else ("val_loss", None)
         self.enabled = enabled
         self.value: Optional[float] = None
+        self.scores: Dict[str, float] = {}  # the validation scores of the kept weights
         if record is not None and self.path.exists() and self.json.exists():  # a resumed run keeps its best
-            self.value = json.loads(self.json.read_text())["value"]
+            kept = json.loads(self.json.read_text())
+            self.value, self.scores = kept["value"], kept.get("scores", {})
 
     @property
     def saved(self) -> bool:
@@ -262,12 +265,21 @@ class BestWeights:
         value = record.get("val_loss") if self.score is None else self.score(trainer.model)
         if self.enabled and value is not None and (self.value is None or value < self.value):
             self.value = value
+            self.scores = {k: v for k, v in record.items() if k.startswith("val_")}
             write_safetensors_atomic(self.path, trainer.model.state_dict())
-            write_json_atomic(self.json, {"step": trainer.step, self.name: value, "value": value})
+            write_json_atomic(self.json, {"step": trainer.step, self.name: value, "value": value,
+                                          "scores": self.scores})
 
     def restore(self, model: nn.Module) -> None:
         if self.saved:
             model.load_state_dict(read_weights(self.path))
+
+
+def final_scores(summary: Dict[str, Any]) -> Dict[str, float]:
+    """The val_* scores of the weights the run keeps (the best evaluation's; the last one's when no best
+    weights were saved) and the test_* scores the runner measured on them."""
+    scores = {**(summary.get("best_eval") or summary.get("last_eval") or {}), **(summary.get("test") or {})}
+    return {k: v for k, v in scores.items() if k.startswith(("val_", "test_"))}
 
 
 def read_weights(path: Path) -> Dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ from ..models.attention import ATTENTIONS
 from ..models.scheduled_sampling import SCHEDULES, SamplingSchedule
 from ..models.seq2seq import BRIDGES, Seq2Seq, Seq2SeqConfig, Seq2SeqTask
 from ..recipes import repository_data
-from .runner import Prepared, Recipe, Run, say
+from .runner import Prepared, Recipe, Run, final_scores, say
 from .rundir import saved_settings
 from .seq2seq_decode import (DecodeOptions, decode, decode_options, load_extras, plot_attention, score_pairs,
                              target_language, tokenizers, tokenizers_to_json, translate)
@@ -281,8 +281,7 @@ def finish(run: Run) -> Dict[str, Any]:
     src_tok.save(run.out / entries["source"]["file"])
     if not entries["shared"]:
         tgt_tok.save(run.out / entries["target"]["file"])
-    scores = {**(summary.get("last_eval") or {}), **(summary.get("test") or {})}
-    scores = {k: v for k, v in scores.items() if k.startswith(("val_", "test_"))}
+    scores = final_scores(summary)
     results: Dict[str, Any] = {"step": summary.get("step"), "stop": summary.get("stop"), **scores}
     if run.info["data"]["test"]:
         for i, lang in enumerate(languages(s.to_dict())):
