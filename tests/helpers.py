@@ -191,8 +191,13 @@ def make_batch(cfg: LayerConfig, seq_len: int = 5, batch: Optional[int] = 3, *,
 
 def as_float64(batch: Batch) -> Batch:
     """The same batch in float64 (input and initial state), for a float64 truth run."""
-    state = None if batch.state is None else tuple(s.double() for s in batch.state)
-    return dataclasses.replace(batch, x=batch.x.double(), state=state)
+    return as_dtype(batch, torch.float64)
+
+
+def as_dtype(batch: Batch, dtype: torch.dtype) -> Batch:
+    """The same batch with its input and initial state in `dtype`."""
+    state = None if batch.state is None else tuple(s.to(dtype) for s in batch.state)
+    return dataclasses.replace(batch, x=batch.x.to(dtype), state=state)
 
 
 def state_parts(state) -> Tuple[Tensor, ...]:
@@ -290,18 +295,19 @@ def assert_close(actual: Tensor, expected: Tensor, what: str = "value", tol: Opt
 
 
 def assert_as_accurate(actual: Tensor, expected: Tensor, truth: Tensor, what: str = "value",
-                       nudged: Optional[Tensor] = None) -> None:
+                       nudged: Optional[Tensor] = None, spread: float = 0.0) -> None:
     """`actual` (the checked float32 path) is about as close to the float64 `truth` as `expected`
     (the float32 reference) is: error <= ACCURACY_FACTOR * reference error + ACCURACY_FLOOR.
 
     nudged: the float64 run on inputs and parameters each moved by one float32 rounding (`nudge`); how far
     it lands from the truth is what this computation's conditioning makes of float32 rounding (layer norm
     over a few units amplifies it), so the reference error counts as at least that much: one float32
-    reference run can happen to be far more accurate than float32 arithmetic promises."""
+    reference run can happen to be far more accurate than float32 arithmetic promises. spread: the
+    largest error of the float32 reference on the same problem moved by one rounding (`reference_spread`)."""
     assert tuple(actual.shape) == tuple(expected.shape) == tuple(truth.shape), \
         f"{what}: shapes {tuple(actual.shape)}, {tuple(expected.shape)}, truth {tuple(truth.shape)}"
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-    reference_error = max_error(expected.double(), truth)
+    reference_error = max(max_error(expected.double(), truth), spread)
     if nudged is not None:
         reference_error = max(reference_error, max_error(nudged, truth))
     error = max_error(actual.double(), truth)
@@ -331,7 +337,8 @@ def nudge(module: nn.Module, batch: Batch, seed: int = 0) -> Tuple[nn.Module, Ba
 def assert_results_close(actual: Dict[str, Tensor], expected: Dict[str, Tensor], context: str = "",
                          tol: Optional[float] = None, require_signal: bool = True,
                          truth: Optional[Dict[str, Tensor]] = None,
-                         nudged: Optional[Dict[str, Tensor]] = None) -> None:
+                         nudged: Optional[Dict[str, Tensor]] = None,
+                         spread: Optional[Dict[str, float]] = None) -> None:
     """Every entry of two forward_and_grads results agrees (same keys, same shapes, within tolerance).
 
     truth: the float64 result on the same numbers; with it (and no `tol`), float32
@@ -345,7 +352,7 @@ def assert_results_close(actual: Dict[str, Tensor], expected: Dict[str, Tensor],
     for key in expected:
         if truth is not None and tol is None:
             assert_as_accurate(actual[key], expected[key], truth[key], f"{context} {key}",
-                               None if nudged is None else nudged[key])
+                               None if nudged is None else nudged[key], (spread or {}).get(key, 0.0))
         else:
             assert_close(actual[key], expected[key], f"{context} {key}", tol)
     # a comparison over all-zero gradients proves nothing: the loss must reach the parameters
@@ -378,9 +385,41 @@ def compare_backends(cfg: LayerConfig, backend: str, reference: str = "reference
         truth_layer.load_state_dict(ours.state_dict())  # copied into its float64 parameters
         truth = forward_and_grads(truth_layer, as_float64(data), train=train, seed=seed + 2)
         nudged = forward_and_grads(*nudge(truth_layer, as_float64(data), seed), train=train, seed=seed + 2)
-    assert_results_close(actual, expected, f"{cfg} {backend} vs {reference}", tol, require_signal, truth,
-                         nudged)
+    context = f"{cfg} {backend} vs {reference}"
+    try:
+        assert_results_close(actual, expected, context, tol, require_signal, truth, nudged)
+    except AssertionError:
+        if truth is None:
+            raise
+        # a second look, only when the first failed: one float32 reference run is one sample of float32's
+        # error, and on an ill-conditioned problem that sample varies a lot (LayerNormLSTM, 2 layers of 5
+        # units, zoneout: from 5.3e-6 to 7.6e-5 over six one-rounding moves of the same problem, 2026-12-05)
+        spread = reference_spread(cfg, reference, ours.state_dict(), data, train, seed)
+        assert_results_close(actual, expected, context, tol, require_signal, truth, nudged, spread)
     return actual
+
+
+def reference_spread(cfg: LayerConfig, reference: str, weights: Dict[str, Tensor], data: Batch, train: bool,
+                     seed: int, runs: int = 4) -> Dict[str, float]:
+    """Per entry, the largest error of the float32 `reference` over `runs` versions of the problem, each
+    with inputs and parameters moved by one float32 rounding (`nudge`) and held against its own float64
+    truth: how inaccurate float32 arithmetic can be on this problem, where one run may be lucky."""
+    cfg64 = dataclasses.replace(cfg, dtype=torch.float64)
+    worst: Dict[str, float] = {}
+    for k in range(runs):
+        truth_layer = cfg64.build(reference, seed + 1)
+        truth_layer.load_state_dict(weights)
+        moved_layer, moved = nudge(truth_layer, as_float64(data), seed + 100 + k)
+        weights32 = {name: t.float() for name, t in moved_layer.state_dict().items()}
+        data32 = as_dtype(moved, torch.float32)
+        layer32 = cfg.build(reference, seed + 1)
+        layer32.load_state_dict(weights32)
+        truth_layer.load_state_dict(weights32)  # the float64 truth of exactly the float32 problem
+        truth = forward_and_grads(truth_layer, as_float64(data32), train=train, seed=seed + 2)
+        result = forward_and_grads(layer32, data32, train=train, seed=seed + 2)
+        for key in truth:
+            worst[key] = max(worst.get(key, 0.0), max_error(result[key].double(), truth[key]))
+    return worst
 
 
 def compare_with_torch(cfg: LayerConfig, backend: str = "reference", *, seq_len: int = 5,

@@ -58,9 +58,10 @@ inline void normalize_backward(const R* dxh, const R* __restrict__ xh, R rstd, R
     s1 += double(dxh[j]);
     s2 += double(dxh[j]) * double(xh[j]);
   }
-  const R m1 = R(s1 / double(n)), m2 = R(s2 / double(n));
+  // the difference cancels most of dxh when the gradient lies nearly along 1 and x^: take it in double too
+  const double m1 = s1 / double(n), m2 = s2 / double(n), r = double(rstd);
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) out[j] = rstd * (dxh[j] - m1 - xh[j] * m2);
+  for (int64_t j = 0; j < n; ++j) out[j] = R(r * (double(dxh[j]) - m1 - double(xh[j]) * m2));
 }
 
 // ------------------------------------------------------------------- LSTM
