@@ -91,11 +91,16 @@ def test_export_command_application_runs(recipe: str, tmp_path: Path, capsys) ->
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta = {"run": {"recipe": recipe, "model": config.to_dict(), **extra}}
     record = save_checkpoint(tmp_path / "run" / "checkpoints", 5, tensors, meta)
+    files = {}
+    if recipe == "forecast":  # the run's conformal scores travel with the model
+        files["calibration"] = {"method": "split conformal", "head": "gaussian", "windows": 2,
+                                "scores": [[[0.1, 0.4], [0.2, 0.5]]] * 3}  # (horizon, series, windows)
+        (tmp_path / "run" / "calibration.json").write_text(json.dumps(files["calibration"]))
     out = tmp_path / f"{recipe}.onnx"
     main(["export", "--checkpoint", str(record), "--format", "onnx", "--output", str(out)])
     assert "max |diff|" in capsys.readouterr().out
     assert json.loads(out.with_suffix(".run.json").read_text()) == {"recipe": recipe, "model": config.to_dict(),
-                                                                    **extra}
+                                                                    **extra, **files}
     if recipe == "video":
         assert check_onnx(model, out, torch.rand(3, 2, 1, 8, 8)) <= 1e-5
     elif recipe == "forecast":

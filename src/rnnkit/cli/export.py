@@ -24,6 +24,9 @@ SERVED: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "video": ((), "frames (time, batch, channels, size, size)"),
     "adding": ((), "x (time, batch, 2)"),
 }
+#: files of the run directory the sidecar carries too, under these keys (the forecast's conformal scores: with
+#: them a server computes the calibrated interval of docs/apps/forecast.md from the graph's outputs)
+SIDECAR_FILES: Dict[str, Dict[str, str]] = {"forecast": {"calibration": "calibration.json"}}
 #: why an application's model has no one-graph export, and what to do instead
 REFUSALS = {
     "seq2seq": "; a seq2seq model decodes until every sentence has ended. Alternative, in Python: "
@@ -54,7 +57,7 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
     """Export a trained run's model with dynamic batch and time axes: charlm, wordlm (tokens -> logits),
     classify, tag (tokens, lengths -> logits), forecast (input, future -> distribution parameters), video
     (frames -> next frames' logits) or adding. Beside it, PATH.run.json holds what serving needs
-    (vocabulary, tokenizer and labels, or scaler and calendar)."""
+    (vocabulary, tokenizer and labels, or scaler, calendar and the interval calibration)."""
     require_extra("deploy", "rnnkit export", ("onnx", "onnxruntime") if check or quantize != "none" else ("onnx",))
     from ..apps.runner import load
     from ..export.onnx import ExportError, check_onnx, export_onnx
@@ -72,8 +75,15 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
     export_onnx(model, path, **options)
     keep, inputs = SERVED[run.app]
     sidecar = path.with_suffix(".run.json")
-    sidecar.write_text(json.dumps({"recipe": run.app, "model": run.info.get("model"),
-                                   **{k: run.info.get(k) for k in keep}}, ensure_ascii=False) + "\n", encoding="utf-8")
+    served = {"recipe": run.app, "model": run.info.get("model"), **{k: run.info.get(k) for k in keep}}
+    for key, name in SIDECAR_FILES.get(run.app, {}).items():
+        file = run.out / name if run.out is not None else None
+        if file is not None and file.is_file():
+            try:
+                served[key] = json.loads(file.read_text(encoding="utf-8"))
+            except ValueError as err:
+                raise ExportError(f"{str(file)!r} is not valid JSON ({err}); train the run again to rewrite it") from None
+    sidecar.write_text(json.dumps(served, ensure_ascii=False) + "\n", encoding="utf-8")
     if language_model:
         states = ", ".join(f"{n}0" for n in model.rnn.cells[0].state_names)
         inputs += (", lengths (batch,)" if lengths else "") + \
