@@ -54,14 +54,19 @@ def cpu_flags() -> List[str]:
 
 def machine() -> Dict[str, str]:
     cpu = platform.processor() or platform.machine()
+    fields: Dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break  # the first processor is enough
     except OSError:
         pass
+    cpu = fields.get("model name", cpu)
+    if "cpu family" in fields and "model" in fields:  # a hypervisor may show only "AMD EPYC": which generation
+        cpu += f" (family {fields['cpu family']}, model {fields['model']})"
     try:
         load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
