@@ -80,6 +80,8 @@ def test_predict_command_prints_a_label_a_line(trained, capsys):
     texts.write_text("a great film\nso dull\n", encoding="utf-8")
     code, out, err = cli_outcome(["predict", "--checkpoint", run.out, "--input", texts, "--device", "cpu"], capsys)
     assert code == 0, err
+    code, _, err = cli_outcome(["predict", "--checkpoint", run.out, "--input", tmp / "missing.txt"], capsys)
+    assert code == 2 and "missing.txt' does not exist" in err and "Traceback" not in err
     assert out.splitlines() == ["pos", "neg"]
 
 

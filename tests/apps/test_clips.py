@@ -74,6 +74,16 @@ def test_the_command_line_trains_it(tmp_path, digits, capsys):
                                   "--no-tensorboard"], capsys)
     assert code == 0, err
     assert list(json.loads((tmp_path / "run" / "results.json").read_text())["models"]) == ["single_frame"]
+    # inference from the command line: a .npy of clips in, one direction a line out, as from Python
+    run = clips.load(tmp_path / "run")
+    frames, _ = clips.example_clips(run, 5)
+    np.save(tmp_path / "clips.npy", (frames * 255).round().astype(np.uint8))
+    code, out, err = cli_outcome(["predict", "--checkpoint", tmp_path / "run", "--input", tmp_path / "clips.npy"],
+                                 capsys)
+    assert code == 0, err
+    assert out.splitlines() == clips.predict(run, str(tmp_path / "clips.npy")) and len(out.splitlines()) == 5
+    code, out, err = cli_outcome(["predict", "--checkpoint", tmp_path / "run"], capsys)
+    assert code == 2 and "--input CLIPS.npy" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("changes,needles", [
@@ -107,7 +117,8 @@ def untrained():
     (np.zeros((4, 16, 16), np.float32), "got (4, 16, 16)"),
     (np.zeros((2, 1, 16, 16), np.float32), "time >= 2"),
     (np.full((1, 3, 16, 16), 1.5, np.float32), "[0, 1]"),
-    ("clip.npy", "numpy array, a tensor or a list"),
+    ("clip.npy", "clips file 'clip.npy' does not exist"),
+    (3, "numpy array, a tensor or a list"),
     ([], "one or more"),
 ])
 def test_bad_clips_name_the_problem(untrained, given, needle):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..data.digit_clips import DigitClips, direction_names
-from ..data.moving_digits import MNIST_DIR, VideoBatches, digit_pools
+from ..data.moving_digits import MNIST_DIR, VideoBatches, digit_pools, read_npy
 from ..errors import InputError, InputTypeError
 from ..models.clips import (CLIP_CELLS, CLIP_MODELS, ClipConfig, ClipTask, accuracy, build_clip_model,
                             count_parameters, predict_labels)
@@ -39,7 +39,7 @@ from .settings import TrainingSettings, setting, setting_name, settings_class
 __all__ = ["ClipSettings", "train", "load", "predict", "example_clips", "RECIPE"]
 
 #: clips as a user gives them: (N, T, S, S) or (N, T, 1, S, S), uint8 0..255 or floats in [0, 1]
-Clips = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
+Clips = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray], str, Path]
 MODEL_NAMES = {"lrcn": "LRCN (CNN per frame → {cell})", "single_frame": "single-frame CNN (mean frame)",
                "convlstm": "ConvLSTM encoder"}
 
@@ -200,8 +200,9 @@ def labels_of(run: Run) -> List[str]:
 def predict(run: Run, clips: Clips) -> List[str]:
     """The direction of motion of each clip, by name ("right", "up-right", ... as in `labels_of(run)`).
 
-    clips: (N, T, S, S) or (N, T, 1, S, S) as a numpy array or tensor, or a list of (T, S, S) arrays; uint8
-    0..255 or floats in [0, 1]; T >= 2 frames (the model was trained on the run's clip_len)."""
+    clips: (N, T, S, S) or (N, T, 1, S, S) as a numpy array, a tensor or a .npy file's path, or a list of
+    (T, S, S) arrays; uint8 0..255 or floats in [0, 1]; T >= 2 frames (the model was trained on the run's
+    clip_len)."""
     frames = _clips_tensor(run, clips)  # (T, N, 1, S, S)
     names = labels_of(run)
     return [names[k] for k in predict_labels(run.model, frames.to(run.device)).tolist()]
@@ -222,6 +223,8 @@ def example_clips(run: Run, count: int = 8, start: int = 0) -> Tuple[np.ndarray,
 
 def _clips_tensor(run: Run, clips: Clips) -> torch.Tensor:
     """clips (see `predict`) -> float32 (T, N, 1, S, S) in [0, 1]; InputError naming what came."""
+    if isinstance(clips, (str, Path)):
+        clips = read_npy(clips, "clips file")
     if isinstance(clips, (list, tuple)):
         if not clips or not all(isinstance(c, (np.ndarray, torch.Tensor)) for c in clips):
             raise InputTypeError("clips: a list must hold one or more (T, S, S) arrays")

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..data.moving_digits import MNIST_DIR, DigitPool, MovingDigits, VideoBatches, digit_pools
+from ..data.moving_digits import MNIST_DIR, DigitPool, MovingDigits, VideoBatches, digit_pools, read_npy
 from ..errors import InputError, InputTypeError
 from ..models.video import (FEEDS, HEADS, VIDEO_CELLS, EncoderForecaster, VideoConfig, VideoTask, evaluate_video,
                             metrics_table, plot_per_frame, save_gif, save_strip)
@@ -199,7 +199,7 @@ def _frames_tensor(run: Run, frames: Frames) -> torch.Tensor:
     """frames (see `predict`) -> float32 (T, S, S) in [0, 1]; InputError naming what came."""
     what = "frames"
     if isinstance(frames, (str, Path)):
-        what, frames = f"frames file {str(frames)!r}", _read_npy(frames)
+        what, frames = f"frames file {str(frames)!r}", read_npy(frames, "frames file")
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu().numpy()
     if not isinstance(frames, np.ndarray):
@@ -219,10 +219,3 @@ def _frames_tensor(run: Run, frames: Frames) -> torch.Tensor:
     return x
 
 
-def _read_npy(path: Union[str, Path]) -> np.ndarray:
-    if not Path(path).is_file():
-        raise InputError(f"frames file {str(path)!r} does not exist")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise InputError(f"frames file {str(path)!r} is not a .npy array ({err})") from None

@@ -172,3 +172,14 @@ class VideoBatches:
         base = 0 if self.fixed else epoch * self.batches_per_epoch
         for b in range(start, self.batches_per_epoch):
             yield self.source.batch((base + b) * self.batch_size, self.batch_size)
+
+
+def read_npy(path: Union[str, Path], what: str = "file") -> np.ndarray:
+    """The array a .npy file holds (never pickled objects); InputError naming the file when it is missing or
+    not a .npy array. `what` names it in the message ("frames file", "clips file")."""
+    if not Path(path).is_file():
+        raise InputError(f"{what} {str(path)!r} does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{what} {str(path)!r} is not a .npy array ({err})") from None
