@@ -83,7 +83,7 @@ def test_forecast_further_than_the_horizon_goes_on_from_its_own_forecasts(traine
     csv, png = far.save(tmp_path / "far")
     table = pd.read_csv(csv)
     assert len(table) == 8 and table["lower"].isna().sum() == 5 and png.is_file()
-    with pytest.raises(InputError, match="steps must be an int >= 1"):
+    with pytest.raises(InputError, match=r"^steps must be a positive int \(how many steps to forecast\); got 0$"):
         forecast.forecast(run, steps=0)
     from rnnkit.cli import main
     main(["forecast", "--checkpoint", str(folder / "run"), "--steps", "7", "--out", str(tmp_path / "cli")])

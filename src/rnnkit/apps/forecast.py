@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ..cells import CELLS
+from ..checks import check_int
 from ..data.text import DataError
 from ..data.exponential_smoothing import ES_KINDS, ESDecomposition
 from ..data.series import MISSING_POLICIES, Series, load_kaggle_ipasn, load_series, series_from_frame
@@ -313,14 +314,20 @@ def calibration_of(run: Run) -> Optional[Calibration]:
     """The run's calibration: from training, else OUT/calibration.json; None for a run without one."""
     extras = _extras(run)
     if "calibration" not in extras:
-        path = run.out / CALIBRATION_FILE if run.out is not None else None
-        try:
-            extras["calibration"] = Calibration.from_json(json.loads(path.read_text())) if path and path.is_file() \
-                else None
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{str(path)!r} is not a calibration file of rnnkit ({err})") from None
+        extras["calibration"] = read_calibration(run.out)
         run.extras = extras
     return extras["calibration"]
+
+
+def read_calibration(out: Optional[Path]) -> Optional[Calibration]:
+    """OUT/calibration.json of a run directory; None where there is none; CheckpointError for a bad file."""
+    path = out / CALIBRATION_FILE if out is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return Calibration.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a calibration file of rnnkit ({err})") from None
 
 
 def load_extras(info: Dict[str, Any]) -> Dict[str, Any]:
@@ -399,20 +406,21 @@ def forecast(run: Run, data: Data = None, *, level: Optional[float] = None, step
     """
     c = run.model.config
     steps = c.horizon if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be an int >= 1 (how many steps to forecast); got {steps!r}")
+    check_int("steps", steps, hint=" (how many steps to forecast)")
     series = _series(run, data, need=c.lookback)
     level = _setting(run, "level") if level is None else level
+    calibration = calibration_of(run)
     chunks: List[np.ndarray] = []
+    intervals: List[np.ndarray] = []  # (lower, upper) of the first round: from true history only
     grown = series
     while len(chunks) * c.horizon < steps:
         frame = _frame(run, grown)
         frame.extend(c.horizon)
-        point, lower, upper = model_forecast(run.model, frame, np.array([len(grown)]), level, calibration_of(run))
-        if not chunks:
-            interval = np.full((steps, series.num_series), np.nan), np.full((steps, series.num_series), np.nan)
+        point, lower, upper = model_forecast(run.model, frame, np.array([len(grown)]), level, calibration)
+        if not intervals:
+            intervals = [np.full((steps, series.num_series), np.nan) for _ in range(2)]
             n = min(steps, c.horizon)
-            interval[0][:n], interval[1][:n] = lower[0, :n], upper[0, :n]
+            intervals[0][:n], intervals[1][:n] = lower[0, :n], upper[0, :n]
         chunks.append(point[0])
         grown = grown.extended(point[0])
     frame = _frame(run, series)
@@ -420,7 +428,7 @@ def forecast(run: Run, data: Data = None, *, level: Optional[float] = None, step
     times = series.future_times(len(series), steps)
     times = np.arange(len(series), len(series) + steps) if times is None else times
     beyond = f", {steps - c.horizon} past the horizon from its own forecasts" if steps > c.horizon else ""
-    return Forecast(np.concatenate(chunks)[:steps], *interval, times, list(series.columns), level, frame, c.lookback,
+    return Forecast(np.concatenate(chunks)[:steps], *intervals, times, list(series.columns), level, frame, c.lookback,
                     f"forecast ({c.mode}, {c.head}{beyond})")
 
 

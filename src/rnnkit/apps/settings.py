@@ -180,11 +180,11 @@ class Settings:
             for k in BUDGETS + ("early_stop_patience",):
                 if hasattr(self, k) and not self.explicit(k):
                     object.__setattr__(self, k, None)
+        sources = self._sources  # type: ignore[attr-defined]
         for f in fields(self):
             acts = f.metadata.get("acts_with")
             # a config file's value that the command line's choice of the other setting leaves idle is no error:
             # `--config zaremba-small --schedule constant` drops the recipe's lr_gamma with its schedule
-            sources = self._sources  # type: ignore[attr-defined]
             overridden = acts and sources.get(f.name) == "config" and sources.get(acts[0]) == "user"
             if acts and self.explicit(f.name) and not overridden and getattr(self, acts[0]) not in acts[1]:
                 other, values = acts

@@ -24,9 +24,6 @@ SERVED: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "video": ((), "frames (time, batch, channels, size, size)"),
     "adding": ((), "x (time, batch, 2)"),
 }
-#: files of the run directory the sidecar carries too, under these keys (the forecast's conformal scores: with
-#: them a server computes the calibrated interval of docs/apps/forecast.md from the graph's outputs)
-SIDECAR_FILES: Dict[str, Dict[str, str]] = {"forecast": {"calibration": "calibration.json"}}
 #: why an application's model has no one-graph export, and what to do instead
 REFUSALS = {
     "seq2seq": "; a seq2seq model decodes until every sentence has ended. Alternative, in Python: "
@@ -76,13 +73,11 @@ def export(checkpoint: str, fmt: str, output: Optional[str], lengths: bool, init
     keep, inputs = SERVED[run.app]
     sidecar = path.with_suffix(".run.json")
     served = {"recipe": run.app, "model": run.info.get("model"), **{k: run.info.get(k) for k in keep}}
-    for key, name in SIDECAR_FILES.get(run.app, {}).items():
-        file = run.out / name if run.out is not None else None
-        if file is not None and file.is_file():
-            try:
-                served[key] = json.loads(file.read_text(encoding="utf-8"))
-            except ValueError as err:
-                raise ExportError(f"{str(file)!r} is not valid JSON ({err}); train the run again to rewrite it") from None
+    if run.app == "forecast":  # its conformal scores: with them a server widens the graph's interval as forecast() does
+        from ..apps.forecast import read_calibration
+        calibration = read_calibration(run.out)
+        if calibration is not None:
+            served["calibration"] = calibration.to_json()
     sidecar.write_text(json.dumps(served, ensure_ascii=False) + "\n", encoding="utf-8")
     if language_model:
         states = ", ".join(f"{n}0" for n in model.rnn.cells[0].state_names)
