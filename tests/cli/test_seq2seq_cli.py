@@ -139,6 +139,22 @@ def test_source_too_long_names_line_and_writes_nothing(run, capsys, monkeypatch,
     assert not out.exists() and stdout == ""
 
 
+def test_skip_long_translates_the_other_lines(run, capsys, monkeypatch):
+    long = "word " * 60
+    text = ("Hi.\n" + long + "\nWhere is Tom?\n").encode()
+    expected = ok_cli(["translate", "--checkpoint", run, "--beam", "2"], capsys, b"Hi.\nWhere is Tom?\n",
+                      monkeypatch).splitlines()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text), encoding="utf-8"))
+    main(["translate", "--checkpoint", str(run), "--beam", "2", "--skip-long"])
+    stdout, err = capsys.readouterr()
+    assert stdout.splitlines() == [expected[0], "", expected[1]]  # the long line's output is empty
+    assert "1 of 3 lines of <stdin>" in err and "line 2" in err and "40 tokens" in err
+    loaded = seq2seq.load(run)
+    assert seq2seq.translate(loaded, ["Hi.", long], beam=2, skip_long=True) == [expected[0], ""]
+    with pytest.raises(Exception, match="texts:2: the source has"):
+        seq2seq.translate(loaded, ["Hi.", long], beam=2)
+
+
 def test_non_utf8_input(run, capsys, monkeypatch):
     code, stdout, err = run_cli(["translate", "--checkpoint", run], capsys, b"Hi.\nbad \xff byte\n", monkeypatch)
     assert_one_line_error(code, err, "<stdin>:2", "not UTF-8")

@@ -190,10 +190,12 @@ def encode_sources(run: Run, texts: Sequence[str], lang: Optional[str]) -> List[
 
 # ---------------------------------------------------------------------- decoding
 def decode(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = None, *, origin: str = "texts",
-           first_line: int = 1, attention: bool = False, progress: bool = False) -> List[List["Hypothesis"]]:
+           first_line: int = 1, attention: bool = False, progress: bool = False,
+           skip_long: bool = False) -> List[List["Hypothesis"]]:
     """The hypotheses of every text (best first; none for an empty text), decoded in batches of similar
-    length. Every text is checked first: a DataError names `origin`:line of the first that is too long
-    (texts[0] is line `first_line`)."""
+    length. Every text is checked first: a DataError names `origin`:line of the first that is longer than
+    the model's max_source_len (texts[0] is line `first_line`); with `skip_long`, such a text gets no
+    hypotheses instead (find them with `too_long`), so one long line does not stop a file."""
     from ..data.pairs import collate
     from ..data.text import DataError
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
@@ -202,11 +204,13 @@ def decode(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = No
     options = options or DecodeOptions()
     config = run.model.config
     ids = encode_sources(run, texts, options.lang)
-    for i, s in enumerate(ids, first_line):
-        if len(s) + 1 > config.max_source_len:
-            raise DataError(f"{origin}:{i}: the source has {len(s)} tokens (+1 end token{tagged(run)}); this "
-                            f"model accepts at most {config.max_source_len} (max_source_len)")
-    order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: len(ids[i]))
+    long = too_long(run, ids)
+    if long and not skip_long:
+        i = long[0]
+        raise DataError(f"{origin}:{i + first_line}: the source has {len(ids[i])} tokens (+1 end token"
+                        f"{tagged(run)}); this model accepts at most {config.max_source_len} (max_source_len)")
+    skipped = set(long)
+    order = sorted((i for i, s in enumerate(ids) if s and i not in skipped), key=lambda i: len(ids[i]))
     batches = [order[i:i + options.batch_size] for i in range(0, len(order), options.batch_size)]
     if progress:
         from tqdm import tqdm
@@ -222,19 +226,27 @@ def decode(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = No
     return out
 
 
+def too_long(run: Run, ids: Sequence[Sequence[int]]) -> List[int]:
+    """Indices of the encoded sources (language token included, end token not) over the model's limit."""
+    limit = run.model.config.max_source_len
+    return [i for i, s in enumerate(ids) if len(s) + 1 > limit]
+
+
 def tagged(run: Run) -> str:
     """", the language token included" in a multilingual run's messages about source lengths."""
     return ", the language token included" if run.info.get("languages") else ""
 
 
 def translate(run: Run, texts: Sequence[str], options: Optional[DecodeOptions] = None, *, origin: str = "texts",
-              first_line: int = 1, **changes: Any) -> List[str]:
-    """The best translation (or reply) of every text; an empty text gets an empty one.
+              first_line: int = 1, skip_long: bool = False, **changes: Any) -> List[str]:
+    """The best translation (or reply) of every text; an empty text gets an empty one, and so does a text
+    over the model's max_source_len with `skip_long` (without it, such a text is a DataError).
 
         >>> seq2seq.translate(run, ["Where is the station?"], beam=5)  # doctest: +SKIP
         ['Où est la gare ?']
     """
-    hyps = decode(run, texts, decode_options(options, changes), origin=origin, first_line=first_line)
+    hyps = decode(run, texts, decode_options(options, changes), origin=origin, first_line=first_line,
+                  skip_long=skip_long)
     target = tokenizers(run)[1]
     return [target.decode(h[0].tokens) if h else "" for h in hyps]
 
@@ -253,9 +265,8 @@ def score_pairs(run: Run, pairs: Sequence[Any], options: DecodeOptions, progress
     """(BLEU/chrF of `run` on `pairs`, its outputs). A source longer than the model's maximum is counted
     (too_long) and scored as an empty output, so that leaving it out does not flatter the score."""
     tgt_tok = tokenizers(run)[1]
-    limit = run.model.config.max_source_len
-    fits = [i for i, s in enumerate(encode_sources(run, [p.source for p in pairs], options.lang))
-            if len(s) + 1 <= limit]
+    long = set(too_long(run, encode_sources(run, [p.source for p in pairs], options.lang)))
+    fits = [i for i in range(len(pairs)) if i not in long]
     hyps = decode(run, [pairs[i].source for i in fits], options, progress=progress)
     texts = [""] * len(pairs)
     for i, h in zip(fits, hyps):

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from .._optional import require_extra
 from ..apps import seq2seq
 from ..apps.rundir import run_device
-from ..apps.seq2seq_decode import DECODE_FIELDS, write_output
+from ..apps.seq2seq_decode import DECODE_FIELDS, encode_sources, too_long, write_output
 from ..data.text import DataError, decode_utf8, read_lines, split_lines
 from .options import checkpoint_option, device_option, settings_options
 
@@ -52,15 +52,21 @@ def _read_input(path: Optional[str]) -> Tuple[List[str], str]:
 @click.option("--input", "input_path", default=None, help="Read sentences from this file (default: stdin).")
 @click.option("--output", default=None, help="Write the translations to this file, atomically (default: stdout).")
 @click.option("--plot-attention", default=None, help="PNG file: source × output attention map of the first input.")
+@click.option("--skip-long", is_flag=True, help="A line over the model's max_source_len gets an empty output line, "
+              "named on stderr, instead of stopping before any line is translated.")
 def translate(run: Any, options: Any, input_path: Optional[str], output: Optional[str],
-              plot_attention: Optional[str]) -> None:
+              plot_attention: Optional[str], skip_long: bool) -> None:
     """Translate one sentence per line (stdin or --input); empty lines stay empty.
 
-    Every line is checked (UTF-8, length) before anything is decoded or written. With --n-best N, each line
-    holds N translations and their scores, tab-separated.
+    Every line is checked (UTF-8, length) before anything is decoded or written; with --skip-long a line
+    that is too long comes out empty instead. With --n-best N, each line holds N translations and their
+    scores, tab-separated.
     """
     lines, origin = _read_input(input_path)
-    hyps = seq2seq.decode(run, lines, options, origin=origin, attention=plot_attention is not None)
+    hyps = seq2seq.decode(run, lines, options, origin=origin, attention=plot_attention is not None,
+                          skip_long=skip_long)
+    if skip_long:
+        _report_skipped(run, lines, options.lang, origin)
     target = seq2seq.tokenizers(run)[1]
     texts = ["\t".join(f"{target.decode(h.tokens)}\t{h.score:.4f}" for h in hs) if options.n_best > 1
              else target.decode(hs[0].tokens) if hs else "" for hs in hyps]
@@ -75,6 +81,16 @@ def translate(run: Any, options: Any, input_path: Optional[str], output: Optiona
         if first is None:
             raise DataError("--plot-attention: there is no non-empty input line to draw")
         seq2seq.plot_attention(run, lines[first], hyps[first][0], plot_attention, lang=options.lang)
+
+
+def _report_skipped(run: Any, lines: List[str], lang: Optional[str], origin: str) -> None:
+    """One stderr line naming the lines --skip-long left untranslated (the first 10 of them)."""
+    long = too_long(run, encode_sources(run, lines, lang))
+    if long:
+        shown = ", ".join(str(i + 1) for i in long[:10]) + (", ..." if len(long) > 10 else "")
+        click.echo(f"rnnkit: note: {len(long)} of {len(lines)} lines of {origin} are longer than this model's "
+                   f"{run.model.config.max_source_len} tokens (max_source_len) and were left untranslated "
+                   f"(empty output lines): {'line' if len(long) == 1 else 'lines'} {shown}", err=True)
 
 
 @click.option("--data", default=None, help="Pairs to score (default: the run's own --data).")
